@@ -1,0 +1,31 @@
+"""The exceptions egsde-rt raises: one base class, one subclass per kind of bad input."""
+
+
+class EgsdeError(Exception):
+    """Base class of every error egsde-rt raises on purpose."""
+
+
+class ConfigError(EgsdeError, ValueError):
+    """An argument or configuration value is out of range or unknown."""
+
+
+class CheckpointError(EgsdeError):
+    """A checkpoint cannot be read, is unsafe to read, or does not fit the model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's keys or shapes do not match the model's state dict."""
+
+    def __init__(self, message: str, missing=(), unexpected=(), mis_shaped=()):
+        super().__init__(message)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mis_shaped = list(mis_shaped)
+
+
+class ImageError(EgsdeError, ValueError):
+    """An input image is missing, corrupt, of the wrong mode or size, or not finite."""

@@ -1,0 +1,123 @@
+"""The domain-independent expert's low-pass filter: a separable resize down by N, then up by N.
+
+Each axis of length ``n`` is resized by a matrix built once in float64 (``resize_matrix``),
+exactly the antialiased triangle-kernel resize of the original code (reference/README.md):
+an output of length ``m = n * s`` puts output pixel ``o = 1..m`` at input coordinate
+``c = o / s + 0.5 (1 - 1/s)``; the kernel is ``tri(d) = max(0, 1 - |d|)``, stretched to
+``s * tri(s d)`` (width ``2/s``) when downscaling; the taps ``p = floor(c - width/2) + j - 1``
+(``j = 0 .. ceil(width) + 1``) get weights ``k(c - p - 1)`` normalised to sum to 1, and
+out-of-range taps reflect with the edge repeated (index sequence ``0..n-1, n-1..0`` mod 2n).
+
+The filter of one channel is ``L(Y) = U_h D_h Y D_w^T U_w^T``, with ``D`` of shape (n/N, n) and
+``U`` of shape (n, n/N): O(H W n/N) work, never a dense (H W)^2 operator. The energy gradients
+have closed forms (``LowPassFilter.energy_grad``) that the native kernels reproduce.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .similarity import COSINE_EPS, check_kind, lowpass_energy
+
+
+def _triangle(d: np.ndarray) -> np.ndarray:
+    return np.maximum(0.0, 1.0 - np.abs(d))
+
+
+def resize_matrix(n_in: int, scale: float) -> np.ndarray:
+    """The (round(n_in * scale), n_in) float64 matrix resizing one axis by ``scale``."""
+    n_out = int(round(n_in * scale))
+    if n_out < 1:
+        raise ConfigError(f"cannot resize length {n_in} by {scale}: empty output")
+    if scale < 1:
+        width = 2.0 / scale
+
+        def kernel(d):
+            return scale * _triangle(scale * d)
+    else:
+        width = 2.0
+
+        def kernel(d):
+            return _triangle(d)
+
+    centres = np.arange(1, n_out + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(centres - width / 2)
+    taps = left[:, None] + np.arange(math.ceil(width) + 2)[None, :] - 1
+    weights = kernel(centres[:, None] - taps - 1)
+    sums = weights.sum(axis=1, keepdims=True)
+    weights = weights / np.where(sums == 0, 1.0, sums)
+    mirror = np.concatenate([np.arange(n_in), np.arange(n_in - 1, -1, -1)])
+    index = mirror[np.mod(taps.astype(np.int64), 2 * n_in)]
+    matrix = np.zeros((n_out, n_in), dtype=np.float64)
+    np.add.at(matrix, (np.repeat(np.arange(n_out), taps.shape[1]), index.ravel()), weights.ravel())
+    return matrix
+
+
+def lowpass_factors(n: int, down_N: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D, U) for one axis of length ``n``: D is (n/N, n), U is (n, n/N), float64."""
+    if down_N < 1 or n % down_N:
+        raise ConfigError(f"down_N must be a positive divisor of the image size {n}, got {down_N}")
+    down = resize_matrix(n, 1.0 / down_N)
+    up = resize_matrix(n // down_N, float(down_N))
+    return down, up
+
+
+class LowPassFilter:
+    """``L = up(down(.))`` on [..., H, W] tensors, with its adjoint and energy gradients."""
+
+    def __init__(self, height: int, width: int, down_N: int, *, device=None):
+        self.height, self.width, self.down_N = height, width, down_N
+        dh, uh = lowpass_factors(height, down_N)
+        dw, uw = lowpass_factors(width, down_N)
+
+        def t(a):
+            return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+        self.down_h, self.up_h, self.down_w, self.up_w = t(dh), t(uh), t(dw), t(uw)
+
+    def to(self, device) -> "LowPassFilter":
+        for name in ("down_h", "up_h", "down_w", "up_w"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def _check(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[-2:]) != (self.height, self.width):
+            raise ConfigError(
+                f"low-pass filter built for {self.height}x{self.width}, got {tuple(x.shape[-2:])}"
+            )
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """L(x) = U_h (D_h x D_w^T) U_w^T per channel (differentiable)."""
+        self._check(x)
+        low = self.down_h @ x @ self.down_w.T
+        return self.up_h @ low @ self.up_w.T
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """L^T(g) = D_h^T (U_h^T g U_w) D_w per channel."""
+        self._check(g)
+        return self.down_h.T @ (self.up_h.T @ g @ self.up_w) @ self.down_w
+
+    def energy(self, y: torch.Tensor, x: torch.Tensor, kind: str = "neg_l2") -> torch.Tensor:
+        """The domain-independent energy of each image (see ``similarity.lowpass_energy``)."""
+        return lowpass_energy(kind, self.apply(y), self.apply(x))
+
+    def energy_grad(self, y: torch.Tensor, x: torch.Tensor, kind: str = "neg_l2") -> torch.Tensor:
+        """d/dy of ``energy(y, x, kind).sum()``, in closed form.
+
+        neg_l2: ``2 L^T L (y - x)``.
+        cosine: with a = L(x), b = L(y) per pixel, ``-1/P L^T((a_hat - cos b_hat) / |b|)``.
+        """
+        if check_kind(kind, "s2") == "neg_l2":
+            return 2.0 * self.adjoint(self.apply(y - x))
+        a, b = self.apply(x), self.apply(y)
+        norm_a = a.norm(dim=-3, keepdim=True).clamp_min(COSINE_EPS)
+        norm_b = b.norm(dim=-3, keepdim=True).clamp_min(COSINE_EPS)
+        a_hat, b_hat = a / norm_a, b / norm_b
+        cos = (a_hat * b_hat).sum(dim=-3, keepdim=True)
+        pixels = self.height * self.width
+        d_b = -(a_hat - cos * b_hat) / norm_b / pixels
+        return self.adjoint(d_b)

@@ -1,0 +1,134 @@
+"""The noise contract: counter-based Gaussian noise that every backend draws identically.
+
+Specification (the C++ and CUDA kernels implement exactly this):
+
+* Generator: Philox4x32-10 (Salmon et al., SC'11; Random123). Multipliers
+  ``M0 = 0xD2511F53``, ``M1 = 0xCD9E8D57``; key increments ``W0 = 0x9E3779B9``,
+  ``W1 = 0xBB67AE85``. One round maps counter ``(c0, c1, c2, c3)`` and key ``(k0, k1)`` to
+  ``(hi(M1*c2) ^ c1 ^ k0, lo(M1*c2), hi(M0*c0) ^ c3 ^ k1, lo(M0*c0))``; the key is bumped by
+  ``(W0, W1)`` (mod 2^32) between rounds; 10 rounds.
+* Key: the 64-bit ``seed`` as ``(k0, k1) = (seed & 0xFFFFFFFF, seed >> 32)``.
+* A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` and element ``k`` (flat
+  C-order index within the image), with ``block = k // 4`` and ``lane = k % 4``, the counter is
+  ``(block, b, draw, stream)``. So an image's noise does not depend on the batch size.
+* Gaussians by Box-Muller on lane pairs, in float64, rounded once to float32: with the Philox
+  output ``(x0, x1, x2, x3)``, lanes 0/1 use ``(x0, x1)`` and lanes 2/3 use ``(x2, x3)``:
+  ``u1 = (xa + 0.5) / 2^32``, ``u2 = (xb + 0.5) / 2^32``, ``r = sqrt(-2 ln u1)``,
+  ``theta = 2 pi u2``; the even lane is ``r cos(theta)``, the odd lane ``r sin(theta)``.
+* Streams and draws used by the sampler (K updates per repeat, repeat ``r`` from 0):
+  stream 0 (``STREAM_SAMPLING``): draw ``r*(K+1)`` is ``e`` of repeat ``r`` (its start point and
+  its perturbed sources); draw ``r*(K+1) + k`` is the fresh noise of update ``k = 1..K``.
+  This is the layout of the reference goldens' ``noise[M+1]`` tensor.
+  stream 1 (``STREAM_PERTURB``): draw ``r*K + k - 1`` is the fresh perturbation of update ``k``
+  (only in the paper's ``perturb="fresh"`` variant).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+PHILOX_ROUNDS = 10
+
+STREAM_SAMPLING = 0
+STREAM_PERTURB = 1
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+_TWO_POW_32 = 4294967296.0
+
+
+def _mulhilo(a: int, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    product = np.uint64(a) * b.astype(np.uint64)
+    return product >> np.uint64(32), product & _MASK32
+
+
+def philox4x32_10(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """Philox4x32-10 of every row of ``counter`` (uint32 [..., 4]) under ``key`` (two uint32)."""
+    counter = np.asarray(counter, dtype=np.uint32)
+    c0, c1, c2, c3 = (counter[..., i].astype(np.uint64) for i in range(4))
+    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    for round_index in range(PHILOX_ROUNDS):
+        if round_index:
+            k0 = (k0 + PHILOX_W0) & 0xFFFFFFFF
+            k1 = (k1 + PHILOX_W1) & 0xFFFFFFFF
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ np.uint64(k0), lo1, hi0 ^ c3 ^ np.uint64(k1), lo0
+    return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
+
+
+def seed_key(seed: int) -> tuple[int, int]:
+    if not 0 <= int(seed) < 2**64:
+        raise ConfigError(f"seed must be in [0, 2^64), got {seed}")
+    seed = int(seed)
+    return seed & 0xFFFFFFFF, seed >> 32
+
+
+def philox_uint32(seed: int, stream: int, draw: int, batch: int, per_image: int) -> np.ndarray:
+    """The raw stream: uint32 [batch, ceil(per_image/4)*4], element k of image b at [b, k]."""
+    blocks = -(-per_image // 4)
+    counter = np.zeros((batch, blocks, 4), dtype=np.uint32)
+    counter[..., 0] = np.arange(blocks, dtype=np.uint32)[None, :]
+    counter[..., 1] = np.arange(batch, dtype=np.uint32)[:, None]
+    counter[..., 2] = np.uint32(draw)
+    counter[..., 3] = np.uint32(stream)
+    return philox4x32_10(counter, seed_key(seed)).reshape(batch, blocks * 4)
+
+
+def philox_normal(seed: int, stream: int, draw: int, shape) -> np.ndarray:
+    """Standard normal float32 array of ``shape`` ([B, ...]) under the contract above."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 1:
+        raise ConfigError("noise shape needs a batch dimension")
+    if not (0 <= stream < 2**32 and 0 <= draw < 2**32):
+        raise ConfigError(f"stream and draw must fit in 32 bits, got {stream}, {draw}")
+    batch, per_image = shape[0], int(np.prod(shape[1:], dtype=np.int64))
+    bits = philox_uint32(seed, stream, draw, batch, per_image).reshape(batch, -1, 2, 2)
+    u1 = (bits[..., 0].astype(np.float64) + 0.5) / _TWO_POW_32
+    u2 = (bits[..., 1].astype(np.float64) + 0.5) / _TWO_POW_32
+    radius = np.sqrt(-2.0 * np.log(u1))
+    theta = 2.0 * np.pi * u2
+    pairs = np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=-1)
+    return pairs.reshape(batch, -1)[:, :per_image].astype(np.float32).reshape(shape)
+
+
+class PhiloxNoise:
+    """Noise source of the sampler: ``draw(stream, index, shape)`` under the Philox contract."""
+
+    def __init__(self, seed: int = 0):
+        seed_key(seed)
+        self.seed = int(seed)
+
+    def draw(self, stream: int, index: int, shape, device=None) -> torch.Tensor:
+        return torch.from_numpy(philox_normal(self.seed, stream, index, shape)).to(device)
+
+
+class InjectedNoise:
+    """Noise source reading explicit tensors, laid out as the reference goldens define.
+
+    ``sampling``: [R*(K+1), B, C, H, W] (stream 0); ``perturb``: [R*K, B, C, H, W] (stream 1),
+    needed only by the fresh-perturbation variant.
+    """
+
+    def __init__(self, sampling: torch.Tensor, perturb: torch.Tensor | None = None):
+        self.streams = {STREAM_SAMPLING: sampling, STREAM_PERTURB: perturb}
+
+    def check(self, stream: int, count: int, shape) -> None:
+        tensor = self.streams[stream]
+        name = "noise" if stream == STREAM_SAMPLING else "perturb_noise"
+        if tensor is None:
+            raise ConfigError(f"{name} is needed (shape [{count}, {', '.join(map(str, shape))}])")
+        expected = (count, *tuple(shape))
+        if tuple(tensor.shape) != expected:
+            raise ConfigError(f"{name} must have shape {list(expected)}, got {list(tensor.shape)}")
+        if not torch.isfinite(tensor).all():
+            raise ConfigError(f"{name} contains NaN or infinite values")
+
+    def draw(self, stream: int, index: int, shape, device=None) -> torch.Tensor:
+        return self.streams[stream][index].to(device=device, dtype=torch.float32)

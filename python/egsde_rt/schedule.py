@@ -1,0 +1,201 @@
+"""Diffusion schedule tables, computed once and apart from the step.
+
+The tables follow the official EGSDE code exactly: betas are built in float64, cast to
+float32, and every derived table (alphas, abar, posterior variances) is computed from the
+float32 betas with float32 torch ops, in the same order as the original.
+
+``Schedule`` holds the per-timestep tables; ``Schedule.respace`` keeps a subset of timesteps
+(fewer sampling steps); ``StepCoefficients`` turns a schedule into the plain per-step scalars
+that a sampling loop needs (the loop in Python, C++ or CUDA reads nothing else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
+VAR_TYPES = ("fixedsmall", "fixedlarge")
+
+
+def beta_schedule(
+    kind: str = "linear",
+    *,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    num_timesteps: int = 1000,
+) -> np.ndarray:
+    """Return the betas of a named schedule as a float64 array of length ``num_timesteps``."""
+    if num_timesteps < 1:
+        raise ConfigError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    n = num_timesteps
+    if kind == "linear":
+        betas = np.linspace(beta_start, beta_end, n, dtype=np.float64)
+    elif kind == "quad":
+        betas = np.linspace(beta_start**0.5, beta_end**0.5, n, dtype=np.float64) ** 2
+    elif kind == "const":
+        betas = beta_end * np.ones(n, dtype=np.float64)
+    elif kind == "jsd":  # 1/T, 1/(T-1), ..., 1
+        betas = 1.0 / np.linspace(n, 1, n, dtype=np.float64)
+    elif kind == "sigmoid":
+        s = 1.0 / (np.exp(-np.linspace(-6, 6, n)) + 1.0)
+        betas = s * (beta_end - beta_start) + beta_start
+    else:
+        raise ConfigError(f"unknown beta schedule {kind!r}; expected one of {BETA_SCHEDULES}")
+    return betas
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-timestep tables of a VP diffusion.
+
+    ``timesteps[j]`` is the model's timestep input for table index ``j`` (the identity for a
+    full schedule, the kept timesteps for a respaced one). All tables are float32 tensors.
+    """
+
+    betas: torch.Tensor
+    timesteps: torch.Tensor
+    var_type: str = "fixedsmall"
+    betas_f64: np.ndarray = field(repr=False, default=None)  # the exact betas, for respacing
+    alphas: torch.Tensor = field(init=False, repr=False)
+    abar: torch.Tensor = field(init=False, repr=False)
+    abar_prev: torch.Tensor = field(init=False, repr=False)
+    logvar: torch.Tensor = field(init=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        kind: str = "linear",
+        *,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        num_timesteps: int = 1000,
+        var_type: str = "fixedsmall",
+    ) -> "Schedule":
+        betas64 = beta_schedule(
+            kind, beta_start=beta_start, beta_end=beta_end, num_timesteps=num_timesteps
+        )
+        return cls.from_betas(betas64, var_type=var_type)
+
+    @classmethod
+    def from_betas(cls, betas64: np.ndarray, *, var_type: str = "fixedsmall",
+                   timesteps: np.ndarray | None = None) -> "Schedule":
+        betas64 = np.asarray(betas64, dtype=np.float64)
+        if timesteps is None:
+            timesteps = np.arange(len(betas64))
+        return cls(
+            betas=torch.from_numpy(betas64).float(),
+            timesteps=torch.as_tensor(np.asarray(timesteps), dtype=torch.float32),
+            var_type=var_type,
+            betas_f64=betas64,
+        )
+
+    def __post_init__(self) -> None:
+        if self.var_type not in VAR_TYPES:
+            raise ConfigError(f"unknown var_type {self.var_type!r}; expected one of {VAR_TYPES}")
+        betas = self.betas
+        alphas = 1.0 - betas
+        abar = alphas.cumprod(dim=0)
+        abar_prev = torch.cat([torch.ones(1), abar[:-1]], dim=0)
+        if self.var_type == "fixedsmall":
+            posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+            logvar = posterior_variance.clamp(min=1e-20).log()
+        else:
+            logvar = betas.log()
+        object.__setattr__(self, "alphas", alphas)
+        object.__setattr__(self, "abar", abar)
+        object.__setattr__(self, "abar_prev", abar_prev)
+        object.__setattr__(self, "logvar", logvar)
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.betas.shape[0])
+
+    def respace(self, M: int, steps: int | None) -> "Schedule":
+        """The schedule restricted to ``steps`` timesteps spread evenly over ``0 .. M-1``.
+
+        ``M-1`` and ``0`` are always kept, so the start point of a translation is unchanged.
+        The kept timesteps get new betas ``1 - abar[t_j] / abar[t_{j-1}]`` (as guided-diffusion's
+        respacing), computed in float64 from the exact betas. ``steps`` of None or ``M`` returns
+        the first ``M`` entries of this schedule unchanged.
+        """
+        check_start_time(M, self.num_timesteps)
+        if steps is None or steps == M:
+            betas64 = self.betas_f64[:M]
+            return Schedule.from_betas(betas64, var_type=self.var_type,
+                                       timesteps=self.timesteps.numpy()[:M])
+        if not 1 <= steps <= M:
+            raise ConfigError(f"steps must be in 1..M (M={M}), got {steps}")
+        if steps == 1:
+            kept = np.array([M - 1])
+        else:
+            kept = np.round(np.arange(steps) * (M - 1) / (steps - 1)).astype(np.int64)
+        abar64 = np.cumprod(1.0 - self.betas_f64)
+        prev = 1.0
+        new_betas = []
+        for t in kept:
+            new_betas.append(1.0 - abar64[t] / prev)
+            prev = abar64[t]
+        return Schedule.from_betas(np.array(new_betas), var_type=self.var_type,
+                                   timesteps=self.timesteps.numpy()[kept])
+
+
+def check_start_time(M: int, num_timesteps: int) -> None:
+    if not 1 <= M <= num_timesteps:
+        raise ConfigError(f"M (the start time) must be in 1..{num_timesteps}, got {M}")
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """Plain per-update scalars, in sampling order (the first row is the start time).
+
+    For update ``k`` (0-based) at model timestep ``t[k]``:
+      ``mean = inv_sqrt_alpha[k] * (y - eps_coef[k] * eps)``
+      ``mean -= guidance_w[k] * (ls * grad_s + li * grad_i)``
+      ``y = mean + sigma[k] * z``  (``sigma`` is 0 on the last update: the mask at t = 0)
+    and the perturbed source is ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``.
+    The start point uses row 0's ``sqrt_abar`` / ``sqrt_one_minus_abar``.
+    All arrays are float32 numpy arrays of length K (the number of updates).
+    """
+
+    t: np.ndarray
+    inv_sqrt_alpha: np.ndarray
+    eps_coef: np.ndarray
+    guidance_w: np.ndarray
+    sigma: np.ndarray
+    sqrt_abar: np.ndarray
+    sqrt_one_minus_abar: np.ndarray
+
+    @classmethod
+    def from_schedule(cls, schedule: Schedule, M: int, steps: int | None = None) -> "StepCoefficients":
+        s = schedule.respace(M, steps)
+        order = torch.arange(s.num_timesteps - 1, -1, -1)
+        # The same float32 ops as the official egsde_sample, one table each.
+        inv_sqrt_alpha = 1 / torch.sqrt(s.alphas)
+        eps_coef = s.betas / torch.sqrt(1 - s.abar)
+        guidance_w = s.betas / torch.sqrt(s.alphas)
+        sigma = torch.exp(0.5 * s.logvar)
+        sigma[0] = 0.0  # the update at table index 0 (the last one) adds no noise
+        sqrt_abar = s.abar.sqrt()
+        sqrt_one_minus_abar = (1.0 - s.abar).sqrt()
+
+        def ordered(a: torch.Tensor) -> np.ndarray:
+            return a[order].numpy().astype(np.float32)
+
+        return cls(
+            t=ordered(s.timesteps),
+            inv_sqrt_alpha=ordered(inv_sqrt_alpha),
+            eps_coef=ordered(eps_coef),
+            guidance_w=ordered(guidance_w),
+            sigma=ordered(sigma),
+            sqrt_abar=ordered(sqrt_abar),
+            sqrt_one_minus_abar=ordered(sqrt_one_minus_abar),
+        )
+
+    @property
+    def num_updates(self) -> int:
+        return int(self.t.shape[0])

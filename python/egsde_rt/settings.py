@@ -1,0 +1,75 @@
+"""The method settings of one EGSDE translation, validated in one place.
+
+Presets, the eager reference sampler, the native sampler and the engine manifest all carry an
+``EGSDESettings``; nothing else re-checks these values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+from .errors import ConfigError
+from .schedule import VAR_TYPES
+from .similarity import check_kind
+
+SCORE_KINDS = ("adm", "ddpm")
+PERTURB_MODES = ("shared", "fresh")
+
+
+@dataclass(frozen=True)
+class EGSDESettings:
+    """``M``: start time (number of timesteps noised); ``ls`` / ``li``: weights of the
+    domain-specific and domain-independent experts; ``s1`` / ``s2``: their similarity kinds;
+    ``down_N``: low-pass factor; ``steps``: respaced number of updates (None: all M);
+    ``perturb``: "shared" (the code: one draw e for every perturbed source) or "fresh" (the
+    paper's Algorithm 1); ``repeats``: the official ``sample_step``; ``ilvr``: replace the
+    low-pass band of each sample with that of the perturbed source (the ILVR baseline)."""
+
+    M: int = 500
+    ls: float = 500.0
+    li: float = 2.0
+    s1: str = "cosine"
+    s2: str = "neg_l2"
+    down_N: int = 32
+    var_type: str = "fixedsmall"
+    score_kind: str = "adm"
+    steps: int | None = None
+    perturb: str = "shared"
+    repeats: int = 1
+    ilvr: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.M, int) or self.M < 1:
+            raise ConfigError(f"M must be a positive integer, got {self.M!r}")
+        for name in ("ls", "li"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        check_kind(self.s1, "s1")
+        check_kind(self.s2, "s2")
+        if not isinstance(self.down_N, int) or self.down_N < 1:
+            raise ConfigError(f"down_N must be a positive integer, got {self.down_N!r}")
+        if self.var_type not in VAR_TYPES:
+            raise ConfigError(f"var_type must be one of {VAR_TYPES}, got {self.var_type!r}")
+        if self.score_kind not in SCORE_KINDS:
+            raise ConfigError(f"score_kind must be one of {SCORE_KINDS}, got {self.score_kind!r}")
+        if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= self.M):
+            raise ConfigError(f"steps must be None or an integer in 1..M ({self.M}), got {self.steps!r}")
+        if self.perturb not in PERTURB_MODES:
+            raise ConfigError(f"perturb must be one of {PERTURB_MODES}, got {self.perturb!r}")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ConfigError(f"repeats must be a positive integer, got {self.repeats!r}")
+
+    @property
+    def num_updates(self) -> int:
+        return self.steps or self.M
+
+    def with_overrides(self, **overrides) -> "EGSDESettings":
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        return replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

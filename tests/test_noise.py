@@ -1,0 +1,116 @@
+"""The Philox noise contract: known-answer vectors, pinned values, and statistics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from egsde_rt.errors import ConfigError
+from egsde_rt.noise import (InjectedNoise, PhiloxNoise, philox4x32_10, philox_normal, philox_uint32,
+                            seed_key)
+
+# Random123's published known-answer vectors for Philox4x32-10: counter, key, output.
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+# Values of this contract, pinned so that the native kernels can be held to them.
+PINNED_SEED0 = [0.9911377, -0.9246626, -0.61760896, -0.4820686, -0.15363823, 0.1808259,
+                0.83173513, 0.19743972]
+PINNED_BIGSEED_STREAM1_DRAW3 = [0.13954177, 0.15892762, -1.8996214, 0.39273086, 0.6699152,
+                                -2.487901, -1.8744537, 0.3323396, -0.647682, 2.0064178]
+PINNED_UINT32_SEED1234_DRAW500 = [0xAD48DA13, 0x1004ABC1, 0x9527BAB8, 0xCACC8C74, 0x8F17FFA1,
+                                  0x67EED648, 0x6880D55D, 0x97682FED, 0xD4E7DAE6, 0x575CFCE2,
+                                  0xE753D186, 0x1C2B3DFD, 0xC4176D9A, 0x52E523C1, 0x43959595,
+                                  0x2D022668]
+
+
+@pytest.mark.parametrize("counter,key,expected", KAT)
+def test_known_answer_vectors(counter, key, expected):
+    out = philox4x32_10(np.array(counter, dtype=np.uint32), key)
+    assert [int(v) for v in out] == list(expected)
+
+
+def test_gaussian_mapping_is_box_muller_of_the_raw_stream():
+    """Element k of image 0, draw 0, stream 0, seed 0 uses counter (0,0,0,0): the first KAT."""
+    x0, x1, x2, x3 = KAT[0][2]
+
+    def pair(a, b):
+        u1, u2 = (a + 0.5) / 2**32, (b + 0.5) / 2**32
+        r = math.sqrt(-2 * math.log(u1))
+        return r * math.cos(2 * math.pi * u2), r * math.sin(2 * math.pi * u2)
+
+    expected = np.array([*pair(x0, x1), *pair(x2, x3)], dtype=np.float32)
+    assert np.array_equal(philox_normal(0, 0, 0, (1, 4)).ravel(), expected)
+
+
+def test_pinned_values():
+    assert np.array_equal(philox_normal(0, 0, 0, (1, 8)).ravel(), np.float32(PINNED_SEED0))
+    got = philox_normal(2**40 + 7, 1, 3, (2, 5)).ravel()
+    assert np.array_equal(got, np.float32(PINNED_BIGSEED_STREAM1_DRAW3))
+    assert [int(v) for v in philox_uint32(1234, 0, 500, 2, 8).ravel()] == PINNED_UINT32_SEED1234_DRAW500
+
+
+def test_counter_layout_block_batch_draw_stream():
+    bits = philox_uint32(99, 2, 7, 3, 10)  # 3 images, 10 elements -> 3 blocks each
+    for b in range(3):
+        for block in range(3):
+            direct = philox4x32_10(np.array([block, b, 7, 2], dtype=np.uint32), seed_key(99))
+            assert np.array_equal(bits[b, 4 * block:4 * block + 4], direct)
+
+
+def test_image_noise_does_not_depend_on_batch_size():
+    alone = philox_normal(5, 0, 3, (1, 3, 8, 8))
+    batched = philox_normal(5, 0, 3, (4, 3, 8, 8))
+    assert np.array_equal(alone[0], batched[0])
+    assert not np.array_equal(batched[0], batched[1])
+
+
+def test_seed_stream_and_draw_each_change_the_noise():
+    base = philox_normal(1, 0, 0, (1, 64))
+    for other in (philox_normal(2, 0, 0, (1, 64)), philox_normal(1 + 2**32, 0, 0, (1, 64)),
+                  philox_normal(1, 1, 0, (1, 64)), philox_normal(1, 0, 1, (1, 64))):
+        assert np.abs(base - other).max() > 0.1
+
+
+def test_moments_and_tails_of_a_large_draw():
+    z = philox_normal(2024, 0, 0, (4, 3, 128, 128)).astype(np.float64).ravel()
+    n = z.size
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(np.mean(z**3)) < 5 * math.sqrt(15 / n)
+    assert abs(np.mean(z**4) - 3) < 5 * math.sqrt(96 / n)
+    for q in (1.0, 2.0, 3.0):  # two-sided tail mass against the normal law
+        expected = math.erfc(q / math.sqrt(2))
+        assert abs(np.mean(np.abs(z) > q) - expected) < 5 * math.sqrt(expected / n) + 1e-4
+
+
+def test_independence_across_steps_and_elements():
+    a = philox_normal(7, 0, 10, (1, 65536)).ravel().astype(np.float64)
+    b = philox_normal(7, 0, 11, (1, 65536)).ravel().astype(np.float64)
+    bound = 5 / math.sqrt(a.size)
+    assert abs(np.corrcoef(a, b)[0, 1]) < bound
+    for lag in (1, 2, 3, 4, 5):  # neighbouring elements, within and across Philox blocks
+        assert abs(np.corrcoef(a[:-lag], a[lag:])[0, 1]) < bound
+    # the two Box-Muller partners are uncorrelated in square too
+    assert abs(np.corrcoef(a[0::2] ** 2, a[1::2] ** 2)[0, 1]) < 2 * bound
+
+
+def test_noise_sources():
+    assert torch.equal(PhiloxNoise(3).draw(0, 2, (1, 3, 4, 4)),
+                       torch.from_numpy(philox_normal(3, 0, 2, (1, 3, 4, 4))))
+    injected = InjectedNoise(torch.zeros(5, 1, 3, 4, 4))
+    with pytest.raises(ConfigError, match="shape"):
+        injected.check(0, 6, (1, 3, 4, 4))
+    with pytest.raises(ConfigError, match="perturb_noise is needed"):
+        injected.check(1, 4, (1, 3, 4, 4))
+    bad = torch.zeros(5, 1, 3, 4, 4)
+    bad[2, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="NaN"):
+        InjectedNoise(bad).check(0, 5, (1, 3, 4, 4))
+    with pytest.raises(ConfigError):
+        PhiloxNoise(-1)
