@@ -1,10 +1,273 @@
-// egsde_rt._core: the native core's Python face. This file only binds.
+// egsde_rt._core: the native core's Python face. This file only binds (buffer conversion lives
+// in buffers.h).
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "buffers.h"
+#include "egsde/device.h"
+#include "egsde/dispatch.h"
+#include "egsde/sampler.h"
+#include "egsde/schedule.h"
 
 namespace py = pybind11;
+using namespace egsde;
+using bindings::ArrayArg;
+using bindings::as_array;
+using bindings::context_of;
+using bindings::require_size;
+
+namespace {
+
+class PyRunner : public Runner {
+ public:
+  using Runner::Runner;
+  void score(const TensorRef& y, const TensorRef& t, const TensorRef& eps_out) override {
+    PYBIND11_OVERRIDE_PURE(void, Runner, score, y, t, eps_out);
+  }
+  void dse_grad(const TensorRef& y, const TensorRef& x_t, const TensorRef& t, const TensorRef& grad_out) override {
+    PYBIND11_OVERRIDE_PURE(void, Runner, dse_grad, y, x_t, t, grad_out);
+  }
+};
+
+std::vector<float> matrix(const py::array_t<float, py::array::c_style | py::array::forcecast>& m) {
+  return std::vector<float>(m.data(), m.data() + m.size());
+}
+
+LowpassParams lowpass_params(const ArrayArg& down_h, const ArrayArg& up_h, const ArrayArg& down_w,
+                             const ArrayArg& up_w, const ArrayArg& workspace, index_t batch, index_t channels,
+                             index_t height, index_t width, index_t low_h, index_t low_w) {
+  LowpassParams p{down_h.data, up_h.data, down_w.data, up_w.data, batch, channels, height, width,
+                  low_h, low_w, workspace.data};
+  require_size(down_h, low_h * height, "down_h");
+  require_size(up_h, height * low_h, "up_h");
+  require_size(down_w, low_w * width, "down_w");
+  require_size(up_w, width * low_w, "up_w");
+  require_size(workspace, lowpass_workspace_floats(p), "workspace");
+  return p;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "egsde-rt native core";
+  m.doc() = "egsde-rt native core: the EGSDE sampling loop and its CPU/CUDA kernels";
   m.attr("__version__") = EGSDE_VERSION;
-  m.attr("built_with_cuda") = false;
+  m.attr("built_with_cuda") = built_with_cuda();
+  m.def("cuda_device_count", []() { return cuda_device_count(nullptr); },
+        "Number of usable CUDA devices (0 without CUDA, a driver or a GPU; never raises).");
+  m.def("cuda_status", []() {
+    std::string reason;
+    const int n = cuda_device_count(&reason);
+    return n > 0 ? std::to_string(n) + " CUDA device(s)" : reason;
+  }, "Why CUDA is or is not usable, in words.");
+
+  py::register_exception<Error>(m, "NativeError", PyExc_RuntimeError);
+
+  py::enum_<Device>(m, "Device").value("CPU", Device::CPU).value("CUDA", Device::CUDA);
+  py::enum_<EnergyKind>(m, "EnergyKind").value("NEG_L2", EnergyKind::NegL2).value("COSINE", EnergyKind::Cosine);
+
+  py::class_<TensorRef>(m, "TensorRef", "A view of a sampler buffer, valid during a runner call.")
+      .def_property_readonly("ptr", [](const TensorRef& t) { return reinterpret_cast<std::uintptr_t>(t.data); })
+      .def_property_readonly("shape", [](const TensorRef& t) { return py::tuple(py::cast(t.shape)); })
+      .def_property_readonly("device", [](const TensorRef& t) { return t.device == Device::CUDA ? "cuda" : "cpu"; })
+      .def_property_readonly("stream", [](const TensorRef& t) { return reinterpret_cast<std::uintptr_t>(t.stream); })
+      .def_property_readonly("__array_interface__", [](const TensorRef& t) {
+        require(t.device == Device::CPU, "a CUDA buffer has no __array_interface__");
+        return bindings::array_interface(t, false);
+      })
+      .def_property_readonly("__cuda_array_interface__", [](const TensorRef& t) {
+        require(t.device == Device::CUDA, "a host buffer has no __cuda_array_interface__");
+        return bindings::array_interface(t, true);
+      });
+
+  py::class_<Runner, PyRunner>(m, "Runner", "Network backend interface called by the sampler.")
+      .def(py::init<>())
+      .def("score", &Runner::score, py::arg("y"), py::arg("t"), py::arg("eps_out"))
+      .def("dse_grad", &Runner::dse_grad, py::arg("y"), py::arg("x_t"), py::arg("t"), py::arg("grad_out"));
+
+  py::class_<StepTable>(m, "StepTable")
+      .def(py::init<>())
+      .def_readwrite("t", &StepTable::t)
+      .def_readwrite("inv_sqrt_alpha", &StepTable::inv_sqrt_alpha)
+      .def_readwrite("eps_coef", &StepTable::eps_coef)
+      .def_readwrite("guidance_w", &StepTable::guidance_w)
+      .def_readwrite("sigma", &StepTable::sigma)
+      .def_readwrite("sqrt_abar", &StepTable::sqrt_abar)
+      .def_readwrite("sqrt_one_minus_abar", &StepTable::sqrt_one_minus_abar)
+      .def("__len__", &StepTable::size);
+
+  m.def("beta_schedule", [](const std::string& kind, double beta_start, double beta_end, int num_timesteps) {
+    return beta_schedule(ScheduleSpec{kind, beta_start, beta_end, num_timesteps, "fixedsmall"});
+  }, py::arg("kind"), py::arg("beta_start"), py::arg("beta_end"), py::arg("num_timesteps"));
+  m.def("make_step_table", [](const std::string& kind, double beta_start, double beta_end, int num_timesteps,
+                              const std::string& var_type, int M, int steps) {
+    return make_step_table(ScheduleSpec{kind, beta_start, beta_end, num_timesteps, var_type}, M, steps);
+  }, py::arg("kind"), py::arg("beta_start"), py::arg("beta_end"), py::arg("num_timesteps"), py::arg("var_type"),
+        py::arg("M"), py::arg("steps"));
+
+  py::class_<Sampler>(m, "Sampler")
+      .def(py::init([](Device device, index_t batch, index_t channels, index_t height, index_t width,
+                       const StepTable& steps, float ls, float li, EnergyKind s2, int repeats, bool fresh_perturb,
+                       bool ilvr, const py::array_t<float, py::array::c_style | py::array::forcecast>& down_h,
+                       const py::array_t<float, py::array::c_style | py::array::forcecast>& up_h,
+                       const py::array_t<float, py::array::c_style | py::array::forcecast>& down_w,
+                       const py::array_t<float, py::array::c_style | py::array::forcecast>& up_w,
+                       std::uintptr_t stream) {
+             SamplerConfig c;
+             c.device = device;
+             c.stream = reinterpret_cast<void*>(stream);
+             c.batch = batch;
+             c.channels = channels;
+             c.height = height;
+             c.width = width;
+             c.steps = steps;
+             c.ls = ls;
+             c.li = li;
+             c.s2 = s2;
+             c.repeats = repeats;
+             c.fresh_perturb = fresh_perturb;
+             c.ilvr = ilvr;
+             c.low_h = down_h.ndim() == 2 ? down_h.shape(0) : 0;
+             c.low_w = down_w.ndim() == 2 ? down_w.shape(0) : 0;
+             c.down_h = matrix(down_h);
+             c.up_h = matrix(up_h);
+             c.down_w = matrix(down_w);
+             c.up_w = matrix(up_w);
+             return std::make_unique<Sampler>(std::move(c));
+           }),
+           py::arg("device"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+           py::arg("steps"), py::arg("ls"), py::arg("li"), py::arg("s2"), py::arg("repeats"),
+           py::arg("fresh_perturb"), py::arg("ilvr"), py::arg("down_h"), py::arg("up_h"), py::arg("down_w"),
+           py::arg("up_w"), py::arg("stream") = 0)
+      .def_property_readonly("total_updates", &Sampler::total_updates)
+      .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+                     const std::function<bool(int, int)>& progress, const py::object& noise,
+                     const py::object& perturb_noise) -> py::object {
+             const SamplerConfig& c = s.config();
+             const ArrayArg x = as_array(x0, false, "x0");
+             require(x.device == Device::CPU && x.size == s.numel(), "x0 must be a host array of the sampler's shape");
+             const float* injected = nullptr;
+             const float* injected_perturb = nullptr;
+             const int K = c.steps.size();
+             if (!noise.is_none()) {
+               const ArrayArg n = as_array(noise, false, "noise");
+               require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * (K + 1) * s.numel(),
+                       "noise must be a host array [repeats*(K+1), B, C, H, W]");
+               injected = n.data;
+             }
+             if (!perturb_noise.is_none()) {
+               const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
+               require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * K * s.numel(),
+                       "perturb_noise must be a host array [repeats*K, B, C, H, W]");
+               injected_perturb = n.data;
+             }
+             py::array_t<float> out({c.batch, c.channels, c.height, c.width});
+             const bool done = s.run(x.data, out.mutable_data(), runner, seed, progress, injected, injected_perturb);
+             if (!done) return py::none();
+             return std::move(out);
+           },
+           py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
+           py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
+           "Run the loop; returns the unclamped result [B, C, H, W], or None if progress cancelled it.");
+
+  // The kernels, one binding each, on host (numpy) or device (__cuda_array_interface__) arrays.
+  py::module_ k = m.def_submodule("kernels", "The kernels on numpy or CUDA arrays (tests, benchmarks).");
+  k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, std::uint64_t seed,
+                            std::uint32_t stream, std::uint32_t draw, std::uintptr_t cuda_stream) {
+    const ArrayArg o = as_array(out, true, "out");
+    require_size(o, batch * per_image, "out");
+    philox_normal(context_of({o}, cuda_stream), PhiloxNormalParams{o.data, batch, per_image, NoiseKey{seed, stream, draw}});
+  }, py::arg("out"), py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
+        py::arg("cuda_stream") = 0);
+  k.def("philox_uint32", [](index_t batch, index_t per_image, std::uint64_t seed, std::uint32_t stream,
+                            std::uint32_t draw) {
+    const index_t blocks = (per_image + 3) / 4;
+    py::array_t<std::uint32_t> out({batch, blocks * 4});
+    cpu::philox_uint32(out.mutable_data(), batch, per_image, NoiseKey{seed, stream, draw});
+    return out;
+  }, py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
+        "The raw Philox stream on the CPU: uint32 [batch, ceil(per_image / 4) * 4].");
+  k.def("perturb", [](const py::handle& x, const py::handle& e, const py::handle& out, float a, float b,
+                      std::uintptr_t cuda_stream) {
+    const ArrayArg xa = as_array(x, false, "x"), ea = as_array(e, false, "e"), oa = as_array(out, true, "out");
+    require(xa.size == ea.size && xa.size == oa.size, "perturb: arrays differ in size");
+    perturb(context_of({xa, ea, oa}, cuda_stream), PerturbParams{xa.data, ea.data, oa.data, oa.size, a, b});
+  }, py::arg("x"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("cuda_stream") = 0);
+  k.def("lowpass_workspace_floats", [](index_t batch, index_t channels, index_t height, index_t width, index_t low_h,
+                                       index_t low_w) {
+    return lowpass_workspace_floats(LowpassParams{nullptr, nullptr, nullptr, nullptr, batch, channels, height, width,
+                                                  low_h, low_w, nullptr});
+  });
+  k.def("lowpass_apply", [](const py::handle& x, const py::handle& out, const py::handle& down_h,
+                            const py::handle& up_h, const py::handle& down_w, const py::handle& up_w,
+                            const py::handle& workspace, index_t batch, index_t channels, index_t height,
+                            index_t width, index_t low_h, index_t low_w, std::uintptr_t cuda_stream) {
+    const ArrayArg xa = as_array(x, false, "x"), oa = as_array(out, true, "out");
+    const ArrayArg dh = as_array(down_h, false, "down_h"), uh = as_array(up_h, false, "up_h");
+    const ArrayArg dw = as_array(down_w, false, "down_w"), uw = as_array(up_w, false, "up_w");
+    const ArrayArg ws = as_array(workspace, true, "workspace");
+    const index_t n = batch * channels * height * width;
+    require_size(xa, n, "x");
+    require_size(oa, n, "out");
+    const LowpassParams p = lowpass_params(dh, uh, dw, uw, ws, batch, channels, height, width, low_h, low_w);
+    lowpass_apply(context_of({xa, oa, dh, uh, dw, uw, ws}, cuda_stream), p, xa.data, oa.data);
+  }, py::arg("x"), py::arg("out"), py::arg("down_h"), py::arg("up_h"), py::arg("down_w"), py::arg("up_w"),
+        py::arg("workspace"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0);
+  k.def("lowpass_energy_grad", [](const py::handle& y, const py::handle& x, const py::handle& grad, EnergyKind kind,
+                                  const py::handle& down_h, const py::handle& up_h, const py::handle& down_w,
+                                  const py::handle& up_w, const py::handle& workspace, index_t batch,
+                                  index_t channels, index_t height, index_t width, index_t low_h, index_t low_w,
+                                  std::uintptr_t cuda_stream) {
+    const ArrayArg ya = as_array(y, false, "y"), xa = as_array(x, false, "x"), ga = as_array(grad, true, "grad");
+    const ArrayArg dh = as_array(down_h, false, "down_h"), uh = as_array(up_h, false, "up_h");
+    const ArrayArg dw = as_array(down_w, false, "down_w"), uw = as_array(up_w, false, "up_w");
+    const ArrayArg ws = as_array(workspace, true, "workspace");
+    const index_t n = batch * channels * height * width;
+    require_size(ya, n, "y");
+    require_size(xa, n, "x");
+    require_size(ga, n, "grad");
+    const LowpassParams p = lowpass_params(dh, uh, dw, uw, ws, batch, channels, height, width, low_h, low_w);
+    lowpass_energy_grad(context_of({ya, xa, ga, dh, uh, dw, uw, ws}, cuda_stream), p, kind, ya.data, xa.data, ga.data);
+  }, py::arg("y"), py::arg("x"), py::arg("grad"), py::arg("kind"), py::arg("down_h"), py::arg("up_h"),
+        py::arg("down_w"), py::arg("up_w"), py::arg("workspace"), py::arg("batch"), py::arg("channels"),
+        py::arg("height"), py::arg("width"), py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0);
+  k.def("egsde_update", [](const py::handle& y, const py::handle& eps, const py::object& grad_s,
+                           const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
+                           index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
+                           float sigma, std::uint64_t seed, std::uint32_t stream, std::uint32_t draw,
+                           std::uintptr_t cuda_stream) {
+    const index_t n = batch * per_image;
+    const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
+    require_size(ya, n, "y");
+    require_size(ea, n, "eps");
+    require_size(oa, n, "out");
+    UpdateParams u;
+    u.y = ya.data;
+    u.eps = ea.data;
+    u.out = oa.data;
+    auto optional = [n](const py::object& o, const char* name) -> ArrayArg {
+      if (o.is_none()) return ArrayArg{};
+      ArrayArg a = as_array(o, false, name);
+      require_size(a, n, name);
+      return a;
+    };
+    const ArrayArg gs = optional(grad_s, "grad_s"), gi = optional(grad_i, "grad_i"), nz = optional(noise, "noise");
+    u.grad_s = gs.data;
+    u.grad_i = gi.data;
+    u.noise = nz.data;
+    u.batch = batch;
+    u.per_image = per_image;
+    u.inv_sqrt_alpha = inv_sqrt_alpha;
+    u.eps_coef = eps_coef;
+    u.ls_w = ls_w;
+    u.li_w = li_w;
+    u.sigma = sigma;
+    u.key = NoiseKey{seed, stream, draw};
+    egsde_update(context_of({ya, ea, oa}, cuda_stream), u);
+  }, py::arg("y"), py::arg("eps"), py::arg("grad_s"), py::arg("grad_i"), py::arg("noise"), py::arg("out"),
+        py::arg("batch"), py::arg("per_image"), py::arg("inv_sqrt_alpha"), py::arg("eps_coef"), py::arg("ls_w"),
+        py::arg("li_w"), py::arg("sigma"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("draw") = 0,
+        py::arg("cuda_stream") = 0);
 }

@@ -69,6 +69,13 @@ def _cmd_reference(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import main_bench
+
+    return main_bench(batch=args.batch, size=args.size, down_N=args.down_N, device=args.device,
+                      iters=args.iters, json_path=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egsde-rt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"egsde-rt {__version__}")
@@ -91,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser("bench", help="time the native kernels against their eager PyTorch equivalents")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--down-N", dest="down_N", type=int, default=32)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--json", help="also write the results as JSON to this path")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

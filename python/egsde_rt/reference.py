@@ -16,8 +16,9 @@ from .errors import ConfigError
 from .lowpass import LowPassFilter
 from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise
 from .schedule import Schedule, StepCoefficients
+from .network_fns import dse_gradient, input_gradient, score_function
 from .settings import EGSDESettings
-from .similarity import dse_similarity, lowpass_energy
+from .similarity import lowpass_energy
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -32,27 +33,6 @@ def check_source(x0: torch.Tensor) -> None:
         raise ConfigError(f"x0 must be a float tensor in [-1, 1], got {x0.dtype}")
     if not torch.isfinite(x0).all():
         raise ConfigError("x0 contains NaN or infinite values")
-
-
-def score_function(score_model: torch.nn.Module, score_kind: str, class_label=None):
-    """eps(y, t) of a score network: ADM outputs [eps, variance] (sliced), ddpm outputs eps."""
-    def eps(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if class_label is None:
-            out = score_model(y, t)
-        else:
-            labels = torch.full((y.shape[0],), int(class_label), dtype=torch.long, device=y.device)
-            out = score_model(y, t, labels)
-        return out[:, :3] if score_kind == "adm" else out
-
-    return eps
-
-
-def _input_grad(energy_fn, y: torch.Tensor) -> torch.Tensor:
-    """d/dy of energy_fn(y).sum() by autograd, with y detached from any outer graph."""
-    with torch.enable_grad():
-        y_ = y.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy_fn(y_).sum(), y_)
-    return grad.detach()
 
 
 def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module, *, M: int,
@@ -109,18 +89,15 @@ def run_reference(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.
             t = torch.full((shape[0],), float(coefs.t[k]), device=device)
             e_k = e if settings.perturb == "shared" else source.draw(STREAM_PERTURB, r * K + k, shape, device)
             x_t = scalar(coefs.sqrt_abar, k) * x0 + scalar(coefs.sqrt_one_minus_abar, k) * e_k
-            with torch.no_grad():
-                eps = eps_fn(y, t)
+            eps = eps_fn(y, t)
             mean = scalar(coefs.inv_sqrt_alpha, k) * (y - scalar(coefs.eps_coef, k) * eps)
             w = scalar(coefs.guidance_w, k)
             if settings.ls:
-                with torch.no_grad():
-                    feat_x = dse(x_t, t)
-                grad_s = _input_grad(lambda v: dse_similarity(settings.s1, dse(v, t), feat_x), y)
+                grad_s = dse_gradient(dse, settings.s1, y, x_t, t)
                 mean = mean - settings.ls * w * grad_s
             if settings.li:
                 low_x = lowpass.apply(x_t)
-                grad_i = _input_grad(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
+                grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
                 mean = mean - settings.li * w * grad_i
             z = source.draw(STREAM_SAMPLING, r * (K + 1) + k + 1, shape, device)
             y = (mean + scalar(coefs.sigma, k) * z).float()

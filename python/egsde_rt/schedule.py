@@ -2,7 +2,8 @@
 
 The tables follow the official EGSDE code exactly: betas are built in float64, cast to
 float32, and every derived table (alphas, abar, posterior variances) is computed from the
-float32 betas with float32 torch ops, in the same order as the original.
+float32 betas with float32 torch ops, in the same order as the original. (torch's float32
+``cumprod`` accumulates in double and rounds each entry; the C++ twin does the same.)
 
 ``Schedule`` holds the per-timestep tables; ``Schedule.respace`` keeps a subset of timesteps
 (fewer sampling steps); ``StepCoefficients`` turns a schedule into the plain per-step scalars
@@ -61,6 +62,7 @@ class Schedule:
     timesteps: torch.Tensor
     var_type: str = "fixedsmall"
     betas_f64: np.ndarray = field(repr=False, default=None)  # the exact betas, for respacing
+    spec: dict | None = None  # kind, beta_start, beta_end, num_timesteps when made by create()
     alphas: torch.Tensor = field(init=False, repr=False)
     abar: torch.Tensor = field(init=False, repr=False)
     abar_prev: torch.Tensor = field(init=False, repr=False)
@@ -79,7 +81,14 @@ class Schedule:
         betas64 = beta_schedule(
             kind, beta_start=beta_start, beta_end=beta_end, num_timesteps=num_timesteps
         )
-        return cls.from_betas(betas64, var_type=var_type)
+        spec = dict(kind=kind, beta_start=beta_start, beta_end=beta_end, num_timesteps=num_timesteps)
+        return cls(
+            betas=torch.from_numpy(betas64).float(),
+            timesteps=torch.arange(num_timesteps, dtype=torch.float32),
+            var_type=var_type,
+            betas_f64=betas64,
+            spec=spec,
+        )
 
     @classmethod
     def from_betas(cls, betas64: np.ndarray, *, var_type: str = "fixedsmall",

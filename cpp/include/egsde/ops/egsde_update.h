@@ -1,0 +1,33 @@
+// egsde_update: one fused pass of the EGSDE update, element by element:
+//   mean = inv_sqrt_alpha * (y - eps_coef * eps)
+//   mean = mean - ls_w * grad_s     (ls_w = ls * w; skipped when grad_s is null)
+//   mean = mean - li_w * grad_i     (li_w = li * w; skipped when grad_i is null)
+//   out  = mean + sigma * z         (z read from `noise` if given, else drawn with `key`;
+//                                    sigma = 0 on the last update: the mask at t = 0)
+#pragma once
+
+#include "egsde/common.h"
+#include "egsde/philox.h"
+
+namespace egsde {
+
+struct UpdateParams {
+  const float* y = nullptr;
+  const float* eps = nullptr;
+  const float* grad_s = nullptr;
+  const float* grad_i = nullptr;
+  const float* noise = nullptr;  // injected z, or null to draw it
+  float* out = nullptr;          // may alias y
+  index_t batch = 0, per_image = 0;
+  float inv_sqrt_alpha = 1.0f, eps_coef = 0.0f, ls_w = 0.0f, li_w = 0.0f, sigma = 0.0f;
+  NoiseKey key;
+};
+
+namespace cpu {
+void egsde_update(const UpdateParams& p);
+}
+namespace cuda {
+void egsde_update(const UpdateParams& p, void* stream);
+}
+
+}  // namespace egsde

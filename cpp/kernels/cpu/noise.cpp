@@ -1,0 +1,31 @@
+// philox_normal, CPU.
+#include "egsde/ops/noise.h"
+
+namespace egsde::cpu {
+
+void philox_normal(const PhiloxNormalParams& p) {
+  const index_t blocks = (p.per_image + 3) / 4;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t b = 0; b < p.batch; ++b) {
+    for (index_t block = 0; block < blocks; ++block) {
+      float z[4];
+      philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
+      float* row = p.out + b * p.per_image;
+      for (index_t lane = 0; lane < 4 && block * 4 + lane < p.per_image; ++lane) row[block * 4 + lane] = z[lane];
+    }
+  }
+}
+
+void philox_uint32(std::uint32_t* out, index_t batch, index_t per_image, const NoiseKey& key) {
+  const index_t blocks = (per_image + 3) / 4;
+  for (index_t b = 0; b < batch; ++b) {
+    for (index_t block = 0; block < blocks; ++block) {
+      const Philox4 r = philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(b), key.draw,
+                                      key.stream, static_cast<std::uint32_t>(key.seed),
+                                      static_cast<std::uint32_t>(key.seed >> 32));
+      for (int lane = 0; lane < 4; ++lane) out[(b * blocks + block) * 4 + lane] = r.x[lane];
+    }
+  }
+}
+
+}  // namespace egsde::cpu

@@ -1,0 +1,171 @@
+"""Kernel micro-benchmarks: each native kernel against the eager PyTorch ops it replaces.
+
+The eager side is what the reference sampler does per step (``torch.randn``, tensor arithmetic,
+autograd through the low-pass filter), on the same device. Times are medians over ``iters``
+runs after warm-up; on CUDA they are taken with CUDA events, and the achieved bandwidth of each
+kernel (bytes it must read and write / time) is reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__, _core
+from .lowpass import LowPassFilter, lowpass_factors
+from .network_fns import input_gradient
+from .similarity import lowpass_energy
+
+K = _core.kernels
+
+
+@dataclass
+class KernelResult:
+    kernel: str
+    native_ms: float
+    eager_ms: float
+    speedup: float
+    bytes_moved: int
+    native_gbs: float
+
+
+def _timer(device: str):
+    if device == "cuda":
+        def run(fn, iters):
+            times = []
+            for _ in range(iters):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            return statistics.median(times)
+    else:
+        def run(fn, iters):
+            times = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            return statistics.median(times)
+    return run
+
+
+def _buffers(device: str, n: int, count: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(n, generator=g) for _ in range(count)]
+    if device == "cuda":
+        return [t.cuda() for t in tensors]
+    return tensors
+
+
+def _native(t: torch.Tensor):
+    """What the kernel bindings take: a numpy view on the host, the tensor itself on CUDA."""
+    return t.numpy() if t.device.type == "cpu" else t
+
+
+def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warmup=3) -> list[KernelResult]:
+    if device == "cuda" and not (_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count()):
+        raise RuntimeError(f"no CUDA device for the benchmark: {_core.cuda_status()}")
+    shape = (batch, 3, size, size)
+    n = int(np.prod(shape))
+    per_image = n // batch
+    timer = _timer(device)
+    y, x, eps, gs, gi, out = _buffers(device, n, 6)
+    results = []
+
+    def measure(name, native_fn, eager_fn, bytes_moved):
+        for _ in range(warmup):
+            native_fn()
+            eager_fn()
+        native_ms, eager_ms = timer(native_fn, iters), timer(eager_fn, iters)
+        results.append(KernelResult(name, native_ms, eager_ms, eager_ms / native_ms, bytes_moved,
+                                    bytes_moved / (native_ms * 1e-3) / 1e9))
+
+    f32 = 4
+    measure("philox_normal", lambda: K.philox_normal(_native(out), batch, per_image, 7, 0, 1),
+            lambda: torch.randn(shape, device=device), n * f32)
+    measure("perturb", lambda: K.perturb(_native(x), _native(eps), _native(out), 0.8, 0.6),
+            lambda: 0.8 * x + 0.6 * eps, 3 * n * f32)
+
+    low = size // down_N
+    dh, uh = (torch.from_numpy(np.ascontiguousarray(m, np.float32)) for m in lowpass_factors(size, down_N))
+    workspace = torch.zeros(K.lowpass_workspace_floats(batch, 3, size, size, low, low))
+    if device == "cuda":
+        dh, uh, workspace = dh.cuda(), uh.cuda(), workspace.cuda()
+    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    lowpass = LowPassFilter(size, size, down_N, device=device)
+    y4, x4 = y.view(shape), x.view(shape)
+    for kind, energy in (("neg_l2", _core.EnergyKind.NEG_L2), ("cosine", _core.EnergyKind.COSINE)):
+        def native_grad(energy=energy):
+            K.lowpass_energy_grad(_native(y), _native(x), _native(out), energy, _native(dh), _native(uh),
+                                  _native(dh), _native(uh), _native(workspace), **dims)
+
+        def eager_grad(kind=kind):
+            low_x = lowpass.apply(x4)
+            return input_gradient(lambda v: lowpass_energy(kind, lowpass.apply(v), low_x), y4)
+
+        measure(f"lowpass_energy_grad[{kind}]", native_grad, eager_grad, 3 * n * f32)
+
+    c = dict(inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021, sigma=0.091)
+
+    def eager_update():
+        mean = c["inv_sqrt_alpha"] * (y - c["eps_coef"] * eps)
+        mean = mean - c["ls_w"] * gs
+        mean = mean - c["li_w"] * gi
+        return mean + c["sigma"] * torch.randn_like(y)
+
+    measure("egsde_update", lambda: K.egsde_update(_native(y), _native(eps), _native(gs), _native(gi), None,
+                                                   _native(out), batch, per_image, seed=3, draw=2, **c),
+            eager_update, 5 * n * f32)
+    return results
+
+
+def device_description(device: str) -> dict:
+    info = {"device": device, "torch": torch.__version__, "egsde_rt": __version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(), "built_with_cuda": _core.built_with_cuda}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, driver=torch.version.cuda, sm=f"{props.major}.{props.minor}")
+    return info
+
+
+def format_table(results: list[KernelResult], device: str) -> str:
+    lines = [f"{'kernel':28s} {'native ms':>10s} {'eager ms':>10s} {'speedup':>8s}"
+             + (f" {'GB/s':>8s}" if device == "cuda" else "")]
+    for r in results:
+        line = f"{r.kernel:28s} {r.native_ms:10.3f} {r.eager_ms:10.3f} {r.speedup:7.2f}x"
+        if device == "cuda":
+            line += f" {r.native_gbs:8.1f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main_bench(*, batch, size, down_N, device, iters, json_path: str | None) -> int:
+    results = run_benchmarks(batch=batch, size=size, down_N=down_N, device=device, iters=iters)
+    print(f"egsde-rt kernel benchmark: batch {batch}, 3x{size}x{size}, down_N {down_N}, {device}, "
+          f"median of {iters}")
+    print(format_table(results, device))
+    if json_path:
+        record = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["egsde-rt", *sys.argv[1:]]),
+            "shape": {"batch": batch, "channels": 3, "size": size, "down_N": down_N},
+            "iters": iters, "machine": device_description(device),
+            "results": [asdict(r) for r in results],
+        }
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return 0

@@ -1,0 +1,31 @@
+"""Helpers for the native-core tests: guarded output buffers and the CUDA skip condition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from egsde_rt import _core
+
+GUARD = 64
+SENTINEL = np.float32(-7.77e7)
+
+
+class Guarded:
+    """A float32 buffer of n elements with GUARD sentinel elements on each side."""
+
+    def __init__(self, n: int, fill: float = np.nan):
+        self.storage = np.full(n + 2 * GUARD, SENTINEL, dtype=np.float32)
+        self.view = self.storage[GUARD:GUARD + n]
+        self.view[:] = fill
+
+    def intact(self) -> bool:
+        return bool(np.all(self.storage[:GUARD] == SENTINEL) and np.all(self.storage[-GUARD:] == SENTINEL))
+
+
+def cuda_ready() -> bool:
+    return bool(_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count() > 0)
+
+
+requires_cuda = pytest.mark.skipif(not cuda_ready(), reason=f"no CUDA device: {_core.cuda_status()}")

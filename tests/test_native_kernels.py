@@ -1,0 +1,128 @@
+"""Every native kernel against the Python math (CPU, float32), with guards around outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from egsde_rt import _core
+from egsde_rt.lowpass import LowPassFilter, lowpass_factors
+from egsde_rt.noise import philox_normal, philox_uint32
+from native_helpers import Guarded
+
+K = _core.kernels
+SHAPES = [(b, s) for b in (1, 3) for s in (32, 64, 256)]
+
+
+def _random(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch,per_image", [(1, 3 * 32 * 32), (3, 3 * 64 * 64), (2, 105), (1, 3 * 256 * 256)])
+def test_philox_normal_and_integer_stream(batch, per_image):
+    out = Guarded(batch * per_image)
+    K.philox_normal(out.view, batch, per_image, 2**33 + 5, 1, 17)
+    assert out.intact()
+    expected = philox_normal(2**33 + 5, 1, 17, (batch, per_image)).ravel()
+    assert np.abs(out.view - expected).max() <= 1e-6
+    assert np.array_equal(K.philox_uint32(batch, per_image, 99, 0, 3), philox_uint32(99, 0, 3, batch, per_image))
+
+
+@pytest.mark.parametrize("batch,size", SHAPES)
+def test_perturb(batch, size):
+    n = batch * 3 * size * size
+    x, e = _random(n, 1), _random(n, 2)
+    out = Guarded(n)
+    a, b = np.float32(0.81), np.float32(0.58)
+    K.perturb(x, e, out.view, float(a), float(b))
+    assert out.intact()
+    assert np.abs(out.view - (a * x + b * e)).max() <= 1e-6
+
+
+def _lowpass_args(batch, size, down_N):
+    dh, uh = (np.ascontiguousarray(m, dtype=np.float32) for m in lowpass_factors(size, down_N))
+    low = size // down_N
+    ws = Guarded(K.lowpass_workspace_floats(batch, 3, size, size, low, low), fill=0.0)
+    return dict(down_h=dh, up_h=uh, down_w=dh, up_w=uh, workspace=ws.view, batch=batch, channels=3,
+                height=size, width=size, low_h=low, low_w=low), ws
+
+
+LOWPASS_CASES = [(b, s, n) for b, s in SHAPES for n in (4, 8, 32)]
+
+
+@pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
+def test_lowpass_apply(batch, size, down_N):
+    args, ws = _lowpass_args(batch, size, down_N)
+    x = _random((batch, 3, size, size), 3)
+    out = Guarded(x.size)
+    K.lowpass_apply(x.ravel(), out.view, **args)
+    assert out.intact() and ws.intact()
+    expected = LowPassFilter(size, size, down_N).apply(torch.from_numpy(x)).numpy().ravel()
+    assert np.abs(out.view - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("kind", ["neg_l2", "cosine"])
+@pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
+def test_lowpass_energy_grad(kind, batch, size, down_N):
+    args, ws = _lowpass_args(batch, size, down_N)
+    y, x = _random((batch, 3, size, size), 4), _random((batch, 3, size, size), 5)
+    grad = Guarded(y.size)
+    energy = _core.EnergyKind.COSINE if kind == "cosine" else _core.EnergyKind.NEG_L2
+    K.lowpass_energy_grad(y.ravel(), x.ravel(), grad.view, energy, **args)
+    assert grad.intact() and ws.intact()
+    f = LowPassFilter(size, size, down_N)
+    expected = f.energy_grad(torch.from_numpy(y), torch.from_numpy(x), kind).numpy().ravel()
+    assert np.abs(expected).max() > 0
+    assert np.abs(grad.view - expected).max() <= 1e-6
+
+
+def _update_reference(y, eps, gs, gi, z, c):
+    mean = np.float32(c["inv_sqrt_alpha"]) * (y - np.float32(c["eps_coef"]) * eps)
+    if gs is not None:
+        mean = mean - np.float32(c["ls_w"]) * gs
+    if gi is not None:
+        mean = mean - np.float32(c["li_w"]) * gi
+    return mean + np.float32(c["sigma"]) * z
+
+
+@pytest.mark.parametrize("batch,size", SHAPES)
+@pytest.mark.parametrize("mode", ["drawn", "injected", "last_step", "no_guidance"])
+def test_egsde_update(batch, size, mode):
+    per_image = 3 * size * size
+    n = batch * per_image
+    y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
+    c = dict(inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021, sigma=0.091)
+    z = philox_normal(11, 0, 4, (batch, per_image)).ravel()
+    noise = None
+    if mode == "injected":
+        noise = z = _random(n, 10)
+    if mode == "last_step":
+        c["sigma"] = 0.0
+    if mode == "no_guidance":
+        gs = gi = None
+    out = Guarded(n)
+    K.egsde_update(y, eps, gs, gi, noise, out.view, batch, per_image, seed=11, stream=0, draw=4, **c)
+    assert out.intact()
+    assert np.abs(out.view - _update_reference(y, eps, gs, gi, z, c)).max() <= 1e-6
+
+
+def test_update_in_place():
+    y, eps = _random(64, 1), _random(64, 2)
+    expected = _update_reference(y, eps, None, None, 0, dict(inv_sqrt_alpha=2.0, eps_coef=0.5, sigma=0.0))
+    K.egsde_update(y, eps, None, None, None, y, 1, 64, inv_sqrt_alpha=2.0, eps_coef=0.5, ls_w=0.0, li_w=0.0,
+                   sigma=0.0)
+    assert np.abs(y - expected).max() <= 1e-6
+
+
+def test_kernels_refuse_bad_buffers():
+    with pytest.raises(RuntimeError, match="float32"):
+        K.perturb(np.zeros(4), np.zeros(4), np.zeros(4), 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="differ in size"):
+        K.perturb(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="needs"):
+        K.philox_normal(np.zeros(3, np.float32), 1, 4, 0, 0, 0)
+    with pytest.raises(RuntimeError, match="read-only"):
+        ro = np.zeros(4, np.float32)
+        ro.flags.writeable = False
+        K.perturb(np.zeros(4, np.float32), np.zeros(4, np.float32), ro, 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="C-contiguous"):
+        K.perturb(np.zeros(8, np.float32)[::2], np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
