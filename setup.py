@@ -40,6 +40,9 @@ class CMakeBuild(build_ext):
         args += os.environ.get("CMAKE_ARGS", "").split()
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)
+        # Configure afresh each time: a cached "no CUDA compiler" (or a stale one) must not
+        # outlive a change of PATH. Compiled objects are still reused by the build tool.
+        (build_temp / "CMakeCache.txt").unlink(missing_ok=True)
         subprocess.run(["cmake", ext.sourcedir, *args], cwd=build_temp, check=True)
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", ".", "--parallel", jobs], cwd=build_temp, check=True)

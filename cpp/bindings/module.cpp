@@ -35,17 +35,25 @@ std::vector<float> matrix(const py::array_t<float, py::array::c_style | py::arra
   return std::vector<float>(m.data(), m.data() + m.size());
 }
 
-LowpassParams lowpass_params(const ArrayArg& down_h, const ArrayArg& up_h, const ArrayArg& down_w,
-                             const ArrayArg& up_w, const ArrayArg& workspace, index_t batch, index_t channels,
+// The low-pass matrices and workspace of a kernel call, checked against the image sizes.
+struct LowpassArrays {
+  ArrayArg down_h, up_h, down_w, up_w, workspace;
+  LowpassParams params;
+};
+
+LowpassArrays lowpass_arrays(const py::handle& down_h, const py::handle& up_h, const py::handle& down_w,
+                             const py::handle& up_w, const py::handle& workspace, index_t batch, index_t channels,
                              index_t height, index_t width, index_t low_h, index_t low_w) {
-  LowpassParams p{down_h.data, up_h.data, down_w.data, up_w.data, batch, channels, height, width,
-                  low_h, low_w, workspace.data};
-  require_size(down_h, low_h * height, "down_h");
-  require_size(up_h, height * low_h, "up_h");
-  require_size(down_w, low_w * width, "down_w");
-  require_size(up_w, width * low_w, "up_w");
-  require_size(workspace, lowpass_workspace_floats(p), "workspace");
-  return p;
+  LowpassArrays a{as_array(down_h, false, "down_h"), as_array(up_h, false, "up_h"), as_array(down_w, false, "down_w"),
+                  as_array(up_w, false, "up_w"), as_array(workspace, true, "workspace"), {}};
+  a.params = LowpassParams{a.down_h.data, a.up_h.data, a.down_w.data, a.up_w.data, batch, channels, height, width,
+                           low_h, low_w, a.workspace.data};
+  require_size(a.down_h, low_h * height, "down_h");
+  require_size(a.up_h, height * low_h, "up_h");
+  require_size(a.down_w, low_w * width, "down_w");
+  require_size(a.up_w, width * low_w, "up_w");
+  require_size(a.workspace, lowpass_workspace_floats(a.params), "workspace");
+  return a;
 }
 
 }  // namespace
@@ -204,14 +212,12 @@ PYBIND11_MODULE(_core, m) {
                             const py::handle& workspace, index_t batch, index_t channels, index_t height,
                             index_t width, index_t low_h, index_t low_w, std::uintptr_t cuda_stream) {
     const ArrayArg xa = as_array(x, false, "x"), oa = as_array(out, true, "out");
-    const ArrayArg dh = as_array(down_h, false, "down_h"), uh = as_array(up_h, false, "up_h");
-    const ArrayArg dw = as_array(down_w, false, "down_w"), uw = as_array(up_w, false, "up_w");
-    const ArrayArg ws = as_array(workspace, true, "workspace");
-    const index_t n = batch * channels * height * width;
-    require_size(xa, n, "x");
-    require_size(oa, n, "out");
-    const LowpassParams p = lowpass_params(dh, uh, dw, uw, ws, batch, channels, height, width, low_h, low_w);
-    lowpass_apply(context_of({xa, oa, dh, uh, dw, uw, ws}, cuda_stream), p, xa.data, oa.data);
+    const LowpassArrays m = lowpass_arrays(down_h, up_h, down_w, up_w, workspace, batch, channels, height, width,
+                                           low_h, low_w);
+    require_size(xa, m.params.batch * channels * height * width, "x");
+    require_size(oa, m.params.batch * channels * height * width, "out");
+    const ExecutionContext ctx = context_of({xa, oa, m.down_h, m.up_h, m.down_w, m.up_w, m.workspace}, cuda_stream);
+    lowpass_apply(ctx, m.params, xa.data, oa.data);
   }, py::arg("x"), py::arg("out"), py::arg("down_h"), py::arg("up_h"), py::arg("down_w"), py::arg("up_w"),
         py::arg("workspace"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
         py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0);
@@ -221,15 +227,15 @@ PYBIND11_MODULE(_core, m) {
                                   index_t channels, index_t height, index_t width, index_t low_h, index_t low_w,
                                   std::uintptr_t cuda_stream) {
     const ArrayArg ya = as_array(y, false, "y"), xa = as_array(x, false, "x"), ga = as_array(grad, true, "grad");
-    const ArrayArg dh = as_array(down_h, false, "down_h"), uh = as_array(up_h, false, "up_h");
-    const ArrayArg dw = as_array(down_w, false, "down_w"), uw = as_array(up_w, false, "up_w");
-    const ArrayArg ws = as_array(workspace, true, "workspace");
+    const LowpassArrays m = lowpass_arrays(down_h, up_h, down_w, up_w, workspace, batch, channels, height, width,
+                                           low_h, low_w);
     const index_t n = batch * channels * height * width;
     require_size(ya, n, "y");
     require_size(xa, n, "x");
     require_size(ga, n, "grad");
-    const LowpassParams p = lowpass_params(dh, uh, dw, uw, ws, batch, channels, height, width, low_h, low_w);
-    lowpass_energy_grad(context_of({ya, xa, ga, dh, uh, dw, uw, ws}, cuda_stream), p, kind, ya.data, xa.data, ga.data);
+    const ExecutionContext ctx =
+        context_of({ya, xa, ga, m.down_h, m.up_h, m.down_w, m.up_w, m.workspace}, cuda_stream);
+    lowpass_energy_grad(ctx, m.params, kind, ya.data, xa.data, ga.data);
   }, py::arg("y"), py::arg("x"), py::arg("grad"), py::arg("kind"), py::arg("down_h"), py::arg("up_h"),
         py::arg("down_w"), py::arg("up_w"), py::arg("workspace"), py::arg("batch"), py::arg("channels"),
         py::arg("height"), py::arg("width"), py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0);

@@ -1,6 +1,4 @@
 // lowpass primitives, CPU: plane_gemm and the per-pixel cosine gradient.
-#include <cmath>
-
 #include "egsde/ops/lowpass.h"
 
 namespace egsde::cpu {
@@ -24,27 +22,8 @@ void plane_gemm(const PlaneGemmParams& p) {
 }
 
 void cosine_pixel_grad(const CosineGradParams& p) {
-  const float inv_pixels = 1.0f / static_cast<float>(p.pixels);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t b = 0; b < p.batch; ++b) {
-    for (index_t px = 0; px < p.pixels; ++px) {
-      const index_t base = b * p.channels * p.pixels + px;
-      float na = 0.0f, nb = 0.0f, dot = 0.0f;
-      for (index_t c = 0; c < p.channels; ++c) {
-        const float av = p.a[base + c * p.pixels], bv = p.b[base + c * p.pixels];
-        na += av * av;
-        nb += bv * bv;
-        dot += av * bv;
-      }
-      na = std::fmax(std::sqrt(na), p.eps);
-      nb = std::fmax(std::sqrt(nb), p.eps);
-      const float cos = dot / (na * nb);
-      for (index_t c = 0; c < p.channels; ++c) {
-        const float a_hat = p.a[base + c * p.pixels] / na, b_hat = p.b[base + c * p.pixels] / nb;
-        p.out[base + c * p.pixels] = -(a_hat - cos * b_hat) / nb * inv_pixels;
-      }
-    }
-  }
+#pragma omp parallel for schedule(static)
+  for (index_t g = 0; g < p.batch * p.pixels; ++g) cosine_pixel_grad_at(p, g);
 }
 
 }  // namespace egsde::cpu

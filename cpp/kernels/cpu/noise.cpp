@@ -7,12 +7,7 @@ void philox_normal(const PhiloxNormalParams& p) {
   const index_t blocks = (p.per_image + 3) / 4;
 #pragma omp parallel for collapse(2) schedule(static)
   for (index_t b = 0; b < p.batch; ++b) {
-    for (index_t block = 0; block < blocks; ++block) {
-      float z[4];
-      philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
-      float* row = p.out + b * p.per_image;
-      for (index_t lane = 0; lane < 4 && block * 4 + lane < p.per_image; ++lane) row[block * 4 + lane] = z[lane];
-    }
+    for (index_t block = 0; block < blocks; ++block) philox_normal_block(p, b, block);
   }
 }
 

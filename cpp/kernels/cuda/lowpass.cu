@@ -26,23 +26,7 @@ void plane_gemm(const PlaneGemmParams& p, void* stream) {
 
 __global__ void cosine_pixel_grad_kernel(CosineGradParams p) {
   const index_t g = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g >= p.batch * p.pixels) return;
-  const index_t base = (g / p.pixels) * p.channels * p.pixels + g % p.pixels;
-  float na = 0.0f, nb = 0.0f, dot = 0.0f;
-  for (index_t c = 0; c < p.channels; ++c) {
-    const float av = p.a[base + c * p.pixels], bv = p.b[base + c * p.pixels];
-    na += av * av;
-    nb += bv * bv;
-    dot += av * bv;
-  }
-  na = fmaxf(sqrtf(na), p.eps);
-  nb = fmaxf(sqrtf(nb), p.eps);
-  const float cos = dot / (na * nb);
-  const float inv_pixels = 1.0f / static_cast<float>(p.pixels);
-  for (index_t c = 0; c < p.channels; ++c) {
-    const float a_hat = p.a[base + c * p.pixels] / na, b_hat = p.b[base + c * p.pixels] / nb;
-    p.out[base + c * p.pixels] = -(a_hat - cos * b_hat) / nb * inv_pixels;
-  }
+  if (g < p.batch * p.pixels) cosine_pixel_grad_at(p, g);
 }
 
 void cosine_pixel_grad(const CosineGradParams& p, void* stream) {

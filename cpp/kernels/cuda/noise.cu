@@ -6,12 +6,7 @@ namespace egsde::cuda {
 
 __global__ void philox_normal_kernel(PhiloxNormalParams p, index_t blocks) {
   const index_t g = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g >= p.batch * blocks) return;
-  const index_t b = g / blocks, block = g % blocks;
-  float z[4];
-  philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
-  float* row = p.out + b * p.per_image;
-  for (int lane = 0; lane < 4 && block * 4 + lane < p.per_image; ++lane) row[block * 4 + lane] = z[lane];
+  if (g < p.batch * blocks) philox_normal_block(p, g / blocks, g % blocks);
 }
 
 void philox_normal(const PhiloxNormalParams& p, void* stream) {

@@ -23,6 +23,23 @@ struct UpdateParams {
   NoiseKey key;
 };
 
+// The update of Philox block `block` (four elements) of image `b`: the body both backends run.
+EGSDE_HD void egsde_update_block(const UpdateParams& p, index_t b, index_t block) {
+  float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (p.noise == nullptr && p.sigma != 0.0f)
+    philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
+  for (int lane = 0; lane < 4; ++lane) {
+    const index_t k = block * 4 + lane;
+    if (k >= p.per_image) break;
+    const index_t i = b * p.per_image + k;
+    float mean = p.inv_sqrt_alpha * (p.y[i] - p.eps_coef * p.eps[i]);
+    if (p.grad_s) mean = mean - p.ls_w * p.grad_s[i];
+    if (p.grad_i) mean = mean - p.li_w * p.grad_i[i];
+    const float zi = p.noise ? p.noise[i] : z[lane];
+    p.out[i] = p.sigma != 0.0f ? mean + p.sigma * zi : mean;
+  }
+}
+
 namespace cpu {
 void egsde_update(const UpdateParams& p);
 }

@@ -6,6 +6,8 @@
 // plane_gemm and cosine_pixel_grad, the composition is shared (lowpass_compose.h).
 #pragma once
 
+#include <cmath>
+
 #include "egsde/common.h"
 
 namespace egsde {
@@ -35,6 +37,26 @@ struct CosineGradParams {
   index_t batch = 0, channels = 0, pixels = 0;
   float eps = 1e-10f;
 };
+
+// The cosine gradient at pixel `g` (flat over batch x pixels): the body both backends run.
+EGSDE_HD void cosine_pixel_grad_at(const CosineGradParams& p, index_t g) {
+  const index_t base = (g / p.pixels) * p.channels * p.pixels + g % p.pixels;
+  float na = 0.0f, nb = 0.0f, dot = 0.0f;
+  for (index_t c = 0; c < p.channels; ++c) {
+    const float av = p.a[base + c * p.pixels], bv = p.b[base + c * p.pixels];
+    na += av * av;
+    nb += bv * bv;
+    dot += av * bv;
+  }
+  na = fmaxf(sqrtf(na), p.eps);
+  nb = fmaxf(sqrtf(nb), p.eps);
+  const float cos = dot / (na * nb);
+  const float inv_pixels = 1.0f / static_cast<float>(p.pixels);
+  for (index_t c = 0; c < p.channels; ++c) {
+    const float a_hat = p.a[base + c * p.pixels] / na, b_hat = p.b[base + c * p.pixels] / nb;
+    p.out[base + c * p.pixels] = -(a_hat - cos * b_hat) / nb * inv_pixels;
+  }
+}
 
 struct LowpassParams {
   const float* down_h = nullptr;  // [low_h, height]

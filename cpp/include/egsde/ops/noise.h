@@ -13,6 +13,14 @@ struct PhiloxNormalParams {
   NoiseKey key;
 };
 
+// Writes the (up to) four Gaussians of Philox block `block` of image `b`.
+EGSDE_HD void philox_normal_block(const PhiloxNormalParams& p, index_t b, index_t block) {
+  float z[4];
+  philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
+  float* row = p.out + b * p.per_image;
+  for (int lane = 0; lane < 4 && block * 4 + lane < p.per_image; ++lane) row[block * 4 + lane] = z[lane];
+}
+
 namespace cpu {
 void philox_normal(const PhiloxNormalParams& p);
 // The raw stream under the same counter layout: out[b, 4 * block + lane] = word `lane` of
