@@ -66,3 +66,35 @@ def state_dict_specs() -> dict:
 @pytest.fixture()
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+TINY_M = 12
+
+
+def tiny_models(seed: int = 0):
+    """A tiny ADM score UNet and DSE (32x32) with random weights, for export and runtime tests."""
+    from egsde_rt.models import ADMUNet, DSE
+
+    torch.manual_seed(seed)
+    unet = ADMUNet(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
+                   num_head_channels=16, learn_sigma=True, use_scale_shift_norm=True, resblock_updown=True)
+    dse = DSE(image_size=32, num_class=2, classifier_width=32, classifier_depth=1,
+              classifier_attention_resolutions="8", channel_mult="1,2", num_head_channels=32)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for model in (unet, dse):
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return unet.eval(), dse.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tmp_path_factory):
+    """(engine_dir, unet, dse): the tiny models exported once per test session (s1 = cosine)."""
+    pytest.importorskip("onnxruntime")
+    from egsde_rt.export import export_engine
+
+    unet, dse = tiny_models()
+    path = tmp_path_factory.mktemp("engines") / "tiny"
+    export_engine(unet, dse, path, image_size=32, M=TINY_M, ls=500.0, li=2.0, down_N=8, log=lambda msg: None)
+    return path, unet, dse

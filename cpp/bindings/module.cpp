@@ -70,6 +70,10 @@ PYBIND11_MODULE(_core, m) {
     return n > 0 ? std::to_string(n) + " CUDA device(s)" : reason;
   }, "Why CUDA is or is not usable, in words.");
 
+  m.def("cuda_stream_synchronize", [](std::uintptr_t stream) {
+    synchronize(ExecutionContext{built_with_cuda() ? Device::CUDA : Device::CPU, reinterpret_cast<void*>(stream)});
+  }, py::arg("stream"), "Wait for the work queued on a CUDA stream (a no-op without CUDA).");
+
   py::register_exception<Error>(m, "NativeError", PyExc_RuntimeError);
 
   py::enum_<Device>(m, "Device").value("CPU", Device::CPU).value("CUDA", Device::CUDA);

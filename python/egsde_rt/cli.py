@@ -42,8 +42,7 @@ def _cmd_reference(args) -> int:
     from .reference import run_reference
 
     preset = get_preset(args.preset)
-    overrides = {k: getattr(args, k) for k in ("M", "ls", "li", "steps") if getattr(args, k) is not None}
-    settings = preset.settings.with_overrides(**overrides)
+    settings = preset.settings.with_overrides(**_overrides(args))
     inputs: list[Path] = []
     for item in map(Path, args.inputs):
         inputs += list_images(item) if item.is_dir() else [item]
@@ -65,6 +64,87 @@ def _cmd_reference(args) -> int:
         tmp = dst.with_suffix(".partial.png")
         image.save(tmp)
         tmp.replace(dst)
+        print(dst)
+    return 0
+
+
+def _overrides(args) -> dict:
+    return {k: getattr(args, k) for k in ("M", "ls", "li", "steps") if getattr(args, k, None) is not None}
+
+
+def _cmd_export(args) -> int:
+    from .export import export_preset
+
+    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, overwrite=args.overwrite,
+                  opset=args.opset, include_torch_weights=not args.no_torch_weights, **_overrides(args))
+    return 0
+
+
+def _cmd_build(args) -> int:
+    from .export.tensorrt_plans import build_plans
+
+    build_plans(args.engine_dir, precision=args.precision, min_batch=1, opt_batch=args.opt_batch,
+                max_batch=args.max_batch)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .runtime.backends import probe
+    from .runtime.engine_dir import load_engine_dir
+
+    engine = load_engine_dir(args.engine_dir)
+    m = engine.manifest
+    print(f"engine {engine.path}  (format {m.format_version}, egsde-rt {m.egsde_rt_version}, preset {m.preset})")
+    print(f"image size {m.image_size}; settings: " + ", ".join(f"{k}={v}" for k, v in m.settings.items()))
+    print(f"exported with torch {m.export['torch']}, onnx {m.export['onnx']}, opset {m.export['opset']} "
+          f"on {m.export['date']}")
+    for name, graph in m.graphs.items():
+        errors = ", ".join(f"batch {b}: {e['max_abs']:.2g}" for b, e in graph.validation.items())
+        print(f"  {graph.file:14s} sha256 {graph.sha256[:12]}  inputs {graph.inputs} -> {graph.outputs}; "
+              f"max abs error vs PyTorch: {errors}")
+    for name, w in m.torch_weights.items():
+        print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {w.model_class} (torch backend)")
+    for key, plan in m.plans.items():
+        print(f"  {plan['file']}  {plan['precision']} batch {plan['profile']} sm {plan['compute_capability']} "
+              f"TensorRT {plan['tensorrt']}")
+    print("backends on this machine:")
+    for name, (usable, why) in probe(engine).items():
+        print(f"  {'yes' if usable else 'no ':3s} {name:17s} {why}")
+    return 0
+
+
+def _cmd_translate(args) -> int:
+    from .io import images_to_batch, list_images, tensor_to_images
+    from .progress import ProgressBar
+    from .translator import Translator
+
+    translator = Translator(args.engine_dir, backend=args.backend, device=args.device)
+    inputs: list[Path] = []
+    for item in map(Path, args.inputs):
+        inputs += list_images(item) if item.is_dir() else [item]
+    if not inputs:
+        raise EgsdeError("no input images found")
+    outputs = _output_paths(inputs, Path(args.output_dir), args.overwrite)
+    batch = images_to_batch(inputs, translator.image_size)  # every image is checked before any work
+    settings = translator.settings_with(**_overrides(args))
+    print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
+          file=sys.stderr)
+    size = args.batch_size
+    chunks = range(0, len(inputs), size)
+    per_chunk = settings.num_updates * settings.repeats
+    bar = ProgressBar(per_chunk * len(chunks), label=f"{len(inputs)} image(s)")
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate(chunks):
+        y = translator.run_tensor(batch[start:start + size], seed=args.seed,
+                                  callback=lambda done, total, i=i: bar.update(i * per_chunk + done),
+                                  **_overrides(args))
+        import torch
+
+        for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
+            tmp = dst.with_name(f".{dst.name}.partial.png")
+            image.save(tmp)
+            tmp.replace(dst)
+    for dst in outputs:
         print(dst)
     return 0
 
@@ -98,6 +178,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser("export", help="export a preset's checkpoints to an engine directory")
+    p.add_argument("--preset", default="cat2dog")
+    p.add_argument("--score-ckpt", required=True)
+    p.add_argument("--dse-ckpt", required=True)
+    p.add_argument("--out", required=True, help="the engine directory to write")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--M", type=int)
+    p.add_argument("--ls", type=float)
+    p.add_argument("--li", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--no-torch-weights", action="store_true", help="do not copy weights for the torch backend")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("build", help="build TensorRT plans for an engine directory (needs tensorrt and a GPU)")
+    p.add_argument("engine_dir")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
+    p.add_argument("--opt-batch", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("translate", help="translate images (files or folders) with an engine directory")
+    p.add_argument("engine_dir")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--M", type=int)
+    p.add_argument("--ls", type=float)
+    p.add_argument("--li", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
+    p.add_argument("engine_dir")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("bench", help="time the native kernels against their eager PyTorch equivalents")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -123,18 +123,16 @@ def _host_noise(noise: torch.Tensor | None, name: str, count: int, shape) -> np.
     return array
 
 
-def run_native(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module, settings: EGSDESettings, *,
-               noise=None, perturb_noise=None, seed: int = 0, schedule: Schedule | None = None,
-               class_label=None, callback: ProgressCallback | None = None) -> torch.Tensor:
+def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *, seed: int = 0,
+                noise=None, perturb_noise=None, callback: ProgressCallback | None = None) -> np.ndarray:
+    """Run a built sampler on x0 with a runner; the unclamped result as a float32 array."""
     check_source(x0)
     shape = tuple(x0.shape)
-    sampler = build_sampler(settings, shape, device_of(x0), schedule)
     K, R = settings.num_updates, settings.repeats
     sampling = _host_noise(noise, "noise", R * (K + 1), shape)
     perturbing = _host_noise(perturb_noise, "perturb_noise", R * K, shape)
     if sampling is not None and settings.perturb == "fresh" and perturbing is None:
         raise ConfigError(f"perturb_noise is needed (shape [{R * K}, {', '.join(map(str, shape))}])")
-    runner = TorchRunner(score_model, dse, s1=settings.s1, score_kind=settings.score_kind, class_label=class_label)
     progress = None
     if callback is not None:
         def progress(done, total):
@@ -144,4 +142,15 @@ def run_native(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Mod
                          perturb_noise=perturbing)
     if result is None:
         raise SamplingCancelled("sampling cancelled by the progress callback")
+    return result
+
+
+def run_native(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module, settings: EGSDESettings, *,
+               noise=None, perturb_noise=None, seed: int = 0, schedule: Schedule | None = None,
+               class_label=None, callback: ProgressCallback | None = None) -> torch.Tensor:
+    check_source(x0)
+    sampler = build_sampler(settings, tuple(x0.shape), device_of(x0), schedule)
+    runner = TorchRunner(score_model, dse, s1=settings.s1, score_kind=settings.score_kind, class_label=class_label)
+    result = run_sampler(sampler, x0, runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
+                         callback=callback)
     return torch.from_numpy(result).to(x0.device)

@@ -24,7 +24,9 @@ class ADMUNet(EncoderTrunk):
                  num_heads_upsample=-1, use_scale_shift_norm=False, dropout=0.0,
                  resblock_updown=False, use_fp16=False, use_new_attention_order=False,
                  in_channels=3, dims=2):
+        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
+        self.config = config  # the constructor arguments, to rebuild the model
         mult = parse_channel_mult(channel_mult, image_size)
         attention_ds = parse_attention_resolutions(attention_resolutions, image_size)
         if num_heads_upsample == -1:

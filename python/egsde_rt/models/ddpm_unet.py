@@ -111,6 +111,7 @@ class _AttnBlock(nn.Module):
 class DDPMUNet(nn.Module):
     def __init__(self, config):
         super().__init__()
+        self.config = config  # the constructor argument, to rebuild the model
         model, data = _section(config, "model"), _section(config, "data")
         try:
             ch, out_ch = int(model["ch"]), int(model["out_ch"])

@@ -48,7 +48,9 @@ class DSE(EncoderTrunk):
                  classifier_use_scale_shift_norm=True, classifier_resblock_updown=True,
                  classifier_pool="attention", channel_mult="", num_head_channels=64,
                  in_channels=3, dims=2, dropout=0.0, phase=None):
+        config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
+        self.config = config  # the constructor arguments, to rebuild the model
         if classifier_pool not in POOLS:
             raise ConfigError(f"classifier_pool must be one of {POOLS}, got {classifier_pool!r}")
         self.image_size = image_size

@@ -1,0 +1,130 @@
+"""Export: checkpoints -> a self-describing engine directory (ONNX graphs, manifest, plans).
+
+``export_engine(score_model, dse, out_dir, ...)`` exports ``score.onnx`` and ``dse_grad.onnx``
+(the DSE input gradient as a forward graph), validates both against PyTorch with ONNX Runtime
+at batch 1 and 3, and writes ``manifest.json``. ``export_preset`` does the same from a preset
+and two checkpoint files. ``build_plans`` (``tensorrt_plans``) adds TensorRT engines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..errors import ConfigError, EgsdeError
+from ..models import MODEL_CLASSES, load_checkpoint
+from ..presets import get_preset
+from ..runtime.engine_dir import (FORMAT_VERSION, GraphEntry, Manifest, TorchWeightsEntry, load_engine_dir,
+                                  sha256_file)
+from ..settings import EGSDESettings
+from .contracts import DSE_GRAD, SCORE, ScoreGraph
+from .gradient_graph import DSEGradient, trace_dse_gradient
+from .onnx_graphs import ExportValidationError, export_onnx, validate_onnx
+
+DEFAULT_OPSET = 18
+LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
+
+
+def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *, image_size: int,
+                  score_kind: str = "adm", s1: str = "cosine", s2: str = "neg_l2", M: int = 500,
+                  ls: float = 500.0, li: float = 2.0, down_N: int = 32, var_type: str = "fixedsmall",
+                  steps: int | None = None, schedule: dict | None = None, opset: int = DEFAULT_OPSET,
+                  include_torch_weights: bool = True, overwrite: bool = False, preset: str | None = None,
+                  log: Callable[[str], None] = print) -> Path:
+    """Export an engine directory to ``out_dir`` and return its path (see the module docstring)."""
+    settings = EGSDESettings(M=M, ls=ls, li=li, s1=s1, s2=s2, down_N=down_N, var_type=var_type,
+                             score_kind=score_kind, steps=steps)
+    schedule = dict(schedule or LINEAR_SCHEDULE)
+    if M > schedule["num_timesteps"]:
+        raise ConfigError(f"M={M} exceeds the schedule's {schedule['num_timesteps']} timesteps")
+    if image_size % down_N:
+        raise ConfigError(f"down_N={down_N} must divide image_size={image_size}")
+    if opset < 18:
+        raise ConfigError(f"opset must be >= 18, got {opset}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise EgsdeError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    score_model, dse = score_model.eval().float().cpu(), dse.eval().float().cpu()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        graphs = {}
+        score_graph = ScoreGraph(score_model, score_kind)
+        log(f"exporting {SCORE.file} ...")
+        export_onnx(score_graph, SCORE, SCORE.sample_inputs(2, image_size), staging / SCORE.file, opset)
+        with torch.no_grad():
+            score_errors = validate_onnx(staging / SCORE.file, SCORE, score_graph, image_size)
+        graphs["score"] = _graph_entry(staging, SCORE, image_size, score_errors)
+        log(f"  validated: {score_errors}")
+
+        log(f"tracing the DSE input gradient ({s1}) ...")
+        traced = trace_dse_gradient(dse, s1, DSE_GRAD.sample_inputs(2, image_size))
+        log(f"exporting {DSE_GRAD.file} ...")
+        export_onnx(traced, DSE_GRAD, DSE_GRAD.sample_inputs(2, image_size), staging / DSE_GRAD.file, opset)
+        grad_errors = validate_onnx(staging / DSE_GRAD.file, DSE_GRAD, DSEGradient(dse, s1), image_size)
+        graphs["dse_grad"] = _graph_entry(staging, DSE_GRAD, image_size, grad_errors)
+        log(f"  validated: {grad_errors}")
+
+        weights = _save_torch_weights(staging, score_model, dse) if include_torch_weights else {}
+        import onnx
+
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, egsde_rt_version=__version__, image_size=image_size,
+            settings=settings.to_dict(), schedule=schedule, graphs=graphs, torch_weights=weights,
+            export={"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset,
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+            preset=preset,
+        )
+        manifest.write(staging)
+        load_engine_dir(staging)  # what we wrote must read back
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"engine written to {out_dir}")
+    return out_dir
+
+
+def _graph_entry(root: Path, contract, image_size: int, errors: dict) -> GraphEntry:
+    return GraphEntry(file=contract.file, sha256=sha256_file(root / contract.file), inputs=list(contract.inputs),
+                      outputs=list(contract.outputs), shapes=contract.shapes(image_size), validation=errors)
+
+
+def _save_torch_weights(root: Path, score_model, dse) -> dict:
+    (root / "torch").mkdir()
+    entries = {}
+    for name, model in (("score", score_model), ("dse", dse)):
+        class_name = type(model).__name__
+        if class_name not in MODEL_CLASSES or not hasattr(model, "config"):
+            raise EgsdeError(f"{name}: only egsde_rt.models networks can be saved for the torch backend "
+                             f"(got {class_name}); pass include_torch_weights=False")
+        file = f"torch/{name}.pt"
+        torch.save(model.state_dict(), root / file)
+        entries[name] = TorchWeightsEntry(file=file, sha256=sha256_file(root / file), model_class=class_name,
+                                          config=model.config)
+    return entries
+
+
+def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, **overrides) -> Path:
+    """Build a preset's networks, load the two checkpoints, and export them."""
+    preset = get_preset(preset_name)
+    score, dse = preset.build_models()
+    load_checkpoint(score, score_ckpt)
+    load_checkpoint(dse, dse_ckpt)
+    s = preset.settings
+    options = dict(image_size=preset.image_size, score_kind=s.score_kind, s1=s.s1, s2=s.s2, M=s.M, ls=s.ls,
+                   li=s.li, down_N=s.down_N, var_type=s.var_type, preset=preset.name)
+    options.update(overrides)
+    return export_engine(score, dse, out_dir, **options)
+
+
+__all__ = ["export_engine", "export_preset", "ExportValidationError", "DEFAULT_OPSET"]

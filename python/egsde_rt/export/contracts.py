@@ -1,0 +1,49 @@
+"""Each exported network's contract: names, shapes, dynamic axes, sample inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCORE_FILE = "score.onnx"
+DSE_GRAD_FILE = "dse_grad.onnx"
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class GraphContract:
+    name: str
+    file: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def sample_inputs(self, batch: int, image_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(seed)
+        images = [torch.randn(batch, 3, image_size, image_size, generator=g) for _ in self.inputs[:-1]]
+        t = torch.rand(batch, generator=g) * 999.0
+        return (*images, t)
+
+    def shapes(self, image_size: int) -> dict:
+        image = ["batch", 3, image_size, image_size]
+        spec = {name: image for name in self.inputs[:-1]}
+        spec[self.inputs[-1]] = ["batch"]
+        spec.update({name: image for name in self.outputs})
+        return spec
+
+
+SCORE = GraphContract("score", SCORE_FILE, ("x", "t"), ("eps",))
+DSE_GRAD = GraphContract("dse_grad", DSE_GRAD_FILE, ("y", "x_t", "t"), ("grad",))
+CONTRACTS = {c.name: c for c in (SCORE, DSE_GRAD)}
+
+
+class ScoreGraph(torch.nn.Module):
+    """(x, t) -> eps: ADM models' learned-variance channels are sliced off inside the graph."""
+
+    def __init__(self, score_model: torch.nn.Module, score_kind: str):
+        super().__init__()
+        self.score_model, self.score_kind = score_model, score_kind
+
+    def forward(self, x, t):
+        out = self.score_model(x, t)
+        return out[:, :3] if self.score_kind == "adm" else out

@@ -1,0 +1,153 @@
+"""The engine directory: a self-describing folder of exported graphs and their manifest.
+
+```
+engine_dir/
+  manifest.json     format_version, image size, method settings, schedule, files + sha256,
+                    graph contracts, validation errors, export versions, TensorRT plans
+  score.onnx        (x [B,3,H,W], t [B]) -> eps [B,3,H,W]
+  dse_grad.onnx     (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t))
+  torch/score.pt    state dicts for the torch backend (optional)
+  torch/dse.pt
+  plans/*.plan      TensorRT engines built by `egsde-rt build` (optional)
+```
+``load_engine_dir`` checks the format version, that every listed file exists and that its
+sha256 matches, and raises ``EngineDirError`` naming the problem otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, EgsdeError
+from ..settings import EGSDESettings
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+
+class EngineDirError(EgsdeError):
+    """An engine directory is missing, incomplete, corrupt or of another format version."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class FileEntry:
+    file: str
+    sha256: str
+
+
+@dataclass
+class GraphEntry(FileEntry):
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    shapes: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)  # batch -> {"max_abs": ..., "max_rel": ...}
+
+
+@dataclass
+class TorchWeightsEntry(FileEntry):
+    model_class: str = ""
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    format_version: int
+    egsde_rt_version: str
+    image_size: int
+    settings: dict
+    schedule: dict
+    graphs: dict  # name -> GraphEntry
+    export: dict  # torch, onnx, opset, date
+    torch_weights: dict = field(default_factory=dict)  # "score" / "dse" -> TorchWeightsEntry
+    plans: dict = field(default_factory=dict)  # cache key -> {"file", "sha256", "graph", ...}
+    preset: str | None = None
+
+    @property
+    def method(self) -> EGSDESettings:
+        return EGSDESettings(**self.settings)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def write(self, directory: str | os.PathLike) -> None:
+        path = Path(directory) / MANIFEST_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "Manifest":
+        required = ("format_version", "egsde_rt_version", "image_size", "settings", "schedule", "graphs", "export")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise EngineDirError(f"{where}: manifest lacks {missing}")
+        if data["format_version"] != FORMAT_VERSION:
+            raise EngineDirError(
+                f"{where}: engine format version {data['format_version']} is not supported "
+                f"(this egsde-rt reads version {FORMAT_VERSION}); export the engine again"
+            )
+        try:
+            graphs = {k: GraphEntry(**v) for k, v in data["graphs"].items()}
+            weights = {k: TorchWeightsEntry(**v) for k, v in data.get("torch_weights", {}).items()}
+            manifest = cls(**{**data, "graphs": graphs, "torch_weights": weights})
+            manifest.method  # validates the settings
+        except (TypeError, ConfigError) as err:
+            raise EngineDirError(f"{where}: malformed manifest: {err}") from None
+        return manifest
+
+
+@dataclass
+class EngineDir:
+    path: Path
+    manifest: Manifest
+
+    def file(self, relative: str) -> Path:
+        return self.path / relative
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest.image_size
+
+
+def load_engine_dir(path: str | os.PathLike, *, check_hashes: bool = True) -> EngineDir:
+    """Read and check an engine directory (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise EngineDirError(f"engine directory not found: {path}")
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise EngineDirError(f"{path}: no {MANIFEST_FILE}: not an engine directory (run `egsde-rt export`)")
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EngineDirError(f"{manifest_path}: corrupt manifest: {err}") from None
+    if not isinstance(data, dict):
+        raise EngineDirError(f"{manifest_path}: corrupt manifest: not a JSON object")
+    manifest = Manifest.from_dict(data, str(manifest_path))
+    for name in ("score", "dse_grad"):
+        if name not in manifest.graphs:
+            raise EngineDirError(f"{manifest_path}: the manifest lists no '{name}' graph")
+    entries = [*manifest.graphs.values(), *manifest.torch_weights.values()]
+    for entry in entries:
+        _check_file(path, entry.file, entry.sha256 if check_hashes else None)
+    return EngineDir(path, manifest)
+
+
+def _check_file(root: Path, relative: str, sha256: str | None) -> None:
+    file = root / relative
+    if not file.is_file():
+        raise EngineDirError(f"{root}: missing file {relative} listed in the manifest")
+    if sha256 is not None and sha256_file(file) != sha256:
+        raise EngineDirError(f"{root}: {relative} does not match its sha256 in the manifest (corrupt or replaced)")

@@ -1,0 +1,116 @@
+"""The public API: ``Translator(engine_dir).run(img)``.
+
+A Translator loads and checks an engine directory, picks a backend (tensorrt > onnxruntime-cuda
+> onnxruntime-cpu > torch, or the one named), and runs the native EGSDE loop with that backend's
+runner. Samplers are built once per (settings, batch) and reused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .io import ImageInput, images_to_batch, tensor_to_images
+from .native import build_sampler, run_sampler
+from .runtime.backends import BackendChoice, make_runner, select_backend
+from .runtime.engine_dir import load_engine_dir
+from .schedule import Schedule
+from .settings import EGSDESettings
+
+# What a run may change: the rest (s1, the score kind, the networks) is baked into the graphs.
+OVERRIDABLE = ("M", "ls", "li", "steps", "s2", "down_N", "var_type", "perturb", "repeats", "ilvr")
+_SAMPLER_CACHE = 4
+
+
+class Translator:
+    """``Translator(engine_dir, backend="auto", device="auto")``; ``.run(img, seed=0, **overrides)``."""
+
+    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: str = "auto"):
+        self.engine = load_engine_dir(engine_dir)
+        self.choice: BackendChoice = select_backend(self.engine, backend, device)
+        self.runner = make_runner(self.choice, self.engine)
+        self.settings: EGSDESettings = self.engine.manifest.method
+        s = self.engine.manifest.schedule
+        self._schedules: dict[str, Schedule] = {}
+        self._schedule_spec = s
+        self._samplers: OrderedDict = OrderedDict()
+
+    @property
+    def image_size(self) -> int:
+        return self.engine.image_size
+
+    @property
+    def backend(self) -> str:
+        return self.choice.name
+
+    def settings_with(self, **overrides) -> EGSDESettings:
+        fixed = sorted(set(overrides) - set(OVERRIDABLE))
+        if fixed:
+            raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
+                              f"overridable: {OVERRIDABLE}")
+        settings = self.settings.with_overrides(**overrides)
+        if settings.M > self._schedule_spec["num_timesteps"]:
+            raise ConfigError(f"M={settings.M} exceeds the engine's {self._schedule_spec['num_timesteps']} timesteps")
+        if self.image_size % settings.down_N:
+            raise ConfigError(f"down_N={settings.down_N} must divide the image size {self.image_size}")
+        return settings
+
+    def _schedule(self, var_type: str) -> Schedule:
+        if var_type not in self._schedules:
+            s = self._schedule_spec
+            self._schedules[var_type] = Schedule.create(s["kind"], beta_start=s["beta_start"], beta_end=s["beta_end"],
+                                                        num_timesteps=s["num_timesteps"], var_type=var_type)
+        return self._schedules[var_type]
+
+    def _sampler(self, settings: EGSDESettings, shape):
+        key = (settings, tuple(shape))
+        if key not in self._samplers:
+            device = _device_enum(self.choice.device)
+            self._samplers[key] = build_sampler(settings, shape, device, self._schedule(settings.var_type))
+            while len(self._samplers) > _SAMPLER_CACHE:
+                self._samplers.popitem(last=False)
+        self._samplers.move_to_end(key)
+        return self._samplers[key]
+
+    def run_tensor(self, x0: torch.Tensor | np.ndarray, seed: int = 0, noise=None, perturb_noise=None,
+                   callback: Callable[[int, int], "bool | None"] | None = None, **overrides) -> np.ndarray:
+        """Translate x0 [B, 3, S, S] in [-1, 1]; returns the unclamped result as a float32 array."""
+        if isinstance(x0, np.ndarray):
+            x0 = torch.from_numpy(x0)
+        settings = self.settings_with(**overrides)
+        if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
+            raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
+                              f"got {list(x0.shape)}")
+        sampler = self._sampler(settings, tuple(x0.shape))
+        return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
+                           callback=callback)
+
+    def run(self, img: ImageInput | list, seed: int = 0, batch_size: int | None = None,
+            callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
+        """Translate an image (path, PIL image, HxWx3 array) or a list of them; returns PIL image(s).
+
+        A list runs in batches of ``batch_size`` (all at once by default); image i of a batch
+        draws the noise of batch position i, so the same list, seed and batch size give the
+        same images."""
+        single = not isinstance(img, (list, tuple))
+        sources = [img] if single else list(img)
+        batch = images_to_batch(sources, self.image_size)  # validates every image first
+        size = batch_size or len(sources)
+        if size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        results = []
+        for start in range(0, len(sources), size):
+            y = self.run_tensor(batch[start:start + size], seed=seed, callback=callback, **overrides)
+            results += tensor_to_images(torch.from_numpy(y))
+        return results[0] if single else results
+
+
+def _device_enum(device: str):
+    from . import _core
+
+    return _core.Device.CUDA if device == "cuda" else _core.Device.CPU

@@ -1,0 +1,122 @@
+"""Export: the graphs against PyTorch, the gradient graph against autograd, the manifest."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_models
+from egsde_rt.errors import EgsdeError
+from egsde_rt.export import ExportValidationError, export_engine
+from egsde_rt.export.contracts import DSE_GRAD, SCORE, ScoreGraph
+from egsde_rt.export.gradient_graph import DSEGradient, trace_dse_gradient
+from egsde_rt.export.onnx_graphs import export_onnx, ort_session
+from egsde_rt.runtime.engine_dir import FORMAT_VERSION, load_engine_dir, sha256_file
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def neg_l2_grad(tmp_path_factory):
+    """dse_grad.onnx of the tiny DSE for s1 = neg_l2 (the engine fixture covers cosine)."""
+    _, dse = tiny_models()
+    path = tmp_path_factory.mktemp("neg_l2") / DSE_GRAD.file
+    traced = trace_dse_gradient(dse, "neg_l2", DSE_GRAD.sample_inputs(2, 32))
+    export_onnx(traced, DSE_GRAD, DSE_GRAD.sample_inputs(2, 32), path, 18)
+    return path, dse
+
+
+def _grad_graph(kind, tiny_engine, neg_l2_grad):
+    if kind == "cosine":
+        path, _, dse = tiny_engine
+        return ort_session(path / DSE_GRAD.file), dse
+    path, dse = neg_l2_grad
+    return ort_session(path), dse
+
+
+def _run(session, y, x_t, t):
+    return session.run(None, {"y": y.numpy(), "x_t": x_t.numpy(), "t": t.numpy()})[0]
+
+
+def _autograd(dse, kind, y, x_t, t):
+    return DSEGradient(dse, kind)(y, x_t, t).detach().numpy()
+
+
+@pytest.mark.parametrize("kind", ["cosine", "neg_l2"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_dse_grad_matches_eager_autograd(kind, batch, tiny_engine, neg_l2_grad):
+    session, dse = _grad_graph(kind, tiny_engine, neg_l2_grad)
+    y, x_t, t = DSE_GRAD.sample_inputs(batch, 32, seed=100 + batch)
+    expected = _autograd(dse, kind, y, x_t, t)
+    got = _run(session, y, x_t, t)
+    assert got.shape == (batch, 3, 32, 32)
+    assert np.abs(expected).max() > 0
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("kind", ["cosine", "neg_l2"])
+@pytest.mark.parametrize("changed", ["y", "x_t", "t"])
+def test_dse_grad_responds_to_every_input(kind, changed, tiny_engine, neg_l2_grad):
+    """No gradient may be constant-folded: changing any input changes the output as autograd says."""
+    session, dse = _grad_graph(kind, tiny_engine, neg_l2_grad)
+    inputs = dict(zip(("y", "x_t", "t"), DSE_GRAD.sample_inputs(2, 32, seed=7)))
+    before = _run(session, **inputs)
+    inputs[changed] = inputs[changed] + (300.0 if changed == "t" else 0.5 * torch.randn_like(inputs[changed]))
+    after = _run(session, **inputs)
+    expected = _autograd(dse, kind, inputs["y"], inputs["x_t"], inputs["t"])
+    assert np.abs(after - before).max() > 1e-3 * np.abs(before).max()
+    assert np.abs(after - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_score_graph_slices_eps_and_has_a_dynamic_batch(batch, tiny_engine):
+    path, unet, _ = tiny_engine
+    x, t = SCORE.sample_inputs(batch, 32, seed=batch)
+    (got,) = ort_session(path / SCORE.file).run(None, {"x": x.numpy(), "t": t.numpy()})
+    with torch.no_grad():
+        expected = unet(x, t)[:, :3].numpy()
+    assert got.shape == (batch, 3, 32, 32)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_manifest_describes_the_engine(tiny_engine):
+    path, _, _ = tiny_engine
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["image_size"] == 32
+    assert manifest["settings"]["M"] == 12 and manifest["settings"]["s1"] == "cosine"
+    assert manifest["schedule"] == {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
+    assert manifest["export"]["opset"] >= 18 and manifest["export"]["torch"] == torch.__version__
+    for name, graph in manifest["graphs"].items():
+        assert graph["sha256"] == sha256_file(path / graph["file"])
+        assert set(graph["validation"]) == {"1", "3"}
+        assert all(e["max_rel"] < 1e-3 for e in graph["validation"].values())
+    assert manifest["graphs"]["dse_grad"]["inputs"] == ["y", "x_t", "t"]
+    assert manifest["graphs"]["score"]["shapes"]["x"] == ["batch", 3, 32, 32]
+    assert load_engine_dir(path).manifest.method.ls == 500.0
+
+
+class _Diverging(torch.nn.Module):
+    def forward(self, x, t):
+        return x * float("nan")
+
+
+def test_failed_validation_leaves_nothing_behind(tmp_path):
+    _, dse = tiny_models()
+    out = tmp_path / "engine"
+    with pytest.raises(ExportValidationError, match="score.onnx differs from PyTorch"):
+        export_engine(_Diverging(), dse, out, image_size=32, M=10, ls=1.0, li=1.0, down_N=8, score_kind="ddpm",
+                      include_torch_weights=False, log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_overwrite_and_checks_settings(tmp_path, tiny_engine):
+    unet, dse = tiny_models()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(EgsdeError, match="overwrite"):
+        export_engine(unet, dse, tmp_path / "taken", image_size=32, M=10, ls=1.0, li=1.0, down_N=8)
+    with pytest.raises(EgsdeError, match="down_N"):
+        export_engine(unet, dse, tmp_path / "new", image_size=32, M=10, ls=1.0, li=1.0, down_N=5)
+    with pytest.raises(EgsdeError, match="exceeds"):
+        export_engine(unet, dse, tmp_path / "new", image_size=32, M=2000, ls=1.0, li=1.0, down_N=8)
