@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, EgsdeError
+from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
 from ..models import MODEL_CLASSES, load_checkpoint
 from ..presets import get_preset
 from ..runtime.engine_dir import (FORMAT_VERSION, GraphEntry, Manifest, TorchWeightsEntry, load_engine_dir,
@@ -117,6 +117,9 @@ def _save_torch_weights(root: Path, score_model, dse) -> dict:
 def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, **overrides) -> Path:
     """Build a preset's networks, load the two checkpoints, and export them."""
     preset = get_preset(preset_name)
+    for path in (score_ckpt, dse_ckpt):  # before building networks of 100M+ parameters
+        if not Path(path).is_file():
+            raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     score, dse = preset.build_models()
     load_checkpoint(score, score_ckpt)
     load_checkpoint(dse, dse_ckpt)

@@ -1,0 +1,137 @@
+"""Engine dirs, backends and the Translator, end to end on the CPU."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_M
+from egsde_rt import reference
+from egsde_rt.errors import ConfigError
+from egsde_rt.export.tensorrt_plans import build_plans, matching_plans
+from egsde_rt.runtime.engine_dir import EngineDirError, load_engine_dir
+from egsde_rt.translator import Translator
+
+pytest.importorskip("onnxruntime")
+
+
+def _x0(batch=2, seed=1):
+    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _reference(tiny_engine, x0, **kwargs):
+    _, unet, dse = tiny_engine
+    args = dict(M=TINY_M, ls=500.0, li=2.0, down_N=8)
+    args.update(kwargs)
+    return reference.translate(x0, unet, dse, **args).numpy()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime-cpu", "torch"])
+def test_translator_equals_the_reference(backend, tiny_engine):
+    translator = Translator(tiny_engine[0], backend=backend)
+    x0 = _x0()
+    noise = torch.randn(TINY_M + 1, *x0.shape, generator=torch.Generator().manual_seed(2))
+    injected = translator.run_tensor(x0, noise=noise)
+    assert np.abs(injected - _reference(tiny_engine, x0, noise=noise)).max() <= 1e-4
+    seeded = translator.run_tensor(x0, seed=9)
+    assert np.abs(seeded - _reference(tiny_engine, x0, seed=9)).max() <= 1e-4
+    assert np.abs(seeded - translator.run_tensor(x0, seed=10)).max() > 1e-3
+
+
+def test_auto_backend_and_overrides(tiny_engine):
+    translator = Translator(tiny_engine[0])
+    assert translator.backend == "onnxruntime-cpu" and translator.image_size == 32
+    x0 = _x0(batch=1)
+    got = translator.run_tensor(x0, seed=4, M=20, ls=100.0, li=5.0, steps=5)
+    assert np.abs(got - _reference(tiny_engine, x0, seed=4, M=20, ls=100.0, li=5.0, steps=5)).max() <= 1e-4
+    with pytest.raises(ConfigError, match="cannot override"):
+        translator.run_tensor(x0, s1="neg_l2")
+    with pytest.raises(ConfigError, match="exceeds"):
+        translator.run_tensor(x0, M=5000)
+    with pytest.raises(ConfigError, match=r"\[B, 3, 32, 32\]"):
+        translator.run_tensor(torch.zeros(1, 3, 64, 64))
+
+
+def test_backend_requests_that_cannot_be_met(tiny_engine):
+    with pytest.raises(ConfigError, match="tensorrt"):
+        Translator(tiny_engine[0], backend="tensorrt")
+    with pytest.raises(ConfigError, match="no usable backend"):
+        Translator(tiny_engine[0], device="cuda")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        Translator(tiny_engine[0], backend="openvino")
+
+
+def test_run_takes_images_and_lists(tiny_engine, tmp_path):
+    translator = Translator(tiny_engine[0])
+    array = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    one = translator.run(tmp_path / "a.png", seed=1)
+    assert isinstance(one, Image.Image) and one.size == (32, 32)
+    many = translator.run([array, Image.fromarray(array), tmp_path / "a.png"], seed=1, batch_size=2)
+    assert len(many) == 3
+    # a batch of identical images: position 0 of each batch draws the same noise as a single run
+    assert np.array_equal(np.asarray(many[0]), np.asarray(one))
+    assert np.array_equal(np.asarray(many[2]), np.asarray(one))
+    assert not np.array_equal(np.asarray(many[1]), np.asarray(one))
+    seen = []
+    translator.run(array, callback=lambda done, total: seen.append(done))
+    assert seen == list(range(1, TINY_M + 1))
+
+
+def _copy(tiny_engine, tmp_path):
+    path = tmp_path / "engine"
+    shutil.copytree(tiny_engine[0], path)
+    return path
+
+
+def test_engine_dir_problems_are_named(tiny_engine, tmp_path):
+    with pytest.raises(EngineDirError, match="not found"):
+        load_engine_dir(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EngineDirError, match="no manifest.json"):
+        load_engine_dir(tmp_path / "empty")
+    path = _copy(tiny_engine, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(EngineDirError, match="corrupt manifest"):
+        load_engine_dir(path)
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(EngineDirError, match="format version 99"):
+        load_engine_dir(path)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    data = bytearray((path / "score.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (path / "score.onnx").write_bytes(bytes(data))
+    with pytest.raises(EngineDirError, match="score.onnx does not match its sha256"):
+        load_engine_dir(path)
+    (path / "score.onnx").unlink()
+    with pytest.raises(EngineDirError, match="missing file score.onnx"):
+        Translator(path)
+
+
+def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path):
+    """The plan cache, with a stand-in for the TensorRT compiler (TensorRT is not installable here)."""
+    path = _copy(tiny_engine, tmp_path)
+    compiled = []
+
+    def fake_compile(onnx_path, contract, image_size, precision, profile, workspace, cache_path):
+        compiled.append((contract.name, precision, tuple(profile)))
+        return f"{contract.name}-{precision}-{profile}".encode()
+
+    h100 = ("9.0", "11.4.0")
+    plans = build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    assert sorted(plans) == ["dse_grad", "score"] and len(compiled) == 2
+    build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    assert len(compiled) == 2  # reused
+    build_plans(path, precision="bf16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    assert len(compiled) == 4  # another precision, another plan
+    engine = load_engine_dir(path)
+    assert matching_plans(engine, identity=h100) is not None
+    assert matching_plans(engine, identity=("8.0", "11.4.0")) is None  # another GPU
+    assert matching_plans(engine, identity=("9.0", "10.0.0")) is None  # another TensorRT
+    with pytest.raises(ConfigError, match="precision"):
+        build_plans(path, precision="int4", compile_fn=fake_compile, identity=h100)
