@@ -149,6 +149,34 @@ def _cmd_translate(args) -> int:
     return 0
 
 
+def _train_config(args):
+    from .train import TrainConfig
+
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       fixed_batch=args.fixed_batch)
+
+
+def _cmd_train_score(args) -> int:
+    from .train import train_score
+
+    train_score(args.data, args.out, _train_config(args))
+    return 0
+
+
+def _cmd_train_dse(args) -> int:
+    from .train import train_dse
+
+    train_dse(args.source, args.target, args.out, _train_config(args))
+    return 0
+
+
+def _cmd_train_judge(args) -> int:
+    from .train import train_judge
+
+    train_judge(args.source, args.target, args.out, _train_config(args))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import main_bench
 
@@ -219,6 +247,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
     p.add_argument("engine_dir")
     p.set_defaults(func=_cmd_info)
+
+    def training(p, steps, batch, lr):
+        p.add_argument("--out", required=True, help="the checkpoint (state dict); <out>.train holds the resume state")
+        p.add_argument("--steps", type=int, default=steps)
+        p.add_argument("--batch-size", type=int, default=batch)
+        p.add_argument("--lr", type=float, default=lr)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--fixed-batch", action="store_true", help="the same images every step (an overfitting check)")
+
+    p = sub.add_parser("train-score", help="train a score UNet (ADM vocabulary) on the target domain")
+    p.add_argument("--data", default="procedural:target", help="an image folder, or procedural:target")
+    training(p, 4000, 32, 2e-4)
+    p.set_defaults(func=_cmd_train_score)
+
+    p = sub.add_parser("train-dse", help="train a time-conditioned DSE classifier on both domains")
+    p.add_argument("--source", default="procedural:source")
+    p.add_argument("--target", default="procedural:target")
+    training(p, 1500, 32, 3e-4)
+    p.set_defaults(func=_cmd_train_dse)
+
+    p = sub.add_parser("train-judge", help="train the independent realism judge (a plain CNN on clean images)")
+    p.add_argument("--source", default="procedural:source")
+    p.add_argument("--target", default="procedural:target")
+    training(p, 600, 64, 1e-3)
+    p.set_defaults(func=_cmd_train_judge)
 
     p = sub.add_parser("bench", help="time the native kernels against their eager PyTorch equivalents")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
