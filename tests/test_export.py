@@ -1,7 +1,6 @@
 """Export: the graphs against PyTorch, the gradient graph against autograd, the manifest."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 from conftest import tiny_models
 from egsde_rt.errors import EgsdeError
 from egsde_rt.export import ExportValidationError, export_engine
-from egsde_rt.export.contracts import DSE_GRAD, SCORE, ScoreGraph
+from egsde_rt.export.contracts import DSE_GRAD, SCORE
 from egsde_rt.export.gradient_graph import DSEGradient, trace_dse_gradient
 from egsde_rt.export.onnx_graphs import export_onnx, ort_session
 from egsde_rt.runtime.engine_dir import FORMAT_VERSION, load_engine_dir, sha256_file

@@ -33,7 +33,6 @@ def _output_paths(inputs: list[Path], output_dir: Path, overwrite: bool) -> list
 
 
 def _cmd_reference(args) -> int:
-    import torch
 
     from .io import images_to_batch, list_images, tensor_to_images
     from .models import load_checkpoint
@@ -114,6 +113,8 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_translate(args) -> int:
+    import torch
+
     from .io import images_to_batch, list_images, tensor_to_images
     from .progress import ProgressBar
     from .translator import Translator
@@ -138,8 +139,6 @@ def _cmd_translate(args) -> int:
         y = translator.run_tensor(batch[start:start + size], seed=args.seed,
                                   callback=lambda done, total, i=i: bar.update(i * per_chunk + done),
                                   **_overrides(args))
-        import torch
-
         for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
             tmp = dst.with_name(f".{dst.name}.partial.png")
             image.save(tmp)
