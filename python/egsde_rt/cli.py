@@ -176,6 +176,18 @@ def _cmd_train_judge(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from .demo import format_table, run_demo
+
+    result = run_demo(args.output_dir, count=args.count, seed=args.seed, backend=args.backend,
+                      log=lambda m: print(m, file=sys.stderr))
+    print("realism: the target-domain probability given by an independent judge classifier;")
+    print("faithfulness: PSNR and SSIM to the source image (higher is more faithful).")
+    print(format_table(result["table"]))
+    print(f"grid (source | SDEdit | EGSDE): {result['grid']}")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import main_bench
 
@@ -187,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egsde-rt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"egsde-rt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="translate generated images with the embedded demo engine")
+    p.add_argument("--output-dir", default="egsde-demo")
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"])
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("presets", help="list the paper's presets and their settings")
     p.set_defaults(func=_cmd_presets)
