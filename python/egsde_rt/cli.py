@@ -22,6 +22,25 @@ def _cmd_presets(args) -> int:
     return 0
 
 
+def _input_images(items) -> list[Path]:
+    """Image files named on the command line, folders expanded."""
+    from .io import list_images
+
+    inputs: list[Path] = []
+    for item in map(Path, items):
+        inputs += list_images(item) if item.is_dir() else [item]
+    if not inputs:
+        raise EgsdeError("no input images found")
+    return inputs
+
+
+def _save_atomically(image, dst: Path) -> None:
+    """Write to a hidden partial file, then rename: a reader never sees half an image."""
+    tmp = dst.with_name(f".{dst.name}.partial.png")
+    image.save(tmp)
+    tmp.replace(dst)
+
+
 def _output_paths(inputs: list[Path], output_dir: Path, overwrite: bool) -> list[Path]:
     outputs = [output_dir / (p.stem + ".png") for p in inputs]
     if len(set(outputs)) != len(outputs):
@@ -34,7 +53,7 @@ def _output_paths(inputs: list[Path], output_dir: Path, overwrite: bool) -> list
 
 def _cmd_reference(args) -> int:
 
-    from .io import images_to_batch, list_images, tensor_to_images
+    from .io import images_to_batch, tensor_to_images
     from .models import load_checkpoint
     from .presets import get_preset
     from .progress import ProgressBar
@@ -42,11 +61,7 @@ def _cmd_reference(args) -> int:
 
     preset = get_preset(args.preset)
     settings = preset.settings.with_overrides(**_overrides(args))
-    inputs: list[Path] = []
-    for item in map(Path, args.inputs):
-        inputs += list_images(item) if item.is_dir() else [item]
-    if not inputs:
-        raise EgsdeError("no input images found")
+    inputs = _input_images(args.inputs)
     output_dir = Path(args.output_dir)
     outputs = _output_paths(inputs, output_dir, args.overwrite)
     score, dse = preset.build_models()
@@ -60,9 +75,7 @@ def _cmd_reference(args) -> int:
         bar = ProgressBar(settings.num_updates * settings.repeats, label=src.name)
         y = run_reference(x0, score, dse, settings, seed=args.seed, callback=bar.step_callback())
         (image,) = tensor_to_images(y)
-        tmp = dst.with_suffix(".partial.png")
-        image.save(tmp)
-        tmp.replace(dst)
+        _save_atomically(image, dst)
         print(dst)
     return 0
 
@@ -115,16 +128,12 @@ def _cmd_info(args) -> int:
 def _cmd_translate(args) -> int:
     import torch
 
-    from .io import images_to_batch, list_images, tensor_to_images
+    from .io import images_to_batch, tensor_to_images
     from .progress import ProgressBar
     from .translator import Translator
 
     translator = Translator(args.engine_dir, backend=args.backend, device=args.device)
-    inputs: list[Path] = []
-    for item in map(Path, args.inputs):
-        inputs += list_images(item) if item.is_dir() else [item]
-    if not inputs:
-        raise EgsdeError("no input images found")
+    inputs = _input_images(args.inputs)
     outputs = _output_paths(inputs, Path(args.output_dir), args.overwrite)
     batch = images_to_batch(inputs, translator.image_size)  # every image is checked before any work
     settings = translator.settings_with(**_overrides(args))
@@ -140,9 +149,7 @@ def _cmd_translate(args) -> int:
                                   callback=lambda done, total, i=i: bar.update(i * per_chunk + done),
                                   **_overrides(args))
         for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
-            tmp = dst.with_name(f".{dst.name}.partial.png")
-            image.save(tmp)
-            tmp.replace(dst)
+            _save_atomically(image, dst)
     for dst in outputs:
         print(dst)
     return 0

@@ -16,6 +16,7 @@ import torch
 from . import _core
 from .errors import ConfigError, EgsdeError
 from .lowpass import lowpass_factors
+from .noise import check_noise
 from .network_fns import dse_gradient, score_function
 from .reference import check_source
 from .schedule import Schedule, StepCoefficients
@@ -111,28 +112,22 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                       schedule=schedule, class_label=class_label, callback=callback)
 
 
-def _host_noise(noise: torch.Tensor | None, name: str, count: int, shape) -> np.ndarray | None:
-    if noise is None:
-        return None
-    expected = (count, *shape)
-    if tuple(noise.shape) != expected:
-        raise ConfigError(f"{name} must have shape {list(expected)}, got {list(noise.shape)}")
-    array = np.ascontiguousarray(noise.detach().cpu().numpy(), dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise ConfigError(f"{name} contains NaN or infinite values")
-    return array
+def _host_noise(noise: torch.Tensor, name: str, count: int, shape) -> np.ndarray:
+    check_noise(noise, name, count, shape)
+    return np.ascontiguousarray(noise.detach().cpu().numpy(), dtype=np.float32)
 
 
 def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *, seed: int = 0,
                 noise=None, perturb_noise=None, callback: ProgressCallback | None = None) -> np.ndarray:
-    """Run a built sampler on x0 with a runner; the unclamped result as a float32 array."""
-    check_source(x0)
+    """Run a built sampler on x0 (checked by ``check_source``) with a runner; the unclamped
+    result as a float32 array."""
     shape = tuple(x0.shape)
     K, R = settings.num_updates, settings.repeats
-    sampling = _host_noise(noise, "noise", R * (K + 1), shape)
-    perturbing = _host_noise(perturb_noise, "perturb_noise", R * K, shape)
-    if sampling is not None and settings.perturb == "fresh" and perturbing is None:
-        raise ConfigError(f"perturb_noise is needed (shape [{R * K}, {', '.join(map(str, shape))}])")
+    sampling = perturbing = None
+    if noise is not None:
+        sampling = _host_noise(noise, "noise", R * (K + 1), shape)
+        if settings.perturb == "fresh":
+            perturbing = _host_noise(perturb_noise, "perturb_noise", R * K, shape)
     progress = None
     if callback is not None:
         def progress(done, total):

@@ -109,6 +109,17 @@ class PhiloxNoise:
         return torch.from_numpy(philox_normal(self.seed, stream, index, shape)).to(device)
 
 
+def check_noise(tensor: torch.Tensor | None, name: str, count: int, shape) -> None:
+    """An injected noise tensor must be present, of shape [count, *shape], and finite."""
+    if tensor is None:
+        raise ConfigError(f"{name} is needed (shape [{count}, {', '.join(map(str, shape))}])")
+    expected = (count, *tuple(shape))
+    if tuple(tensor.shape) != expected:
+        raise ConfigError(f"{name} must have shape {list(expected)}, got {list(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise ConfigError(f"{name} contains NaN or infinite values")
+
+
 class InjectedNoise:
     """Noise source reading explicit tensors, laid out as the reference goldens define.
 
@@ -120,15 +131,8 @@ class InjectedNoise:
         self.streams = {STREAM_SAMPLING: sampling, STREAM_PERTURB: perturb}
 
     def check(self, stream: int, count: int, shape) -> None:
-        tensor = self.streams[stream]
         name = "noise" if stream == STREAM_SAMPLING else "perturb_noise"
-        if tensor is None:
-            raise ConfigError(f"{name} is needed (shape [{count}, {', '.join(map(str, shape))}])")
-        expected = (count, *tuple(shape))
-        if tuple(tensor.shape) != expected:
-            raise ConfigError(f"{name} must have shape {list(expected)}, got {list(tensor.shape)}")
-        if not torch.isfinite(tensor).all():
-            raise ConfigError(f"{name} contains NaN or infinite values")
+        check_noise(self.streams[stream], name, count, shape)
 
     def draw(self, stream: int, index: int, shape, device=None) -> torch.Tensor:
         return self.streams[stream][index].to(device=device, dtype=torch.float32)

@@ -61,6 +61,13 @@ class EGSDESettings:
         if not isinstance(self.repeats, int) or self.repeats < 1:
             raise ConfigError(f"repeats must be a positive integer, got {self.repeats!r}")
 
+    def check_fits(self, image_size: int, num_timesteps: int) -> None:
+        """These settings must fit an image size and a schedule length."""
+        if self.M > num_timesteps:
+            raise ConfigError(f"M={self.M} exceeds the schedule's {num_timesteps} timesteps")
+        if image_size % self.down_N:
+            raise ConfigError(f"down_N={self.down_N} must divide the image size {image_size}")
+
     @property
     def num_updates(self) -> int:
         return self.steps or self.M

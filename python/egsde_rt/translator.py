@@ -17,6 +17,7 @@ import torch
 from .errors import ConfigError
 from .io import ImageInput, images_to_batch, tensor_to_images
 from .native import build_sampler, run_sampler
+from .reference import check_source
 from .runtime.backends import BackendChoice, make_runner, select_backend
 from .runtime.engine_dir import load_engine_dir
 from .schedule import Schedule
@@ -35,9 +36,8 @@ class Translator:
         self.choice: BackendChoice = select_backend(self.engine, backend, device)
         self.runner = make_runner(self.choice, self.engine)
         self.settings: EGSDESettings = self.engine.manifest.method
-        s = self.engine.manifest.schedule
         self._schedules: dict[str, Schedule] = {}
-        self._schedule_spec = s
+        self._schedule_spec = self.engine.manifest.schedule
         self._samplers: OrderedDict = OrderedDict()
 
     @property
@@ -54,10 +54,7 @@ class Translator:
             raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
                               f"overridable: {OVERRIDABLE}")
         settings = self.settings.with_overrides(**overrides)
-        if settings.M > self._schedule_spec["num_timesteps"]:
-            raise ConfigError(f"M={settings.M} exceeds the engine's {self._schedule_spec['num_timesteps']} timesteps")
-        if self.image_size % settings.down_N:
-            raise ConfigError(f"down_N={settings.down_N} must divide the image size {self.image_size}")
+        settings.check_fits(self.image_size, self._schedule_spec["num_timesteps"])
         return settings
 
     def _schedule(self, var_type: str) -> Schedule:
@@ -83,6 +80,7 @@ class Translator:
         if isinstance(x0, np.ndarray):
             x0 = torch.from_numpy(x0)
         settings = self.settings_with(**overrides)
+        check_source(x0)
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")

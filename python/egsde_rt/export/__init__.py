@@ -41,10 +41,7 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     settings = EGSDESettings(M=M, ls=ls, li=li, s1=s1, s2=s2, down_N=down_N, var_type=var_type,
                              score_kind=score_kind, steps=steps)
     schedule = dict(schedule or LINEAR_SCHEDULE)
-    if M > schedule["num_timesteps"]:
-        raise ConfigError(f"M={M} exceeds the schedule's {schedule['num_timesteps']} timesteps")
-    if image_size % down_N:
-        raise ConfigError(f"down_N={down_N} must divide image_size={image_size}")
+    settings.check_fits(image_size, schedule["num_timesteps"])
     if opset < 18:
         raise ConfigError(f"opset must be >= 18, got {opset}")
     out_dir = Path(out_dir)

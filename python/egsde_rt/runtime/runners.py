@@ -28,7 +28,20 @@ def _ort():
     return onnxruntime
 
 
-class OrtRunner(_core.Runner):
+class GraphRunner(_core.Runner):
+    """A runner over the two exported graphs: subclasses implement ``_run(contract, inputs, output)``."""
+
+    def _run(self, contract, inputs, output) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def score(self, y, t, eps_out):
+        self._run(SCORE, (y, t), eps_out)
+
+    def dse_grad(self, y, x_t, t, grad_out):
+        self._run(DSE_GRAD, (y, x_t, t), grad_out)
+
+
+class OrtRunner(GraphRunner):
     """ONNX Runtime sessions of score.onnx and dse_grad.onnx, bound to the sampler's buffers."""
 
     def __init__(self, engine: EngineDir, *, device: str = "cpu", device_id: int = 0, threads: int = 0):
@@ -63,14 +76,8 @@ class OrtRunner(_core.Runner):
                             output.ptr)
         self.sessions[contract.name].run_with_iobinding(binding)
 
-    def score(self, y, t, eps_out):
-        self._run(SCORE, (y, t), eps_out)
 
-    def dse_grad(self, y, x_t, t, grad_out):
-        self._run(DSE_GRAD, (y, x_t, t), grad_out)
-
-
-class TensorRTRunner(_core.Runner):
+class TensorRTRunner(GraphRunner):
     """TensorRT plans of both graphs (built by ``egsde-rt build``); unverified here."""
 
     def __init__(self, plan_files: dict):
@@ -98,9 +105,3 @@ class TensorRTRunner(_core.Runner):
         context.set_tensor_address(contract.outputs[0], output.ptr)
         if not context.execute_async_v3(stream_handle=inputs[0].stream):
             raise EgsdeError(f"TensorRT execution of {contract.name} failed")
-
-    def score(self, y, t, eps_out):
-        self._run(SCORE, (y, t), eps_out)
-
-    def dse_grad(self, y, x_t, t, grad_out):
-        self._run(DSE_GRAD, (y, x_t, t), grad_out)
