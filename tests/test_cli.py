@@ -39,3 +39,29 @@ def test_reference_refuses_to_overwrite(tmp_path, capsys):
 def test_native_module_matches_the_package():
     assert _core.__version__ == __version__
     assert isinstance(_core.built_with_cuda, bool)
+
+
+def test_a_native_failure_is_one_line(monkeypatch, capsys):
+    """Any EgsdeError, a NativeError from C++ included, is one line on stderr and exit code 2."""
+    import numpy as np
+
+    from egsde_rt import cli
+
+    def broken(args):
+        _core.kernels.axpby(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+
+    monkeypatch.setattr(cli, "_cmd_presets", broken)
+    assert main(["presets"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("egsde-rt: error: axpby: arrays differ in size") and err.count("\n") == 1
+
+
+def test_settings_flags_map_to_overrides():
+    from egsde_rt.cli import build_parser, settings_overrides
+
+    args = build_parser().parse_args(["translate", "engine", "in.png", "--output-dir", "out", "--M", "30",
+                                      "--ls", "700", "--down-N", "4", "--var-type", "fixedlarge", "--ilvr"])
+    assert settings_overrides(args) == {"M": 30, "ls": 700.0, "down_N": 4, "var_type": "fixedlarge", "ilvr": True}
+    args = build_parser().parse_args(["export", "--score-ckpt", "a", "--dse-ckpt", "b", "--out", "c", "--s1", "neg_l2"])
+    assert settings_overrides(args) == {"s1": "neg_l2"}
+    assert settings_overrides(build_parser().parse_args(["translate", "e", "i", "--output-dir", "o"])) == {}

@@ -9,10 +9,10 @@ import torch
 from conftest import tiny_models
 from egsde_rt.errors import EgsdeError
 from egsde_rt.export import ExportValidationError, export_engine
-from egsde_rt.export.contracts import DSE_GRAD, SCORE
+from egsde_rt.engine import DSE_GRAD, FORMAT_VERSION, SCORE, load_engine_dir, sha256_file
 from egsde_rt.export.gradient_graph import DSEGradient, trace_dse_gradient
 from egsde_rt.export.onnx_graphs import export_onnx, ort_session
-from egsde_rt.runtime.engine_dir import FORMAT_VERSION, load_engine_dir, sha256_file
+from egsde_rt.settings import EGSDESettings
 
 pytest.importorskip("onnxruntime")
 
@@ -105,7 +105,8 @@ def test_failed_validation_leaves_nothing_behind(tmp_path):
     _, dse = tiny_models()
     out = tmp_path / "engine"
     with pytest.raises(ExportValidationError, match="score.onnx differs from PyTorch"):
-        export_engine(_Diverging(), dse, out, image_size=32, M=10, ls=1.0, li=1.0, down_N=8, score_kind="ddpm",
+        export_engine(_Diverging(), dse, out, image_size=32,
+                      settings=EGSDESettings(M=10, ls=1.0, li=1.0, down_N=8, score_kind="ddpm"),
                       include_torch_weights=False, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
@@ -114,8 +115,8 @@ def test_export_refuses_to_overwrite_and_checks_settings(tmp_path, tiny_engine):
     unet, dse = tiny_models()
     (tmp_path / "taken").mkdir()
     with pytest.raises(EgsdeError, match="overwrite"):
-        export_engine(unet, dse, tmp_path / "taken", image_size=32, M=10, ls=1.0, li=1.0, down_N=8)
+        export_engine(unet, dse, tmp_path / "taken", image_size=32, settings=EGSDESettings(M=10, down_N=8))
     with pytest.raises(EgsdeError, match="down_N"):
-        export_engine(unet, dse, tmp_path / "new", image_size=32, M=10, ls=1.0, li=1.0, down_N=5)
+        export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=10, down_N=5))
     with pytest.raises(EgsdeError, match="exceeds"):
-        export_engine(unet, dse, tmp_path / "new", image_size=32, M=2000, ls=1.0, li=1.0, down_N=8)
+        export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=2000, down_N=8))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import golden_model
-from egsde_rt.models import ADMUNet, DDPMUNet, DSE
+from egsde_rt.models import ADMUNet, DDPMUNet, DSE, build_preset_models
 from egsde_rt.presets import get_preset
 
 SPEC_OF_PRESET = {
@@ -17,7 +17,7 @@ SPEC_OF_PRESET = {
 def test_real_configs_match_the_checkpoint_state_dicts(spec_prefix, state_dict_specs):
     (spec_key,) = [k for k in state_dict_specs if k.startswith(spec_prefix + " ")]
     preset, part = SPEC_OF_PRESET[spec_prefix]
-    score, dse = get_preset(preset).build_models(device="meta")
+    score, dse = build_preset_models(get_preset(preset), device="meta")
     model = score if part == "score" else dse
     got = [[k, list(v.shape)] for k, v in model.state_dict().items()]
     assert got == state_dict_specs[spec_key]

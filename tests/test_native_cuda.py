@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from egsde_rt import _core, native
+from egsde_rt import _core
 from egsde_rt.lowpass import lowpass_factors
 from native_helpers import requires_cuda
+from sampling_helpers import native_translate
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 K = _core.kernels
@@ -61,7 +62,7 @@ def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
 def test_native_translate_cuda_matches_cpu(small_unet, small_dse):
     x0 = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     kwargs = dict(M=20, ls=500.0, li=2.0, down_N=8, seed=11)
-    cpu = native.translate(x0, small_unet, small_dse, **kwargs)
-    gpu = native.translate(x0.cuda(), small_unet.cuda(), small_dse.cuda(), **kwargs)
+    cpu = native_translate(x0, small_unet, small_dse, **kwargs)
+    gpu = native_translate(x0.cuda(), small_unet.cuda(), small_dse.cuda(), **kwargs)
     small_unet.cpu(), small_dse.cpu()
     assert (gpu.cpu() - cpu).abs().max() <= 1e-3

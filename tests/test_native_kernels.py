@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from egsde_rt import _core
+from egsde_rt.errors import EgsdeError, NativeError
 from egsde_rt.lowpass import LowPassFilter, lowpass_factors
 from egsde_rt.noise import philox_normal, philox_uint32
 from native_helpers import Guarded
@@ -28,12 +29,12 @@ def test_philox_normal_and_integer_stream(batch, per_image):
 
 
 @pytest.mark.parametrize("batch,size", SHAPES)
-def test_perturb(batch, size):
+def test_axpby(batch, size):
     n = batch * 3 * size * size
     x, e = _random(n, 1), _random(n, 2)
     out = Guarded(n)
     a, b = np.float32(0.81), np.float32(0.58)
-    K.perturb(x, e, out.view, float(a), float(b))
+    K.axpby(x, e, out.view, float(a), float(b))
     assert out.intact()
     assert np.abs(out.view - (a * x + b * e)).max() <= 1e-6
 
@@ -114,15 +115,22 @@ def test_update_in_place():
 
 
 def test_kernels_refuse_bad_buffers():
-    with pytest.raises(RuntimeError, match="float32"):
-        K.perturb(np.zeros(4), np.zeros(4), np.zeros(4), 1.0, 1.0)
+    with pytest.raises(NativeError, match="float32"):
+        K.axpby(np.zeros(4), np.zeros(4), np.zeros(4), 1.0, 1.0)
     with pytest.raises(RuntimeError, match="differ in size"):
-        K.perturb(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+        K.axpby(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
     with pytest.raises(RuntimeError, match="needs"):
         K.philox_normal(np.zeros(3, np.float32), 1, 4, 0, 0, 0)
     with pytest.raises(RuntimeError, match="read-only"):
         ro = np.zeros(4, np.float32)
         ro.flags.writeable = False
-        K.perturb(np.zeros(4, np.float32), np.zeros(4, np.float32), ro, 1.0, 1.0)
+        K.axpby(np.zeros(4, np.float32), np.zeros(4, np.float32), ro, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="C-contiguous"):
-        K.perturb(np.zeros(8, np.float32)[::2], np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+        K.axpby(np.zeros(8, np.float32)[::2], np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+
+
+def test_native_errors_are_egsde_errors():
+    """A native failure is an EgsdeError (the CLI prints it as one line)."""
+    with pytest.raises(EgsdeError, match="differ in size"):
+        K.axpby(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
+    assert issubclass(_core.NativeError, EgsdeError) and _core.NativeError is NativeError

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import load_golden
+from sampling_helpers import reference_translate as translate
 from egsde_rt.errors import ConfigError
 from egsde_rt.lowpass import LowPassFilter
 from egsde_rt.noise import philox_normal
 from egsde_rt.network_fns import score_function
-from egsde_rt.reference import translate
 from egsde_rt.schedule import Schedule, StepCoefficients
 
 

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from conftest import TINY_M
-from egsde_rt import reference
+from egsde_rt.engine import EngineDirError, load_engine_dir
+from egsde_rt.engine.plans import matching_plans
 from egsde_rt.errors import ConfigError
-from egsde_rt.export.tensorrt_plans import build_plans, matching_plans
-from egsde_rt.runtime.engine_dir import EngineDirError, load_engine_dir
-from egsde_rt.translator import Translator
+from egsde_rt.export.tensorrt_plans import build_plans
+from egsde_rt.runtime.translator import Translator
+from sampling_helpers import reference_translate
 
 pytest.importorskip("onnxruntime")
 
@@ -26,7 +27,7 @@ def _reference(tiny_engine, x0, **kwargs):
     _, unet, dse = tiny_engine
     args = dict(M=TINY_M, ls=500.0, li=2.0, down_N=8)
     args.update(kwargs)
-    return reference.translate(x0, unet, dse, **args).numpy()
+    return reference_translate(x0, unet, dse, **args).numpy()
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime-cpu", "torch"])

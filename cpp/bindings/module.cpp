@@ -9,7 +9,6 @@
 #include "egsde/device.h"
 #include "egsde/dispatch.h"
 #include "egsde/sampler.h"
-#include "egsde/schedule.h"
 
 namespace py = pybind11;
 using namespace egsde;
@@ -31,9 +30,9 @@ class PyRunner : public Runner {
   }
 };
 
-std::vector<float> matrix(const py::array_t<float, py::array::c_style | py::array::forcecast>& m) {
-  return std::vector<float>(m.data(), m.data() + m.size());
-}
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+std::vector<float> to_vector(const FloatArray& a) { return std::vector<float>(a.data(), a.data() + a.size()); }
 
 // The low-pass matrices and workspace of a kernel call, checked against the image sizes.
 struct LowpassArrays {
@@ -56,6 +55,34 @@ LowpassArrays lowpass_arrays(const py::handle& down_h, const py::handle& up_h, c
   return a;
 }
 
+// Sampler.run and run_profiled: check the host arrays, run, and return the result (None if cancelled).
+py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+                       const std::function<bool(int, int)>& progress, const py::object& noise,
+                       const py::object& perturb_noise, StepTimes* times) {
+  const SamplerConfig& c = s.config();
+  const ArrayArg x = as_array(x0, false, "x0");
+  require(x.device == Device::CPU && x.size == s.numel(), "x0 must be a host array of the sampler's shape");
+  const float* injected = nullptr;
+  const float* injected_perturb = nullptr;
+  const int K = c.steps.size();
+  if (!noise.is_none()) {
+    const ArrayArg n = as_array(noise, false, "noise");
+    require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * (K + 1) * s.numel(),
+            "noise must be a host array [repeats*(K+1), B, C, H, W]");
+    injected = n.data;
+  }
+  if (!perturb_noise.is_none()) {
+    const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
+    require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * K * s.numel(),
+            "perturb_noise must be a host array [repeats*K, B, C, H, W]");
+    injected_perturb = n.data;
+  }
+  py::array_t<float> out({c.batch, c.channels, c.height, c.width});
+  const bool done = s.run(x.data, out.mutable_data(), runner, seed, progress, injected, injected_perturb, times);
+  if (!done) return py::none();
+  return std::move(out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -74,7 +101,17 @@ PYBIND11_MODULE(_core, m) {
     synchronize(ExecutionContext{built_with_cuda() ? Device::CUDA : Device::CPU, reinterpret_cast<void*>(stream)});
   }, py::arg("stream"), "Wait for the work queued on a CUDA stream (a no-op without CUDA).");
 
-  py::register_exception<Error>(m, "NativeError", PyExc_RuntimeError);
+  // Native failures raise egsde_rt.errors.NativeError (an EgsdeError), defined in Python so that it
+  // can be caught without importing the native core.
+  static py::handle native_error = py::object(py::module_::import("egsde_rt.errors").attr("NativeError")).release();
+  m.attr("NativeError") = native_error;
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      py::set_error(native_error, e.what());
+    }
+  });
 
   py::enum_<Device>(m, "Device").value("CPU", Device::CPU).value("CUDA", Device::CUDA);
   py::enum_<EnergyKind>(m, "EnergyKind").value("NEG_L2", EnergyKind::NegL2).value("COSINE", EnergyKind::Cosine);
@@ -109,79 +146,62 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("sqrt_one_minus_abar", &StepTable::sqrt_one_minus_abar)
       .def("__len__", &StepTable::size);
 
-  m.def("beta_schedule", [](const std::string& kind, double beta_start, double beta_end, int num_timesteps) {
-    return beta_schedule(ScheduleSpec{kind, beta_start, beta_end, num_timesteps, "fixedsmall"});
-  }, py::arg("kind"), py::arg("beta_start"), py::arg("beta_end"), py::arg("num_timesteps"));
-  m.def("make_step_table", [](const std::string& kind, double beta_start, double beta_end, int num_timesteps,
-                              const std::string& var_type, int M, int steps) {
-    return make_step_table(ScheduleSpec{kind, beta_start, beta_end, num_timesteps, var_type}, M, steps);
-  }, py::arg("kind"), py::arg("beta_start"), py::arg("beta_end"), py::arg("num_timesteps"), py::arg("var_type"),
-        py::arg("M"), py::arg("steps"));
+  py::class_<SamplerConfig>(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).")
+      .def(py::init<>())
+      .def_readwrite("device", &SamplerConfig::device)
+      .def_property("stream", [](const SamplerConfig& c) { return reinterpret_cast<std::uintptr_t>(c.stream); },
+                    [](SamplerConfig& c, std::uintptr_t s) { c.stream = reinterpret_cast<void*>(s); },
+                    "the caller's CUDA stream as an integer handle (0: the default stream)")
+      .def_readwrite("batch", &SamplerConfig::batch)
+      .def_readwrite("channels", &SamplerConfig::channels)
+      .def_readwrite("height", &SamplerConfig::height)
+      .def_readwrite("width", &SamplerConfig::width)
+      .def_readwrite("steps", &SamplerConfig::steps)
+      .def_readwrite("ls", &SamplerConfig::ls)
+      .def_readwrite("li", &SamplerConfig::li)
+      .def_readwrite("s2", &SamplerConfig::s2)
+      .def_readwrite("repeats", &SamplerConfig::repeats)
+      .def_readwrite("fresh_perturb", &SamplerConfig::fresh_perturb)
+      .def_readwrite("ilvr", &SamplerConfig::ilvr)
+      .def("set_lowpass", [](SamplerConfig& c, const FloatArray& down_h, const FloatArray& up_h,
+                             const FloatArray& down_w, const FloatArray& up_w) {
+             require(down_h.ndim() == 2 && up_h.ndim() == 2 && down_w.ndim() == 2 && up_w.ndim() == 2,
+                     "set_lowpass: the resize matrices must be 2-D");
+             c.low_h = down_h.shape(0);
+             c.low_w = down_w.shape(0);
+             c.down_h = to_vector(down_h);
+             c.up_h = to_vector(up_h);
+             c.down_w = to_vector(down_w);
+             c.up_w = to_vector(up_w);
+           }, py::arg("down_h"), py::arg("up_h"), py::arg("down_w"), py::arg("up_w"),
+           "The low-pass resize matrices D_h [low_h, H], U_h [H, low_h], D_w [low_w, W], U_w [W, low_w].")
+      .def_readonly("low_h", &SamplerConfig::low_h)
+      .def_readonly("low_w", &SamplerConfig::low_w);
 
   py::class_<Sampler>(m, "Sampler")
-      .def(py::init([](Device device, index_t batch, index_t channels, index_t height, index_t width,
-                       const StepTable& steps, float ls, float li, EnergyKind s2, int repeats, bool fresh_perturb,
-                       bool ilvr, const py::array_t<float, py::array::c_style | py::array::forcecast>& down_h,
-                       const py::array_t<float, py::array::c_style | py::array::forcecast>& up_h,
-                       const py::array_t<float, py::array::c_style | py::array::forcecast>& down_w,
-                       const py::array_t<float, py::array::c_style | py::array::forcecast>& up_w,
-                       std::uintptr_t stream) {
-             SamplerConfig c;
-             c.device = device;
-             c.stream = reinterpret_cast<void*>(stream);
-             c.batch = batch;
-             c.channels = channels;
-             c.height = height;
-             c.width = width;
-             c.steps = steps;
-             c.ls = ls;
-             c.li = li;
-             c.s2 = s2;
-             c.repeats = repeats;
-             c.fresh_perturb = fresh_perturb;
-             c.ilvr = ilvr;
-             c.low_h = down_h.ndim() == 2 ? down_h.shape(0) : 0;
-             c.low_w = down_w.ndim() == 2 ? down_w.shape(0) : 0;
-             c.down_h = matrix(down_h);
-             c.up_h = matrix(up_h);
-             c.down_w = matrix(down_w);
-             c.up_w = matrix(up_w);
-             return std::make_unique<Sampler>(std::move(c));
-           }),
-           py::arg("device"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
-           py::arg("steps"), py::arg("ls"), py::arg("li"), py::arg("s2"), py::arg("repeats"),
-           py::arg("fresh_perturb"), py::arg("ilvr"), py::arg("down_h"), py::arg("up_h"), py::arg("down_w"),
-           py::arg("up_w"), py::arg("stream") = 0)
+      .def(py::init<SamplerConfig>(), py::arg("config"))
+      .def_property_readonly("config", &Sampler::config, "a copy of the configuration it was built for")
       .def_property_readonly("total_updates", &Sampler::total_updates)
       .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
                      const std::function<bool(int, int)>& progress, const py::object& noise,
-                     const py::object& perturb_noise) -> py::object {
-             const SamplerConfig& c = s.config();
-             const ArrayArg x = as_array(x0, false, "x0");
-             require(x.device == Device::CPU && x.size == s.numel(), "x0 must be a host array of the sampler's shape");
-             const float* injected = nullptr;
-             const float* injected_perturb = nullptr;
-             const int K = c.steps.size();
-             if (!noise.is_none()) {
-               const ArrayArg n = as_array(noise, false, "noise");
-               require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * (K + 1) * s.numel(),
-                       "noise must be a host array [repeats*(K+1), B, C, H, W]");
-               injected = n.data;
-             }
-             if (!perturb_noise.is_none()) {
-               const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
-               require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * K * s.numel(),
-                       "perturb_noise must be a host array [repeats*K, B, C, H, W]");
-               injected_perturb = n.data;
-             }
-             py::array_t<float> out({c.batch, c.channels, c.height, c.width});
-             const bool done = s.run(x.data, out.mutable_data(), runner, seed, progress, injected, injected_perturb);
-             if (!done) return py::none();
-             return std::move(out);
+                     const py::object& perturb_noise) {
+             return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, nullptr);
            },
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
            py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
-           "Run the loop; returns the unclamped result [B, C, H, W], or None if progress cancelled it.");
+           "Run the loop; returns the unclamped result [B, C, H, W], or None if progress cancelled it.")
+      .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+                              const std::function<bool(int, int)>& progress) {
+             StepTimes times;
+             py::object out = run_sampler(s, x0, runner, seed, progress, py::none(), py::none(), &times);
+             py::dict phases;
+             phases["step"] = times.step;
+             for (int p = 0; p < kPhaseCount; ++p) phases[phase_name(static_cast<Phase>(p))] = times.phases[p];
+             return py::make_tuple(out, phases);
+           },
+           py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
+           "run() with every update's phases timed inside the loop: (result or None, {phase: [ms per "
+           "update]}) with phases step, score, dse_grad, lowpass_grad, update_noise.");
 
   // The kernels, one binding each, on host (numpy) or device (__cuda_array_interface__) arrays.
   py::module_ k = m.def_submodule("kernels", "The kernels on numpy or CUDA arrays (tests, benchmarks).");
@@ -200,12 +220,13 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
         "The raw Philox stream on the CPU: uint32 [batch, ceil(per_image / 4) * 4].");
-  k.def("perturb", [](const py::handle& x, const py::handle& e, const py::handle& out, float a, float b,
-                      std::uintptr_t cuda_stream) {
-    const ArrayArg xa = as_array(x, false, "x"), ea = as_array(e, false, "e"), oa = as_array(out, true, "out");
-    require(xa.size == ea.size && xa.size == oa.size, "perturb: arrays differ in size");
-    perturb(context_of({xa, ea, oa}, cuda_stream), PerturbParams{xa.data, ea.data, oa.data, oa.size, a, b});
-  }, py::arg("x"), py::arg("e"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("cuda_stream") = 0);
+  k.def("axpby", [](const py::handle& x, const py::handle& y, const py::handle& out, float a, float b,
+                    std::uintptr_t cuda_stream) {
+    const ArrayArg xa = as_array(x, false, "x"), ya = as_array(y, false, "y"), oa = as_array(out, true, "out");
+    require(xa.size == ya.size && xa.size == oa.size, "axpby: arrays differ in size");
+    axpby(context_of({xa, ya, oa}, cuda_stream), AxpbyParams{xa.data, ya.data, oa.data, oa.size, a, b});
+  }, py::arg("x"), py::arg("y"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("cuda_stream") = 0,
+        "out = a * x + b * y");
   k.def("lowpass_workspace_floats", [](index_t batch, index_t channels, index_t height, index_t width, index_t low_h,
                                        index_t low_w) {
     return lowpass_workspace_floats(LowpassParams{nullptr, nullptr, nullptr, nullptr, batch, channels, height, width,

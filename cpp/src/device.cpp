@@ -60,7 +60,7 @@ void DeviceArray::release() noexcept {
   data_ = nullptr;
 }
 
-void DeviceArray::upload(const float* host, index_t count, index_t offset) {
+void DeviceArray::upload(const ExecutionContext& ctx, const float* host, index_t count, index_t offset) {
   require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceArray::upload out of range");
   if (count == 0) return;
   if (device_ == Device::CPU) {
@@ -68,12 +68,16 @@ void DeviceArray::upload(const float* host, index_t count, index_t offset) {
     return;
   }
 #ifdef EGSDE_WITH_CUDA
-  check_cuda(cudaMemcpy(data_ + offset, host, sizeof(float) * static_cast<size_t>(count), cudaMemcpyHostToDevice),
-             "cudaMemcpy to device");
+  // From pageable memory the call returns once the host buffer has been staged.
+  check_cuda(cudaMemcpyAsync(data_ + offset, host, sizeof(float) * static_cast<size_t>(count),
+                             cudaMemcpyHostToDevice, static_cast<cudaStream_t>(ctx.stream)),
+             "cudaMemcpyAsync to device");
+#else
+  (void)ctx;
 #endif
 }
 
-void DeviceArray::download(float* host, index_t count, index_t offset) const {
+void DeviceArray::download(const ExecutionContext& ctx, float* host, index_t count, index_t offset) const {
   require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceArray::download out of range");
   if (count == 0) return;
   if (device_ == Device::CPU) {
@@ -81,8 +85,12 @@ void DeviceArray::download(float* host, index_t count, index_t offset) const {
     return;
   }
 #ifdef EGSDE_WITH_CUDA
-  check_cuda(cudaMemcpy(host, data_ + offset, sizeof(float) * static_cast<size_t>(count), cudaMemcpyDeviceToHost),
-             "cudaMemcpy to host");
+  check_cuda(cudaMemcpyAsync(host, data_ + offset, sizeof(float) * static_cast<size_t>(count),
+                             cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(ctx.stream)),
+             "cudaMemcpyAsync to host");
+  synchronize(ctx);
+#else
+  (void)ctx;
 #endif
 }
 

@@ -29,7 +29,7 @@ bool built_with_cuda() {
 #endif
 
 void philox_normal(const ExecutionContext& ctx, const PhiloxNormalParams& p) { EGSDE_DISPATCH(philox_normal, ctx, p); }
-void perturb(const ExecutionContext& ctx, const PerturbParams& p) { EGSDE_DISPATCH(perturb, ctx, p); }
+void axpby(const ExecutionContext& ctx, const AxpbyParams& p) { EGSDE_DISPATCH(axpby, ctx, p); }
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p) { EGSDE_DISPATCH(plane_gemm, ctx, p); }
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p) { EGSDE_DISPATCH(cosine_pixel_grad, ctx, p); }
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p) { EGSDE_DISPATCH(egsde_update, ctx, p); }

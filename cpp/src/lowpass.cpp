@@ -77,10 +77,10 @@ void lowpass_energy_grad(const ExecutionContext& ctx, const LowpassParams& p, En
   const Workspace w = split(p);
   const index_t n = p.batch * p.channels * p.height * p.width;
   if (kind == EnergyKind::NegL2) {  // 2 L^T L (y - x)
-    perturb(ctx, PerturbParams{y, x, w.full1, n, 1.0f, -1.0f});
+    axpby(ctx, AxpbyParams{y, x, w.full1, n, 1.0f, -1.0f});
     lowpass_apply(ctx, p, w.full1, w.full2);
     adjoint(ctx, p, w, w.full2, grad);
-    perturb(ctx, PerturbParams{grad, grad, grad, n, 2.0f, 0.0f});
+    axpby(ctx, AxpbyParams{grad, grad, grad, n, 2.0f, 0.0f});
     return;
   }
   // cosine: -1/P L^T((a_hat - cos b_hat) / |b|) with a = L(x), b = L(y)

@@ -2,15 +2,14 @@
 
 from ._version import __version__
 from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, ConfigError,
-                     EgsdeError, ImageError)
+                     EgsdeError, EngineDirError, ImageError, NativeError, SamplingCancelled)
 from .presets import PRESETS, get_preset
 from .settings import EGSDESettings
 
 
-
 def __getattr__(name):  # lazy: importing egsde_rt does not load ONNX Runtime or the native core
     if name == "Translator":
-        from .translator import Translator
+        from .runtime.translator import Translator
 
         return Translator
     raise AttributeError(f"module 'egsde_rt' has no attribute {name!r}")
@@ -19,5 +18,6 @@ def __getattr__(name):  # lazy: importing egsde_rt does not load ONNX Runtime or
 __all__ = [
     "Translator",
     "__version__", "EgsdeError", "ConfigError", "CheckpointError", "CheckpointNotFoundError",
-    "CheckpointMismatchError", "ImageError", "PRESETS", "get_preset", "EGSDESettings",
+    "CheckpointMismatchError", "ImageError", "EngineDirError", "NativeError", "SamplingCancelled", "PRESETS",
+    "get_preset", "EGSDESettings",
 ]

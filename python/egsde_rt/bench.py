@@ -95,7 +95,7 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
     f32 = 4
     measure("philox_normal", lambda: K.philox_normal(_native(out), batch, per_image, 7, 0, 1),
             lambda: torch.randn(shape, device=device), n * f32)
-    measure("perturb", lambda: K.perturb(_native(x), _native(eps), _native(out), 0.8, 0.6),
+    measure("axpby", lambda: K.axpby(_native(x), _native(eps), _native(out), 0.8, 0.6),
             lambda: 0.8 * x + 0.6 * eps, 3 * n * f32)
 
     low = size // down_N

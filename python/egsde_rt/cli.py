@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EgsdeError
+from .settings import RUNTIME_OVERRIDABLE
 
 
 def _cmd_presets(args) -> int:
@@ -52,19 +53,19 @@ def _output_paths(inputs: list[Path], output_dir: Path, overwrite: bool) -> list
 
 
 def _cmd_reference(args) -> int:
+    from tqdm import tqdm
 
     from .io import images_to_batch, tensor_to_images
-    from .models import load_checkpoint
+    from .models import build_preset_models, load_checkpoint
     from .presets import get_preset
-    from .progress import ProgressBar
-    from .reference import run_reference
+    from .reference import translate
 
     preset = get_preset(args.preset)
-    settings = preset.settings.with_overrides(**_overrides(args))
+    settings = preset.settings.with_overrides(**settings_overrides(args))
     inputs = _input_images(args.inputs)
     output_dir = Path(args.output_dir)
     outputs = _output_paths(inputs, output_dir, args.overwrite)
-    score, dse = preset.build_models()
+    score, dse = build_preset_models(preset)
     load_checkpoint(score, args.score_ckpt)
     load_checkpoint(dse, args.dse_ckpt)
     score.to(args.device).eval()
@@ -72,23 +73,54 @@ def _cmd_reference(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     for src, dst in zip(inputs, outputs):
         x0 = images_to_batch([src], preset.image_size).to(args.device)
-        bar = ProgressBar(settings.num_updates * settings.repeats, label=src.name)
-        y = run_reference(x0, score, dse, settings, seed=args.seed, callback=bar.step_callback())
+        with tqdm(total=settings.num_updates * settings.repeats, desc=src.name, unit="step") as bar:
+            y = translate(x0, score, dse, settings, seed=args.seed, callback=lambda k, K, y: bar.update(1))
         (image,) = tensor_to_images(y)
         _save_atomically(image, dst)
         print(dst)
     return 0
 
 
-def _overrides(args) -> dict:
-    return {k: getattr(args, k) for k in ("M", "ls", "li", "steps") if getattr(args, k, None) is not None}
+# Method settings as command-line flags: name -> (type, help). `settings_overrides` maps them back.
+SETTINGS_FLAGS = {
+    "M": (int, "start time (timesteps noised)"),
+    "ls": (float, "weight of the domain-specific expert (the DSE)"),
+    "li": (float, "weight of the domain-independent expert (the low-pass filter)"),
+    "steps": (int, "respaced number of updates (default: all M)"),
+    "s1": (str, "similarity of the DSE features: cosine or neg_l2"),
+    "s2": (str, "energy of the low-pass filter: neg_l2 or cosine"),
+    "down_N": (int, "low-pass factor"),
+    "var_type": (str, "fixedsmall or fixedlarge"),
+    "perturb": (str, "shared (the official code) or fresh (the paper's Algorithm 1)"),
+    "repeats": (int, "the official sample_step repeats"),
+    "ilvr": (bool, "the ILVR baseline: replace the low-pass band of each sample with the perturbed source's"),
+}
+
+
+def add_settings_flags(parser, names=tuple(SETTINGS_FLAGS)) -> None:
+    """--M, --ls, ... for the named settings; left out, each keeps its default."""
+    group = parser.add_argument_group("method settings (override the preset's or the engine's)")
+    for name in names:
+        kind, text = SETTINGS_FLAGS[name]
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:
+            group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+        else:
+            group.add_argument(flag, dest=name, type=kind, help=text)
+
+
+def settings_overrides(args) -> dict:
+    """The method settings given on the command line, as ``EGSDESettings.with_overrides`` takes them."""
+    return {k: getattr(args, k) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
 
 
 def _cmd_export(args) -> int:
     from .export import export_preset
+    from .presets import get_preset
 
-    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, overwrite=args.overwrite,
-                  opset=args.opset, include_torch_weights=not args.no_torch_weights, **_overrides(args))
+    settings = get_preset(args.preset).settings.with_overrides(**settings_overrides(args))
+    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, settings=settings, overwrite=args.overwrite,
+                  opset=args.opset, include_torch_weights=not args.no_torch_weights)
     return 0
 
 
@@ -101,8 +133,8 @@ def _cmd_build(args) -> int:
 
 
 def _cmd_info(args) -> int:
+    from .engine import load_engine_dir
     from .runtime.backends import probe
-    from .runtime.engine_dir import load_engine_dir
 
     engine = load_engine_dir(args.engine_dir)
     m = engine.manifest
@@ -127,29 +159,29 @@ def _cmd_info(args) -> int:
 
 def _cmd_translate(args) -> int:
     import torch
+    from tqdm import tqdm
 
     from .io import images_to_batch, tensor_to_images
-    from .progress import ProgressBar
-    from .translator import Translator
+    from .runtime.translator import Translator
 
     translator = Translator(args.engine_dir, backend=args.backend, device=args.device)
     inputs = _input_images(args.inputs)
     outputs = _output_paths(inputs, Path(args.output_dir), args.overwrite)
     batch = images_to_batch(inputs, translator.image_size)  # every image is checked before any work
-    settings = translator.settings_with(**_overrides(args))
+    overrides = settings_overrides(args)
+    settings = translator.settings_with(**overrides)
     print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
           file=sys.stderr)
     size = args.batch_size
     chunks = range(0, len(inputs), size)
     per_chunk = settings.num_updates * settings.repeats
-    bar = ProgressBar(per_chunk * len(chunks), label=f"{len(inputs)} image(s)")
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    for i, start in enumerate(chunks):
-        y = translator.run_tensor(batch[start:start + size], seed=args.seed,
-                                  callback=lambda done, total, i=i: bar.update(i * per_chunk + done),
-                                  **_overrides(args))
-        for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
-            _save_atomically(image, dst)
+    with tqdm(total=per_chunk * len(chunks), desc=f"{len(inputs)} image(s)", unit="step") as bar:
+        for start in chunks:
+            y = translator.run_tensor(batch[start:start + size], seed=args.seed,
+                                      callback=lambda done, total: bar.update(1), **overrides)
+            for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
+                _save_atomically(image, dst)
     for dst in outputs:
         print(dst)
     return 0
@@ -225,12 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dse-ckpt", required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--M", type=int)
-    p.add_argument("--ls", type=float)
-    p.add_argument("--li", type=float)
-    p.add_argument("--steps", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true")
+    add_settings_flags(p)
     p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser("export", help="export a preset's checkpoints to an engine directory")
@@ -239,12 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dse-ckpt", required=True)
     p.add_argument("--out", required=True, help="the engine directory to write")
     p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--M", type=int)
-    p.add_argument("--ls", type=float)
-    p.add_argument("--li", type=float)
-    p.add_argument("--steps", type=int)
     p.add_argument("--no-torch-weights", action="store_true", help="do not copy weights for the torch backend")
     p.add_argument("--overwrite", action="store_true")
+    add_settings_flags(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("build", help="build TensorRT plans for an engine directory (needs tensorrt and a GPU)")
@@ -263,11 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto",
                    choices=["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--M", type=int)
-    p.add_argument("--ls", type=float)
-    p.add_argument("--li", type=float)
-    p.add_argument("--steps", type=int)
     p.add_argument("--overwrite", action="store_true")
+    add_settings_flags(p, RUNTIME_OVERRIDABLE)
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")

@@ -21,19 +21,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from tqdm import tqdm
+
 from . import __version__
 from .demo_data import domain_batch
+from .demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
+from .engine import EngineDirError, load_engine_dir
 from .errors import EgsdeError
 from .io import tensor_to_images
 from .models import ADMUNet, DSE, load_checkpoint
-from .progress import ProgressBar
-from .runtime.engine_dir import EngineDirError, load_engine_dir
-from .train import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
+from .settings import EGSDESettings
 
 WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
 WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
 # The demo's method settings (tuned on the procedural domains, see demo_weights/TRAINING.md).
-DEMO_SETTINGS = dict(M=60, steps=30, ls=1000.0, li=2.0, s1="cosine", s2="neg_l2", down_N=8)
+DEMO_SETTINGS = EGSDESettings(M=60, steps=30, ls=1000.0, li=2.0, s1="cosine", s2="neg_l2", down_N=8)
 DEMO_IMAGE_SEED = 20221  # held out: training draws its images with seeds 0..4
 GRID_SCALE = 4
 
@@ -49,7 +51,7 @@ def weights_digest() -> str:
     digest = hashlib.sha256()
     for name in ("score", "dse"):
         digest.update(weights_path(name).read_bytes())
-    digest.update(json.dumps(DEMO_SETTINGS, sort_keys=True).encode())
+    digest.update(json.dumps(DEMO_SETTINGS.to_dict(), sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -75,8 +77,8 @@ def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> 
     score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
     load_checkpoint(score, weights_path("score"))
     load_checkpoint(dse, weights_path("dse"))
-    return export_engine(score, dse, path, image_size=32, score_kind="adm", overwrite=True, preset="demo",
-                         log=log, **DEMO_SETTINGS)
+    return export_engine(score, dse, path, image_size=32, settings=DEMO_SETTINGS, overwrite=True, preset="demo",
+                         log=log)
 
 
 def load_judge() -> JudgeNet:
@@ -125,7 +127,7 @@ def _grid(columns: list[torch.Tensor]) -> Image.Image:
 
 def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto",
              log: Callable[[str], None] = print) -> dict:
-    from .translator import Translator
+    from .runtime.translator import Translator
 
     output_dir = Path(output_dir)
     translator = Translator(engine_dir(log=log), backend=backend)
@@ -133,9 +135,9 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     x0 = domain_batch("source", range(count), seed=DEMO_IMAGE_SEED)
     settings = translator.settings
     per_run = settings.num_updates * settings.repeats
-    bar = ProgressBar(2 * per_run, label="SDEdit + EGSDE")
-    sdedit = translator.run_tensor(x0, seed=seed, ls=0.0, li=0.0, callback=lambda d, t: bar.update(d))
-    egsde = translator.run_tensor(x0, seed=seed, callback=lambda d, t: bar.update(per_run + d))
+    with tqdm(total=2 * per_run, desc="SDEdit + EGSDE", unit="step") as bar:
+        sdedit = translator.run_tensor(x0, seed=seed, ls=0.0, li=0.0, callback=lambda d, t: bar.update(1))
+        egsde = translator.run_tensor(x0, seed=seed, callback=lambda d, t: bar.update(1))
     results = {"source": x0}
     results.update(SDEdit=torch.from_numpy(sdedit).clamp(-1, 1), EGSDE=torch.from_numpy(egsde).clamp(-1, 1))
 

@@ -29,3 +29,15 @@ class CheckpointMismatchError(CheckpointError):
 
 class ImageError(EgsdeError, ValueError):
     """An input image is missing, corrupt, of the wrong mode or size, or not finite."""
+
+
+class EngineDirError(EgsdeError):
+    """An engine directory is missing, incomplete, corrupt or of another format version."""
+
+
+class NativeError(EgsdeError, RuntimeError):
+    """The native core refused an input or failed (raised from C++ through the bindings)."""
+
+
+class SamplingCancelled(EgsdeError):
+    """The progress callback returned False."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
@@ -120,6 +120,18 @@ def images_to_batch(sources, image_size: int) -> torch.Tensor:
     if not sources:
         raise ImageError("no images given")
     return torch.stack([image_to_tensor(s, image_size) for s in sources])
+
+
+def check_source(x0: torch.Tensor) -> None:
+    """A source batch must be a finite float [B, 3, H, W] tensor (values nominally in [-1, 1])."""
+    if not isinstance(x0, torch.Tensor):
+        raise ConfigError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if x0.ndim != 4 or x0.shape[1] != 3:
+        raise ConfigError(f"x0 must have shape [B, 3, H, W], got {list(x0.shape)}")
+    if not x0.is_floating_point():
+        raise ConfigError(f"x0 must be a float tensor in [-1, 1], got {x0.dtype}")
+    if not torch.isfinite(x0).all():
+        raise ConfigError("x0 contains NaN or infinite values")
 
 
 def to_uint8(values01: np.ndarray) -> np.ndarray:

@@ -1,13 +1,12 @@
 """The paper's presets: which score model and DSE to build, and the method settings.
 
-Values from the EGSDE paper and the official profiles (see ../shared/reference/README.md).
+Values from the EGSDE paper (Zhao et al., NeurIPS 2022, Table 1 and Appendix) and the official
+code's run profiles. ``egsde_rt.models.build_preset_models`` builds a preset's networks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch
 
 from .errors import ConfigError
 from .settings import EGSDESettings
@@ -45,20 +44,15 @@ class Preset:
     checkpoints: dict = field(default_factory=dict)  # the official file names, for the user's reference
 
     @property
+    def score_class(self) -> str:
+        """The ``egsde_rt.models`` class of the score network (``models.build_preset_models`` builds it)."""
+        return "DDPMUNet" if self.settings.score_kind == "ddpm" else "ADMUNet"
+
+    @property
     def image_size(self) -> int:
         if self.settings.score_kind == "ddpm":
             return int(self.score_config["data"]["image_size"])
         return int(self.score_config["image_size"])
-
-    def build_models(self, device="cpu"):
-        """(score_model, dse) with this preset's architectures and random weights."""
-        from .models import ADMUNet, DDPMUNet, DSE
-
-        with torch.device(device):
-            score = (DDPMUNet(self.score_config) if self.settings.score_kind == "ddpm"
-                     else ADMUNet(**self.score_config))
-            dse = DSE(**self.dse_config)
-        return score, dse
 
 
 _PAPER = dict(M=500, ls=500.0, li=2.0, s1="cosine", s2="neg_l2", down_N=32, var_type="fixedsmall")

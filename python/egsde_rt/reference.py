@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
+from .io import check_source
 from .lowpass import LowPassFilter
 from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise
 from .schedule import Schedule, StepCoefficients
@@ -23,46 +23,19 @@ from .similarity import lowpass_energy
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
-def check_source(x0: torch.Tensor) -> None:
-    """x0 must be a finite float [B, 3, H, W] tensor (values nominally in [-1, 1])."""
-    if not isinstance(x0, torch.Tensor):
-        raise ConfigError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if x0.ndim != 4 or x0.shape[1] != 3:
-        raise ConfigError(f"x0 must have shape [B, 3, H, W], got {list(x0.shape)}")
-    if not x0.is_floating_point():
-        raise ConfigError(f"x0 must be a float tensor in [-1, 1], got {x0.dtype}")
-    if not torch.isfinite(x0).all():
-        raise ConfigError("x0 contains NaN or infinite values")
-
-
-def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module, *, M: int,
-              ls: float, li: float, s1: str = "cosine", s2: str = "neg_l2", down_N: int = 32,
-              noise: torch.Tensor | None = None, perturb_noise: torch.Tensor | None = None,
-              seed: int = 0, var_type: str = "fixedsmall", score_kind: str = "adm",
-              steps: int | None = None, perturb: str = "shared", repeats: int = 1,
-              ilvr: bool = False, schedule: Schedule | None = None, class_label: int | None = None,
-              callback: StepCallback | None = None) -> torch.Tensor:
-    """Translate ``x0`` ([B, 3, H, W] in [-1, 1]) and return the unclamped result tensor.
+def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module,
+              settings: EGSDESettings, *, seed: int = 0, noise: torch.Tensor | None = None,
+              perturb_noise: torch.Tensor | None = None, schedule: Schedule | None = None,
+              class_label: int | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """Translate ``x0`` ([B, 3, H, W] in [-1, 1]) with ``settings``; the unclamped result tensor.
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
     e, ``noise[k]`` the fresh noise of update k), as the reference goldens define; when None,
     noise comes from the Philox contract (``egsde_rt.noise``) with ``seed``. ``perturb_noise``
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
-    linear 1e-4..0.02 schedule of 1000 steps with ``var_type``. ``callback(k, K, y)`` is called
-    after each update.
+    linear 1e-4..0.02 schedule of 1000 steps with ``settings.var_type``. ``callback(k, K, y)``
+    is called after each update.
     """
-    settings = EGSDESettings(M=M, ls=ls, li=li, s1=s1, s2=s2, down_N=down_N, var_type=var_type,
-                             score_kind=score_kind, steps=steps, perturb=perturb, repeats=repeats,
-                             ilvr=ilvr)
-    return run_reference(x0, score_model, dse, settings, noise=noise, perturb_noise=perturb_noise,
-                         seed=seed, schedule=schedule, class_label=class_label, callback=callback)
-
-
-def run_reference(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module,
-                  settings: EGSDESettings, *, noise=None, perturb_noise=None, seed: int = 0,
-                  schedule: Schedule | None = None, class_label=None,
-                  callback: StepCallback | None = None) -> torch.Tensor:
-    """``translate`` with the method settings already gathered in ``settings``."""
     check_source(x0)
     x0 = x0.float()
     schedule = schedule or Schedule.create("linear", var_type=settings.var_type)

@@ -15,6 +15,8 @@ from .similarity import check_kind
 
 SCORE_KINDS = ("adm", "ddpm")
 PERTURB_MODES = ("shared", "fresh")
+# What a run of an exported engine may change: the rest (s1, the score kind) is baked into its graphs.
+RUNTIME_OVERRIDABLE = ("M", "ls", "li", "steps", "s2", "down_N", "var_type", "perturb", "repeats", "ilvr")
 
 
 @dataclass(frozen=True)

@@ -25,21 +25,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .demo_data import domain_batch
 from .errors import ConfigError
 from .io import images_to_batch, list_images
+from .demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
 from .models import ADMUNet, DSE
-from .progress import ProgressBar
 from .schedule import Schedule
-
-DEMO_SCORE_CONFIG = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2,2",
-                         attention_resolutions="8", num_head_channels=32, learn_sigma=False,
-                         use_scale_shift_norm=True, resblock_updown=True)
-DEMO_DSE_CONFIG = dict(image_size=32, num_class=2, classifier_width=32, classifier_depth=1,
-                       classifier_attention_resolutions="8", classifier_pool="attention", channel_mult="1,2,2",
-                       num_head_channels=32)
-
 
 class ImageData:
     """Training images of one domain: procedural (``procedural:source``) or a folder."""
@@ -69,23 +62,6 @@ class ImageData:
         images = self.folder[index]
         flip = torch.rand(size, generator=generator) < 0.5
         return torch.where(flip[:, None, None, None], images.flip(-1), images)
-
-
-class JudgeNet(nn.Module):
-    """A plain CNN classifier (no time input): the demo's independent realism judge."""
-
-    def __init__(self, num_class: int = 2, width: int = 32):
-        super().__init__()
-        self.config = {"num_class": num_class, "width": width}
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        )
-        self.head = nn.Linear(2 * width, num_class)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 @dataclass
@@ -127,7 +103,7 @@ def _train(kind: str, model: nn.Module, loss_fn: Callable, out: Path, cfg: Train
                     "step": step, "losses": losses, "elapsed": elapsed, "config": json.dumps(cfg.__dict__)},
                    state_path)
 
-    bar = ProgressBar(cfg.steps, label=kind) if progress else None
+    bar = tqdm(total=cfg.steps, initial=step, desc=kind, unit="step", disable=not progress)
     model.train()
     start = time.perf_counter()
     while step < cfg.steps:
@@ -141,12 +117,12 @@ def _train(kind: str, model: nn.Module, loss_fn: Callable, out: Path, cfg: Train
                     e.lerp_(p, 1 - cfg.ema)
         losses.append(loss.item())
         step += 1
-        if bar:
-            bar.update(step)
+        bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             elapsed_now = elapsed + time.perf_counter() - start
             elapsed, start = elapsed_now, time.perf_counter()
             save()
+    bar.close()
     model.eval()
     log(f"{kind}: {step} steps, last-100 mean loss {np.mean(losses[-100:]):.4f}, {elapsed:.0f} s in all -> {out}")
     return losses

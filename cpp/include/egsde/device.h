@@ -23,8 +23,9 @@ class DeviceArray {
   index_t size() const { return size_; }
   Device device() const { return device_; }
 
-  void upload(const float* host, index_t count, index_t offset = 0);
-  void download(float* host, index_t count, index_t offset = 0) const;
+  // Copies ordered on ctx's stream; both return once the host buffer may be reused.
+  void upload(const ExecutionContext& ctx, const float* host, index_t count, index_t offset = 0);
+  void download(const ExecutionContext& ctx, float* host, index_t count, index_t offset = 0) const;
 
  private:
   void release() noexcept;

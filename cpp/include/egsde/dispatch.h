@@ -2,17 +2,17 @@
 #pragma once
 
 #include "egsde/common.h"
+#include "egsde/ops/axpby.h"
 #include "egsde/ops/egsde_update.h"
 #include "egsde/ops/lowpass.h"
 #include "egsde/ops/noise.h"
-#include "egsde/ops/perturb.h"
 
 namespace egsde {
 
 bool built_with_cuda();
 
 void philox_normal(const ExecutionContext& ctx, const PhiloxNormalParams& p);
-void perturb(const ExecutionContext& ctx, const PerturbParams& p);
+void axpby(const ExecutionContext& ctx, const AxpbyParams& p);
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p);
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p);
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p);

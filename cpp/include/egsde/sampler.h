@@ -1,5 +1,6 @@
-// The EGSDE sampling loop (reference/README.md): owns every buffer and the schedule table,
-// allocates nothing per step, calls the network runner and the kernels.
+// The EGSDE sampling loop (the method as the official code runs it; see python/egsde_rt/reference.py):
+// owns every buffer and the step table, allocates nothing per step, calls the network runner
+// and the kernels, all ordered on the caller's stream.
 #pragma once
 
 #include <cstdint>
@@ -9,14 +10,22 @@
 #include "egsde/common.h"
 #include "egsde/device.h"
 #include "egsde/ops/lowpass.h"
+#include "egsde/phase_clock.h"
 #include "egsde/runner.h"
-#include "egsde/schedule.h"
 
 namespace egsde {
 
+// Per-update scalars in sampling order (row 0 is the start time). Computed in Python
+// (egsde_rt.schedule.StepCoefficients, the one source of the schedule) and handed over as is.
+struct StepTable {
+  std::vector<float> t, inv_sqrt_alpha, eps_coef, guidance_w, sigma, sqrt_abar, sqrt_one_minus_abar;
+  int size() const { return static_cast<int>(t.size()); }
+  void check() const;
+};
+
 struct SamplerConfig {
   Device device = Device::CPU;
-  void* stream = nullptr;
+  void* stream = nullptr;  // the caller's CUDA stream (null: the default stream); unused on the CPU
   index_t batch = 1, channels = 3, height = 0, width = 0;
   StepTable steps;
   float ls = 0.0f, li = 0.0f;
@@ -44,9 +53,11 @@ class Sampler {
   // x0 and out are host arrays [batch, channels, height, width]. Noise comes from the Philox
   // contract with `seed`, or from the injected host arrays `sampling_noise`
   // [repeats*(K+1), ...] and `perturb_noise` [repeats*K, ...] (the latter for fresh_perturb).
-  // Returns false if `progress` cancelled the run (out is then left unchanged).
+  // Returns false if `progress` cancelled the run (out is then left unchanged). With `times`,
+  // the phases of every update are timed inside the loop (see phase_clock.h).
   bool run(const float* x0, float* out, Runner& runner, std::uint64_t seed, const ProgressFn& progress,
-           const float* sampling_noise = nullptr, const float* perturb_noise = nullptr);
+           const float* sampling_noise = nullptr, const float* perturb_noise = nullptr,
+           StepTimes* times = nullptr);
 
  private:
   TensorRef ref(float* data, std::vector<index_t> shape) const;
@@ -60,6 +71,7 @@ class Sampler {
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
   DeviceArray injected_sampling_, injected_perturb_;
   LowpassParams lowpass_;
+  PhaseClock clock_;
 };
 
 }  // namespace egsde

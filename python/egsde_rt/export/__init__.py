@@ -1,9 +1,10 @@
 """Export: checkpoints -> a self-describing engine directory (ONNX graphs, manifest, plans).
 
-``export_engine(score_model, dse, out_dir, ...)`` exports ``score.onnx`` and ``dse_grad.onnx``
+``export_engine(score_model, dse, out_dir, image_size=..., settings=...)`` exports ``score.onnx`` and ``dse_grad.onnx``
 (the DSE input gradient as a forward graph), validates both against PyTorch with ONNX Runtime
-at batch 1 and 3, and writes ``manifest.json``. ``export_preset`` does the same from a preset
-and two checkpoint files. ``build_plans`` (``tensorrt_plans``) adds TensorRT engines.
+at batch 1 and 3, and writes ``manifest.json`` (the engine format of ``egsde_rt.engine``). ``export_preset`` does
+the same from a preset and two checkpoint files. ``build_plans`` (``tensorrt_plans``) adds
+TensorRT engines.
 """
 
 from __future__ import annotations
@@ -16,30 +17,28 @@ from typing import Callable
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
-from ..models import MODEL_CLASSES, load_checkpoint
+from ..engine import DSE_GRAD, FORMAT_VERSION, SCORE, Manifest, load_engine_dir, sha256_file
+from ..engine.format import GraphEntry, TorchWeightsEntry
+from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
 from ..presets import get_preset
-from ..runtime.engine_dir import (FORMAT_VERSION, GraphEntry, Manifest, TorchWeightsEntry, load_engine_dir,
-                                  sha256_file)
 from ..settings import EGSDESettings
-from .contracts import DSE_GRAD, SCORE, ScoreGraph
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError, export_onnx, validate_onnx
+from .score_graph import ScoreGraph
 
 DEFAULT_OPSET = 18
 LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
 
 
 def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *, image_size: int,
-                  score_kind: str = "adm", s1: str = "cosine", s2: str = "neg_l2", M: int = 500,
-                  ls: float = 500.0, li: float = 2.0, down_N: int = 32, var_type: str = "fixedsmall",
-                  steps: int | None = None, schedule: dict | None = None, opset: int = DEFAULT_OPSET,
+                  settings: EGSDESettings, schedule: dict | None = None, opset: int = DEFAULT_OPSET,
                   include_torch_weights: bool = True, overwrite: bool = False, preset: str | None = None,
                   log: Callable[[str], None] = print) -> Path:
-    """Export an engine directory to ``out_dir`` and return its path (see the module docstring)."""
-    settings = EGSDESettings(M=M, ls=ls, li=li, s1=s1, s2=s2, down_N=down_N, var_type=var_type,
-                             score_kind=score_kind, steps=steps)
+    """Export an engine directory to ``out_dir`` and return its path (see the module docstring).
+
+    ``settings`` are the engine's defaults; ``s1`` and ``score_kind`` are baked into the graphs."""
     schedule = dict(schedule or LINEAR_SCHEDULE)
     settings.check_fits(image_size, schedule["num_timesteps"])
     if opset < 18:
@@ -53,7 +52,7 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         graphs = {}
-        score_graph = ScoreGraph(score_model, score_kind)
+        score_graph = ScoreGraph(score_model, settings.score_kind)
         log(f"exporting {SCORE.file} ...")
         export_onnx(score_graph, SCORE, SCORE.sample_inputs(2, image_size), staging / SCORE.file, opset)
         with torch.no_grad():
@@ -61,11 +60,11 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
         graphs["score"] = _graph_entry(staging, SCORE, image_size, score_errors)
         log(f"  validated: {score_errors}")
 
-        log(f"tracing the DSE input gradient ({s1}) ...")
-        traced = trace_dse_gradient(dse, s1, DSE_GRAD.sample_inputs(2, image_size))
+        log(f"tracing the DSE input gradient ({settings.s1}) ...")
+        traced = trace_dse_gradient(dse, settings.s1, DSE_GRAD.sample_inputs(2, image_size))
         log(f"exporting {DSE_GRAD.file} ...")
         export_onnx(traced, DSE_GRAD, DSE_GRAD.sample_inputs(2, image_size), staging / DSE_GRAD.file, opset)
-        grad_errors = validate_onnx(staging / DSE_GRAD.file, DSE_GRAD, DSEGradient(dse, s1), image_size)
+        grad_errors = validate_onnx(staging / DSE_GRAD.file, DSE_GRAD, DSEGradient(dse, settings.s1), image_size)
         graphs["dse_grad"] = _graph_entry(staging, DSE_GRAD, image_size, grad_errors)
         log(f"  validated: {grad_errors}")
 
@@ -111,20 +110,19 @@ def _save_torch_weights(root: Path, score_model, dse) -> dict:
     return entries
 
 
-def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, **overrides) -> Path:
-    """Build a preset's networks, load the two checkpoints, and export them."""
+def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, *, settings: EGSDESettings | None = None,
+                  **options) -> Path:
+    """Build a preset's networks, load the two checkpoints, and export them with ``settings``
+    (the preset's by default); ``options`` as ``export_engine``'s."""
     preset = get_preset(preset_name)
     for path in (score_ckpt, dse_ckpt):  # before building networks of 100M+ parameters
         if not Path(path).is_file():
             raise CheckpointNotFoundError(f"checkpoint not found: {path}")
-    score, dse = preset.build_models()
+    score, dse = build_preset_models(preset)
     load_checkpoint(score, score_ckpt)
     load_checkpoint(dse, dse_ckpt)
-    s = preset.settings
-    options = dict(image_size=preset.image_size, score_kind=s.score_kind, s1=s.s1, s2=s.s2, M=s.M, ls=s.ls,
-                   li=s.li, down_N=s.down_N, var_type=s.var_type, preset=preset.name)
-    options.update(overrides)
-    return export_engine(score, dse, out_dir, **options)
+    return export_engine(score, dse, out_dir, image_size=preset.image_size, settings=settings or preset.settings,
+                         preset=preset.name, **options)
 
 
 __all__ = ["export_engine", "export_preset", "ExportValidationError", "DEFAULT_OPSET"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import EgsdeError
-from .contracts import MAX_BATCH, GraphContract
+from ..engine.contracts import MAX_BATCH, GraphContract
 
 
 class ExportValidationError(EgsdeError):

@@ -1,57 +1,20 @@
-"""TensorRT plans for an engine directory, cached and keyed by what they depend on.
+"""Building TensorRT plans for an engine directory (``egsde-rt build``).
 
-A plan is valid for one ONNX file (sha256), precision, batch profile, GPU compute capability and
-TensorRT version; ``build_plans`` builds what is missing under ``plans/`` and records each plan in
-the manifest; ``matching_plans`` finds the plans usable on this machine. The compile step uses the
-public TensorRT Python API (``Builder``, ``OnnxParser``, an optimization profile, a timing cache).
-TensorRT cannot be installed where egsde-rt is developed: this path is unverified there; the
-caching logic is tested with a stand-in compiler.
+``build_plans`` builds what is missing under ``plans/`` (keys from ``engine.plans``) and records
+each plan in the manifest. The compile step uses the public TensorRT Python API (``Builder``,
+``OnnxParser``, an optimization profile, a timing cache). TensorRT cannot be installed where
+egsde-rt is developed: this path is unverified there; the caching logic is tested with a
+stand-in compiler.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
+from ..engine import DSE_GRAD, SCORE, load_engine_dir, sha256_file
+from ..engine.plans import PLANS_DIR, PRECISIONS, TIMING_CACHE, plan_key, tensorrt_identity
 from ..errors import ConfigError, EgsdeError
-from ..runtime.engine_dir import EngineDir, load_engine_dir, sha256_file
-from .contracts import DSE_GRAD, SCORE
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-PLANS_DIR = "plans"
-TIMING_CACHE = "plans/timing.cache"
-
-
-def plan_key(onnx_sha256: str, precision: str, profile: tuple[int, int, int], compute_capability: str,
-             tensorrt_version: str) -> str:
-    blob = json.dumps([onnx_sha256, precision, list(profile), compute_capability, tensorrt_version])
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def machine_identity() -> tuple[str, str]:
-    """(compute capability "9.0", TensorRT version) of this machine."""
-    import tensorrt as trt
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return f"{major}.{minor}", trt.__version__
-
-
-def matching_plans(engine: EngineDir, identity: tuple[str, str] | None = None) -> dict | None:
-    """{graph name: plan path} for this machine, newest build per graph, or None if incomplete."""
-    capability, version = identity or machine_identity()
-    found = {}
-    for entry in engine.manifest.plans.values():
-        usable = (entry["compute_capability"] == capability and entry["tensorrt"] == version
-                  and entry["onnx_sha256"] == engine.manifest.graphs[entry["graph"]].sha256)
-        path = engine.file(entry["file"])
-        if usable and path.is_file() and (entry["graph"] not in found or entry["built"] > found[entry["graph"]][0]):
-            found[entry["graph"]] = (entry["built"], path)
-    if set(found) != {SCORE.name, DSE_GRAD.name}:
-        return None
-    return {name: path for name, (_, path) in found.items()}
 
 
 def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_batch: int = 1,
@@ -63,7 +26,7 @@ def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     engine = load_engine_dir(engine_dir)
-    capability, version = identity or machine_identity()
+    capability, version = identity or tensorrt_identity()
     compile_fn = compile_fn or compile_with_tensorrt
     profile = (min_batch, opt_batch, max_batch)
     (engine.path / PLANS_DIR).mkdir(exist_ok=True)

@@ -18,5 +18,14 @@ def build_model(class_name: str, config):
     return cls(config) if cls is DDPMUNet else cls(**config)
 
 
-__all__ = ["ADMUNet", "DDPMUNet", "DSE", "MODEL_CLASSES", "build_model", "load_checkpoint", "read_state_dict",
-           "check_state_dict"]
+def build_preset_models(preset, device="cpu"):
+    """(score_model, dse) with a preset's architectures and random weights, built on ``device``
+    (``"meta"`` builds them without memory)."""
+    import torch
+
+    with torch.device(device):
+        return build_model(preset.score_class, preset.score_config), build_model("DSE", preset.dse_config)
+
+
+__all__ = ["ADMUNet", "DDPMUNet", "DSE", "MODEL_CLASSES", "build_model", "build_preset_models", "load_checkpoint",
+           "read_state_dict", "check_state_dict"]

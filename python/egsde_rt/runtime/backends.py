@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .. import _core
 from ..errors import ConfigError
-from .engine_dir import EngineDir
+from ..engine import EngineDir
 
 BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
 DEVICE_OF = {"tensorrt": "cuda", "onnxruntime-cuda": "cuda", "onnxruntime-cpu": "cpu"}
@@ -48,7 +48,7 @@ def probe(engine: EngineDir) -> dict[str, tuple[bool, str]]:
     try:
         import tensorrt  # noqa: F401
 
-        from ..export.tensorrt_plans import matching_plans
+        from ..engine.plans import matching_plans
 
         plans = matching_plans(engine) if cuda_ok else None
         found["tensorrt"] = ((True, "TensorRT plans built for this GPU and TensorRT version") if plans
@@ -105,7 +105,7 @@ def make_runner(choice: BackendChoice, engine: EngineDir):
 
         return OrtRunner(engine, device=choice.device)
     if choice.name == "tensorrt":
-        from ..export.tensorrt_plans import matching_plans
+        from ..engine.plans import matching_plans
         from .runners import TensorRTRunner
 
         return TensorRTRunner(matching_plans(engine))

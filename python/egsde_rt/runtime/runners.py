@@ -1,4 +1,4 @@
-"""Network runners over an engine directory, called by the C++ sampling loop.
+"""Network runners, called by the C++ sampling loop.
 
 Every runner implements ``_core.Runner``: ``score(y, t, eps_out)`` and ``dse_grad(y, x_t, t,
 grad_out)`` on views of the sampler's own buffers (host memory for a CPU sampler, device memory
@@ -7,17 +7,21 @@ for a CUDA one), writing the outputs in place: no copies per step.
 * ``OrtRunner``: ONNX Runtime with IOBinding on those buffers (CPU or CUDA execution provider).
 * ``TensorRTRunner``: TensorRT plans, ``execute_async_v3`` on the sampler's stream (unverified:
   TensorRT cannot be installed where this project is developed).
-* ``egsde_rt.native.TorchRunner``: eager PyTorch from the engine's ``torch/`` weights.
+* ``TorchRunner``: eager PyTorch models (the engine's ``torch/`` weights, or any models given to
+  ``egsde_rt.native.translate``).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
+import torch
 
 from .. import _core
+from ..engine import DSE_GRAD, SCORE, EngineDir
 from ..errors import EgsdeError
-from ..export.contracts import DSE_GRAD, SCORE
-from .engine_dir import EngineDir
+from ..network_fns import dse_gradient, score_function
 
 
 def _ort():
@@ -26,6 +30,38 @@ def _ort():
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise EgsdeError("onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu)") from err
     return onnxruntime
+
+
+def as_tensor(ref) -> torch.Tensor:
+    """A zero-copy torch view of a sampler buffer (host or CUDA)."""
+    if ref.device == "cuda":
+        return torch.as_tensor(ref, device="cuda")
+    return torch.from_numpy(np.asarray(ref))
+
+
+def on_stream(ref):
+    """Run PyTorch work on the sampler's CUDA stream (a no-op for host buffers)."""
+    if ref.device == "cuda":
+        return torch.cuda.stream(torch.cuda.ExternalStream(ref.stream))
+    return nullcontext()
+
+
+class TorchRunner(_core.Runner):
+    """Runs the score model and the DSE gradient in eager PyTorch on the sampler's buffers."""
+
+    def __init__(self, score_model: torch.nn.Module, dse: torch.nn.Module, *, s1: str, score_kind: str,
+                 class_label: int | None = None):
+        super().__init__()
+        self.eps_fn = score_function(score_model, score_kind, class_label)
+        self.dse, self.s1 = dse, s1
+
+    def score(self, y, t, eps_out):
+        with on_stream(y):
+            as_tensor(eps_out).copy_(self.eps_fn(as_tensor(y), as_tensor(t)))
+
+    def dse_grad(self, y, x_t, t, grad_out):
+        with on_stream(y):
+            as_tensor(grad_out).copy_(dse_gradient(self.dse, self.s1, as_tensor(y), as_tensor(x_t), as_tensor(t)))
 
 
 class GraphRunner(_core.Runner):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..engine import EngineDir
 from ..models import build_model, load_checkpoint
-from .engine_dir import EngineDir
+from .runners import TorchRunner
 
 
 def load_engine_models(engine: EngineDir, device: str = "cpu"):
@@ -17,9 +18,7 @@ def load_engine_models(engine: EngineDir, device: str = "cpu"):
     return tuple(models)
 
 
-def torch_runner(engine: EngineDir, device: str = "cpu"):
-    from ..native import TorchRunner
-
+def torch_runner(engine: EngineDir, device: str = "cpu") -> TorchRunner:
     score, dse = load_engine_models(engine, device)
     settings = engine.manifest.method
     return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind)

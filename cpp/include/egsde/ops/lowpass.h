@@ -3,7 +3,7 @@
 //
 // Primitive: plane_gemm, out[p] = A[p] B[p] with arbitrary strides, where a plane stride of 0
 // shares one matrix across planes. apply / energy_grad compose it; both backends implement
-// plane_gemm and cosine_pixel_grad, the composition is shared (lowpass_compose.h).
+// plane_gemm and cosine_pixel_grad; the composition is shared (src/lowpass.cpp).
 #pragma once
 
 #include <cmath>

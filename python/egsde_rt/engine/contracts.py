@@ -1,4 +1,6 @@
-"""Each exported network's contract: names, shapes, dynamic axes, sample inputs."""
+"""Each graph of an engine: its file, input and output names, shapes (a dynamic batch) and sample inputs.
+
+Export writes graphs to these contracts; runners bind buffers by these names."""
 
 from __future__ import annotations
 
@@ -35,15 +37,3 @@ class GraphContract:
 SCORE = GraphContract("score", SCORE_FILE, ("x", "t"), ("eps",))
 DSE_GRAD = GraphContract("dse_grad", DSE_GRAD_FILE, ("y", "x_t", "t"), ("grad",))
 CONTRACTS = {c.name: c for c in (SCORE, DSE_GRAD)}
-
-
-class ScoreGraph(torch.nn.Module):
-    """(x, t) -> eps: ADM models' learned-variance channels are sliced off inside the graph."""
-
-    def __init__(self, score_model: torch.nn.Module, score_kind: str):
-        super().__init__()
-        self.score_model, self.score_kind = score_model, score_kind
-
-    def forward(self, x, t):
-        out = self.score_model(x, t)
-        return out[:, :3] if self.score_kind == "adm" else out

@@ -14,17 +14,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .io import ImageInput, images_to_batch, tensor_to_images
-from .native import build_sampler, run_sampler
-from .reference import check_source
-from .runtime.backends import BackendChoice, make_runner, select_backend
-from .runtime.engine_dir import load_engine_dir
-from .schedule import Schedule
-from .settings import EGSDESettings
+from ..engine import load_engine_dir
+from ..errors import ConfigError
+from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
+from ..schedule import Schedule
+from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings
+from .backends import BackendChoice, make_runner, select_backend
+from .native_sampler import build_sampler, run_sampler
 
-# What a run may change: the rest (s1, the score kind, the networks) is baked into the graphs.
-OVERRIDABLE = ("M", "ls", "li", "steps", "s2", "down_N", "var_type", "perturb", "repeats", "ilvr")
 _SAMPLER_CACHE = 4
 
 
@@ -49,10 +46,10 @@ class Translator:
         return self.choice.name
 
     def settings_with(self, **overrides) -> EGSDESettings:
-        fixed = sorted(set(overrides) - set(OVERRIDABLE))
+        fixed = sorted(set(overrides) - set(RUNTIME_OVERRIDABLE))
         if fixed:
             raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
-                              f"overridable: {OVERRIDABLE}")
+                              f"overridable: {RUNTIME_OVERRIDABLE}")
         settings = self.settings.with_overrides(**overrides)
         settings.check_fits(self.image_size, self._schedule_spec["num_timesteps"])
         return settings
@@ -67,8 +64,7 @@ class Translator:
     def _sampler(self, settings: EGSDESettings, shape):
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            device = _device_enum(self.choice.device)
-            self._samplers[key] = build_sampler(settings, shape, device, self._schedule(settings.var_type))
+            self._samplers[key] = build_sampler(settings, shape, self.choice.device, self._schedule(settings.var_type))
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
@@ -107,8 +103,3 @@ class Translator:
             results += tensor_to_images(torch.from_numpy(y))
         return results[0] if single else results
 
-
-def _device_enum(device: str):
-    from . import _core
-
-    return _core.Device.CUDA if device == "cuda" else _core.Device.CPU

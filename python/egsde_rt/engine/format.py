@@ -1,4 +1,4 @@
-"""The engine directory: a self-describing folder of exported graphs and their manifest.
+"""The engine directory format: a self-describing folder of exported graphs and their manifest.
 
 ```
 engine_dir/
@@ -8,7 +8,7 @@ engine_dir/
   dse_grad.onnx     (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t))
   torch/score.pt    state dicts for the torch backend (optional)
   torch/dse.pt
-  plans/*.plan      TensorRT engines built by `egsde-rt build` (optional)
+  plans/            compiled plans built by `egsde-rt build` (optional; see engine.plans)
 ```
 ``load_engine_dir`` checks the format version, that every listed file exists and that its
 sha256 matches, and raises ``EngineDirError`` naming the problem otherwise.
@@ -22,15 +22,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, EgsdeError
+from ..errors import ConfigError, EngineDirError
 from ..settings import EGSDESettings
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-
-
-class EngineDirError(EgsdeError):
-    """An engine directory is missing, incomplete, corrupt or of another format version."""
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -1,0 +1,12 @@
+"""The engine directory format, the floor that ``export`` writes and ``runtime`` reads.
+
+``format``: the manifest, loading and its checks; ``contracts``: the graphs' names and shapes;
+``plans``: plan cache keys and machine identity.
+"""
+
+from ..errors import EngineDirError
+from .contracts import CONTRACTS, DSE_GRAD, MAX_BATCH, SCORE, GraphContract
+from .format import FORMAT_VERSION, MANIFEST_FILE, EngineDir, Manifest, load_engine_dir, sha256_file
+
+__all__ = ["CONTRACTS", "DSE_GRAD", "SCORE", "MAX_BATCH", "GraphContract", "FORMAT_VERSION", "MANIFEST_FILE",
+           "EngineDir", "EngineDirError", "Manifest", "load_engine_dir", "sha256_file"]
