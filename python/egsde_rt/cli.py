@@ -228,10 +228,71 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import main_bench
+    device = args.device
+    if device == "auto":
+        from .runtime.native_sampler import cuda_usable
 
-    return main_bench(batch=args.batch, size=args.size, down_N=args.down_N, device=args.device,
-                      iters=args.iters, json_path=args.json)
+        device = "cuda" if cuda_usable() else "cpu"
+    if args.kernels:
+        from .bench.kernels import main_bench
+
+        return main_bench(batch=args.batch_size[0], size=args.size, down_N=args.down_N, device=device,
+                          iters=args.iters, json_path=args.json)
+    from .bench.end_to_end import BenchConfig, run_benchmark
+    from .bench.engines import preset_engine
+    from .bench.machine import command_line, device_description, now, versions
+    from .bench.report import add_speedups, format_table, plot, write_json
+
+    def log(message):
+        print(message, file=sys.stderr)
+
+    if args.engine:
+        engine = Path(args.engine)
+    else:
+        engine = preset_engine(args.preset or "demo", seed=args.seed, cache=args.engine_cache, log=log)
+    config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
+                         warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
+                         seed=args.seed)
+    runs = run_benchmark(config, log=log)
+    add_speedups(runs)
+    record = {"device": device_description(device), "versions": versions(),
+              "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
+                         "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+                         "warmup": args.warmup, "backends": [r["backend"] for r in runs][:len(runs)],
+                         "precision": args.precision, "device": device, "seed": args.seed},
+              "command": command_line(), "date": now(), "runs": runs}
+    print(format_table(record))
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    if args.plot:
+        print(f"wrote {plot(record, args.plot)}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .bench.machine import command_line, now
+    from .bench.report import write_json
+    from .evaluation import evaluate_folders, folder_statistics, format_table, save_statistics
+
+    def log(message):
+        print(message, file=sys.stderr)
+
+    if args.save_target_stats:
+        if not args.target:
+            raise EgsdeError("--save-target-stats needs --target DIR (the folder whose statistics to save)")
+        mu, sigma = folder_statistics(args.target, inception_weights=args.inception_weights,
+                                      batch_size=args.batch_size, device=args.device,
+                                      fid_preprocessing=args.fid_preprocessing, log=log)
+        save_statistics(args.save_target_stats, mu, sigma)
+        log(f"wrote {args.save_target_stats}")
+    result = evaluate_folders(args.translated, args.source, target=args.target, target_stats=args.target_stats,
+                              inception_weights=args.inception_weights, batch_size=args.batch_size,
+                              device=args.device, fid_preprocessing=args.fid_preprocessing,
+                              kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, log=log)
+    print(format_table(result))
+    if args.json:
+        print(f"wrote {write_json({**result, 'command': command_line(), 'date': now()}, args.json)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,13 +383,46 @@ def build_parser() -> argparse.ArgumentParser:
     training(p, 600, 64, 1e-3)
     p.set_defaults(func=_cmd_train_judge)
 
-    p = sub.add_parser("bench", help="time the native kernels against their eager PyTorch equivalents")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--down-N", dest="down_N", type=int, default=32)
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--json", help="also write the results as JSON to this path")
+    p = sub.add_parser("eval", help="the paper's metrics: L2, PSNR, SSIM (MSE, MS-SSIM) to the sources by file "
+                       "stem, FID (KID) against target images or statistics")
+    p.add_argument("translated", help="folder of translated images")
+    p.add_argument("source", help="folder of source images (matched by file stem)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target", help="folder of target-domain images (for FID and KID)")
+    target.add_argument("--target-stats", help="precomputed target statistics (.npz with mu and sigma)")
+    p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (for FID)")
+    p.add_argument("--save-target-stats", help="also save the --target folder's statistics to this .npz")
+    p.add_argument("--fid-preprocessing", choices=["pytorch-fid", "male2female"], default="pytorch-fid",
+                   help="as the official code: pytorch-fid's (cat2dog, wild2dog) or its male2female variant")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--json", help="write the results (means and per image) as JSON to this path")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="time translations end to end (eager reference vs every engine backend), "
+                       "or the native kernels (--kernels)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--engine", help="an engine directory to benchmark")
+    source.add_argument("--preset", help="a preset (default: demo); presets other than demo get random "
+                        "non-degenerate weights, exported once into the cache")
+    p.add_argument("--engine-cache", help="where to export a preset's benchmark engine")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more (a sweep)")
+    p.add_argument("--steps", type=int, help="time only the first N updates (extrapolated, and labelled so)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (medians reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs after the first")
+    p.add_argument("--backends", nargs="+", help="default: eager, then every usable backend")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the record as JSON to this path")
+    p.add_argument("--plot", help="write a PNG of the per-step phases (needs matplotlib)")
+    kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
+    kernels.add_argument("--kernels", action="store_true")
+    kernels.add_argument("--size", type=int, default=256)
+    kernels.add_argument("--down-N", dest="down_N", type=int, default=32)
+    kernels.add_argument("--iters", type=int, default=20)
     p.set_defaults(func=_cmd_bench)
     return parser
 

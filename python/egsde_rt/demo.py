@@ -18,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from tqdm import tqdm
@@ -28,6 +27,7 @@ from .demo_data import domain_batch
 from .demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
 from .engine import EngineDirError, load_engine_dir
 from .errors import EgsdeError
+from .evaluation.metrics import psnr, ssim
 from .io import tensor_to_images
 from .models import ADMUNet, DSE, load_checkpoint
 from .settings import EGSDESettings
@@ -85,34 +85,6 @@ def load_judge() -> JudgeNet:
     judge = JudgeNet()
     judge.load_state_dict(torch.load(weights_path("judge"), map_location="cpu", weights_only=True))
     return judge.eval()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of [N, 3, H, W] images in [0, 1]."""
-    mse = (a - b).square().flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1.0 / mse)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03) in [0, 1].
-
-    Computed in float64: the variances are differences of close numbers."""
-    a, b = a.double(), b.double()
-    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-coords**2 / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(a.shape[1], 1, window, window)
-
-    def blur(x):
-        return F.conv2d(x, kernel, groups=a.shape[1])
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1).float()
 
 
 def _grid(columns: list[torch.Tensor]) -> Image.Image:

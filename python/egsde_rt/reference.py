@@ -8,6 +8,7 @@ oracle of the native sampler and the engine, and the baseline they are profiled 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -23,10 +24,23 @@ from .similarity import lowpass_energy
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
+class Untimed:
+    """The default ``timer``: ``step()`` at the start of each update and ``phase(name)`` around
+    each phase of it (score, dse_grad, lowpass_grad, update_noise); ``egsde-rt bench`` passes a
+    timer that records them."""
+
+    def step(self) -> None:
+        pass
+
+    def phase(self, name: str):
+        return nullcontext()
+
+
 def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module,
               settings: EGSDESettings, *, seed: int = 0, noise: torch.Tensor | None = None,
               perturb_noise: torch.Tensor | None = None, schedule: Schedule | None = None,
-              class_label: int | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+              class_label: int | None = None, callback: StepCallback | None = None,
+              timer: Untimed | None = None) -> torch.Tensor:
     """Translate ``x0`` ([B, 3, H, W] in [-1, 1]) with ``settings``; the unclamped result tensor.
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
@@ -34,7 +48,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     noise comes from the Philox contract (``egsde_rt.noise``) with ``seed``. ``perturb_noise``
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
     linear 1e-4..0.02 schedule of 1000 steps with ``settings.var_type``. ``callback(k, K, y)``
-    is called after each update.
+    is called after each update; ``timer`` times the phases of each update (see ``Untimed``).
     """
     check_source(x0)
     x0 = x0.float()
@@ -50,6 +64,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
         source = PhiloxNoise(seed)
     eps_fn = score_function(score_model, settings.score_kind, class_label)
     lowpass = LowPassFilter(shape[2], shape[3], settings.down_N, device=device)
+    timer = timer or Untimed()
 
     def scalar(table, k):
         return torch.tensor(table[k], dtype=torch.float32, device=device)
@@ -59,23 +74,31 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
         e = source.draw(STREAM_SAMPLING, r * (K + 1), shape, device)
         y = scalar(coefs.sqrt_abar, 0) * y + scalar(coefs.sqrt_one_minus_abar, 0) * e
         for k in range(K):
-            t = torch.full((shape[0],), float(coefs.t[k]), device=device)
-            e_k = e if settings.perturb == "shared" else source.draw(STREAM_PERTURB, r * K + k, shape, device)
-            x_t = scalar(coefs.sqrt_abar, k) * x0 + scalar(coefs.sqrt_one_minus_abar, k) * e_k
-            eps = eps_fn(y, t)
-            mean = scalar(coefs.inv_sqrt_alpha, k) * (y - scalar(coefs.eps_coef, k) * eps)
-            w = scalar(coefs.guidance_w, k)
+            timer.step()
+            with timer.phase("update_noise"):  # the perturbed source counts with the noise
+                t = torch.full((shape[0],), float(coefs.t[k]), device=device)
+                e_k = e if settings.perturb == "shared" else source.draw(STREAM_PERTURB, r * K + k, shape, device)
+                x_t = scalar(coefs.sqrt_abar, k) * x0 + scalar(coefs.sqrt_one_minus_abar, k) * e_k
+            with timer.phase("score"):
+                eps = eps_fn(y, t)
             if settings.ls:
-                grad_s = dse_gradient(dse, settings.s1, y, x_t, t)
-                mean = mean - settings.ls * w * grad_s
+                with timer.phase("dse_grad"):
+                    grad_s = dse_gradient(dse, settings.s1, y, x_t, t)
             if settings.li:
-                low_x = lowpass.apply(x_t)
-                grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
-                mean = mean - settings.li * w * grad_i
-            z = source.draw(STREAM_SAMPLING, r * (K + 1) + k + 1, shape, device)
-            y = (mean + scalar(coefs.sigma, k) * z).float()
-            if settings.ilvr and coefs.t[k] > 0:
-                y = y - lowpass.apply(y) + lowpass.apply(x_t)
+                with timer.phase("lowpass_grad"):
+                    low_x = lowpass.apply(x_t)
+                    grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
+            with timer.phase("update_noise"):
+                mean = scalar(coefs.inv_sqrt_alpha, k) * (y - scalar(coefs.eps_coef, k) * eps)
+                w = scalar(coefs.guidance_w, k)
+                if settings.ls:
+                    mean = mean - settings.ls * w * grad_s
+                if settings.li:
+                    mean = mean - settings.li * w * grad_i
+                z = source.draw(STREAM_SAMPLING, r * (K + 1) + k + 1, shape, device)
+                y = (mean + scalar(coefs.sigma, k) * z).float()
+                if settings.ilvr and coefs.t[k] > 0:
+                    y = y - lowpass.apply(y) + lowpass.apply(x_t)
             if callback is not None:
                 callback(r * K + k, R * K, y)
     return y.detach()

@@ -4,6 +4,7 @@ from .adm_unet import ADMUNet
 from .checkpoint import check_state_dict, load_checkpoint, read_state_dict
 from .ddpm_unet import DDPMUNet
 from .dse import DSE
+from .initialization import nonzero_random_weights
 
 MODEL_CLASSES = {cls.__name__: cls for cls in (ADMUNet, DDPMUNet, DSE)}
 
@@ -28,4 +29,4 @@ def build_preset_models(preset, device="cpu"):
 
 
 __all__ = ["ADMUNet", "DDPMUNet", "DSE", "MODEL_CLASSES", "build_model", "build_preset_models", "load_checkpoint",
-           "read_state_dict", "check_state_dict"]
+           "read_state_dict", "check_state_dict", "nonzero_random_weights"]

@@ -61,7 +61,8 @@ class Translator:
                                                         num_timesteps=s["num_timesteps"], var_type=var_type)
         return self._schedules[var_type]
 
-    def _sampler(self, settings: EGSDESettings, shape):
+    def sampler_for(self, settings: EGSDESettings, shape):
+        """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
             self._samplers[key] = build_sampler(settings, shape, self.choice.device, self._schedule(settings.var_type))
@@ -80,7 +81,7 @@ class Translator:
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
-        sampler = self._sampler(settings, tuple(x0.shape))
+        sampler = self.sampler_for(settings, tuple(x0.shape))
         return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
                            callback=callback)
 

@@ -1,4 +1,5 @@
-"""Kernel micro-benchmarks: each native kernel against the eager PyTorch ops it replaces.
+"""Kernel micro-benchmarks (``egsde-rt bench --kernels``): each native kernel against the eager
+PyTorch ops it replaces.
 
 The eager side is what the reference sampler does per step (``torch.randn``, tensor arithmetic,
 autograd through the low-pass filter), on the same device. Times are medians over ``iters``
@@ -8,11 +9,8 @@ kernel (bytes it must read and write / time) is reported.
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, _core
-from .lowpass import LowPassFilter, lowpass_factors
-from .network_fns import input_gradient
-from .similarity import lowpass_energy
+from .. import _core
+from ..errors import ConfigError
+from ..lowpass import LowPassFilter, lowpass_factors
+from ..network_fns import input_gradient
+from ..similarity import lowpass_energy
+from .machine import command_line, device_description, now, versions
 
 K = _core.kernels
 
@@ -76,7 +76,7 @@ def _native(t: torch.Tensor):
 
 def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warmup=3) -> list[KernelResult]:
     if device == "cuda" and not (_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count()):
-        raise RuntimeError(f"no CUDA device for the benchmark: {_core.cuda_status()}")
+        raise ConfigError(f"no CUDA device for the benchmark: {_core.cuda_status()}")
     shape = (batch, 3, size, size)
     n = int(np.prod(shape))
     per_image = n // batch
@@ -131,24 +131,10 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
     return results
 
 
-def device_description(device: str) -> dict:
-    info = {"device": device, "torch": torch.__version__, "egsde_rt": __version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_threads": torch.get_num_threads(), "built_with_cuda": _core.built_with_cuda}
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, driver=torch.version.cuda, sm=f"{props.major}.{props.minor}")
-    return info
-
-
 def format_table(results: list[KernelResult], device: str) -> str:
-    lines = [f"{'kernel':28s} {'native ms':>10s} {'eager ms':>10s} {'speedup':>8s}"
-             + (f" {'GB/s':>8s}" if device == "cuda" else "")]
+    lines = [f"{'kernel':28s} {'native ms':>10s} {'eager ms':>10s} {'speedup':>8s} {'GB/s':>8s}"]
     for r in results:
-        line = f"{r.kernel:28s} {r.native_ms:10.3f} {r.eager_ms:10.3f} {r.speedup:7.2f}x"
-        if device == "cuda":
-            line += f" {r.native_gbs:8.1f}"
-        lines.append(line)
+        lines.append(f"{r.kernel:28s} {r.native_ms:10.3f} {r.eager_ms:10.3f} {r.speedup:7.2f}x {r.native_gbs:8.1f}")
     return "\n".join(lines)
 
 
@@ -159,10 +145,9 @@ def main_bench(*, batch, size, down_N, device, iters, json_path: str | None) -> 
     print(format_table(results, device))
     if json_path:
         record = {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["egsde-rt", *sys.argv[1:]]),
+            "date": now(), "command": command_line(),
             "shape": {"batch": batch, "channels": 3, "size": size, "down_N": down_N},
-            "iters": iters, "machine": device_description(device),
+            "iters": iters, "device": device_description(device), "versions": versions(),
             "results": [asdict(r) for r in results],
         }
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

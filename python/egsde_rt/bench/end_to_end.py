@@ -1,0 +1,219 @@
+"""End-to-end benchmark: the eager reference and every engine backend on the same images.
+
+Each run times whole translations (or a prefix of their updates, ``steps``) of one batch size on
+one backend: the wall time per image, first-run latency (loading, building, compiling and the
+first translation) apart from the steady state (the median of ``repeats`` runs after ``warmup``
+runs), peak memory, and the per-update phases measured inside the real loop: the native
+sampler's ``PhaseClock`` (host clocks, or CUDA events on the sampler's stream) for engine
+backends, and the same phases around the same work in ``reference.translate`` for the eager
+baseline. ``rest`` is the part of an update outside the four phases (loop and glue).
+
+When ``steps`` is less than the schedule's updates the time per image is extrapolated
+linearly to the full schedule, and each run says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..engine import EngineDir, load_engine_dir
+from ..errors import ConfigError
+from ..reference import translate as reference_translate
+from ..runtime.backends import BACKENDS, probe
+from ..runtime.torch_models import load_engine_models
+from ..runtime.translator import Translator
+from ..schedule import Schedule
+from .machine import PeakMemory
+
+EAGER = "eager"
+PHASES = ("score", "dse_grad", "lowpass_grad", "update_noise")
+PRECISIONS = ("fp32",)
+
+
+@dataclass
+class BenchConfig:
+    engine_dir: Path
+    batch_sizes: list = field(default_factory=lambda: [1])
+    steps: int | None = None  # time the first `steps` updates only (None: all)
+    repeats: int = 3
+    warmup: int = 1
+    backends: list | None = None  # None: the eager reference, then every usable backend
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+
+
+class _PrefixDone(Exception):
+    """Raised by the bench's callback once the timed prefix of updates is done."""
+
+
+class EagerTimer:
+    """The ``timer`` of ``reference.translate``: phases per update, on the host or with CUDA events."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.marks: list = []  # (kind, name, mark): kind "step" or "begin"/"end"
+
+    def _mark(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def step(self) -> None:
+        self.marks.append(("step", None, self._mark()))
+
+    def phase(self, name: str):
+        timer = self
+
+        class _Phase:
+            def __enter__(self):
+                if timer.cuda:
+                    torch.cuda.nvtx.range_push(name)
+                timer.marks.append(("begin", name, timer._mark()))
+
+            def __exit__(self, *exc):
+                timer.marks.append(("end", name, timer._mark()))
+                if timer.cuda:
+                    torch.cuda.nvtx.range_pop()
+
+        return _Phase()
+
+    def times(self) -> dict:
+        """{"step": [ms per update], phase: [ms per update]} of the completed updates."""
+        self.step()  # the end of the last update
+        if self.cuda:
+            torch.cuda.synchronize()
+
+        def ms(a, b):
+            return a.elapsed_time(b) if self.cuda else (b - a) * 1e3
+
+        steps, begin, start = [], {}, None
+        for kind, name, mark in self.marks:
+            if kind == "step":
+                if start is not None:
+                    steps[-1]["step"] = ms(start, mark)
+                start = mark
+                steps.append({"step": 0.0, **{p: 0.0 for p in PHASES}})
+            elif kind == "begin":
+                begin[name] = mark
+            else:
+                steps[-1][name] += ms(begin.pop(name), mark)
+        steps.pop()  # the mark that ended the last update starts no update
+        return {name: [s[name] for s in steps] for name in ("step", *PHASES)}
+
+
+def _summary(values: list) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _per_step(times_of_runs: list) -> dict:
+    """Per-update means of each run, summarised over runs (median, min, max), with ``rest``."""
+    per_run = []
+    for t in times_of_runs:
+        n = len(t["step"])
+        means = {name: sum(t[name]) / n for name in ("step", *PHASES)}
+        means["rest"] = means["step"] - sum(means[p] for p in PHASES)
+        per_run.append(means)
+    return {name: _summary([m[name] for m in per_run]) for name in ("step", *PHASES, "rest")}
+
+
+def _source_batch(batch: int, size: int, seed: int) -> torch.Tensor:
+    return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def usable_backends(engine: EngineDir, device: str) -> list:
+    """The engine backends that run on ``device`` on this machine, in the order of preference."""
+    found = probe(engine)
+    on_device = {"tensorrt": "cuda", "onnxruntime-cuda": "cuda", "onnxruntime-cpu": "cpu", "torch": device}
+    return [name for name in BACKENDS if found[name][0] and on_device[name] == device]
+
+
+class _Runner:
+    """One backend prepared for timed translations of one batch shape."""
+
+    def __init__(self, backend: str, engine: EngineDir, device: str):
+        self.backend, self.device = backend, device
+        settings = engine.manifest.method
+        self.settings = settings
+        self.total_updates = settings.num_updates * settings.repeats
+        if backend == EAGER:
+            spec = engine.manifest.schedule
+            self.schedule = Schedule.create(spec["kind"], beta_start=spec["beta_start"], beta_end=spec["beta_end"],
+                                            num_timesteps=spec["num_timesteps"], var_type=settings.var_type)
+            self.score, self.dse = load_engine_models(engine, device)
+        else:
+            self.translator = Translator(engine.path, backend=backend, device=device)
+
+    def translate(self, x0: torch.Tensor, steps: int, seed: int) -> dict:
+        """Translate x0 for the first ``steps`` updates; the phase times of each update."""
+        if self.backend == EAGER:
+            timer = EagerTimer(self.device)
+
+            def stop(k, total, y):
+                if k + 1 >= steps:
+                    raise _PrefixDone
+
+            try:
+                reference_translate(x0.to(self.device), self.score, self.dse, self.settings, seed=seed,
+                                    schedule=self.schedule, callback=stop, timer=timer)
+            except _PrefixDone:
+                pass
+            return timer.times()
+        sampler = self.translator.sampler_for(self.settings, tuple(x0.shape))
+        _, times = sampler.run_profiled(x0.numpy(), self.translator.runner, seed=seed,
+                                        progress=lambda done, total: done < steps)
+        return times
+
+
+def run_benchmark(config: BenchConfig, log=print) -> list:
+    """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``."""
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision {config.precision!r} is not available yet; choose one of {PRECISIONS}")
+    engine = load_engine_dir(config.engine_dir)
+    backends = config.backends or [EAGER, *usable_backends(engine, config.device)]
+    unknown = [b for b in backends if b != EAGER and b not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"unknown backends {unknown}; choose from {[EAGER, *BACKENDS]}")
+    settings = engine.manifest.method
+    total = settings.num_updates * settings.repeats
+    steps = min(config.steps or total, total)
+    if config.repeats < 1 or config.warmup < 0 or steps < 1:
+        raise ConfigError("need repeats >= 1, warmup >= 0 and steps >= 1")
+    runs = []
+    for batch in config.batch_sizes:
+        x0 = _source_batch(batch, engine.image_size, config.seed)
+        for backend in backends:
+            log(f"bench: {backend} batch {batch}: {steps} of {total} updates, {config.warmup} warm-up + "
+                f"{config.repeats} timed run(s) ...")
+            with PeakMemory(config.device) as memory:
+                start = time.perf_counter()
+                runner = _Runner(backend, engine, config.device)
+                runner.translate(x0, steps, config.seed)
+                first = time.perf_counter() - start
+                for _ in range(config.warmup):
+                    runner.translate(x0, steps, config.seed)
+                walls, times = [], []
+                for _ in range(config.repeats):
+                    start = time.perf_counter()
+                    times.append(runner.translate(x0, steps, config.seed))
+                    walls.append(time.perf_counter() - start)
+            wall = statistics.median(walls)
+            seconds_per_image = wall * (total / steps) / batch
+            runs.append({
+                "name": f"{backend} b{batch}", "backend": backend, "precision": config.precision,
+                "device": config.device, "batch_size": batch,
+                "seconds_per_image": seconds_per_image, "images_per_second": 1.0 / seconds_per_image,
+                "first_run_seconds": first, "peak_host_mb": memory.host_mb, "peak_device_mb": memory.device_mb,
+                "per_step_ms": _per_step(times),
+                "timed_updates": steps, "total_updates": total, "extrapolated": steps < total,
+                "run_seconds": _summary(walls),
+            })
+            log(f"bench:   {seconds_per_image:.3f} s/image" + (" (extrapolated)" if steps < total else ""))
+    return runs

@@ -1,0 +1,101 @@
+"""What a benchmark ran on, and the peak memory of a measured section."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import _core
+from .._version import __version__
+
+
+def device_description(device: str) -> dict:
+    info = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "built_with_cuda": _core.built_with_cuda,
+            "cuda_status": _core.cuda_status()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, sm=f"{props.major}.{props.minor}",
+                    gpu_memory_gb=round(props.total_memory / 2**30, 1), cuda_runtime=torch.version.cuda,
+                    driver=_nvidia_driver())
+    return info
+
+
+def versions() -> dict:
+    found = {"egsde_rt": __version__, "python": platform.python_version(), "torch": torch.__version__,
+             "numpy": np.__version__}
+    for name in ("onnxruntime", "onnx", "tensorrt"):
+        try:
+            found[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return found
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    return " ".join(["egsde-rt", *sys.argv[1:]]) if Path(sys.argv[0]).name == "egsde-rt" else " ".join(sys.argv)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        return Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+    except OSError:
+        return None
+
+
+class PeakMemory:
+    """Peak host RSS and peak device memory (PyTorch's allocator) of a section, in MB.
+
+    The host peak is reset through /proc/self/clear_refs where Linux allows it (so each section
+    reports its own peak); elsewhere it is the process's peak so far."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.host_mb = self.device_mb = 0.0
+
+    def __enter__(self) -> "PeakMemory":
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.host_mb = _peak_rss_mb()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.device_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
