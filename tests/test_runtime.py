@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import TINY_M
 from egsde_rt.engine import EngineDirError, load_engine_dir
-from egsde_rt.engine.plans import matching_plans
+from egsde_rt.engine.plans import MachineIdentity, matching_plans, stale_plans
 from egsde_rt.errors import ConfigError
 from egsde_rt.export.tensorrt_plans import build_plans
 from egsde_rt.runtime.translator import Translator
@@ -123,7 +123,7 @@ def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path)
         compiled.append((contract.name, precision, tuple(profile)))
         return f"{contract.name}-{precision}-{profile}".encode()
 
-    h100 = ("9.0", "11.4.0")
+    h100 = MachineIdentity("cuda", "9.0", "tensorrt 11.4.0")
     plans = build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
     assert sorted(plans) == ["dse_grad", "score"] and len(compiled) == 2
     build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
@@ -131,8 +131,10 @@ def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path)
     build_plans(path, precision="bf16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
     assert len(compiled) == 4  # another precision, another plan
     engine = load_engine_dir(path)
-    assert matching_plans(engine, identity=h100) is not None
-    assert matching_plans(engine, identity=("8.0", "11.4.0")) is None  # another GPU
-    assert matching_plans(engine, identity=("9.0", "10.0.0")) is None  # another TensorRT
+    assert matching_plans(engine, h100, precision="fp16") is not None
+    a100 = MachineIdentity("cuda", "8.0", "tensorrt 11.4.0")
+    assert matching_plans(engine, a100) is None  # another GPU
+    assert "built for cuda 9.0, tensorrt 11.4.0" in stale_plans(engine, a100, kind="tensorrt")[0]
+    assert matching_plans(engine, MachineIdentity("cuda", "9.0", "tensorrt 10.0.0")) is None  # another TensorRT
     with pytest.raises(ConfigError, match="precision"):
         build_plans(path, precision="int4", compile_fn=fake_compile, identity=h100)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EgsdeError
+from .runtime.backends import BACKENDS
 from .settings import RUNTIME_OVERRIDABLE
 
 
@@ -125,10 +126,21 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    from .export.tensorrt_plans import build_plans
+    if args.backend == "tensorrt":
+        from .export.tensorrt_plans import build_plans
 
-    build_plans(args.engine_dir, precision=args.precision, min_batch=1, opt_batch=args.opt_batch,
-                max_batch=args.max_batch)
+        build_plans(args.engine_dir, precision=args.precision or "fp16", min_batch=1, opt_batch=args.opt_batch,
+                    max_batch=args.max_batch)
+        return 0
+    from .export.compiled_plans import build_compiled_plans
+
+    device = args.device
+    if device == "auto":
+        from .runtime.native_sampler import cuda_usable
+
+        device = "cuda" if cuda_usable() else "cpu"
+    build_compiled_plans(args.engine_dir, device=device, precision=args.precision or "fp32",
+                         max_batch=args.max_batch)
     return 0
 
 
@@ -149,11 +161,12 @@ def _cmd_info(args) -> int:
     for name, w in m.torch_weights.items():
         print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {w.model_class} (torch backend)")
     for key, plan in m.plans.items():
-        print(f"  {plan['file']}  {plan['precision']} batch {plan['profile']} sm {plan['compute_capability']} "
-              f"TensorRT {plan['tensorrt']}")
+        print(f"  {plan['file']}  {plan['kind']} {plan['precision']} batch {plan['profile']} for {plan['device']} "
+              f"{plan['capability']}, {plan['runtime']}")
     print("backends on this machine:")
-    for name, (usable, why) in probe(engine).items():
-        print(f"  {'yes' if usable else 'no ':3s} {name:17s} {why}")
+    for device in ("cuda", "cpu"):
+        for name, (usable, why) in probe(engine, device).items():
+            print(f"  {'yes' if usable else 'no ':3s} {name:17s} {device:4s} {why}")
     return 0
 
 
@@ -164,7 +177,7 @@ def _cmd_translate(args) -> int:
     from .io import images_to_batch, tensor_to_images
     from .runtime.translator import Translator
 
-    translator = Translator(args.engine_dir, backend=args.backend, device=args.device)
+    translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision)
     inputs = _input_images(args.inputs)
     outputs = _output_paths(inputs, Path(args.output_dir), args.overwrite)
     batch = images_to_batch(inputs, translator.image_size)  # every image is checked before any work
@@ -304,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="egsde-demo")
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto",
-                   choices=["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"])
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("presets", help="list the paper's presets and their settings")
@@ -334,11 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("build", help="build TensorRT plans for an engine directory (needs tensorrt and a GPU)")
+    p = sub.add_parser("build", help="build plans for this machine: compiled (AOTInductor, CPU or CUDA) or "
+                       "TensorRT (needs tensorrt and a GPU)")
     p.add_argument("engine_dir")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
-    p.add_argument("--opt-batch", type=int, default=1)
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--backend", choices=["compiled", "tensorrt"], default="compiled")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="compiled plans: where they run")
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"],
+                   help="networks' precision (the sampler stays float32); default fp32 (compiled), fp16 (tensorrt)")
+    p.add_argument("--opt-batch", type=int, default=1, help="tensorrt: the batch size to optimise for")
+    p.add_argument("--max-batch", type=int, default=16)
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("translate", help="translate images (files or folders) with an engine directory")
@@ -347,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto",
-                   choices=["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch"])
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
     p.add_argument("--overwrite", action="store_true")
     add_settings_flags(p, RUNTIME_OVERRIDABLE)
     p.set_defaults(func=_cmd_translate)

@@ -102,8 +102,12 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     from .runtime.translator import Translator
 
     output_dir = Path(output_dir)
-    translator = Translator(engine_dir(log=log), backend=backend)
+    path = engine_dir(log=log)
+    translator = Translator(path, backend=backend)
     log(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})")
+    if translator.backend != "compiled":
+        log(f"for a faster engine, compile it for this machine once (about 2 minutes on 2 cores): "
+            f"egsde-rt build {path} --backend compiled")
     x0 = domain_batch("source", range(count), seed=DEMO_IMAGE_SEED)
     settings = translator.settings
     per_run = settings.num_updates * settings.repeats

@@ -52,6 +52,9 @@ def _open_path(path: Path) -> Image.Image:
             return img.convert("RGB")
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({err}); if the image is genuine, "
+                         "raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: corrupt or truncated image: {err}") from None
 

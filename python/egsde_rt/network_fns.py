@@ -2,13 +2,47 @@
 
 ``score_function``: eps(y, t) of a score network (ADM outputs [eps, variance] and is sliced).
 ``dse_gradient``: d/dy sum_batch S1(F(y, t), F(x_t, t)) by autograd through the DSE.
+
+Precision: the networks may run in bfloat16 or float16 (``in_precision``) while the sampler's
+state stays float32: as guided-diffusion's ``use_fp16``, the torso of each network (its
+convolutions and linear layers) runs in the low dtype, while inputs, outputs, the time
+embedding, the normalisations and softmax stay float32. In float16 the DSE similarity is scaled
+by ``FP16_GRAD_SCALE`` before differentiation (and the gradient scaled back), so that small
+gradients do not underflow; bfloat16 keeps float32's range.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .errors import ConfigError
 from .similarity import dse_similarity
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+FP16_GRAD_SCALE = 2.0**12
+
+
+def network_dtype(precision: str) -> torch.dtype:
+    """The dtype the networks run in for a precision (tf32 is float32 with TF32 matmuls on GPUs)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def gradient_scale(precision: str) -> float:
+    return FP16_GRAD_SCALE if precision == "fp16" else 1.0
+
+
+def in_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """``model`` (converted in place) with its torso in the precision's dtype."""
+    dtype = network_dtype(precision)
+    if dtype == torch.float32:
+        return model
+    if not hasattr(model, "convert_torso"):
+        raise ConfigError(f"{type(model).__name__} runs only in float32 (precision {precision} needs an ADM score "
+                          "model and a DSE)")
+    model.convert_torso(dtype)
+    return model
 
 
 def score_function(score_model: torch.nn.Module, score_kind: str, class_label=None):
@@ -32,7 +66,11 @@ def input_gradient(energy_fn, y: torch.Tensor) -> torch.Tensor:
     return grad.detach()
 
 
-def dse_gradient(dse: torch.nn.Module, s1: str, y: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def dse_gradient(dse: torch.nn.Module, s1: str, y: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 scale: float = 1.0) -> torch.Tensor:
+    """The domain-specific gradient (``scale``: the float16 gradient scaling, see above)."""
     with torch.no_grad():
         feat_x = dse(x_t, t)
-    return input_gradient(lambda v: dse_similarity(s1, dse(v, t), feat_x), y)
+    if scale == 1.0:
+        return input_gradient(lambda v: dse_similarity(s1, dse(v, t), feat_x), y)
+    return input_gradient(lambda v: scale * dse_similarity(s1, dse(v, t), feat_x), y) / scale

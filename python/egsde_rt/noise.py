@@ -63,10 +63,17 @@ def philox4x32_10(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
     return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
 
 
-def seed_key(seed: int) -> tuple[int, int]:
+def check_seed(seed) -> int:
+    """A seed must be an integer in [0, 2^64) (Python or numpy integers; not bool, float or str)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer in [0, 2^64), got {seed!r} ({type(seed).__name__})")
     if not 0 <= int(seed) < 2**64:
         raise ConfigError(f"seed must be in [0, 2^64), got {seed}")
-    seed = int(seed)
+    return int(seed)
+
+
+def seed_key(seed: int) -> tuple[int, int]:
+    seed = check_seed(seed)
     return seed & 0xFFFFFFFF, seed >> 32
 
 
@@ -113,6 +120,8 @@ def check_noise(tensor: torch.Tensor | None, name: str, count: int, shape) -> No
     """An injected noise tensor must be present, of shape [count, *shape], and finite."""
     if tensor is None:
         raise ConfigError(f"{name} is needed (shape [{count}, {', '.join(map(str, shape))}])")
+    if not isinstance(tensor, torch.Tensor):
+        raise ConfigError(f"{name} must be a torch.Tensor or a numpy array, got {type(tensor).__name__}")
     expected = (count, *tuple(shape))
     if tuple(tensor.shape) != expected:
         raise ConfigError(f"{name} must have shape {list(expected)}, got {list(tensor.shape)}")

@@ -24,15 +24,15 @@ import torch
 from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..reference import translate as reference_translate
-from ..runtime.backends import BACKENDS, probe
-from ..runtime.torch_models import load_engine_models
+from ..network_fns import PRECISIONS, in_precision
+from ..runtime.backends import AUTO_ORDER, BACKENDS, probe
+from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator
 from ..schedule import Schedule
 from .machine import PeakMemory
 
 EAGER = "eager"
 PHASES = ("score", "dse_grad", "lowpass_grad", "update_noise")
-PRECISIONS = ("fp32",)
 
 
 @dataclass
@@ -128,17 +128,16 @@ def _source_batch(batch: int, size: int, seed: int) -> torch.Tensor:
     return torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def usable_backends(engine: EngineDir, device: str) -> list:
-    """The engine backends that run on ``device`` on this machine, in the order of preference."""
-    found = probe(engine)
-    on_device = {"tensorrt": "cuda", "onnxruntime-cuda": "cuda", "onnxruntime-cpu": "cpu", "torch": device}
-    return [name for name in BACKENDS if found[name][0] and on_device[name] == device]
+def usable_backends(engine: EngineDir, device: str, precision: str) -> list:
+    """The engine backends that run on ``device`` in ``precision`` here, in the order of preference."""
+    found = probe(engine, device, precision)
+    return [name for name in AUTO_ORDER[device] if found[name][0]]
 
 
 class _Runner:
     """One backend prepared for timed translations of one batch shape."""
 
-    def __init__(self, backend: str, engine: EngineDir, device: str):
+    def __init__(self, backend: str, engine: EngineDir, device: str, precision: str):
         self.backend, self.device = backend, device
         settings = engine.manifest.method
         self.settings = settings
@@ -147,9 +146,9 @@ class _Runner:
             spec = engine.manifest.schedule
             self.schedule = Schedule.create(spec["kind"], beta_start=spec["beta_start"], beta_end=spec["beta_end"],
                                             num_timesteps=spec["num_timesteps"], var_type=settings.var_type)
-            self.score, self.dse = load_engine_models(engine, device)
+            self.score, self.dse = (in_precision(m, precision) for m in load_engine_models(engine, device))
         else:
-            self.translator = Translator(engine.path, backend=backend, device=device)
+            self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)
 
     def translate(self, x0: torch.Tensor, steps: int, seed: int) -> dict:
         """Translate x0 for the first ``steps`` updates; the phase times of each update."""
@@ -175,9 +174,9 @@ class _Runner:
 def run_benchmark(config: BenchConfig, log=print) -> list:
     """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``."""
     if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision {config.precision!r} is not available yet; choose one of {PRECISIONS}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     engine = load_engine_dir(config.engine_dir)
-    backends = config.backends or [EAGER, *usable_backends(engine, config.device)]
+    backends = config.backends or [EAGER, *usable_backends(engine, config.device, config.precision)]
     unknown = [b for b in backends if b != EAGER and b not in BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; choose from {[EAGER, *BACKENDS]}")
@@ -194,7 +193,7 @@ def run_benchmark(config: BenchConfig, log=print) -> list:
                 f"{config.repeats} timed run(s) ...")
             with PeakMemory(config.device) as memory:
                 start = time.perf_counter()
-                runner = _Runner(backend, engine, config.device)
+                runner = _Runner(backend, engine, config.device, config.precision)
                 runner.translate(x0, steps, config.seed)
                 first = time.perf_counter() - start
                 for _ in range(config.warmup):

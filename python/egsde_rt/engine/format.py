@@ -27,6 +27,10 @@ from ..settings import EGSDESettings
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+# The manifest's fields and their JSON types (checked on loading: a wrong type is a clear error).
+FIELD_TYPES = {"format_version": int, "egsde_rt_version": str, "image_size": int, "settings": dict, "schedule": dict,
+               "graphs": dict, "export": dict, "torch_weights": dict, "plans": dict}
+JSON_TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object"}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -89,6 +93,12 @@ class Manifest:
         missing = [k for k in required if k not in data]
         if missing:
             raise EngineDirError(f"{where}: manifest lacks {missing}")
+        for name, kind in FIELD_TYPES.items():
+            if name in data and not (isinstance(data[name], kind) and not isinstance(data[name], bool)):
+                raise EngineDirError(f"{where}: malformed manifest: {name} must be {JSON_TYPE_NAMES[kind]}, "
+                                     f"got {data[name]!r}; export the engine again")
+        if data["image_size"] < 1:
+            raise EngineDirError(f"{where}: malformed manifest: image_size must be positive, got {data['image_size']}")
         if data["format_version"] != FORMAT_VERSION:
             raise EngineDirError(
                 f"{where}: engine format version {data['format_version']} is not supported "
@@ -99,7 +109,7 @@ class Manifest:
             weights = {k: TorchWeightsEntry(**v) for k, v in data.get("torch_weights", {}).items()}
             manifest = cls(**{**data, "graphs": graphs, "torch_weights": weights})
             manifest.method  # validates the settings
-        except (TypeError, ConfigError) as err:
+        except (TypeError, AttributeError, ConfigError) as err:
             raise EngineDirError(f"{where}: malformed manifest: {err}") from None
         return manifest
 

@@ -1,50 +1,126 @@
 """Plans in an engine directory: compiled forms of its graphs, cached under ``plans/`` and keyed
 by everything they depend on.
 
-A TensorRT plan is valid for one ONNX file (sha256), precision, batch profile, GPU compute
-capability and TensorRT version. ``plan_key`` hashes those; the manifest's ``plans`` table
-records each plan with them; ``matching_plans`` finds the plans usable on this machine.
-``egsde_rt.export.tensorrt_plans`` builds them.
+Two kinds, recorded in the manifest's ``plans`` table (key -> entry):
+
+* ``tensorrt``: a TensorRT engine, valid for one ONNX file (sha256), precision, batch profile,
+  GPU compute capability and TensorRT version.
+* ``compiled``: a PyTorch AOTInductor package (``.pt2``), valid for one graph (the sha256 of the
+  ONNX graph and of the torch weights it is compiled from), precision, batch range, device
+  ("cpu" or "cuda"), capability (the CPU's vector ISA as PyTorch reports it, or the GPU's
+  compute capability) and PyTorch version.
+
+``plan_key`` hashes what a plan depends on; ``matching_plans`` finds the plans of one kind
+usable on this machine; ``stale_plans`` explains the plans that exist but were built for
+another machine or PyTorch / TensorRT version. ``egsde_rt.export`` builds them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 from .contracts import DSE_GRAD, SCORE
 from .format import EngineDir
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+TENSORRT_PRECISIONS = ("fp32", "fp16", "bf16")
 PLANS_DIR = "plans"
 TIMING_CACHE = "plans/timing.cache"
+KINDS = ("tensorrt", "compiled")
+# weights each graph is compiled from (the compiled kind)
+GRAPH_WEIGHTS = {SCORE.name: "score", DSE_GRAD.name: "dse"}
 
 
-def plan_key(onnx_sha256: str, precision: str, profile: tuple[int, int, int], compute_capability: str,
-             tensorrt_version: str) -> str:
-    blob = json.dumps([onnx_sha256, precision, list(profile), compute_capability, tensorrt_version])
+@dataclass(frozen=True)
+class MachineIdentity:
+    """What a plan is only valid for, besides its graph, precision and batch range."""
+
+    device: str  # "cpu" or "cuda"
+    capability: str  # CPU vector ISA ("AVX512") or GPU compute capability ("9.0")
+    runtime: str  # the PyTorch version (compiled) or the TensorRT version (tensorrt)
+
+    def describe(self) -> str:
+        return f"{self.device} {self.capability}, {self.runtime}"
+
+
+def plan_key(*parts) -> str:
+    blob = json.dumps([list(p) if isinstance(p, tuple) else p for p in parts])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def tensorrt_identity() -> tuple[str, str]:
-    """(compute capability "9.0", TensorRT version) of this machine (needs tensorrt and a GPU)."""
+def tensorrt_identity() -> MachineIdentity:
+    """This machine's identity for TensorRT plans (needs tensorrt and a GPU)."""
     import tensorrt as trt
     import torch
 
     major, minor = torch.cuda.get_device_capability()
-    return f"{major}.{minor}", trt.__version__
+    return MachineIdentity("cuda", f"{major}.{minor}", f"tensorrt {trt.__version__}")
 
 
-def matching_plans(engine: EngineDir, identity: tuple[str, str] | None = None) -> dict | None:
-    """{graph name: plan path} for this machine, newest build per graph, or None if incomplete."""
-    capability, version = identity or tensorrt_identity()
-    found = {}
+def compiled_identity(device: str) -> MachineIdentity:
+    """This machine's identity for AOTInductor packages on ``device``."""
+    import torch
+
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        capability = f"sm {major}.{minor}"
+    else:
+        capability = torch.backends.cpu.get_cpu_capability()
+    return MachineIdentity(device, capability, f"torch {torch.__version__}")
+
+
+def graph_source(engine: EngineDir, graph: str, kind: str) -> str:
+    """The sha256 of what a plan of ``graph`` is built from (the ONNX graph; for compiled plans
+    also the torch weights), so a re-exported graph invalidates its plans."""
+    onnx_sha = engine.manifest.graphs[graph].sha256
+    if kind == "tensorrt":
+        return onnx_sha
+    weights = engine.manifest.torch_weights.get(GRAPH_WEIGHTS[graph])
+    return hashlib.sha256(f"{onnx_sha}:{weights.sha256 if weights else ''}".encode()).hexdigest()
+
+
+def _identity_of(entry: dict) -> MachineIdentity:
+    return MachineIdentity(entry["device"], entry["capability"], entry["runtime"])
+
+
+def plan_entry(kind: str, graph: str, file: str, sha256: str, source_sha256: str, precision: str, profile,
+               identity: MachineIdentity, built: str) -> dict:
+    """A row of the manifest's plans table (every kind has the same fields)."""
+    return {"kind": kind, "graph": graph, "file": file, "sha256": sha256, "source_sha256": source_sha256,
+            "precision": precision, "profile": list(profile), "device": identity.device,
+            "capability": identity.capability, "runtime": identity.runtime, "built": built}
+
+
+def _entries(engine: EngineDir, kind: str, precision: str | None):
     for entry in engine.manifest.plans.values():
-        usable = (entry["compute_capability"] == capability and entry["tensorrt"] == version
-                  and entry["onnx_sha256"] == engine.manifest.graphs[entry["graph"]].sha256)
+        if entry.get("kind") == kind and (precision is None or entry["precision"] == precision):
+            yield entry
+
+
+def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = "tensorrt",
+                   precision: str | None = None) -> dict | None:
+    """{graph name: plan path} of ``kind`` for this machine (newest build per graph), or None
+    unless every graph has one."""
+    found = {}
+    for entry in _entries(engine, kind, precision):
+        usable = (_identity_of(entry) == identity
+                  and entry["source_sha256"] == graph_source(engine, entry["graph"], kind))
         path = engine.file(entry["file"])
         if usable and path.is_file() and (entry["graph"] not in found or entry["built"] > found[entry["graph"]][0]):
             found[entry["graph"]] = (entry["built"], path)
     if set(found) != {SCORE.name, DSE_GRAD.name}:
         return None
     return {name: path for name, (_, path) in found.items()}
+
+
+def stale_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None) -> list:
+    """Why the plans of ``kind`` on record do not serve this machine: one line per stale plan."""
+    reasons = []
+    for entry in _entries(engine, kind, precision):
+        theirs = _identity_of(entry)
+        if theirs != identity:
+            reasons.append(f"{entry['file']} was built for {theirs.describe()}, this machine is {identity.describe()}")
+        elif entry["source_sha256"] != graph_source(engine, entry["graph"], kind):
+            reasons.append(f"{entry['file']} was built from another export of the {entry['graph']} graph")
+    return reasons

@@ -62,19 +62,25 @@ def gradient_decompositions() -> dict:
 
 
 class DSEGradient(torch.nn.Module):
-    """Eager form: (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t)) by torch.func.grad."""
+    """Eager form: (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t)) by torch.func.grad.
 
-    def __init__(self, dse: torch.nn.Module, s1: str):
+    float32 in and out (a reduced-precision DSE computes its torso in its dtype, see
+    ``network_fns``); in float16 the similarity is scaled by ``scale`` before differentiation and
+    the gradient scaled back."""
+
+    def __init__(self, dse: torch.nn.Module, s1: str, scale: float = 1.0):
         super().__init__()
-        self.dse, self.s1 = dse, s1
+        self.dse, self.s1, self.scale = dse, s1, scale
 
     def forward(self, y, x_t, t):
         feat_x = self.dse(x_t, t)
 
         def similarity(v):
-            return dse_similarity(self.s1, self.dse(v, t), feat_x).sum()
+            sim = dse_similarity(self.s1, self.dse(v, t), feat_x).sum()
+            return sim if self.scale == 1.0 else self.scale * sim
 
-        return torch.func.grad(similarity)(y)
+        grad = torch.func.grad(similarity)(y)
+        return grad if self.scale == 1.0 else grad / self.scale
 
 
 class TracedGradient(torch.nn.Module):
@@ -88,9 +94,9 @@ class TracedGradient(torch.nn.Module):
         return self.graph_module(y, x_t, t)
 
 
-def trace_dse_gradient(dse: torch.nn.Module, s1: str, sample_inputs) -> TracedGradient:
-    """Trace ``DSEGradient(dse, s1)`` into a forward-only graph with a symbolic batch."""
-    eager = DSEGradient(dse.eval(), s1)
+def trace_dse_gradient(dse: torch.nn.Module, s1: str, sample_inputs, scale: float = 1.0) -> TracedGradient:
+    """Trace ``DSEGradient(dse, s1, scale)`` into a forward-only graph with a symbolic batch."""
+    eager = DSEGradient(dse.eval(), s1, scale)
     with torch.no_grad():
         graph = make_fx(eager, decomposition_table=gradient_decompositions(), tracing_mode="symbolic",
                         _allow_non_fake_inputs=True)(*sample_inputs)

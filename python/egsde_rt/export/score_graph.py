@@ -6,7 +6,10 @@ import torch
 
 
 class ScoreGraph(torch.nn.Module):
-    """(x, t) -> eps: ADM models' learned-variance channels are sliced off inside the graph."""
+    """(x, t) -> eps: ADM models' learned-variance channels are sliced off inside the graph.
+
+    float32 in and out (a reduced-precision network computes its torso in its dtype, see
+    ``network_fns``)."""
 
     def __init__(self, score_model: torch.nn.Module, score_kind: str):
         super().__init__()

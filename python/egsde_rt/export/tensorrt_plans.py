@@ -1,7 +1,7 @@
 """Building TensorRT plans for an engine directory (``egsde-rt build``).
 
-``build_plans`` builds what is missing under ``plans/`` (keys from ``engine.plans``) and records
-each plan in the manifest. The compile step uses the public TensorRT Python API (``Builder``,
+``build_plans`` builds what is missing under ``plans/`` (``plan_cache``) and records each plan
+in the manifest. The compile step uses the public TensorRT Python API (``Builder``,
 ``OnnxParser``, an optimization profile, a timing cache). TensorRT cannot be installed where
 egsde-rt is developed: this path is unverified there; the caching logic is tested with a
 stand-in compiler.
@@ -12,53 +12,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..engine import DSE_GRAD, SCORE, load_engine_dir, sha256_file
-from ..engine.plans import PLANS_DIR, PRECISIONS, TIMING_CACHE, plan_key, tensorrt_identity
+from ..engine import load_engine_dir
+from ..engine.plans import TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, tensorrt_identity
 from ..errors import ConfigError, EgsdeError
+from .plan_cache import build_cached_plans
 
 
 def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_batch: int = 1,
                 max_batch: int = 8, workspace_gib: float = 4.0, compile_fn: Callable | None = None,
-                identity: tuple[str, str] | None = None, log: Callable[[str], None] = print) -> dict:
-    """Build (or reuse) the plans of both graphs; returns {graph name: plan path}."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+                identity: MachineIdentity | None = None, log: Callable[[str], None] = print) -> dict:
+    """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}."""
+    if precision not in TENSORRT_PRECISIONS:
+        raise ConfigError(f"precision must be one of {TENSORRT_PRECISIONS}, got {precision!r}")
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     engine = load_engine_dir(engine_dir)
-    capability, version = identity or tensorrt_identity()
     compile_fn = compile_fn or compile_with_tensorrt
     profile = (min_batch, opt_batch, max_batch)
-    (engine.path / PLANS_DIR).mkdir(exist_ok=True)
-    manifest = engine.manifest
-    built = {}
-    for contract in (SCORE, DSE_GRAD):
-        graph = manifest.graphs[contract.name]
-        key = plan_key(graph.sha256, precision, profile, capability, version)
-        entry = manifest.plans.get(key)
-        path = engine.file(f"{PLANS_DIR}/{contract.name}-{key}.plan")
-        if entry and path.is_file() and sha256_file(path) == entry["sha256"]:
-            log(f"{contract.name}: cached plan {path.name}")
-        else:
-            log(f"{contract.name}: building a {precision} TensorRT plan (batch {min_batch}..{max_batch}) ...")
-            plan = compile_fn(engine.file(graph.file), contract, engine.image_size, precision, profile,
-                              workspace_gib, engine.file(TIMING_CACHE))
-            path.write_bytes(plan)
-        manifest.plans[key] = {
-            "graph": contract.name, "file": f"{PLANS_DIR}/{path.name}", "sha256": sha256_file(path),
-            "onnx_sha256": graph.sha256, "precision": precision, "profile": list(profile),
-            "compute_capability": capability, "tensorrt": version,
-            "built": manifest.plans.get(key, {}).get("built") or _now(),
-        }
-        built[contract.name] = path
-    manifest.write(engine.path)
-    return built
 
+    def build_one(contract, path: Path) -> None:
+        graph = engine.manifest.graphs[contract.name]
+        path.write_bytes(compile_fn(engine.file(graph.file), contract, engine.image_size, precision, profile,
+                                    workspace_gib, engine.file(TIMING_CACHE)))
 
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+    return build_cached_plans(engine, kind="tensorrt", identity=identity or tensorrt_identity(), precision=precision,
+                              profile=profile, suffix=".plan", build_one=build_one, log=log)
 
 
 def compile_with_tensorrt(onnx_path: Path, contract, image_size: int, precision: str, profile, workspace_gib,

@@ -229,18 +229,21 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, *spatial)
 
 
-def convert_module_to_f16(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-        module.weight.data = module.weight.data.half()
-        if module.bias is not None:
-            module.bias.data = module.bias.data.half()
+def convert_module_to(dtype: torch.dtype):
+    """A function for ``module.apply`` that casts convolutions and linear layers to ``dtype``
+    (guided-diffusion's mixed-precision scheme: normalisations and softmax stay float32)."""
+
+    def convert(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            module.weight.data = module.weight.data.to(dtype)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(dtype)
+
+    return convert
 
 
-def convert_module_to_f32(module: nn.Module) -> None:
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-        module.weight.data = module.weight.data.float()
-        if module.bias is not None:
-            module.bias.data = module.bias.data.float()
+convert_module_to_f16 = convert_module_to(torch.float16)
+convert_module_to_f32 = convert_module_to(torch.float32)
 
 
 def default_channel_mult(image_size: int) -> tuple[float, ...]:

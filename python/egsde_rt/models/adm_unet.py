@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from .adm_blocks import (AttentionBlock, EncoderTrunk, ResBlock, TimestepEmbedSequential, Upsample,
-                         conv_nd, convert_module_to_f16, convert_module_to_f32, normalization,
+                         conv_nd, convert_module_to, normalization,
                          parse_attention_resolutions, parse_channel_mult, zero_module)
 
 DEFAULT_NUM_CLASSES = 1000
@@ -72,12 +72,16 @@ class ADMUNet(EncoderTrunk):
 
     def convert_to_fp16(self) -> None:
         """Run the torso (input, middle, output blocks) in float16, as guided-diffusion."""
-        for part in (self.input_blocks, self.middle_block, self.output_blocks):
-            part.apply(convert_module_to_f16)
+        self.convert_torso(torch.float16)
 
     def convert_to_fp32(self) -> None:
+        self.convert_torso(torch.float32)
+
+    def convert_torso(self, dtype: torch.dtype) -> None:
+        """Run the torso in ``dtype`` (float16 or bfloat16); inputs, outputs, the time embedding and
+        the normalisations stay float32."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
-            part.apply(convert_module_to_f32)
+            part.apply(convert_module_to(dtype))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None):
         if (y is not None) != (self.num_classes is not None):

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .adm_blocks import (EncoderTrunk, QKVAttention, conv_nd, convert_module_to_f16,
-                         convert_module_to_f32, normalization, parse_attention_resolutions,
+from .adm_blocks import (EncoderTrunk, QKVAttention, conv_nd, convert_module_to,
+                         normalization, parse_attention_resolutions,
                          parse_channel_mult, zero_module)
 
 POOLS = ("attention", "adaptive")
@@ -79,12 +79,15 @@ class DSE(EncoderTrunk):
             self.convert_to_fp16()
 
     def convert_to_fp16(self) -> None:
-        self.input_blocks.apply(convert_module_to_f16)
-        self.middle_block.apply(convert_module_to_f16)
+        self.convert_torso(torch.float16)
 
     def convert_to_fp32(self) -> None:
-        self.input_blocks.apply(convert_module_to_f32)
-        self.middle_block.apply(convert_module_to_f32)
+        self.convert_torso(torch.float32)
+
+    def convert_torso(self, dtype: torch.dtype) -> None:
+        """Run the trunk in ``dtype`` (float16 or bfloat16); features come back in the input's dtype."""
+        self.input_blocks.apply(convert_module_to(dtype))
+        self.middle_block.apply(convert_module_to(dtype))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Trunk features [N, C_f, H/ds, W/ds] in the input's dtype."""

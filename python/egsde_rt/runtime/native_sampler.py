@@ -16,7 +16,7 @@ import torch
 from .. import _core
 from ..errors import ConfigError, SamplingCancelled
 from ..lowpass import lowpass_factors
-from ..noise import check_noise
+from ..noise import check_noise, check_seed
 from ..schedule import Schedule, StepCoefficients
 from ..settings import EGSDESettings
 
@@ -70,7 +70,9 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
     return _core.Sampler(config)
 
 
-def _host_noise(noise: torch.Tensor, name: str, count: int, shape) -> np.ndarray:
+def _host_noise(noise, name: str, count: int, shape) -> np.ndarray:
+    if isinstance(noise, np.ndarray):
+        noise = torch.from_numpy(noise)
     check_noise(noise, name, count, shape)
     return np.ascontiguousarray(noise.detach().cpu().numpy(), dtype=np.float32)
 
@@ -92,7 +94,7 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
         def progress(done, total):
             return callback(done, total) is not False
     host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    result = sampler.run(host_x0, runner, seed=int(seed), progress=progress, noise=sampling,
+    result = sampler.run(host_x0, runner, seed=check_seed(seed), progress=progress, noise=sampling,
                          perturb_noise=perturbing)
     if result is None:
         raise SamplingCancelled("sampling cancelled by the progress callback")

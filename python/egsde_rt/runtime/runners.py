@@ -7,6 +7,7 @@ for a CUDA one), writing the outputs in place: no copies per step.
 * ``OrtRunner``: ONNX Runtime with IOBinding on those buffers (CPU or CUDA execution provider).
 * ``TensorRTRunner``: TensorRT plans, ``execute_async_v3`` on the sampler's stream (unverified:
   TensorRT cannot be installed where this project is developed).
+* ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
 * ``TorchRunner``: eager PyTorch models (the engine's ``torch/`` weights, or any models given to
   ``egsde_rt.native.translate``).
 """
@@ -47,13 +48,14 @@ def on_stream(ref):
 
 
 class TorchRunner(_core.Runner):
-    """Runs the score model and the DSE gradient in eager PyTorch on the sampler's buffers."""
+    """Runs the score model and the DSE gradient in eager PyTorch on the sampler's buffers (in
+    the models' dtype; ``grad_scale``: the float16 gradient scaling of ``network_fns``)."""
 
     def __init__(self, score_model: torch.nn.Module, dse: torch.nn.Module, *, s1: str, score_kind: str,
-                 class_label: int | None = None):
+                 class_label: int | None = None, grad_scale: float = 1.0):
         super().__init__()
         self.eps_fn = score_function(score_model, score_kind, class_label)
-        self.dse, self.s1 = dse, s1
+        self.dse, self.s1, self.grad_scale = dse, s1, grad_scale
 
     def score(self, y, t, eps_out):
         with on_stream(y):
@@ -61,7 +63,28 @@ class TorchRunner(_core.Runner):
 
     def dse_grad(self, y, x_t, t, grad_out):
         with on_stream(y):
-            as_tensor(grad_out).copy_(dse_gradient(self.dse, self.s1, as_tensor(y), as_tensor(x_t), as_tensor(t)))
+            grad = dse_gradient(self.dse, self.s1, as_tensor(y), as_tensor(x_t), as_tensor(t), self.grad_scale)
+            as_tensor(grad_out).copy_(grad)
+
+
+class CompiledRunner(_core.Runner):
+    """The engine's AOTInductor packages (``{graph name: .pt2 path}``), run on the sampler's
+    buffers (zero-copy views in, one copy of the result out), on the sampler's stream."""
+
+    def __init__(self, plan_files: dict):
+        super().__init__()
+        self.graphs = {name: torch._inductor.aoti_load_package(str(path)) for name, path in plan_files.items()}
+
+    def _run(self, name: str, inputs, output) -> None:
+        with on_stream(output), torch.no_grad():
+            result = self.graphs[name](*(as_tensor(ref) for ref in inputs))
+            as_tensor(output).copy_(result)
+
+    def score(self, y, t, eps_out):
+        self._run(SCORE.name, (y, t), eps_out)
+
+    def dse_grad(self, y, x_t, t, grad_out):
+        self._run(DSE_GRAD.name, (y, x_t, t), grad_out)
 
 
 class GraphRunner(_core.Runner):
@@ -80,17 +103,27 @@ class GraphRunner(_core.Runner):
 class OrtRunner(GraphRunner):
     """ONNX Runtime sessions of score.onnx and dse_grad.onnx, bound to the sampler's buffers."""
 
-    def __init__(self, engine: EngineDir, *, device: str = "cpu", device_id: int = 0, threads: int = 0):
+    def __init__(self, engine: EngineDir, *, device: str = "cpu", device_id: int = 0, threads: int = 0,
+                 stream: int = 0):
+        """``stream``: the CUDA stream (a handle) the sampler orders its work on; ONNX Runtime then
+        computes on it too, and no synchronisation is needed between the sampler and a graph."""
         super().__init__()
         ort = _ort()
-        self.device, self.device_id = device, device_id
+        self.device, self.device_id, self.stream = device, device_id, stream
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads must sleep, not spin: between two graphs the sampler's own
+        # kernels (and the other session) need the cores (measured by egsde-rt bench: spinning
+        # made the native low-pass gradient 500x slower on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         if device == "cuda":
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            cuda_options = {"device_id": device_id}
+            if stream:
+                cuda_options.update(has_user_compute_stream="1", user_compute_stream=str(stream))
+            providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         self.sessions = {}
@@ -103,8 +136,8 @@ class OrtRunner(GraphRunner):
             self.sessions[contract.name] = session
 
     def _run(self, contract, inputs, output) -> None:
-        if inputs[0].device == "cuda":
-            _core.cuda_stream_synchronize(inputs[0].stream)  # the sampler's kernels precede the graph
+        if inputs[0].device == "cuda" and inputs[0].stream != self.stream:
+            _core.cuda_stream_synchronize(inputs[0].stream)  # the sampler's kernels must precede the graph
         binding = self.sessions[contract.name].io_binding()
         for name, ref in zip(contract.inputs, inputs):
             binding.bind_input(name, ref.device, self.device_id, np.float32, list(ref.shape), ref.ptr)

@@ -1,14 +1,19 @@
 """The public API: ``Translator(engine_dir).run(img)``.
 
-A Translator loads and checks an engine directory, picks a backend (tensorrt > onnxruntime-cuda
-> onnxruntime-cpu > torch, or the one named), and runs the native EGSDE loop with that backend's
-runner. Samplers are built once per (settings, batch) and reused.
+A Translator loads and checks an engine directory, picks a backend (``runtime.backends``: the
+fastest usable on this machine, or the one named) in a precision (float32 by default; the
+sampler's state is float32 always), and runs the native EGSDE loop with that backend's runner.
+Samplers are built once per (settings, batch) and reused. A Translator may be called from
+several threads: translations are serialised (each sampler owns its buffers), and each gives
+the result of a sequential call.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -26,16 +31,22 @@ _SAMPLER_CACHE = 4
 
 
 class Translator:
-    """``Translator(engine_dir, backend="auto", device="auto")``; ``.run(img, seed=0, **overrides)``."""
+    """``Translator(engine_dir, backend="auto", device="auto", precision="fp32")``;
+    ``.run(img, seed=0, **overrides)``."""
 
-    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: str = "auto"):
+    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
+                 precision: str = "fp32"):
         self.engine = load_engine_dir(engine_dir)
-        self.choice: BackendChoice = select_backend(self.engine, backend, device)
-        self.runner = make_runner(self.choice, self.engine)
+        self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
+        # On CUDA the samplers and the runner share one stream of their own (not the legacy default
+        # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
+        self.stream = torch.cuda.Stream() if self.choice.device == "cuda" else None
+        self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
         self.settings: EGSDESettings = self.engine.manifest.method
         self._schedules: dict[str, Schedule] = {}
         self._schedule_spec = self.engine.manifest.schedule
         self._samplers: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
 
     @property
     def image_size(self) -> int:
@@ -65,7 +76,9 @@ class Translator:
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            self._samplers[key] = build_sampler(settings, shape, self.choice.device, self._schedule(settings.var_type))
+            with torch.cuda.stream(self.stream) if self.stream else nullcontext():
+                self._samplers[key] = build_sampler(settings, shape, self.choice.device,
+                                                    self._schedule(settings.var_type))
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
@@ -81,9 +94,10 @@ class Translator:
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
-        sampler = self.sampler_for(settings, tuple(x0.shape))
-        return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
-                           callback=callback)
+        with self._lock:  # one translation at a time: the samplers' buffers are shared
+            sampler = self.sampler_for(settings, tuple(x0.shape))
+            return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
+                               perturb_noise=perturb_noise, callback=callback)
 
     def run(self, img: ImageInput | list, seed: int = 0, batch_size: int | None = None,
             callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
@@ -94,10 +108,11 @@ class Translator:
         same images."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ConfigError(f"batch_size must be a positive integer (or None: all at once), got {batch_size!r}")
         batch = images_to_batch(sources, self.image_size)  # validates every image first
         size = batch_size or len(sources)
-        if size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         results = []
         for start in range(0, len(sources), size):
             y = self.run_tensor(batch[start:start + size], seed=seed, callback=callback, **overrides)

@@ -1,14 +1,19 @@
-"""The torch backend: rebuild the engine's networks from its torch/ weights (weights_only)."""
+"""The engine's ``torch/`` weights: the networks rebuilt from their recorded class and config,
+loaded with ``weights_only=True`` (the torch backend runs them; the compiled backend is built
+from them)."""
 
 from __future__ import annotations
 
-from ..engine import EngineDir
 from ..models import build_model, load_checkpoint
-from .runners import TorchRunner
+from .format import EngineDir
+from ..errors import EngineDirError
 
 
 def load_engine_models(engine: EngineDir, device: str = "cpu"):
     """(score_model, dse) in eval mode on ``device``."""
+    if not engine.manifest.torch_weights:
+        raise EngineDirError(f"{engine.path}: the engine has no torch/ weights (exported with "
+                             "include_torch_weights=False); export it again with them")
     models = []
     for name in ("score", "dse"):
         entry = engine.manifest.torch_weights[name]
@@ -16,9 +21,3 @@ def load_engine_models(engine: EngineDir, device: str = "cpu"):
         load_checkpoint(model, engine.file(entry.file))
         models.append(model.to(device).eval())
     return tuple(models)
-
-
-def torch_runner(engine: EngineDir, device: str = "cpu") -> TorchRunner:
-    score, dse = load_engine_models(engine, device)
-    settings = engine.manifest.method
-    return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind)

@@ -1,0 +1,108 @@
+"""The compiled backend (AOTInductor plans): parity, the plan cache, stale plans; reduced precision."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_M
+from egsde_rt.engine import load_engine_dir
+from egsde_rt.engine.plans import compiled_identity, matching_plans
+from egsde_rt.errors import ConfigError
+from egsde_rt.export.compiled_plans import build_compiled_plans
+from egsde_rt.runtime.backends import probe
+from egsde_rt.runtime.translator import Translator
+from sampling_helpers import native_translate, reference_translate
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def compiled_engine(tiny_engine, tmp_path_factory):
+    """A copy of the tiny engine with fp32 compiled plans for this CPU (built once: ~2 min)."""
+    path = tmp_path_factory.mktemp("compiled") / "engine"
+    shutil.copytree(tiny_engine[0], path)
+    logs = []
+    build_compiled_plans(path, device="cpu", precision="fp32", max_batch=4, log=logs.append)
+    assert any("building" in m for m in logs)
+    return path, tiny_engine[1], tiny_engine[2]
+
+
+def _x0(batch=2, seed=1):
+    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_auto_prefers_the_compiled_plans_and_says_why(compiled_engine):
+    translator = Translator(compiled_engine[0])
+    assert translator.backend == "compiled" and translator.choice.device == "cpu"
+    assert "fp32 compiled plans built for this machine" in translator.choice.reason
+
+
+def test_the_compiled_backend_equals_the_reference(compiled_engine):
+    path, unet, dse = compiled_engine
+    translator = Translator(path, backend="compiled")
+    x0 = _x0()
+    noise = torch.randn(TINY_M + 1, *x0.shape, generator=torch.Generator().manual_seed(2))
+    settings = dict(M=TINY_M, ls=500.0, li=2.0, down_N=8)
+    injected = translator.run_tensor(x0, noise=noise)
+    assert np.abs(injected - reference_translate(x0, unet, dse, noise=noise, **settings).numpy()).max() <= 1e-4
+    seeded = translator.run_tensor(x0, seed=9)
+    assert np.abs(seeded - reference_translate(x0, unet, dse, seed=9, **settings).numpy()).max() <= 1e-4
+    # the dynamic batch: another batch size than the plans were traced with
+    one = translator.run_tensor(x0[:1], seed=9, ls=100.0, steps=6)
+    assert np.abs(one - reference_translate(x0[:1], unet, dse, seed=9, **{**settings, "ls": 100.0, "steps": 6})
+                  .numpy()).max() <= 1e-4
+
+
+def test_plans_are_cached_and_recorded(compiled_engine):
+    path = compiled_engine[0]
+    logs = []
+    build_compiled_plans(path, device="cpu", precision="fp32", max_batch=4, log=logs.append)
+    assert logs and all("cached" in m for m in logs)  # nothing recompiled
+    plans = [p for p in load_engine_dir(path).manifest.plans.values() if p["kind"] == "compiled"]
+    identity = compiled_identity("cpu")
+    assert {p["graph"] for p in plans} == {"score", "dse_grad"}
+    for plan in plans:
+        assert (plan["device"], plan["capability"], plan["runtime"]) == (identity.device, identity.capability,
+                                                                       f"torch {torch.__version__}")
+        assert plan["profile"] == [1, 4] and plan["precision"] == "fp32"
+        assert all(v["max_rel"] < 1e-3 for v in plan["validation"].values())
+
+
+def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):
+    path = tmp_path / "engine"
+    shutil.copytree(compiled_engine[0], path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for plan in manifest["plans"].values():
+        plan["runtime"] = "torch 2.0.0"  # built by another PyTorch
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    engine = load_engine_dir(path)
+    assert matching_plans(engine, compiled_identity("cpu"), kind="compiled") is None
+    usable, why = probe(engine, "cpu")["compiled"]
+    assert not usable and "torch 2.0.0" in why and "egsde-rt build" in why
+    with pytest.raises(ConfigError, match="torch 2.0.0"):
+        Translator(path, backend="compiled")
+    assert Translator(path).backend == "onnxruntime-cpu"  # auto falls back, and says why in its log
+
+
+def test_bf16_networks_stay_within_40_db_of_fp32_on_the_demo():
+    """bf16 networks, float32 sampler state, the same Philox noise: >= 40 dB PSNR on the demo."""
+    from egsde_rt.demo import DEMO_IMAGE_SEED, DEMO_SETTINGS, weights_path
+    from egsde_rt.demo_data import domain_batch
+    from egsde_rt.demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
+    from egsde_rt.evaluation.metrics import psnr
+    from egsde_rt.models import ADMUNet, DSE, load_checkpoint
+
+    score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
+    load_checkpoint(score, weights_path("score"))
+    load_checkpoint(dse, weights_path("dse"))
+    x0 = domain_batch("source", range(4), seed=DEMO_IMAGE_SEED)
+    settings = DEMO_SETTINGS.to_dict()
+    fp32 = native_translate(x0, score.eval(), dse.eval(), seed=0, **settings).clamp(-1, 1)
+    score.convert_torso(torch.bfloat16), dse.convert_torso(torch.bfloat16)
+    bf16 = native_translate(x0, score, dse, seed=0, **settings).clamp(-1, 1)
+    assert not torch.equal(fp32, bf16)  # the networks did run in bf16
+    db = psnr((bf16 + 1) / 2, (fp32 + 1) / 2)
+    assert (db >= 40).all(), db
