@@ -136,7 +136,8 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
     captured into the graph's private memory pool. Philox noise only (injected noise is for the
     parity tests, which run uncaptured); no progress callback (nothing returns to the host
     between updates). The sampler must be a CUDA sampler built on a non-default stream
-    (``build_sampler(..., stream=torch.cuda.Stream())``).
+    (``build_sampler(..., stream=torch.cuda.Stream())``), and the runner must be capturable:
+    ``TorchRunner`` is; ``OrtRunner`` synchronises the stream before each graph and is not.
     """
     config = sampler.config
     if config.device != _core.Device.CUDA:
