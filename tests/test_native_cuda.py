@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from egsde_rt import _core
+from egsde_rt.errors import ConfigError
 from egsde_rt.lowpass import lowpass_factors
-from native_helpers import requires_cuda
+from egsde_rt.runtime.native_sampler import build_sampler, run_captured, run_sampler, step_table
+from egsde_rt.runtime.runners import TorchRunner
+from egsde_rt.schedule import Schedule, StepCoefficients
+from egsde_rt.settings import EGSDESettings
+from native_helpers import GUARD, Guarded, requires_cuda
 from sampling_helpers import native_translate
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
@@ -66,3 +71,139 @@ def test_native_translate_cuda_matches_cpu(small_unet, small_dse):
     gpu = native_translate(x0.cuda(), small_unet.cuda(), small_dse.cuda(), **kwargs)
     small_unet.cpu(), small_dse.cpu()
     assert (gpu.cpu() - cpu).abs().max() <= 1e-3
+
+
+# The counter-driven step: the CUDA twins of step_begin and of the kernels' step-pointer paths
+# against the CPU twins, with guards on the device; then one captured CUDA graph per step.
+
+class DeviceGuarded:
+    """A Guarded buffer's storage on the device; `view` is the guarded middle, `host()` all of it."""
+
+    def __init__(self, guarded: Guarded):
+        self.storage = torch.from_numpy(guarded.storage.copy()).cuda()
+        self.view = self.storage[GUARD:GUARD + guarded.view.size]
+        self.guarded = guarded
+
+    def host(self) -> Guarded:
+        torch.cuda.synchronize()
+        self.guarded.storage[:] = self.storage.cpu().numpy()
+        return self.guarded
+
+
+def _rows(M=6):
+    return K.step_rows(step_table(StepCoefficients.from_schedule(Schedule.create(), M)), 500.0, 2.0, True)
+
+
+def _state(g, seed):
+    state = np.array([g, 0], np.int64)
+    state.view(np.uint64)[1] = seed
+    return state
+
+
+@pytest.mark.parametrize("g", [0, 4, 5, 11])
+def test_step_begin_matches_the_cpu(g):
+    rows, batch, seed = _rows(), 3, 2**35 + 9
+    cpu_state, cpu_scalars, cpu_t = _state(g, seed), Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
+    K.step_begin(rows, cpu_state, cpu_scalars.view, cpu_t.view, batch)
+    gpu_state = torch.from_numpy(_state(g, seed)).cuda()
+    gpu_scalars, gpu_t = DeviceGuarded(Guarded(K.STEP_SCALARS_WORDS)), DeviceGuarded(Guarded(batch))
+    K.step_begin(torch.from_numpy(rows).cuda(), gpu_state, gpu_scalars.view, gpu_t.view, batch)
+    scalars, t_now = gpu_scalars.host(), gpu_t.host()
+    assert scalars.intact() and t_now.intact()
+    assert np.array_equal(scalars.view.view(np.uint32), cpu_scalars.view.view(np.uint32))
+    assert np.array_equal(t_now.view, cpu_t.view)
+    assert np.array_equal(_host(gpu_state), cpu_state)
+
+
+@pytest.mark.parametrize("g", [2, 5])
+def test_step_pointer_kernels_match_the_cpu(g):
+    rows, batch, per_image, seed = _rows(), 2, 3 * 64 * 64, 41
+    n = batch * per_image
+    cpu_scalars = Guarded(K.STEP_SCALARS_WORDS)
+    K.step_begin(rows, _state(g, seed), cpu_scalars.view, np.zeros(batch, np.float32), batch)
+    gpu_scalars = torch.from_numpy(cpu_scalars.view.copy()).cuda()
+    rng = np.random.default_rng(g)
+    y, eps, gs, gi = (rng.standard_normal(n).astype(np.float32) for _ in range(4))
+    table = rng.standard_normal((2 * 7, n)).astype(np.float32)  # more draws than update g names
+    d = {name: torch.from_numpy(a).cuda() for name, a in dict(y=y, eps=eps, gs=gs, gi=gi, table=table).items()}
+
+    for mix in (K.StepMix.PERTURBED_SOURCE, K.StepMix.ILVR_CORRECTION):
+        cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
+        K.axpby(y, eps, cpu_out.view, 0.0, 0.0, step=cpu_scalars.view, mix=mix)
+        K.axpby(d["y"], d["eps"], gpu_out.view, 0.0, 0.0, step=gpu_scalars, mix=mix)
+        got = gpu_out.host()
+        assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
+
+    for stream in (0, 1):
+        for injected in (None, "table"):
+            cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
+            K.philox_normal(cpu_out.view, batch, per_image, 0, stream, 0, step=cpu_scalars.view,
+                            injected=None if injected is None else table)
+            K.philox_normal(gpu_out.view, batch, per_image, 0, stream, 0, step=gpu_scalars,
+                            injected=None if injected is None else d["table"])
+            got = gpu_out.host()
+            assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
+
+    zeros = dict(inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0, sigma=0.0, stream=0)
+    for injected in (False, True):
+        cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
+        K.egsde_update(y, eps, gs, gi, table if injected else None, cpu_out.view, batch, per_image,
+                       step=cpu_scalars.view, **zeros)
+        K.egsde_update(d["y"], d["eps"], d["gs"], d["gi"], d["table"] if injected else None, gpu_out.view, batch,
+                       per_image, step=gpu_scalars, **zeros)
+        got = gpu_out.host()
+        assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
+
+
+CAPTURE_MODES = {
+    "plain": dict(),
+    "repeats_fresh": dict(repeats=2, perturb="fresh"),
+    "ilvr": dict(ilvr=True, ls=0.0, li=0.0),
+    "cosine_s2": dict(s2="cosine", li=30.0),
+}
+
+
+@pytest.fixture()
+def deterministic_cudnn():
+    """Bit-identical runs need the same kernels every time (no autotuning, no atomics in cuDNN)."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+@pytest.mark.parametrize("mode", sorted(CAPTURE_MODES))
+def test_captured_runs_equal_uncaptured_runs(mode, small_unet, small_dse, deterministic_cudnn):
+    settings = EGSDESettings(**{**dict(M=8, ls=500.0, li=2.0, down_N=8), **CAPTURE_MODES[mode]})
+    x0 = (torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).cuda()
+    unet, dse = small_unet.cuda(), small_dse.cuda()
+    try:
+        stream = torch.cuda.Stream()
+        sampler = build_sampler(settings, x0.shape, "cuda", stream=stream)
+        runner = TorchRunner(unet, dse, s1=settings.s1, score_kind=settings.score_kind)
+        eager = run_sampler(sampler, x0, runner, settings, seed=5)
+        captured = run_captured(sampler, x0, runner, settings, seed=5)
+        graph = sampler._captured_step.graph
+        replayed = run_captured(sampler, x0, runner, settings, seed=5)  # the kept graph, replayed only
+        other_seed = run_captured(sampler, x0, runner, settings, seed=6)  # the seed is read on the device
+        assert sampler._captured_step.graph is graph
+        eager_other_seed = run_sampler(sampler, x0, runner, settings, seed=6)
+        assert sampler.step_counter == settings.repeats * settings.num_updates
+    finally:
+        small_unet.cpu(), small_dse.cpu()
+    assert np.array_equal(captured, eager)
+    assert np.array_equal(replayed, eager)
+    assert np.array_equal(other_seed, eager_other_seed)
+    assert not np.array_equal(other_seed, eager)
+    cpu = native_translate(x0.cpu(), small_unet, small_dse, seed=5, **{**dict(M=8, ls=500.0, li=2.0, down_N=8),
+                                                                        **CAPTURE_MODES[mode]})
+    assert np.abs(captured - cpu.numpy()).max() <= 1e-3
+
+
+def test_run_captured_refuses_the_default_stream(small_unet, small_dse):
+    settings = EGSDESettings(M=3, ls=0.0, li=0.0, down_N=8)
+    x0 = torch.zeros(1, 3, 32, 32, device="cuda")
+    runner = TorchRunner(small_unet, small_dse, s1=settings.s1, score_kind=settings.score_kind)
+    on_default = build_sampler(settings, x0.shape, "cuda", stream=torch.cuda.default_stream())
+    with pytest.raises(ConfigError, match="non-default CUDA stream"):
+        run_captured(on_default, x0, runner, settings)

@@ -134,3 +134,115 @@ def test_native_errors_are_egsde_errors():
     with pytest.raises(EgsdeError, match="differ in size"):
         K.axpby(np.zeros(4, np.float32), np.zeros(5, np.float32), np.zeros(4, np.float32), 1.0, 1.0)
     assert issubclass(_core.NativeError, EgsdeError) and _core.NativeError is NativeError
+
+
+# The counter-driven step: the step table, step_begin, and the kernels reading their per-step
+# values through a StepScalars pointer (the same values as the immediates).
+
+def _step_rows(M=6, steps=None, ls=500.0, li=2.0, ilvr=True):
+    from egsde_rt.runtime.native_sampler import step_table
+    from egsde_rt.schedule import Schedule, StepCoefficients
+
+    coefs = StepCoefficients.from_schedule(Schedule.create(), M, steps)
+    return coefs, K.step_rows(step_table(coefs), ls, li, ilvr)
+
+
+def test_step_rows_are_the_schedule():
+    coefs, rows = _step_rows(ls=500.0, li=2.0)
+    assert rows.shape == (len(coefs.t), K.STEP_ROW_WORDS) and rows.dtype == np.float32
+    columns = [coefs.t, coefs.inv_sqrt_alpha, coefs.eps_coef, np.float32(500.0) * coefs.guidance_w,
+               np.float32(2.0) * coefs.guidance_w, coefs.sigma, coefs.sqrt_abar, coefs.sqrt_one_minus_abar]
+    for i, column in enumerate(columns):
+        assert np.array_equal(rows[:, i], column), i
+    assert np.array_equal(rows[:, 8], (coefs.t > 0).astype(np.float32))  # ILVR off at t = 0
+    assert not _step_rows(ilvr=False)[1][:, 8].any()
+
+
+def _step_scalars(rows, g, seed, batch):
+    """(scalars, t_now, state) after step_begin at counter g (guarded)."""
+    state = np.array([g, 0], np.int64)
+    state.view(np.uint64)[1] = seed
+    scalars, t_now = Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
+    K.step_begin(rows, state, scalars.view, t_now.view, batch)
+    assert scalars.intact() and t_now.intact()
+    return scalars.view, t_now.view, state
+
+
+@pytest.mark.parametrize("g", [0, 5, 6, 13])
+def test_step_begin_gathers_the_counters_row(g):
+    coefs, rows = _step_rows(M=6)
+    n_steps, seed, batch = 6, 2**40 + 7, 3
+    scalars, t_now, state = _step_scalars(rows, g, seed, batch)
+    r, k = divmod(g, n_steps)
+    assert np.array_equal(scalars[:K.STEP_ROW_WORDS], rows[k])
+    words = scalars.view(np.uint32)[K.STEP_ROW_WORDS:]
+    assert list(words) == [r * (n_steps + 1) + k + 1, r * n_steps + k, seed & 0xFFFFFFFF, seed >> 32]
+    assert np.array_equal(t_now, np.full(batch, coefs.t[k], np.float32))
+    assert state[0] == g + 1 and state.view(np.uint64)[1] == seed
+
+
+def test_axpby_reads_the_step_pair():
+    coefs, rows = _step_rows(M=6)
+    n = 3 * 32 * 32
+    x, y = _random(n, 1), _random(n, 2)
+    for g in (2, 5):  # row 5 is t = 0: the ILVR correction is dropped, y is not even read
+        scalars = _step_scalars(rows, g, 0, 1)[0]
+        row = rows[g]
+        cases = [(K.StepMix.PERTURBED_SOURCE, row[6], row[7]), (K.StepMix.ILVR_CORRECTION, 1.0, -row[8])]
+        for mix, a, b in cases:
+            out, expected = Guarded(n), Guarded(n)
+            K.axpby(x, y, expected.view, float(a), float(b))
+            K.axpby(x, y, out.view, 0.0, 0.0, step=scalars, mix=mix)
+            assert out.intact() and np.array_equal(out.view, expected.view)
+    nan = np.full(n, np.nan, np.float32)
+    out = Guarded(n)
+    K.axpby(x, nan, out.view, 0.0, 0.0, step=_step_scalars(rows, 5, 0, 1)[0], mix=K.StepMix.ILVR_CORRECTION)
+    assert np.array_equal(out.view, x)
+
+
+@pytest.mark.parametrize("stream", [0, 1])
+def test_philox_normal_reads_the_step_draw(stream):
+    _, rows = _step_rows(M=6)
+    batch, per_image, seed, g = 2, 105, 2**33 + 1, 9
+    scalars = _step_scalars(rows, g, seed, batch)[0]
+    draw = int(scalars.view(np.uint32)[K.STEP_ROW_WORDS + stream])
+    out = Guarded(batch * per_image)
+    K.philox_normal(out.view, batch, per_image, 0, stream, 0, step=scalars)
+    assert out.intact()
+    assert np.array_equal(out.view, philox_normal(seed, stream, draw, (batch, per_image)).ravel())
+    injected = _random((draw + 2, batch, per_image), 3)
+    K.philox_normal(out.view, batch, per_image, 0, stream, 0, step=scalars, injected=injected)
+    assert out.intact() and np.array_equal(out.view, injected[draw].ravel())
+    K.philox_normal(out.view, batch, per_image, 0, stream, 1, injected=injected)  # immediate draw index
+    assert np.array_equal(out.view, injected[1].ravel())
+
+
+@pytest.mark.parametrize("noise_source", ["drawn", "injected"])
+@pytest.mark.parametrize("g", [3, 5])
+def test_egsde_update_reads_the_step(noise_source, g):
+    _, rows = _step_rows(M=6)
+    batch, per_image, seed = 2, 3 * 32 * 32, 77
+    n = batch * per_image
+    y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
+    scalars = _step_scalars(rows, g, seed, batch)[0]
+    row, draw = rows[g], int(scalars.view(np.uint32)[K.STEP_ROW_WORDS])
+    table = _random((draw + 1, n), 10) if noise_source == "injected" else None
+    c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5])
+    expected, out = Guarded(n), Guarded(n)
+    K.egsde_update(y, eps, gs, gi, None if table is None else table[draw], expected.view, batch, per_image,
+                   seed=seed, stream=0, draw=draw, **{k: float(v) for k, v in c.items()})
+    K.egsde_update(y, eps, gs, gi, table, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0,
+                   ls_w=0.0, li_w=0.0, sigma=0.0, stream=0, step=scalars)
+    assert out.intact() and np.array_equal(out.view, expected.view)
+
+
+def test_step_kernels_refuse_bad_buffers():
+    _, rows = _step_rows(M=3)
+    with pytest.raises(NativeError, match="int64"):
+        K.step_begin(rows, np.zeros(2, np.float32), np.zeros(K.STEP_SCALARS_WORDS, np.float32),
+                     np.zeros(1, np.float32), 1)
+    with pytest.raises(NativeError, match="scalars"):
+        K.step_begin(rows, np.zeros(2, np.int64), np.zeros(3, np.float32), np.zeros(1, np.float32), 1)
+    with pytest.raises(NativeError, match="step"):
+        K.axpby(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0,
+                step=np.zeros(2, np.float32))

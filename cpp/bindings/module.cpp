@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+
 #include "buffers.h"
 #include "egsde/device.h"
 #include "egsde/dispatch.h"
@@ -55,32 +57,63 @@ LowpassArrays lowpass_arrays(const py::handle& down_h, const py::handle& up_h, c
   return a;
 }
 
-// Sampler.run and run_profiled: check the host arrays, run, and return the result (None if cancelled).
-py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
-                       const std::function<bool(int, int)>& progress, const py::object& noise,
-                       const py::object& perturb_noise, StepTimes* times) {
+// The host arrays of a run (x0 and the optional injected noise), checked against the sampler.
+struct RunInputs {
+  const float* x0 = nullptr;
+  const float* noise = nullptr;
+  const float* perturb_noise = nullptr;
+};
+
+RunInputs run_inputs(const Sampler& s, const py::handle& x0, const py::object& noise,
+                     const py::object& perturb_noise) {
   const SamplerConfig& c = s.config();
+  RunInputs in;
   const ArrayArg x = as_array(x0, false, "x0");
   require(x.device == Device::CPU && x.size == s.numel(), "x0 must be a host array of the sampler's shape");
-  const float* injected = nullptr;
-  const float* injected_perturb = nullptr;
+  in.x0 = x.data;
   const int K = c.steps.size();
   if (!noise.is_none()) {
     const ArrayArg n = as_array(noise, false, "noise");
     require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * (K + 1) * s.numel(),
             "noise must be a host array [repeats*(K+1), B, C, H, W]");
-    injected = n.data;
+    in.noise = n.data;
   }
   if (!perturb_noise.is_none()) {
     const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
     require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * K * s.numel(),
             "perturb_noise must be a host array [repeats*K, B, C, H, W]");
-    injected_perturb = n.data;
+    in.perturb_noise = n.data;
   }
-  py::array_t<float> out({c.batch, c.channels, c.height, c.width});
-  const bool done = s.run(x.data, out.mutable_data(), runner, seed, progress, injected, injected_perturb, times);
+  return in;
+}
+
+py::array_t<float> image_array(const SamplerConfig& c) {
+  return py::array_t<float>({c.batch, c.channels, c.height, c.width});
+}
+
+// Sampler.run and run_profiled: check the host arrays, run, and return the result (None if cancelled).
+py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+                       const std::function<bool(int, int)>& progress, const py::object& noise,
+                       const py::object& perturb_noise, StepTimes* times) {
+  const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
+  py::array_t<float> out = image_array(s.config());
+  const bool done = s.run(in.x0, out.mutable_data(), runner, seed, progress, in.noise, in.perturb_noise, times);
   if (!done) return py::none();
   return std::move(out);
+}
+
+// The optional `step` argument of a kernel: one StepScalars as float32 words (from kernels.step_begin).
+ArrayArg step_scalars_arg(const py::object& step) {
+  if (step.is_none()) return ArrayArg{};
+  ArrayArg a = as_array(step, false, "step");
+  require_size(a, kStepScalarsWords, "step");
+  return a;
+}
+
+const StepScalars* as_step_scalars(const ArrayArg& a, const ExecutionContext& ctx) {
+  if (!a.data) return nullptr;
+  require(a.device == ctx.device, "step: the step scalars are on another device than the arrays");
+  return reinterpret_cast<const StepScalars*>(a.data);
 }
 
 }  // namespace
@@ -178,7 +211,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("low_h", &SamplerConfig::low_h)
       .def_readonly("low_w", &SamplerConfig::low_w);
 
-  py::class_<Sampler>(m, "Sampler")
+  // dynamic_attr: the Python bridge keeps a sampler's captured CUDA graph on the sampler itself.
+  py::class_<Sampler>(m, "Sampler", py::dynamic_attr())
       .def(py::init<SamplerConfig>(), py::arg("config"))
       .def_property_readonly("config", &Sampler::config, "a copy of the configuration it was built for")
       .def_property_readonly("total_updates", &Sampler::total_updates)
@@ -201,17 +235,81 @@ PYBIND11_MODULE(_core, m) {
            },
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
            "run() with every update's phases timed inside the loop: (result or None, {phase: [ms per "
-           "update]}) with phases step, score, dse_grad, lowpass_grad, update_noise.");
+           "update]}) with phases step, score, dse_grad, lowpass_grad, update_noise.")
+      .def("begin", [](Sampler& s, const py::handle& x0, std::uint64_t seed, const py::object& noise,
+                       const py::object& perturb_noise) {
+             const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
+             s.begin(in.x0, seed, in.noise, in.perturb_noise);
+           },
+           py::arg("x0"), py::arg("seed") = 0, py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
+           "Stage 1 of a run: upload x0 (and injected noise), set the step counter to 0 and the seed.")
+      .def("start_repeat", &Sampler::start_repeat, py::arg("r"),
+           "Stage 2, per repeat: the counter to r*K, the repeat's e and its start point.")
+      .def("step", &Sampler::step, py::arg("runner"),
+           "Stage 3, K times per repeat: the update the device-side step counter names (no host "
+           "synchronisation, no allocation; capturable as one CUDA graph).")
+      .def("finish", [](Sampler& s) {
+             py::array_t<float> out = image_array(s.config());
+             s.finish(out.mutable_data());
+             return out;
+           },
+           "Stage 4: wait for the stream; the unclamped result [B, C, H, W].")
+      .def_property_readonly("step_counter", &Sampler::step_counter,
+                             "The global index r*K + k of the next update (waits for the stream).")
+      .def("seek", &Sampler::seek, py::arg("update"),
+           "Set the step counter (tests): the next step runs update `update`, row update % K.");
 
   // The kernels, one binding each, on host (numpy) or device (__cuda_array_interface__) arrays.
   py::module_ k = m.def_submodule("kernels", "The kernels on numpy or CUDA arrays (tests, benchmarks).");
+  k.attr("STEP_ROW_WORDS") = kStepRowWords;
+  k.attr("STEP_SCALARS_WORDS") = kStepScalarsWords;
+  py::enum_<StepMix>(k, "StepMix")
+      .value("PERTURBED_SOURCE", StepMix::PerturbedSource)
+      .value("ILVR_CORRECTION", StepMix::IlvrCorrection);
+  k.def("step_rows", [](const StepTable& steps, float ls, float li, bool ilvr) {
+    const std::vector<StepRow> rows = step_rows(steps, ls, li, ilvr);
+    py::array_t<float> out({static_cast<index_t>(rows.size()), static_cast<index_t>(kStepRowWords)});
+    std::memcpy(out.mutable_data(), rows.data(), rows.size() * sizeof(StepRow));
+    return out;
+  }, py::arg("steps"), py::arg("ls"), py::arg("li"), py::arg("ilvr"),
+        "The sampler's device-side step table: float32 [K, STEP_ROW_WORDS] (t, inv_sqrt_alpha, eps_coef, "
+        "ls_w, li_w, sigma, sqrt_abar, sqrt_one_minus_abar, ilvr).");
+  k.def("step_begin", [](const py::handle& table, const py::handle& state, const py::handle& scalars,
+                         const py::handle& t_now, index_t batch, std::uintptr_t cuda_stream) {
+    const ArrayArg ta = as_array(table, false, "table"), sa = as_array(scalars, true, "scalars");
+    const ArrayArg tn = as_array(t_now, true, "t_now");
+    const bindings::ArrayOf<std::int64_t> st = bindings::as_array_of<std::int64_t>(state, true, "state");
+    require(ta.size >= kStepRowWords && ta.size % kStepRowWords == 0, "table: needs [K, STEP_ROW_WORDS] floats");
+    require_size(st, 2, "state");
+    require_size(sa, kStepScalarsWords, "scalars");
+    require_size(tn, batch, "t_now");
+    const ExecutionContext ctx = bindings::context_on({ta.device, st.device, sa.device, tn.device}, cuda_stream);
+    step_begin(ctx, StepBeginParams{reinterpret_cast<const StepRow*>(ta.data), ta.size / kStepRowWords,
+                                    reinterpret_cast<StepState*>(st.data), reinterpret_cast<StepScalars*>(sa.data),
+                                    tn.data, batch});
+  }, py::arg("table"), py::arg("state"), py::arg("scalars"), py::arg("t_now"), py::arg("batch"),
+        py::arg("cuda_stream") = 0,
+        "Gather the step counter's row: state int64 [2] (counter g, seed; g is advanced), scalars float32 "
+        "[STEP_SCALARS_WORDS] (the row, then the uint32 draws of streams 0 and 1 and the seed's two words), "
+        "t_now [batch].");
   k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, std::uint64_t seed,
-                            std::uint32_t stream, std::uint32_t draw, std::uintptr_t cuda_stream) {
+                            std::uint32_t stream, std::uint32_t draw, std::uintptr_t cuda_stream,
+                            const py::object& step, const py::object& injected) {
     const ArrayArg o = as_array(out, true, "out");
     require_size(o, batch * per_image, "out");
-    philox_normal(context_of({o}, cuda_stream), PhiloxNormalParams{o.data, batch, per_image, NoiseKey{seed, stream, draw}});
+    const ExecutionContext ctx = context_of({o}, cuda_stream);
+    PhiloxNormalParams p{o.data, batch, per_image, NoiseKey{seed, stream, draw}};
+    p.step = as_step_scalars(step_scalars_arg(step), ctx);
+    if (!injected.is_none()) {
+      const ArrayArg inj = as_array(injected, false, "injected");
+      require(inj.device == ctx.device && inj.size % (batch * per_image) == 0,
+              "injected: needs [draws, batch, per_image] floats on the device of out");
+      p.injected = inj.data;
+    }
+    philox_normal(ctx, p);
   }, py::arg("out"), py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
-        py::arg("cuda_stream") = 0);
+        py::arg("cuda_stream") = 0, py::arg("step") = py::none(), py::arg("injected") = py::none(),
+        "Draw `draw` of `stream` (with `step`: the step's draw and seed); with `injected`, copy that draw.");
   k.def("philox_uint32", [](index_t batch, index_t per_image, std::uint64_t seed, std::uint32_t stream,
                             std::uint32_t draw) {
     const index_t blocks = (per_image + 3) / 4;
@@ -221,12 +319,17 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
         "The raw Philox stream on the CPU: uint32 [batch, ceil(per_image / 4) * 4].");
   k.def("axpby", [](const py::handle& x, const py::handle& y, const py::handle& out, float a, float b,
-                    std::uintptr_t cuda_stream) {
+                    std::uintptr_t cuda_stream, const py::object& step, StepMix mix) {
     const ArrayArg xa = as_array(x, false, "x"), ya = as_array(y, false, "y"), oa = as_array(out, true, "out");
     require(xa.size == ya.size && xa.size == oa.size, "axpby: arrays differ in size");
-    axpby(context_of({xa, ya, oa}, cuda_stream), AxpbyParams{xa.data, ya.data, oa.data, oa.size, a, b});
+    const ExecutionContext ctx = context_of({xa, ya, oa}, cuda_stream);
+    AxpbyParams p{xa.data, ya.data, oa.data, oa.size, a, b};
+    p.step = as_step_scalars(step_scalars_arg(step), ctx);
+    p.mix = mix;
+    axpby(ctx, p);
   }, py::arg("x"), py::arg("y"), py::arg("out"), py::arg("a"), py::arg("b"), py::arg("cuda_stream") = 0,
-        "out = a * x + b * y");
+        py::arg("step") = py::none(), py::arg("mix") = StepMix::PerturbedSource,
+        "out = a * x + b * y (with `step`: a and b the step's pair named by `mix`)");
   k.def("lowpass_workspace_floats", [](index_t batch, index_t channels, index_t height, index_t width, index_t low_h,
                                        index_t low_w) {
     return lowpass_workspace_floats(LowpassParams{nullptr, nullptr, nullptr, nullptr, batch, channels, height, width,
@@ -268,7 +371,7 @@ PYBIND11_MODULE(_core, m) {
                            const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
                            float sigma, std::uint64_t seed, std::uint32_t stream, std::uint32_t draw,
-                           std::uintptr_t cuda_stream) {
+                           std::uintptr_t cuda_stream, const py::object& step) {
     const index_t n = batch * per_image;
     const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
     require_size(ya, n, "y");
@@ -296,9 +399,14 @@ PYBIND11_MODULE(_core, m) {
     u.li_w = li_w;
     u.sigma = sigma;
     u.key = NoiseKey{seed, stream, draw};
-    egsde_update(context_of({ya, ea, oa}, cuda_stream), u);
+    const ExecutionContext ctx = context_of({ya, ea, oa}, cuda_stream);
+    u.step = as_step_scalars(step_scalars_arg(step), ctx);
+    if (u.step && u.noise) require(nz.size % n == 0, "noise: with step, the injected draws [draws, batch, per_image]");
+    egsde_update(ctx, u);
   }, py::arg("y"), py::arg("eps"), py::arg("grad_s"), py::arg("grad_i"), py::arg("noise"), py::arg("out"),
         py::arg("batch"), py::arg("per_image"), py::arg("inv_sqrt_alpha"), py::arg("eps_coef"), py::arg("ls_w"),
         py::arg("li_w"), py::arg("sigma"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("draw") = 0,
-        py::arg("cuda_stream") = 0);
+        py::arg("cuda_stream") = 0, py::arg("step") = py::none(),
+        "The fused update (with `step`: the step's coefficients, draw and seed; `noise` then holds the "
+        "injected draws [draws, batch, per_image]).");
 }

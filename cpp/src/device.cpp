@@ -1,8 +1,8 @@
 // Device memory and device discovery. CUDA runtime calls only when built with CUDA.
 #include "egsde/device.h"
 
+#include <cstdlib>
 #include <cstring>
-#include <utility>
 
 #ifdef EGSDE_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -18,81 +18,65 @@ void check_cuda(cudaError_t err, const char* what) {
 }  // namespace
 #endif
 
-DeviceArray::DeviceArray(Device device, index_t size) : device_(device), size_(size) {
-  require(size >= 0, "DeviceArray: negative size");
-  if (size == 0) return;
+namespace memory {
+
+void* allocate(Device device, size_t bytes) {
+  if (bytes == 0) return nullptr;
   if (device == Device::CPU) {
-    data_ = new float[static_cast<size_t>(size)]();
-    return;
+    void* data = std::calloc(bytes, 1);
+    if (!data) throw Error("out of host memory");
+    return data;
   }
 #ifdef EGSDE_WITH_CUDA
-  check_cuda(cudaMalloc(reinterpret_cast<void**>(&data_), sizeof(float) * static_cast<size_t>(size)), "cudaMalloc");
-  check_cuda(cudaMemset(data_, 0, sizeof(float) * static_cast<size_t>(size)), "cudaMemset");
+  void* data = nullptr;
+  check_cuda(cudaMalloc(&data, bytes), "cudaMalloc");
+  check_cuda(cudaMemset(data, 0, bytes), "cudaMemset");
+  return data;
 #else
   throw Error("egsde_rt was built without CUDA: no device memory");
 #endif
 }
 
-DeviceArray::~DeviceArray() { release(); }
-
-DeviceArray::DeviceArray(DeviceArray&& other) noexcept
-    : device_(other.device_), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-
-DeviceArray& DeviceArray::operator=(DeviceArray&& other) noexcept {
-  if (this != &other) {
-    release();
-    device_ = other.device_;
-    data_ = std::exchange(other.data_, nullptr);
-    size_ = std::exchange(other.size_, 0);
+void release(Device device, void* data) noexcept {
+  if (!data) return;
+  if (device == Device::CPU) {
+    std::free(data);
+    return;
   }
-  return *this;
-}
-
-void DeviceArray::release() noexcept {
-  if (!data_) return;
-  if (device_ == Device::CPU) {
-    delete[] data_;
-  } else {
 #ifdef EGSDE_WITH_CUDA
-    cudaFree(data_);
+  cudaFree(data);
 #endif
-  }
-  data_ = nullptr;
 }
 
-void DeviceArray::upload(const ExecutionContext& ctx, const float* host, index_t count, index_t offset) {
-  require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceArray::upload out of range");
-  if (count == 0) return;
-  if (device_ == Device::CPU) {
-    std::memcpy(data_ + offset, host, sizeof(float) * static_cast<size_t>(count));
+void to_device(const ExecutionContext& ctx, Device device, void* dst, const void* host, size_t bytes) {
+  if (device == Device::CPU) {
+    std::memcpy(dst, host, bytes);
     return;
   }
 #ifdef EGSDE_WITH_CUDA
   // From pageable memory the call returns once the host buffer has been staged.
-  check_cuda(cudaMemcpyAsync(data_ + offset, host, sizeof(float) * static_cast<size_t>(count),
-                             cudaMemcpyHostToDevice, static_cast<cudaStream_t>(ctx.stream)),
+  check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(ctx.stream)),
              "cudaMemcpyAsync to device");
 #else
   (void)ctx;
 #endif
 }
 
-void DeviceArray::download(const ExecutionContext& ctx, float* host, index_t count, index_t offset) const {
-  require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceArray::download out of range");
-  if (count == 0) return;
-  if (device_ == Device::CPU) {
-    std::memcpy(host, data_ + offset, sizeof(float) * static_cast<size_t>(count));
+void to_host(const ExecutionContext& ctx, Device device, void* host, const void* src, size_t bytes) {
+  if (device == Device::CPU) {
+    std::memcpy(host, src, bytes);
     return;
   }
 #ifdef EGSDE_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(host, data_ + offset, sizeof(float) * static_cast<size_t>(count),
-                             cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(ctx.stream)),
+  check_cuda(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(ctx.stream)),
              "cudaMemcpyAsync to host");
   synchronize(ctx);
 #else
   (void)ctx;
 #endif
 }
+
+}  // namespace memory
 
 int cuda_device_count(std::string* reason) {
 #ifdef EGSDE_WITH_CUDA

@@ -33,5 +33,6 @@ void axpby(const ExecutionContext& ctx, const AxpbyParams& p) { EGSDE_DISPATCH(a
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p) { EGSDE_DISPATCH(plane_gemm, ctx, p); }
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p) { EGSDE_DISPATCH(cosine_pixel_grad, ctx, p); }
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p) { EGSDE_DISPATCH(egsde_update, ctx, p); }
+void step_begin(const ExecutionContext& ctx, const StepBeginParams& p) { EGSDE_DISPATCH(step_begin, ctx, p); }
 
 }  // namespace egsde

@@ -1,6 +1,6 @@
 // The EGSDE loop: for each repeat, the start point, then per update the perturbed source, the
 // runners (score, DSE gradient), the low-pass gradient kernel and the fused update kernel, all on
-// the caller's stream.
+// the caller's stream. Each update is the same counter-driven step (see Sampler::step).
 #include "egsde/sampler.h"
 
 #include <utility>
@@ -9,13 +9,6 @@
 #include "egsde/philox.h"
 
 namespace egsde {
-namespace {
-
-constexpr std::uint32_t kStreamSampling = 0;
-constexpr std::uint32_t kStreamPerturb = 1;
-
-}  // namespace
-
 void StepTable::check() const {
   const size_t n = t.size();
   require(n > 0, "sampler: the step table is empty");
@@ -45,6 +38,24 @@ DeviceArray uploaded(const ExecutionContext& ctx, const std::vector<float>& host
 
 }  // namespace
 
+std::vector<StepRow> step_rows(const StepTable& s, float ls, float li, bool ilvr) {
+  s.check();
+  std::vector<StepRow> rows(static_cast<size_t>(s.size()));
+  for (size_t k = 0; k < rows.size(); ++k) {
+    StepRow& row = rows[k];
+    row.t = s.t[k];
+    row.inv_sqrt_alpha = s.inv_sqrt_alpha[k];
+    row.eps_coef = s.eps_coef[k];
+    row.ls_w = ls * s.guidance_w[k];
+    row.li_w = li * s.guidance_w[k];
+    row.sigma = s.sigma[k];
+    row.sqrt_abar = s.sqrt_abar[k];
+    row.sqrt_one_minus_abar = s.sqrt_one_minus_abar[k];
+    row.ilvr = ilvr && s.t[k] > 0.0f ? 1.0f : 0.0f;  // the official code skips ILVR at t = 0
+  }
+  return rows;
+}
+
 Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   check_config(config_);
   ctx_ = ExecutionContext{config_.device, config_.stream};
@@ -53,10 +64,12 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
 
-  const int K = config_.steps.size();
-  std::vector<float> t_host;
-  for (int k = 0; k < K; ++k) t_host.insert(t_host.end(), static_cast<size_t>(config_.batch), config_.steps.t[k]);
-  t_table_ = uploaded(ctx_, t_host);
+  const std::vector<StepRow> rows = step_rows(config_.steps, config_.ls, config_.li, config_.ilvr);
+  step_table_ = DeviceBuffer<StepRow>(d, static_cast<index_t>(rows.size()));
+  step_table_.upload(ctx_, rows.data(), step_table_.size());
+  state_ = DeviceBuffer<StepState>(d, 1);
+  scalars_ = DeviceBuffer<StepScalars>(d, 1);
+  t_now_ = DeviceArray(d, config_.batch);
 
   down_h_ = uploaded(ctx_, config_.down_h);
   up_h_ = uploaded(ctx_, config_.up_h);
@@ -67,52 +80,146 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
                            config_.low_h, config_.low_w, nullptr};
   lowpass_workspace_ = DeviceArray(d, lowpass_workspace_floats(lowpass_));
   lowpass_.workspace = lowpass_workspace_.data();
+
+  const std::vector<index_t> image_shape{config_.batch, config_.channels, config_.height, config_.width};
+  y_ref_ = ref(y_.data(), image_shape);
+  x_t_ref_ = ref(x_t_.data(), image_shape);
+  eps_ref_ = ref(eps_.data(), image_shape);
+  grad_s_ref_ = ref(grad_s_.data(), image_shape);
+  t_now_ref_ = ref(t_now_.data(), {config_.batch});
 }
 
 TensorRef Sampler::ref(float* data, std::vector<index_t> shape) const {
   return TensorRef{data, std::move(shape), config_.device, config_.stream};
 }
 
-void Sampler::draw(std::uint32_t stream, std::uint32_t index, DeviceArray& dst, const DeviceArray* injected) {
-  if (injected) {  // the injected draws were uploaded once; copy one on the device
-    axpby(ctx_, AxpbyParams{injected->data() + static_cast<index_t>(index) * numel_, injected->data(),
-                                dst.data(), numel_, 1.0f, 0.0f});
-    return;
+void Sampler::begin(const float* x0, std::uint64_t seed, const float* sampling_noise, const float* perturb_noise) {
+  const SamplerConfig& c = config_;
+  const int K = c.steps.size(), R = c.repeats;
+  require(sampling_noise == nullptr || !c.fresh_perturb || perturb_noise != nullptr,
+          "sampler: fresh perturbation with injected noise needs perturb_noise");
+  // Injected noise is uploaded once per run (parity tests); Philox noise is drawn in place.
+  injected_ = sampling_noise != nullptr;
+  if (injected_) {
+    const index_t count = static_cast<index_t>(R) * (K + 1) * numel_;
+    if (injected_sampling_.size() != count) injected_sampling_ = DeviceArray(c.device, count);
+    injected_sampling_.upload(ctx_, sampling_noise, count);
+    if (c.fresh_perturb) {
+      const index_t pcount = static_cast<index_t>(R) * K * numel_;
+      if (injected_perturb_.size() != pcount) injected_perturb_ = DeviceArray(c.device, pcount);
+      injected_perturb_.upload(ctx_, perturb_noise, pcount);
+    }
   }
-  philox_normal(ctx_, PhiloxNormalParams{dst.data(), config_.batch, numel_ / config_.batch,
-                                         NoiseKey{seed_, stream, index}});
+  x0_.upload(ctx_, x0, numel_);
+  seed_ = seed;
+  begun_ = true;
+  seek(0);
+}
+
+void Sampler::seek(index_t update) {
+  require(begun_, "sampler: begin() a run first");
+  require(update >= 0, "sampler: the step counter cannot be negative");
+  const StepState state{update, seed_};
+  state_.upload(ctx_, &state, 1);  // ordered after the steps already queued
+}
+
+index_t Sampler::step_counter() const {
+  StepState state;
+  state_.download(ctx_, &state, 1);  // waits for the stream
+  return state.update;
+}
+
+void Sampler::start_repeat(int r) {
+  const SamplerConfig& c = config_;
+  const StepTable& s = c.steps;
+  const int K = s.size();
+  require(begun_, "sampler: begin() a run first");
+  require(r >= 0 && r < c.repeats, "sampler: repeat index out of range");
+  seek(static_cast<index_t>(r) * K);
+  PhiloxNormalParams draw_e;
+  draw_e.out = e_.data();
+  draw_e.batch = c.batch;
+  draw_e.per_image = numel_ / c.batch;
+  draw_e.key = NoiseKey{seed_, kStreamSampling, static_cast<std::uint32_t>(r * (K + 1))};
+  draw_e.injected = injected_ ? injected_sampling_.data() : nullptr;
+  philox_normal(ctx_, draw_e);
+  const float* start = r == 0 ? x0_.data() : y_.data();
+  axpby(ctx_, AxpbyParams{start, e_.data(), y_.data(), numel_, s.sqrt_abar[0], s.sqrt_one_minus_abar[0]});
+}
+
+void Sampler::step(Runner& runner) {
+  const SamplerConfig& c = config_;
+  require(begun_, "sampler: begin() a run first");
+  const StepScalars* step = scalars_.data();
+  clock_.begin_step();
+  clock_.begin(Phase::UpdateNoise);  // the perturbed source counts with the noise
+  step_begin(ctx_, StepBeginParams{step_table_.data(), c.steps.size(), state_.data(), scalars_.data(),
+                                   t_now_.data(), c.batch});
+  const float* source_noise = e_.data();
+  if (c.fresh_perturb) {
+    PhiloxNormalParams draw;
+    draw.out = e_fresh_.data();
+    draw.batch = c.batch;
+    draw.per_image = numel_ / c.batch;
+    draw.key.stream = kStreamPerturb;
+    draw.injected = injected_ ? injected_perturb_.data() : nullptr;
+    draw.step = step;
+    philox_normal(ctx_, draw);
+    source_noise = e_fresh_.data();
+  }
+  AxpbyParams source{x0_.data(), source_noise, x_t_.data(), numel_};
+  source.step = step;
+  source.mix = StepMix::PerturbedSource;
+  axpby(ctx_, source);
+  clock_.end(Phase::UpdateNoise);
+  clock_.begin(Phase::Score);
+  runner.score(y_ref_, t_now_ref_, eps_ref_);
+  clock_.end(Phase::Score);
+  if (c.ls != 0.0f) {
+    clock_.begin(Phase::DseGrad);
+    runner.dse_grad(y_ref_, x_t_ref_, t_now_ref_, grad_s_ref_);
+    clock_.end(Phase::DseGrad);
+  }
+  if (c.li != 0.0f) {
+    clock_.begin(Phase::LowpassGrad);
+    lowpass_energy_grad(ctx_, lowpass_, c.s2, y_.data(), x_t_.data(), grad_i_.data());
+    clock_.end(Phase::LowpassGrad);
+  }
+
+  UpdateParams u;
+  u.y = y_.data();
+  u.eps = eps_.data();
+  u.grad_s = c.ls != 0.0f ? grad_s_.data() : nullptr;
+  u.grad_i = c.li != 0.0f ? grad_i_.data() : nullptr;
+  u.noise = injected_ ? injected_sampling_.data() : nullptr;
+  u.out = y_.data();
+  u.batch = c.batch;
+  u.per_image = numel_ / c.batch;
+  u.key.stream = kStreamSampling;
+  u.step = step;
+  clock_.begin(Phase::UpdateNoise);
+  egsde_update(ctx_, u);
+  if (c.ilvr) {  // y <- y - L(y - x_t) = y - L(y) + L(x_t), where the step's ILVR flag is set
+    axpby(ctx_, AxpbyParams{y_.data(), x_t_.data(), scratch_.data(), numel_, 1.0f, -1.0f});
+    lowpass_apply(ctx_, lowpass_, scratch_.data(), scratch_.data());
+    AxpbyParams correction{y_.data(), scratch_.data(), y_.data(), numel_};
+    correction.step = step;
+    correction.mix = StepMix::IlvrCorrection;  // b = 0 at t = 0: y is kept as it is
+    axpby(ctx_, correction);
+  }
+  clock_.end(Phase::UpdateNoise);
+}
+
+void Sampler::finish(float* out) {
+  require(begun_, "sampler: begin() a run first");
+  synchronize(ctx_);
+  y_.download(ctx_, out, numel_);
 }
 
 bool Sampler::run(const float* x0, float* out, Runner& runner, std::uint64_t seed, const ProgressFn& progress,
                   const float* sampling_noise, const float* perturb_noise, StepTimes* times) {
-  const SamplerConfig& c = config_;
-  const StepTable& s = c.steps;
-  const int K = s.size(), R = c.repeats;
-  const index_t per_image = numel_ / c.batch;
-  seed_ = seed;
-
-  // Injected noise is uploaded once per run (parity tests); Philox noise is drawn in place.
-  const DeviceArray* inj_sampling = nullptr;
-  const DeviceArray* inj_perturb = nullptr;
-  if (sampling_noise) {
-    const index_t count = static_cast<index_t>(R) * (K + 1) * numel_;
-    if (injected_sampling_.size() != count) injected_sampling_ = DeviceArray(c.device, count);
-    injected_sampling_.upload(ctx_, sampling_noise, count);
-    inj_sampling = &injected_sampling_;
-    if (c.fresh_perturb) {
-      require(perturb_noise != nullptr, "sampler: fresh perturbation with injected noise needs perturb_noise");
-      const index_t pcount = static_cast<index_t>(R) * K * numel_;
-      if (injected_perturb_.size() != pcount) injected_perturb_ = DeviceArray(c.device, pcount);
-      injected_perturb_.upload(ctx_, perturb_noise, pcount);
-      inj_perturb = &injected_perturb_;
-    }
-  }
-
-  x0_.upload(ctx_, x0, numel_);
-  const std::vector<index_t> image_shape{c.batch, c.channels, c.height, c.width};
-  const TensorRef y_ref = ref(y_.data(), image_shape), x_t_ref = ref(x_t_.data(), image_shape);
-  const TensorRef eps_ref = ref(eps_.data(), image_shape), grad_s_ref = ref(grad_s_.data(), image_shape);
-  const EnergyKind s2 = c.s2;
+  const int K = config_.steps.size(), R = config_.repeats;
+  begin(x0, seed, sampling_noise, perturb_noise);
   if (times) clock_.start(ctx_, R * K);
   // Ends the timing of a run however it ends (finished, cancelled, or a runner raised).
   struct ClockGuard {
@@ -128,71 +235,16 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, std::uint64_t see
   } clock_guard{clock_, times};
 
   for (int r = 0; r < R; ++r) {
-    const std::uint32_t base = static_cast<std::uint32_t>(r * (K + 1));
-    draw(kStreamSampling, base, e_, inj_sampling);
-    const float* start = r == 0 ? x0_.data() : y_.data();
-    axpby(ctx_, AxpbyParams{start, e_.data(), y_.data(), numel_, s.sqrt_abar[0], s.sqrt_one_minus_abar[0]});
+    start_repeat(r);
     for (int k = 0; k < K; ++k) {
-      clock_.begin_step();
-      clock_.begin(Phase::UpdateNoise);  // the perturbed source counts with the noise
-      const DeviceArray* source_noise = &e_;
-      if (c.fresh_perturb) {
-        draw(kStreamPerturb, static_cast<std::uint32_t>(r * K + k), e_fresh_, inj_perturb);
-        source_noise = &e_fresh_;
-      }
-      axpby(ctx_, AxpbyParams{x0_.data(), source_noise->data(), x_t_.data(), numel_, s.sqrt_abar[k],
-                                  s.sqrt_one_minus_abar[k]});
-      clock_.end(Phase::UpdateNoise);
-      const TensorRef t_ref = ref(t_table_.data() + static_cast<index_t>(k) * c.batch, {c.batch});
-      clock_.begin(Phase::Score);
-      runner.score(y_ref, t_ref, eps_ref);
-      clock_.end(Phase::Score);
-      if (c.ls != 0.0f) {
-        clock_.begin(Phase::DseGrad);
-        runner.dse_grad(y_ref, x_t_ref, t_ref, grad_s_ref);
-        clock_.end(Phase::DseGrad);
-      }
-      if (c.li != 0.0f) {
-        clock_.begin(Phase::LowpassGrad);
-        lowpass_energy_grad(ctx_, lowpass_, s2, y_.data(), x_t_.data(), grad_i_.data());
-        clock_.end(Phase::LowpassGrad);
-      }
-
-      UpdateParams u;
-      u.y = y_.data();
-      u.eps = eps_.data();
-      u.grad_s = c.ls != 0.0f ? grad_s_.data() : nullptr;
-      u.grad_i = c.li != 0.0f ? grad_i_.data() : nullptr;
-      u.out = y_.data();
-      u.batch = c.batch;
-      u.per_image = per_image;
-      u.inv_sqrt_alpha = s.inv_sqrt_alpha[k];
-      u.eps_coef = s.eps_coef[k];
-      u.ls_w = c.ls * s.guidance_w[k];
-      u.li_w = c.li * s.guidance_w[k];
-      u.sigma = s.sigma[k];
-      const std::uint32_t draw_index = base + static_cast<std::uint32_t>(k + 1);
-      if (inj_sampling) {
-        u.noise = inj_sampling->data() + static_cast<index_t>(draw_index) * numel_;
-      } else {
-        u.key = NoiseKey{seed, kStreamSampling, draw_index};
-      }
-      clock_.begin(Phase::UpdateNoise);
-      egsde_update(ctx_, u);
-      if (c.ilvr && s.t[k] > 0.0f) {  // y <- y - L(y - x_t) = y - L(y) + L(x_t)
-        axpby(ctx_, AxpbyParams{y_.data(), x_t_.data(), scratch_.data(), numel_, 1.0f, -1.0f});
-        lowpass_apply(ctx_, lowpass_, scratch_.data(), scratch_.data());
-        axpby(ctx_, AxpbyParams{y_.data(), scratch_.data(), y_.data(), numel_, 1.0f, -1.0f});
-      }
-      clock_.end(Phase::UpdateNoise);
+      step(runner);
       if (progress && !progress(r * K + k + 1, R * K)) {
         synchronize(ctx_);
         return false;
       }
     }
   }
-  synchronize(ctx_);
-  y_.download(ctx_, out, numel_);
+  finish(out);
   return true;
 }
 

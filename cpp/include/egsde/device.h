@@ -1,38 +1,74 @@
 // Device memory owned by the native core, and what CUDA devices are present.
 #pragma once
 
+#include <cstddef>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "egsde/common.h"
 
 namespace egsde {
 
-// A float array on the host or on the CUDA device, allocated once and reused.
-class DeviceArray {
- public:
-  DeviceArray() = default;
-  DeviceArray(Device device, index_t size);
-  ~DeviceArray();
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-  DeviceArray(DeviceArray&& other) noexcept;
-  DeviceArray& operator=(DeviceArray&& other) noexcept;
+// Raw memory behind DeviceBuffer (device.cpp holds every CUDA runtime call).
+namespace memory {
+void* allocate(Device device, size_t bytes);  // zero-filled
+void release(Device device, void* data) noexcept;
+// Copies ordered on ctx's stream; both return once the host buffer may be reused (to_host waits).
+void to_device(const ExecutionContext& ctx, Device device, void* dst, const void* host, size_t bytes);
+void to_host(const ExecutionContext& ctx, Device device, void* host, const void* src, size_t bytes);
+}  // namespace memory
 
-  float* data() { return data_; }
-  const float* data() const { return data_; }
+// An array of plain values (floats, the step table's rows, the step counter) on the host or on
+// the CUDA device, allocated once and reused.
+template <class T>
+class DeviceBuffer {
+  static_assert(std::is_trivially_copyable_v<T>, "DeviceBuffer holds plain values only");
+
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Device device, index_t size) : device_(device), size_(size) {
+    require(size >= 0, "DeviceBuffer: negative size");
+    if (size > 0) data_ = static_cast<T*>(memory::allocate(device, sizeof(T) * static_cast<size_t>(size)));
+  }
+  ~DeviceBuffer() { memory::release(device_, data_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : device_(other.device_), data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      memory::release(device_, data_);
+      device_ = other.device_;
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
   index_t size() const { return size_; }
   Device device() const { return device_; }
 
   // Copies ordered on ctx's stream; both return once the host buffer may be reused.
-  void upload(const ExecutionContext& ctx, const float* host, index_t count, index_t offset = 0);
-  void download(const ExecutionContext& ctx, float* host, index_t count, index_t offset = 0) const;
+  void upload(const ExecutionContext& ctx, const T* host, index_t count, index_t offset = 0) {
+    require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceBuffer::upload out of range");
+    if (count > 0) memory::to_device(ctx, device_, data_ + offset, host, sizeof(T) * static_cast<size_t>(count));
+  }
+  void download(const ExecutionContext& ctx, T* host, index_t count, index_t offset = 0) const {
+    require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceBuffer::download out of range");
+    if (count > 0) memory::to_host(ctx, device_, host, data_ + offset, sizeof(T) * static_cast<size_t>(count));
+  }
 
  private:
-  void release() noexcept;
   Device device_ = Device::CPU;
-  float* data_ = nullptr;
+  T* data_ = nullptr;
   index_t size_ = 0;
 };
+
+// The float arrays of the loop (images, noise, low-pass matrices and workspace).
+using DeviceArray = DeviceBuffer<float>;
 
 // The number of usable CUDA devices; 0 (with `reason` set) when built without CUDA, without a
 // driver or without a GPU. Never throws.

@@ -6,6 +6,7 @@
 #include "egsde/ops/egsde_update.h"
 #include "egsde/ops/lowpass.h"
 #include "egsde/ops/noise.h"
+#include "egsde/ops/step_begin.h"
 
 namespace egsde {
 
@@ -16,5 +17,6 @@ void axpby(const ExecutionContext& ctx, const AxpbyParams& p);
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p);
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p);
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p);
+void step_begin(const ExecutionContext& ctx, const StepBeginParams& p);
 
 }  // namespace egsde

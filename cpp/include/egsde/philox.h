@@ -39,6 +39,11 @@ EGSDE_HD Philox4 philox4x32_10(std::uint32_t c0, std::uint32_t c1, std::uint32_t
   return Philox4{{c0, c1, c2, c3}};
 }
 
+// The sampler's noise streams (noise.py: STREAM_SAMPLING, STREAM_PERTURB).
+constexpr std::uint32_t kStreamSampling = 0;  // e of each repeat and the fresh noise z of each update
+constexpr std::uint32_t kStreamPerturb = 1;   // the fresh perturbation of each update (perturb="fresh")
+constexpr int kNoiseStreams = 2;
+
 // Which noise: the seed, the stream and the draw index (the image index and the element
 // index within the image complete the counter).
 struct NoiseKey {

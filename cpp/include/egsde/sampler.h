@@ -1,6 +1,7 @@
 // The EGSDE sampling loop (the method as the official code runs it; see python/egsde_rt/reference.py):
-// owns every buffer and the step table, allocates nothing per step, calls the network runner
-// and the kernels, all ordered on the caller's stream.
+// owns every buffer and the step table (in device memory, read through a device-side step
+// counter), allocates nothing per step, calls the network runner and the kernels, all ordered
+// on the caller's stream.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "egsde/ops/lowpass.h"
 #include "egsde/phase_clock.h"
 #include "egsde/runner.h"
+#include "egsde/step_scalars.h"
 
 namespace egsde {
 
@@ -39,6 +41,9 @@ struct SamplerConfig {
   std::vector<float> down_h, up_h, down_w, up_w;
 };
 
+// The device-side step table: row k of `steps` with ls and li folded in and the ILVR flag.
+std::vector<StepRow> step_rows(const StepTable& steps, float ls, float li, bool ilvr);
+
 // Called after each update with (done, total); returning false cancels the run.
 using ProgressFn = std::function<bool(int, int)>;
 
@@ -55,21 +60,51 @@ class Sampler {
   // [repeats*(K+1), ...] and `perturb_noise` [repeats*K, ...] (the latter for fresh_perturb).
   // Returns false if `progress` cancelled the run (out is then left unchanged). With `times`,
   // the phases of every update are timed inside the loop (see phase_clock.h).
+  // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish.
   bool run(const float* x0, float* out, Runner& runner, std::uint64_t seed, const ProgressFn& progress,
            const float* sampling_noise = nullptr, const float* perturb_noise = nullptr,
            StepTimes* times = nullptr);
 
+  // The loop in stages, all ordered on config.stream. A run is begin(); for r < repeats:
+  // start_repeat(r), then K = steps.size() calls of step(); finish(out).
+  // begin: uploads x0 (and the injected noise of this run, if any), sets the step counter to 0
+  // and the device-side seed.
+  void begin(const float* x0, std::uint64_t seed, const float* sampling_noise = nullptr,
+             const float* perturb_noise = nullptr);
+  // start_repeat: the counter to r * K, draws the repeat's e and forms the start point (from
+  // x0 for r = 0, from y after).
+  void start_repeat(int r);
+  // step: the next update, whichever it is: every per-step value (t, the coefficients, the
+  // noise draws, the ILVR flag, injected-noise offsets) is read by the kernels from the step
+  // table through the device-side counter. Issues the same launches with the same arguments
+  // every time, with no host synchronisation and no allocation, so a CUDA graph captured from
+  // one call replays any update.
+  void step(Runner& runner);
+  // finish: waits for the stream and downloads y into out.
+  void finish(float* out);
+  // The step counter g = r * K + k of the next update (waits for the stream).
+  index_t step_counter() const;
+  // Moves the step counter to `update` (start_repeat; tests: the next step runs row update % K).
+  void seek(index_t update);
+
  private:
   TensorRef ref(float* data, std::vector<index_t> shape) const;
-  void draw(std::uint32_t stream, std::uint32_t index, DeviceArray& dst, const DeviceArray* injected);
 
   SamplerConfig config_;
   ExecutionContext ctx_;
   index_t numel_ = 0;
   std::uint64_t seed_ = 0;
-  DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_, t_table_;
+  bool begun_ = false, injected_ = false;
+  DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
   DeviceArray injected_sampling_, injected_perturb_;
+  // The counter-driven step: the table (uploaded once), the counter and seed, the current
+  // step's scalars and the runners' t input (the same pointer every step).
+  DeviceBuffer<StepRow> step_table_;
+  DeviceBuffer<StepState> state_;
+  DeviceBuffer<StepScalars> scalars_;
+  DeviceArray t_now_;
+  TensorRef y_ref_, x_t_ref_, eps_ref_, grad_s_ref_, t_now_ref_;  // built once: no allocation per step
   LowpassParams lowpass_;
   PhaseClock clock_;
 };

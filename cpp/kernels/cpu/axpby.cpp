@@ -1,11 +1,13 @@
 // axpby, CPU (the body is in the shared header).
 #include "egsde/ops/axpby.h"
+#include "parallel.h"
 
 namespace egsde::cpu {
 
 void axpby(const AxpbyParams& p) {
-#pragma omp parallel for simd schedule(static)
-  for (index_t i = 0; i < p.n; ++i) p.out[i] = axpby_at(p, i);
+  const AxpbyParams q = axpby_resolved(p);  // once, not per element
+#pragma omp parallel for simd schedule(static) if (worth_threads(q.n))
+  for (index_t i = 0; i < q.n; ++i) q.out[i] = axpby_at(q, i);
 }
 
 }  // namespace egsde::cpu

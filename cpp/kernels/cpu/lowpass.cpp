@@ -1,10 +1,11 @@
 // lowpass primitives, CPU: plane_gemm and the per-pixel cosine gradient.
 #include "egsde/ops/lowpass.h"
+#include "parallel.h"
 
 namespace egsde::cpu {
 
 void plane_gemm(const PlaneGemmParams& p) {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (worth_threads(p.planes * p.rows * p.cols * p.inner))
   for (index_t plane = 0; plane < p.planes; ++plane) {
     for (index_t i = 0; i < p.rows; ++i) {
       const float* a = p.a.data + plane * p.a.plane_stride + i * p.a.row_stride;
@@ -22,7 +23,7 @@ void plane_gemm(const PlaneGemmParams& p) {
 }
 
 void cosine_pixel_grad(const CosineGradParams& p) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_threads(p.batch * p.channels * p.pixels))
   for (index_t g = 0; g < p.batch * p.pixels; ++g) cosine_pixel_grad_at(p, g);
 }
 

@@ -1,13 +1,15 @@
-// philox_normal, CPU.
+// philox_normal, CPU (the body is in the shared header).
 #include "egsde/ops/noise.h"
+#include "parallel.h"
 
 namespace egsde::cpu {
 
 void philox_normal(const PhiloxNormalParams& p) {
-  const index_t blocks = (p.per_image + 3) / 4;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t b = 0; b < p.batch; ++b) {
-    for (index_t block = 0; block < blocks; ++block) philox_normal_block(p, b, block);
+  const PhiloxNormalParams q = philox_normal_resolved(p);  // once, not per block
+  const index_t blocks = (q.per_image + 3) / 4;
+#pragma omp parallel for collapse(2) schedule(static) if (worth_threads(q.batch * q.per_image))
+  for (index_t b = 0; b < q.batch; ++b) {
+    for (index_t block = 0; block < blocks; ++block) philox_normal_block(q, b, block);
   }
 }
 

@@ -1,4 +1,4 @@
-// axpby, CUDA: one thread per element (the body is in the shared header).
+// axpby, CUDA: one thread per element, each resolving a and b (the body is in the shared header).
 #include "cuda_check.cuh"
 #include "egsde/ops/axpby.h"
 
@@ -6,7 +6,7 @@ namespace egsde::cuda {
 
 __global__ void axpby_kernel(AxpbyParams p) {
   const index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < p.n) p.out[i] = axpby_at(p, i);
+  if (i < p.n) p.out[i] = axpby_at(axpby_resolved(p), i);
 }
 
 void axpby(const AxpbyParams& p, void* stream) {

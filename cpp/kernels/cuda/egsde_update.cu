@@ -7,7 +7,7 @@ namespace egsde::cuda {
 
 __global__ void egsde_update_kernel(UpdateParams p, index_t blocks) {
   const index_t g = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g < p.batch * blocks) egsde_update_block(p, g / blocks, g % blocks);
+  if (g < p.batch * blocks) egsde_update_block(egsde_update_resolved(p), g / blocks, g % blocks);
 }
 
 void egsde_update(const UpdateParams& p, void* stream) {

@@ -6,7 +6,7 @@ namespace egsde::cuda {
 
 __global__ void philox_normal_kernel(PhiloxNormalParams p, index_t blocks) {
   const index_t g = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (g < p.batch * blocks) philox_normal_block(p, g / blocks, g % blocks);
+  if (g < p.batch * blocks) philox_normal_block(philox_normal_resolved(p), g / blocks, g % blocks);
 }
 
 void philox_normal(const PhiloxNormalParams& p, void* stream) {

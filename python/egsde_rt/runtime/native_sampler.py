@@ -3,7 +3,12 @@ shape, and run it with a runner.
 
 The step table comes from ``schedule.StepCoefficients`` (the one source of the schedule); the
 low-pass matrices from ``lowpass.lowpass_factors``. On CUDA the sampler orders its kernels and
-copies on the caller's current PyTorch stream, and hands that stream to the runners.
+copies on the caller's current PyTorch stream (or the stream given to ``build_sampler``), and
+hands that stream to the runners.
+
+Every update is the same counter-driven step (``Sampler.step``: its per-step values are read on
+the device from the step table through a device-side step counter), so on CUDA
+``run_captured`` captures one step as a CUDA graph and replays it for every update.
 """
 
 from __future__ import annotations
@@ -52,13 +57,21 @@ def native_device(device: str | torch.device) -> "_core.Device":
 
 
 def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
-                  schedule: Schedule | None = None) -> "_core.Sampler":
-    """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``."""
+                  schedule: Schedule | None = None, *, stream: "torch.cuda.Stream | None" = None) -> "_core.Sampler":
+    """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``.
+
+    On CUDA the sampler orders all its work on ``stream`` (a ``torch.cuda.Stream``; default: the
+    current PyTorch stream). ``run_captured`` needs a non-default stream, e.g.
+    ``build_sampler(..., "cuda", stream=torch.cuda.Stream())``: the legacy default stream cannot
+    be captured into a CUDA graph. The caller keeps the stream alive as long as the sampler.
+    """
     schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
     config = _core.SamplerConfig()
     config.device = native_device(device)
     if config.device == _core.Device.CUDA:
-        config.stream = torch.cuda.current_stream().cuda_stream
+        config.stream = (stream if stream is not None else torch.cuda.current_stream()).cuda_stream
+    elif stream is not None:
+        raise ConfigError("a CUDA stream was given for a CPU sampler")
     config.batch, config.channels, config.height, config.width = (int(s) for s in shape)
     config.steps = step_table(StepCoefficients.from_schedule(schedule, settings.M, settings.steps))
     config.ls, config.li = float(settings.ls), float(settings.li)
@@ -99,3 +112,65 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
     if result is None:
         raise SamplingCancelled("sampling cancelled by the progress callback")
     return result
+
+
+# The legacy default stream (0) and cudaStreamLegacy (1) cannot be captured into a CUDA graph.
+_UNCAPTURABLE_STREAMS = (0, 1)
+
+
+class _CapturedStep:
+    """One ``Sampler.step(runner)`` captured as a CUDA graph, kept on its sampler (with the runner
+    it called, whose networks the graph replays)."""
+
+    def __init__(self, runner, graph):
+        self.runner, self.graph = runner, graph
+
+
+def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *,
+                 seed: int = 0) -> np.ndarray:
+    """``run_sampler`` for a CUDA sampler with every update but the first replayed from one CUDA
+    graph of ``sampler.step(runner)``; the same result, bit for bit.
+
+    The first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
+    allocator pools, library handles); the first run also captures one step, on the sampler's
+    stream, into a graph kept with the sampler and replayed for every later update, across
+    repeats and runs (captured again only for another runner). The runner's PyTorch work is
+    captured into the graph's private memory pool. Philox noise only (injected noise is for the
+    parity tests, which run uncaptured); no progress callback (nothing returns to the host
+    between updates). The sampler must be a CUDA sampler built on a non-default stream
+    (``build_sampler(..., stream=torch.cuda.Stream())``), and the runner must be capturable:
+    ``TorchRunner`` is; ``OrtRunner`` synchronises the stream before each graph and is not.
+    """
+    config = sampler.config
+    if config.device != _core.Device.CUDA:
+        raise ConfigError("run_captured needs a CUDA sampler (a CUDA graph cannot capture CPU work); "
+                          "use run_sampler on the CPU")
+    if config.stream in _UNCAPTURABLE_STREAMS:
+        raise ConfigError("run_captured needs a sampler built on a non-default CUDA stream: "
+                          "build_sampler(..., stream=torch.cuda.Stream()) (the legacy default stream "
+                          "cannot be captured)")
+    shape = (config.batch, config.channels, config.height, config.width)
+    if tuple(x0.shape) != shape:
+        raise ConfigError(f"x0 has shape {list(x0.shape)}, the sampler was built for {list(shape)}")
+    K, R = len(config.steps), config.repeats
+    if (K, R) != (settings.num_updates, settings.repeats):
+        raise ConfigError("the settings do not match the sampler (updates or repeats differ)")
+    stream = torch.cuda.ExternalStream(config.stream)
+    host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
+    sampler.begin(host_x0, seed=int(seed))
+    captured = getattr(sampler, "_captured_step", None)
+    with torch.cuda.stream(stream):  # replays are ordered on the current stream: the sampler's
+        for r in range(R):
+            sampler.start_repeat(r)
+            for k in range(K):
+                if r == 0 and k == 0:
+                    sampler.step(runner)  # uncaptured: warms the runner up
+                    continue
+                if captured is None or captured.runner is not runner:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=stream):
+                        sampler.step(runner)  # recorded, not run: the replay below runs it
+                    captured = _CapturedStep(runner, graph)
+                    sampler._captured_step = captured
+                captured.graph.replay()
+    return sampler.finish()

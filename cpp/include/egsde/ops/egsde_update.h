@@ -4,10 +4,13 @@
 //   mean = mean - li_w * grad_i     (li_w = li * w; skipped when grad_i is null)
 //   out  = mean + sigma * z         (z read from `noise` if given, else drawn with `key`;
 //                                    sigma = 0 on the last update: the mask at t = 0)
+// Inside the counter-driven step the coefficients, the draw and the seed come from the step's
+// scalars in device memory (see `step`).
 #pragma once
 
 #include "egsde/common.h"
 #include "egsde/philox.h"
+#include "egsde/step_scalars.h"
 
 namespace egsde {
 
@@ -21,9 +24,31 @@ struct UpdateParams {
   index_t batch = 0, per_image = 0;
   float inv_sqrt_alpha = 1.0f, eps_coef = 0.0f, ls_w = 0.0f, li_w = 0.0f, sigma = 0.0f;
   NoiseKey key;
+  // The current step's coefficients, draw of stream key.stream and seed, read on the device (null:
+  // the immediates above and key). With `noise` set, `noise` is then the injected draws
+  // [draws, batch, per_image] and the step's draw picks one.
+  const StepScalars* step = nullptr;
 };
 
-// The update of Philox block `block` (four elements) of image `b`: the body both backends run.
+// The call with its coefficients, key and noise resolved: as given, or the step's.
+EGSDE_HD UpdateParams egsde_update_resolved(const UpdateParams& p) {
+  UpdateParams q = p;
+  if (p.step) {
+    const StepRow& row = p.step->row;
+    q.inv_sqrt_alpha = row.inv_sqrt_alpha;
+    q.eps_coef = row.eps_coef;
+    q.ls_w = row.ls_w;
+    q.li_w = row.li_w;
+    q.sigma = row.sigma;
+    q.key = step_noise_key(*p.step, p.key.stream);
+    if (p.noise) q.noise = p.noise + static_cast<index_t>(q.key.draw) * p.batch * p.per_image;
+    q.step = nullptr;
+  }
+  return q;
+}
+
+// The update of Philox block `block` (four elements) of image `b` of a resolved call: the body
+// both backends run.
 EGSDE_HD void egsde_update_block(const UpdateParams& p, index_t b, index_t block) {
   float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   if (p.noise == nullptr && p.sigma != 0.0f)

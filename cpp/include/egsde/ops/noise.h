@@ -1,8 +1,11 @@
-// philox_normal: fill [batch, per_image] floats with the contract's Gaussians.
+// philox_normal: fill [batch, per_image] floats with draw `key.draw` of the contract's Gaussians
+// (or copy that draw from injected noise). Inside the counter-driven step the draw index and the
+// seed come from the step's scalars in device memory (see `step`).
 #pragma once
 
 #include "egsde/common.h"
 #include "egsde/philox.h"
+#include "egsde/step_scalars.h"
 
 namespace egsde {
 
@@ -11,12 +14,32 @@ struct PhiloxNormalParams {
   index_t batch = 0;
   index_t per_image = 0;
   NoiseKey key;
+  // Injected draws [draws, batch, per_image] (parity tests): draw key.draw is copied, not drawn.
+  const float* injected = nullptr;
+  // The current step's draw of stream key.stream and the run's seed, read on the device
+  // (null: key as given).
+  const StepScalars* step = nullptr;
 };
 
-// Writes the (up to) four Gaussians of Philox block `block` of image `b`.
+// The call with its key resolved: as given, or the step's.
+EGSDE_HD PhiloxNormalParams philox_normal_resolved(const PhiloxNormalParams& p) {
+  PhiloxNormalParams q = p;
+  if (p.step) {
+    q.key = step_noise_key(*p.step, p.key.stream);
+    q.step = nullptr;
+  }
+  return q;
+}
+
+// Writes the (up to) four Gaussians of Philox block `block` of image `b` (of a resolved call).
 EGSDE_HD void philox_normal_block(const PhiloxNormalParams& p, index_t b, index_t block) {
   float z[4];
-  philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
+  if (p.injected) {
+    const float* src = p.injected + (static_cast<index_t>(p.key.draw) * p.batch + b) * p.per_image + block * 4;
+    for (int lane = 0; lane < 4; ++lane) z[lane] = block * 4 + lane < p.per_image ? src[lane] : 0.0f;
+  } else {
+    philox_normal4(p.key, static_cast<std::uint32_t>(b), static_cast<std::uint64_t>(block), z);
+  }
   float* row = p.out + b * p.per_image;
   for (int lane = 0; lane < 4 && block * 4 + lane < p.per_image; ++lane) row[block * 4 + lane] = z[lane];
 }

@@ -1,0 +1,45 @@
+// step_begin: the first op of every sampling step. It reads the step counter g from device
+// memory, gathers row k = g % K of the step table and the noise draws of update g into the
+// StepScalars the step's kernels read, writes t[k] into every image's entry of t_now (the
+// runners' t input, the same buffer every step) and advances the counter to g + 1. So the host
+// issues the same launches with the same arguments for every update: no host-side k.
+#pragma once
+
+#include "egsde/common.h"
+#include "egsde/step_scalars.h"
+
+namespace egsde {
+
+struct StepBeginParams {
+  const StepRow* table = nullptr;  // [steps]
+  index_t steps = 0;               // K, the updates per repeat
+  StepState* state = nullptr;      // the counter (advanced) and the seed
+  StepScalars* scalars = nullptr;  // out
+  float* t_now = nullptr;          // out, [batch]
+  index_t batch = 0;
+};
+
+// The whole op (one thread: a few dozen words).
+EGSDE_HD void step_begin_body(const StepBeginParams& p) {
+  const std::int64_t g = p.state->update;
+  const std::int64_t K = p.steps;
+  const std::int64_t r = g / K, k = g % K;
+  StepScalars s;
+  s.row = p.table[k];
+  s.draw[kStreamSampling] = static_cast<std::uint32_t>(r * (K + 1) + k + 1);
+  s.draw[kStreamPerturb] = static_cast<std::uint32_t>(r * K + k);
+  s.seed[0] = static_cast<std::uint32_t>(p.state->seed);
+  s.seed[1] = static_cast<std::uint32_t>(p.state->seed >> 32);
+  *p.scalars = s;
+  for (index_t b = 0; b < p.batch; ++b) p.t_now[b] = s.row.t;
+  p.state->update = g + 1;
+}
+
+namespace cpu {
+void step_begin(const StepBeginParams& p);
+}
+namespace cuda {
+void step_begin(const StepBeginParams& p, void* stream);
+}
+
+}  // namespace egsde

@@ -1,0 +1,59 @@
+// The per-step scalars of the counter-driven sampling step, as the kernels read them from memory
+// on the sampler's device: one row of the step table (uploaded once) and the noise draws of the
+// current update, gathered at the start of each step by the step_begin op (ops/step_begin.h).
+// Nothing in a step is a host-side immediate that changes between steps, so one captured CUDA
+// graph of the step serves every update (and the CPU runs the same code on host memory).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "egsde/common.h"
+#include "egsde/philox.h"
+
+namespace egsde {
+
+// One update's scalars, precomputed on the host at construction (plain float32 values, the same
+// ones the immediate-value loop used): the schedule's row k with ls and li folded in.
+struct StepRow {
+  float t = 0.0f;                    // the model timestep (the runners' t input)
+  float inv_sqrt_alpha = 1.0f, eps_coef = 0.0f;
+  float ls_w = 0.0f, li_w = 0.0f;    // ls * guidance_w, li * guidance_w
+  float sigma = 0.0f;                // 0 on the last update: the mask at t = 0
+  float sqrt_abar = 1.0f, sqrt_one_minus_abar = 0.0f;  // the perturbed source's mix
+  float ilvr = 0.0f;                 // 1 where the ILVR correction applies (ilvr and t > 0), else 0
+};
+
+// What the kernels of one step read (written by step_begin): the row of update k = g % K and the
+// noise of update g = r * K + k under the contract (noise.py), plus the run's seed, so that a run
+// with another seed replays the same graph.
+struct StepScalars {
+  StepRow row;
+  std::uint32_t draw[kNoiseStreams];  // stream 0: r * (K + 1) + k + 1 (z); stream 1: r * K + k
+  std::uint32_t seed[2];              // the Philox key (seed & 0xFFFFFFFF, seed >> 32)
+};
+
+// What a run keeps on the device between steps: the step counter and the seed.
+struct StepState {
+  std::int64_t update = 0;  // g: the global index of the next update (r * K + k over repeats)
+  std::uint64_t seed = 0;
+};
+
+// The kernels' bindings and tests see StepRow and StepScalars as arrays of 4-byte words.
+constexpr int kStepRowWords = 9;
+constexpr int kStepScalarsWords = kStepRowWords + kNoiseStreams + 2;
+static_assert(sizeof(StepRow) == kStepRowWords * 4 && offsetof(StepRow, ilvr) == 8 * 4, "StepRow layout");
+static_assert(sizeof(StepScalars) == kStepScalarsWords * 4 && offsetof(StepScalars, draw) == kStepRowWords * 4,
+              "StepScalars layout");
+static_assert(sizeof(StepState) == 16, "StepState layout");
+
+// The noise key of `stream` for the current update.
+EGSDE_HD NoiseKey step_noise_key(const StepScalars& s, std::uint32_t stream) {
+  NoiseKey key;
+  key.seed = (static_cast<std::uint64_t>(s.seed[1]) << 32) | s.seed[0];
+  key.stream = stream;
+  key.draw = s.draw[stream];
+  return key;
+}
+
+}  // namespace egsde
