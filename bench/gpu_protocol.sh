@@ -47,8 +47,13 @@ if command -v compute-sanitizer >/dev/null; then
   done
 fi
 step kernels 120 egsde-rt bench --kernels --device cuda --json "$out/kernels-cuda.json"
-# cat2dog, 256x256, random non-degenerate weights, exported here once (cached under $out/engine)
-step bench-cat2dog 420 egsde-rt bench --preset cat2dog --engine-cache "$out/engine" --device cuda \
-  --batch-size 1 8 --steps 20 --repeats 3 --warmup 1 --json "$out/bench-cat2dog.json" --plot "$out/bench-cat2dog.png"
+# cat2dog, 256x256, random non-degenerate weights, exported here once (cached under $out/engine);
+# compiled plans for this GPU (fp32), then every usable backend in fp32 and the bf16 ones.
+step export-cat2dog 240 python -c "from egsde_rt.bench.engines import preset_engine; preset_engine('cat2dog', cache='$out/engine')"
+step build-compiled 180 egsde-rt build "$out/engine" --backend compiled --device cuda --precision fp32 --max-batch 8
+step bench-cat2dog 200 egsde-rt bench --engine "$out/engine" --device cuda --batch-size 1 8 --steps 20 \
+  --repeats 3 --warmup 1 --json "$out/bench-cat2dog.json" --plot "$out/bench-cat2dog.png"
+step bench-cat2dog-bf16 100 egsde-rt bench --engine "$out/engine" --device cuda --precision bf16 --batch-size 1 8 \
+  --steps 20 --repeats 2 --warmup 1 --json "$out/bench-cat2dog-bf16.json"
 rm -rf "$out/engine"  # ~1.2 GB: too big to bring back
 log "done: $(ls "$out" | tr '\n' ' ')"

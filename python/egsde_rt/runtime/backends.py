@@ -23,7 +23,9 @@ from ..network_fns import PRECISIONS
 BACKENDS = ("compiled", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
 AUTO_ORDER = {"cuda": ("compiled", "tensorrt", "onnxruntime-cuda", "torch"),
               "cpu": ("compiled", "onnxruntime-cpu", "torch")}
-FP32_ONLY = ("onnxruntime-cuda", "onnxruntime-cpu")
+# Runners whose whole step can be captured into one CUDA graph (their work is PyTorch's on the
+# sampler's stream; ONNX Runtime and TensorRT runners are not captured).
+CAPTURABLE_BACKENDS = ("compiled", "torch")
 log = logging.getLogger("egsde_rt")
 
 

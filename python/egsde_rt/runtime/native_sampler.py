@@ -157,7 +157,7 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
         raise ConfigError("the settings do not match the sampler (updates or repeats differ)")
     stream = torch.cuda.ExternalStream(config.stream)
     host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    sampler.begin(host_x0, seed=int(seed))
+    sampler.begin(host_x0, seed=check_seed(seed))
     captured = getattr(sampler, "_captured_step", None)
     with torch.cuda.stream(stream):  # replays are ordered on the current stream: the sampler's
         for r in range(R):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -24,8 +23,8 @@ from ..errors import ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
 from ..schedule import Schedule
 from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings
-from .backends import BackendChoice, make_runner, select_backend
-from .native_sampler import build_sampler, run_sampler
+from .backends import CAPTURABLE_BACKENDS, BackendChoice, make_runner, select_backend
+from .native_sampler import build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
 
@@ -42,6 +41,9 @@ class Translator:
         # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
         self.stream = torch.cuda.Stream() if self.choice.device == "cuda" else None
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
+        # One CUDA graph per step, replayed for every update (runners whose work can be captured;
+        # progress callbacks and injected noise run uncaptured).
+        self.captures = self.choice.device == "cuda" and self.choice.name in CAPTURABLE_BACKENDS
         self.settings: EGSDESettings = self.engine.manifest.method
         self._schedules: dict[str, Schedule] = {}
         self._schedule_spec = self.engine.manifest.schedule
@@ -76,9 +78,8 @@ class Translator:
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            with torch.cuda.stream(self.stream) if self.stream else nullcontext():
-                self._samplers[key] = build_sampler(settings, shape, self.choice.device,
-                                                    self._schedule(settings.var_type))
+            self._samplers[key] = build_sampler(settings, shape, self.choice.device,
+                                                self._schedule(settings.var_type), stream=self.stream)
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
@@ -96,6 +97,8 @@ class Translator:
                               f"got {list(x0.shape)}")
         with self._lock:  # one translation at a time: the samplers' buffers are shared
             sampler = self.sampler_for(settings, tuple(x0.shape))
+            if self.captures and noise is None and callback is None:
+                return run_captured(sampler, x0, self.runner, settings, seed=seed)
             return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
                                perturb_noise=perturb_noise, callback=callback)
 
