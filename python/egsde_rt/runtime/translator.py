@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
 from ..schedule import Schedule
 from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings
-from .backends import CAPTURABLE_BACKENDS, BackendChoice, make_runner, select_backend
+from .backends import CAPTURABLE_BACKENDS, BackendChoice, log, make_runner, select_backend
 from .native_sampler import build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
@@ -98,7 +98,11 @@ class Translator:
         with self._lock:  # one translation at a time: the samplers' buffers are shared
             sampler = self.sampler_for(settings, tuple(x0.shape))
             if self.captures and noise is None and callback is None:
-                return run_captured(sampler, x0, self.runner, settings, seed=seed)
+                try:
+                    return run_captured(sampler, x0, self.runner, settings, seed=seed)
+                except RuntimeError as err:  # a runner whose work this PyTorch cannot capture
+                    log.warning("egsde-rt: CUDA-graph capture failed (%s); running uncaptured from now on", err)
+                    self.captures = False
             return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
                                perturb_noise=perturb_noise, callback=callback)
 
