@@ -89,3 +89,22 @@ def test_one_translator_serves_several_threads(translator):
         t.join()
     assert not errors
     assert all(np.array_equal(r, e) for r, e in zip(results, expected))
+
+
+def test_run_decodes_batch_by_batch(translator, monkeypatch):
+    """Images are decoded just before their batch runs, not all up front."""
+    from egsde_rt.runtime import translator as module
+
+    decoded, real = [], module.images_to_batch
+
+    def recording(sources, image_size):
+        decoded.append(len(sources))
+        return real(sources, image_size)
+
+    monkeypatch.setattr(module, "images_to_batch", recording)
+    images = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(5)]
+    out = translator.run(images, batch_size=2, M=2)
+    assert len(out) == 5 and decoded == [2, 2, 1]
+    with pytest.raises(ConfigError, match="exceeds"):  # bad settings fail before any decoding
+        translator.run(images, M=5000)
+    assert decoded == [2, 2, 1]

@@ -110,19 +110,20 @@ class Translator:
             callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
         """Translate an image (path, PIL image, HxWx3 array) or a list of them; returns PIL image(s).
 
-        A list runs in batches of ``batch_size`` (all at once by default); image i of a batch
-        draws the noise of batch position i, so the same list, seed and batch size give the
-        same images."""
+        A list runs in batches of ``batch_size`` (all at once by default), each decoded just
+        before it runs (memory does not grow with the list); image i of a batch draws the noise of
+        batch position i, so the same list, seed and batch size give the same images."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer (or None: all at once), got {batch_size!r}")
-        batch = images_to_batch(sources, self.image_size)  # validates every image first
+        self.settings_with(**overrides)  # bad settings fail before any image is decoded
         size = batch_size or len(sources)
         results = []
         for start in range(0, len(sources), size):
-            y = self.run_tensor(batch[start:start + size], seed=seed, callback=callback, **overrides)
+            batch = images_to_batch(sources[start:start + size], self.image_size)
+            y = self.run_tensor(batch, seed=seed, callback=callback, **overrides)
             results += tensor_to_images(torch.from_numpy(y))
         return results[0] if single else results
 
