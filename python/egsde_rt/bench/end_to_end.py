@@ -24,7 +24,7 @@ import torch
 from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..reference import translate as reference_translate
-from ..network_fns import PRECISIONS, in_precision
+from ..network_fns import in_precision, network_dtype
 from ..runtime.backends import AUTO_ORDER, BACKENDS, probe
 from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator
@@ -173,8 +173,7 @@ class _Runner:
 
 def run_benchmark(config: BenchConfig, log=print) -> list:
     """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``."""
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    network_dtype(config.precision)  # a known precision
     engine = load_engine_dir(config.engine_dir)
     backends = config.backends or [EAGER, *usable_backends(engine, config.device, config.precision)]
     unknown = [b for b in backends if b != EAGER and b not in BACKENDS]

@@ -27,7 +27,6 @@ from .format import EngineDir
 TENSORRT_PRECISIONS = ("fp32", "fp16", "bf16")
 PLANS_DIR = "plans"
 TIMING_CACHE = "plans/timing.cache"
-KINDS = ("tensorrt", "compiled")
 # weights each graph is compiled from (the compiled kind)
 GRAPH_WEIGHTS = {SCORE.name: "score", DSE_GRAD.name: "dse"}
 

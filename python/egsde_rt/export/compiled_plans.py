@@ -25,7 +25,7 @@ from ..engine import DSE_GRAD, SCORE, load_engine_dir
 from ..engine.plans import compiled_identity
 from ..engine.torch_weights import load_engine_models
 from ..errors import ConfigError, EgsdeError
-from ..network_fns import PRECISIONS, gradient_scale, in_precision, network_dtype
+from ..network_fns import gradient_scale, in_precision, network_dtype
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError
 from .plan_cache import build_cached_plans
@@ -119,4 +119,4 @@ def build_compiled_plans(engine_dir, *, device: str = "cpu", precision: str = "f
                               profile=(1, max_batch), suffix=".pt2", build_one=build_one, log=log)
 
 
-__all__ = ["build_compiled_plans", "PRECISIONS"]
+__all__ = ["build_compiled_plans"]

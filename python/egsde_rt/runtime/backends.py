@@ -18,7 +18,7 @@ from .. import _core
 from ..engine import EngineDir
 from ..engine.plans import compiled_identity, matching_plans, stale_plans, tensorrt_identity
 from ..errors import ConfigError
-from ..network_fns import PRECISIONS
+from ..network_fns import network_dtype
 
 BACKENDS = ("compiled", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
 AUTO_ORDER = {"cuda": ("compiled", "tensorrt", "onnxruntime-cuda", "torch"),
@@ -104,8 +104,7 @@ def select_backend(engine: EngineDir, backend: str = "auto", device: str = "auto
         raise ConfigError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    network_dtype(precision)  # a known precision
     devices = [device] if device != "auto" else (["cuda", "cpu"] if _native_cuda()[0] else ["cpu"])
     refusals = []
     for dev in devices:
