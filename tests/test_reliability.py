@@ -108,3 +108,23 @@ def test_run_decodes_batch_by_batch(translator, monkeypatch):
     with pytest.raises(ConfigError, match="exceeds"):  # bad settings fail before any decoding
         translator.run(images, M=5000)
     assert decoded == [2, 2, 1]
+
+
+def _rss_mb() -> float:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status")
+
+
+def test_200_translations_do_not_grow_host_memory(translator):
+    x0 = _x0()
+    for seed in range(20):  # warm up: sessions, the sampler, allocator pools
+        translator.run_tensor(x0, seed=seed, M=2)
+    before = _rss_mb()
+    for seed in range(200):
+        translator.run_tensor(x0, seed=seed, M=2)
+    growth = _rss_mb() - before
+    assert growth < 4, f"host memory grew by {growth:.1f} MB over 200 translations"  # a 20 KB per run leak fails
