@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EgsdeError
-from .runtime.backends import BACKENDS
+from .runtime.backends import BACKENDS, resolve_device
 from .settings import RUNTIME_OVERRIDABLE
 
 
@@ -134,12 +134,7 @@ def _cmd_build(args) -> int:
         return 0
     from .export.compiled_plans import build_compiled_plans
 
-    device = args.device
-    if device == "auto":
-        from .runtime.native_sampler import cuda_usable
-
-        device = "cuda" if cuda_usable() else "cpu"
-    build_compiled_plans(args.engine_dir, device=device, precision=args.precision or "fp32",
+    build_compiled_plans(args.engine_dir, device=resolve_device(args.device), precision=args.precision or "fp32",
                          max_batch=args.max_batch)
     return 0
 
@@ -241,11 +236,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    device = args.device
-    if device == "auto":
-        from .runtime.native_sampler import cuda_usable
-
-        device = "cuda" if cuda_usable() else "cpu"
+    device = resolve_device(args.device)
     if args.kernels:
         from .bench.kernels import main_bench
 
@@ -271,7 +262,7 @@ def _cmd_bench(args) -> int:
     record = {"device": device_description(device), "versions": versions(),
               "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
                          "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-                         "warmup": args.warmup, "backends": [r["backend"] for r in runs][:len(runs)],
+                         "warmup": args.warmup, "backends": list(dict.fromkeys(r["backend"] for r in runs)),
                          "precision": args.precision, "device": device, "seed": args.seed},
               "command": command_line(), "date": now(), "runs": runs}
     print(format_table(record))

@@ -49,6 +49,12 @@ def _native_cuda() -> tuple[bool, str]:
     return True, "CUDA device present"
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` as the device it means here: ``"cuda"`` where the native core and PyTorch can
+    both run on a GPU, else ``"cpu"``; other names unchanged."""
+    return device if device != "auto" else ("cuda" if _native_cuda()[0] else "cpu")
+
+
 def _onnxruntime_providers() -> tuple[list, str]:
     try:
         import onnxruntime

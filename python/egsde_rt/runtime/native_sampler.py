@@ -37,11 +37,6 @@ def step_table(coefs: StepCoefficients) -> "_core.StepTable":
     return table
 
 
-def cuda_usable() -> bool:
-    """Whether the native core and PyTorch can both run on a CUDA device here (never raises)."""
-    return bool(_core.built_with_cuda and _core.cuda_device_count() > 0 and torch.cuda.is_available())
-
-
 def native_device(device: str | torch.device) -> "_core.Device":
     """The sampler device of a torch device ("cpu" or "cuda"), checked against the build."""
     kind = torch.device(device).type

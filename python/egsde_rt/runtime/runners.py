@@ -67,26 +67,6 @@ class TorchRunner(_core.Runner):
             as_tensor(grad_out).copy_(grad)
 
 
-class CompiledRunner(_core.Runner):
-    """The engine's AOTInductor packages (``{graph name: .pt2 path}``), run on the sampler's
-    buffers (zero-copy views in, one copy of the result out), on the sampler's stream."""
-
-    def __init__(self, plan_files: dict):
-        super().__init__()
-        self.graphs = {name: torch._inductor.aoti_load_package(str(path)) for name, path in plan_files.items()}
-
-    def _run(self, name: str, inputs, output) -> None:
-        with on_stream(output), torch.no_grad():
-            result = self.graphs[name](*(as_tensor(ref) for ref in inputs))
-            as_tensor(output).copy_(result)
-
-    def score(self, y, t, eps_out):
-        self._run(SCORE.name, (y, t), eps_out)
-
-    def dse_grad(self, y, x_t, t, grad_out):
-        self._run(DSE_GRAD.name, (y, x_t, t), grad_out)
-
-
 class GraphRunner(_core.Runner):
     """A runner over the two exported graphs: subclasses implement ``_run(contract, inputs, output)``."""
 
@@ -98,6 +78,20 @@ class GraphRunner(_core.Runner):
 
     def dse_grad(self, y, x_t, t, grad_out):
         self._run(DSE_GRAD, (y, x_t, t), grad_out)
+
+
+class CompiledRunner(GraphRunner):
+    """The engine's AOTInductor packages (``{graph name: .pt2 path}``), run on the sampler's
+    buffers (zero-copy views in, one copy of the result out), on the sampler's stream."""
+
+    def __init__(self, plan_files: dict):
+        super().__init__()
+        self.graphs = {name: torch._inductor.aoti_load_package(str(path)) for name, path in plan_files.items()}
+
+    def _run(self, contract, inputs, output) -> None:
+        with on_stream(output), torch.no_grad():
+            result = self.graphs[contract.name](*(as_tensor(ref) for ref in inputs))
+            as_tensor(output).copy_(result)
 
 
 class OrtRunner(GraphRunner):
