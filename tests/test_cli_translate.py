@@ -1,10 +1,15 @@
 """`egsde-rt translate` and `egsde-rt info` on the tiny engine."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from egsde_rt.cli import main
+from egsde_rt.folder_job import save_atomically
+from egsde_rt.noise import derive_seed
+from egsde_rt.runtime.translator import Translator
 
 pytest.importorskip("onnxruntime")
 
@@ -23,18 +28,80 @@ def test_translate_a_folder(tiny_engine, tmp_path, capsys):
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--batch-size", "2"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
     err = capsys.readouterr().err
-    assert "backend: onnxruntime-cpu" in err and f"{2 * 12}/{2 * 12}" in err  # the progress bar
+    assert "backend: onnxruntime-cpu" in err and "3.0/3" in err and "3 written, 0 skipped" in err
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--resume" in capsys.readouterr().err
 
 
-def test_corrupt_image_writes_nothing(tiny_engine, tmp_path, capsys):
+def test_each_file_has_its_own_seed_so_the_batch_size_does_not_matter(tiny_engine, tmp_path):
+    """A file's output is Translator.run(file, seed=derive_seed(--seed, its relative path)),
+    byte for byte, whatever the batch size; the folder structure is kept."""
     inputs = _images(tmp_path / "in")
-    (inputs / "cat9.png").write_bytes(b"\x89PNG broken")
+    (inputs / "sub").mkdir()
+    (inputs / "cat1.png").rename(inputs / "sub" / "cat1.png")
+    outs = {}
+    for batch_size in ("1", "3"):
+        out = tmp_path / f"out{batch_size}"
+        assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--seed", "5",
+                     "--batch-size", batch_size, "--M", "3"]) == 0
+        outs[batch_size] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")}
+    assert sorted(outs["1"]) == ["cat0.png", "cat2.png", "sub/cat1.png"] and outs["1"] == outs["3"]
+    translator = Translator(tiny_engine[0])
+    expected = translator.run(inputs / "sub" / "cat1.png", seed=derive_seed(5, "sub/cat1.png"), M=3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out1" / "sub" / "cat1.png")), np.asarray(expected))
+
+
+def test_a_bad_file_is_reported_and_the_rest_are_written(tiny_engine, tmp_path, capsys):
+    inputs = _images(tmp_path / "in")
+    (inputs / "cat1b.png").write_bytes(b"\x89PNG broken")  # between good files in a batch
+    (inputs / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--batch-size", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "failed: " in err and "cat1b.png" in err and "empty.jpg" in err
+    assert "3 written, 0 skipped (existing), 2 failed of 5" in err
+    assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]  # no partial files
+    good = tmp_path / "good"
+    assert main(["translate", str(tiny_engine[0]), *(str(inputs / f"cat{i}.png") for i in range(3)),
+                 "--output-dir", str(good), "--batch-size", "2"]) == 0
+    assert all((good / n).read_bytes() == (out / n).read_bytes() for n in ("cat0.png", "cat1.png", "cat2.png"))
+
+
+def test_resume_skips_finished_files(tiny_engine, tmp_path, capsys):
+    inputs = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["translate", str(tiny_engine[0]), str(inputs / "cat1.png"), "--output-dir", str(out)]) == 0
+    (out / "cat1.png").write_bytes(b"kept")  # a resumed run leaves finished outputs alone
+    capsys.readouterr()
+    assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--resume"]) == 0
+    assert "2 written, 1 skipped (existing), 0 failed" in capsys.readouterr().err
+    assert (out / "cat1.png").read_bytes() == b"kept" and (out / "cat0.png").stat().st_size > 100
+    assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--overwrite"]) == 0
+    assert (out / "cat1.png").read_bytes() != b"kept"
+    assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--overwrite",
+                 "--resume"]) == 2
+
+
+def test_colliding_outputs_are_refused_before_any_work(tiny_engine, tmp_path, capsys):
+    inputs = _images(tmp_path / "in")
+    Image.new("RGB", (32, 32)).save(inputs / "cat0.jpg")
     out = tmp_path / "out"
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out)]) == 2
-    assert "cat9.png" in capsys.readouterr().err
-    assert not out.exists()
+    assert "would both write" in capsys.readouterr().err and not out.exists()
+
+
+def test_outputs_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half way leaves neither the output nor a partial file."""
+    image = Image.new("RGB", (8, 8))
+
+    def failing_save(self, fp, format=None, **params):
+        Path(fp).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError):
+        save_atomically(image, tmp_path / "a" / "x.png")
+    assert list((tmp_path / "a").iterdir()) == []
 
 
 def test_corrupt_engine_writes_nothing(tmp_path, capsys):

@@ -35,6 +35,10 @@ def test_philox_and_update_match_the_cpu(batch, size):
     K.philox_normal(cpu_out, batch, per_image, 123, 0, 9)
     K.philox_normal(gpu_out, batch, per_image, 123, 0, 9)
     assert np.abs(_host(gpu_out) - cpu_out).max() <= 1e-5
+    seeds = np.arange(1, batch + 1, dtype=np.uint64) * np.uint64(2**33 + 1)  # one per image
+    K.philox_normal(cpu_out, batch, per_image, seeds, 0, 9)
+    K.philox_normal(gpu_out, batch, per_image, seeds, 0, 9)
+    assert np.abs(_host(gpu_out) - cpu_out).max() <= 1e-5
     rng = np.random.default_rng(0)
     y, eps, gs, gi = (rng.standard_normal(n).astype(np.float32) for _ in range(4))
     c = dict(inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021, sigma=0.091, seed=5, draw=3)
@@ -94,18 +98,16 @@ def _rows(M=6):
     return K.step_rows(step_table(StepCoefficients.from_schedule(Schedule.create(), M)), 500.0, 2.0, True)
 
 
-def _state(g, seed):
-    state = np.array([g, 0], np.int64)
-    state.view(np.uint64)[1] = seed
-    return state
+def _state(g):
+    return np.array([g], np.int64)
 
 
 @pytest.mark.parametrize("g", [0, 4, 5, 11])
 def test_step_begin_matches_the_cpu(g):
-    rows, batch, seed = _rows(), 3, 2**35 + 9
-    cpu_state, cpu_scalars, cpu_t = _state(g, seed), Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
+    rows, batch = _rows(), 3
+    cpu_state, cpu_scalars, cpu_t = _state(g), Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
     K.step_begin(rows, cpu_state, cpu_scalars.view, cpu_t.view, batch)
-    gpu_state = torch.from_numpy(_state(g, seed)).cuda()
+    gpu_state = torch.from_numpy(_state(g)).cuda()
     gpu_scalars, gpu_t = DeviceGuarded(Guarded(K.STEP_SCALARS_WORDS)), DeviceGuarded(Guarded(batch))
     K.step_begin(torch.from_numpy(rows).cuda(), gpu_state, gpu_scalars.view, gpu_t.view, batch)
     scalars, t_now = gpu_scalars.host(), gpu_t.host()
@@ -117,10 +119,10 @@ def test_step_begin_matches_the_cpu(g):
 
 @pytest.mark.parametrize("g", [2, 5])
 def test_step_pointer_kernels_match_the_cpu(g):
-    rows, batch, per_image, seed = _rows(), 2, 3 * 64 * 64, 41
+    rows, batch, per_image, seeds = _rows(), 2, 3 * 64 * 64, np.array([41, 2**50 + 3], np.uint64)
     n = batch * per_image
     cpu_scalars = Guarded(K.STEP_SCALARS_WORDS)
-    K.step_begin(rows, _state(g, seed), cpu_scalars.view, np.zeros(batch, np.float32), batch)
+    K.step_begin(rows, _state(g), cpu_scalars.view, np.zeros(batch, np.float32), batch)
     gpu_scalars = torch.from_numpy(cpu_scalars.view.copy()).cuda()
     rng = np.random.default_rng(g)
     y, eps, gs, gi = (rng.standard_normal(n).astype(np.float32) for _ in range(4))
@@ -137,14 +139,14 @@ def test_step_pointer_kernels_match_the_cpu(g):
     for stream in (0, 1):
         for injected in (None, "table"):
             cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
-            K.philox_normal(cpu_out.view, batch, per_image, 0, stream, 0, step=cpu_scalars.view,
+            K.philox_normal(cpu_out.view, batch, per_image, seeds, stream, 0, step=cpu_scalars.view,
                             injected=None if injected is None else table)
-            K.philox_normal(gpu_out.view, batch, per_image, 0, stream, 0, step=gpu_scalars,
+            K.philox_normal(gpu_out.view, batch, per_image, seeds, stream, 0, step=gpu_scalars,
                             injected=None if injected is None else d["table"])
             got = gpu_out.host()
             assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
 
-    zeros = dict(inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0, sigma=0.0, stream=0)
+    zeros = dict(inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0, sigma=0.0, seed=seeds, stream=0)
     for injected in (False, True):
         cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
         K.egsde_update(y, eps, gs, gi, table if injected else None, cpu_out.view, batch, per_image,

@@ -26,6 +26,13 @@ def test_philox_normal_and_integer_stream(batch, per_image):
     expected = philox_normal(2**33 + 5, 1, 17, (batch, per_image)).ravel()
     assert np.abs(out.view - expected).max() <= 1e-6
     assert np.array_equal(K.philox_uint32(batch, per_image, 99, 0, 3), philox_uint32(99, 0, 3, batch, per_image))
+    seeds = np.array([(b + 1) * 0x9E3779B97F4A7C15 % 2**64 for b in range(batch)], np.uint64)  # one per image
+    K.philox_normal(out.view, batch, per_image, seeds, 1, 17)
+    assert out.intact()
+    assert np.abs(out.view - philox_normal(seeds, 1, 17, (batch, per_image)).ravel()).max() <= 1e-6
+    assert np.array_equal(K.philox_uint32(batch, per_image, seeds, 0, 3), philox_uint32(seeds, 0, 3, batch, per_image))
+    with pytest.raises(NativeError, match="one per image"):
+        K.philox_normal(out.view, batch, per_image, np.zeros(batch + 1, np.uint64), 1, 17)
 
 
 @pytest.mark.parametrize("batch,size", SHAPES)
@@ -86,13 +93,14 @@ def _update_reference(y, eps, gs, gi, z, c):
 
 
 @pytest.mark.parametrize("batch,size", SHAPES)
-@pytest.mark.parametrize("mode", ["drawn", "injected", "last_step", "no_guidance"])
+@pytest.mark.parametrize("mode", ["drawn", "drawn_per_image_seeds", "injected", "last_step", "no_guidance"])
 def test_egsde_update(batch, size, mode):
     per_image = 3 * size * size
     n = batch * per_image
     y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
     c = dict(inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021, sigma=0.091)
-    z = philox_normal(11, 0, 4, (batch, per_image)).ravel()
+    seed = np.arange(11, 11 + batch, dtype=np.uint64) * np.uint64(2**40 + 3) if mode.endswith("seeds") else 11
+    z = philox_normal(seed, 0, 4, (batch, per_image)).ravel()
     noise = None
     if mode == "injected":
         noise = z = _random(n, 10)
@@ -101,7 +109,7 @@ def test_egsde_update(batch, size, mode):
     if mode == "no_guidance":
         gs = gi = None
     out = Guarded(n)
-    K.egsde_update(y, eps, gs, gi, noise, out.view, batch, per_image, seed=11, stream=0, draw=4, **c)
+    K.egsde_update(y, eps, gs, gi, noise, out.view, batch, per_image, seed=seed, stream=0, draw=4, **c)
     assert out.intact()
     assert np.abs(out.view - _update_reference(y, eps, gs, gi, z, c)).max() <= 1e-6
 
@@ -158,10 +166,9 @@ def test_step_rows_are_the_schedule():
     assert not _step_rows(ilvr=False)[1][:, 8].any()
 
 
-def _step_scalars(rows, g, seed, batch):
+def _step_scalars(rows, g, batch):
     """(scalars, t_now, state) after step_begin at counter g (guarded)."""
-    state = np.array([g, 0], np.int64)
-    state.view(np.uint64)[1] = seed
+    state = np.array([g], np.int64)
     scalars, t_now = Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
     K.step_begin(rows, state, scalars.view, t_now.view, batch)
     assert scalars.intact() and t_now.intact()
@@ -171,14 +178,14 @@ def _step_scalars(rows, g, seed, batch):
 @pytest.mark.parametrize("g", [0, 5, 6, 13])
 def test_step_begin_gathers_the_counters_row(g):
     coefs, rows = _step_rows(M=6)
-    n_steps, seed, batch = 6, 2**40 + 7, 3
-    scalars, t_now, state = _step_scalars(rows, g, seed, batch)
+    n_steps, batch = 6, 3
+    scalars, t_now, state = _step_scalars(rows, g, batch)
     r, k = divmod(g, n_steps)
     assert np.array_equal(scalars[:K.STEP_ROW_WORDS], rows[k])
     words = scalars.view(np.uint32)[K.STEP_ROW_WORDS:]
-    assert list(words) == [r * (n_steps + 1) + k + 1, r * n_steps + k, seed & 0xFFFFFFFF, seed >> 32]
+    assert list(words) == [r * (n_steps + 1) + k + 1, r * n_steps + k]
     assert np.array_equal(t_now, np.full(batch, coefs.t[k], np.float32))
-    assert state[0] == g + 1 and state.view(np.uint64)[1] == seed
+    assert list(state) == [g + 1]
 
 
 def test_axpby_reads_the_step_pair():
@@ -186,7 +193,7 @@ def test_axpby_reads_the_step_pair():
     n = 3 * 32 * 32
     x, y = _random(n, 1), _random(n, 2)
     for g in (2, 5):  # row 5 is t = 0: the ILVR correction is dropped, y is not even read
-        scalars = _step_scalars(rows, g, 0, 1)[0]
+        scalars = _step_scalars(rows, g, 1)[0]
         row = rows[g]
         cases = [(K.StepMix.PERTURBED_SOURCE, row[6], row[7]), (K.StepMix.ILVR_CORRECTION, 1.0, -row[8])]
         for mix, a, b in cases:
@@ -196,20 +203,20 @@ def test_axpby_reads_the_step_pair():
             assert out.intact() and np.array_equal(out.view, expected.view)
     nan = np.full(n, np.nan, np.float32)
     out = Guarded(n)
-    K.axpby(x, nan, out.view, 0.0, 0.0, step=_step_scalars(rows, 5, 0, 1)[0], mix=K.StepMix.ILVR_CORRECTION)
+    K.axpby(x, nan, out.view, 0.0, 0.0, step=_step_scalars(rows, 5, 1)[0], mix=K.StepMix.ILVR_CORRECTION)
     assert np.array_equal(out.view, x)
 
 
 @pytest.mark.parametrize("stream", [0, 1])
 def test_philox_normal_reads_the_step_draw(stream):
     _, rows = _step_rows(M=6)
-    batch, per_image, seed, g = 2, 105, 2**33 + 1, 9
-    scalars = _step_scalars(rows, g, seed, batch)[0]
+    batch, per_image, seeds, g = 2, 105, np.array([2**33 + 1, 2**64 - 2], np.uint64), 9
+    scalars = _step_scalars(rows, g, batch)[0]
     draw = int(scalars.view(np.uint32)[K.STEP_ROW_WORDS + stream])
     out = Guarded(batch * per_image)
-    K.philox_normal(out.view, batch, per_image, 0, stream, 0, step=scalars)
+    K.philox_normal(out.view, batch, per_image, seeds, stream, 0, step=scalars)
     assert out.intact()
-    assert np.array_equal(out.view, philox_normal(seed, stream, draw, (batch, per_image)).ravel())
+    assert np.array_equal(out.view, philox_normal(seeds, stream, draw, (batch, per_image)).ravel())
     injected = _random((draw + 2, batch, per_image), 3)
     K.philox_normal(out.view, batch, per_image, 0, stream, 0, step=scalars, injected=injected)
     assert out.intact() and np.array_equal(out.view, injected[draw].ravel())
@@ -221,10 +228,10 @@ def test_philox_normal_reads_the_step_draw(stream):
 @pytest.mark.parametrize("g", [3, 5])
 def test_egsde_update_reads_the_step(noise_source, g):
     _, rows = _step_rows(M=6)
-    batch, per_image, seed = 2, 3 * 32 * 32, 77
+    batch, per_image, seed = 2, 3 * 32 * 32, np.array([77, 78], np.uint64)
     n = batch * per_image
     y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
-    scalars = _step_scalars(rows, g, seed, batch)[0]
+    scalars = _step_scalars(rows, g, batch)[0]
     row, draw = rows[g], int(scalars.view(np.uint32)[K.STEP_ROW_WORDS])
     table = _random((draw + 1, n), 10) if noise_source == "injected" else None
     c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5])
@@ -232,17 +239,17 @@ def test_egsde_update_reads_the_step(noise_source, g):
     K.egsde_update(y, eps, gs, gi, None if table is None else table[draw], expected.view, batch, per_image,
                    seed=seed, stream=0, draw=draw, **{k: float(v) for k, v in c.items()})
     K.egsde_update(y, eps, gs, gi, table, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0,
-                   ls_w=0.0, li_w=0.0, sigma=0.0, stream=0, step=scalars)
+                   ls_w=0.0, li_w=0.0, sigma=0.0, seed=seed, stream=0, step=scalars)
     assert out.intact() and np.array_equal(out.view, expected.view)
 
 
 def test_step_kernels_refuse_bad_buffers():
     _, rows = _step_rows(M=3)
     with pytest.raises(NativeError, match="int64"):
-        K.step_begin(rows, np.zeros(2, np.float32), np.zeros(K.STEP_SCALARS_WORDS, np.float32),
+        K.step_begin(rows, np.zeros(1, np.float32), np.zeros(K.STEP_SCALARS_WORDS, np.float32),
                      np.zeros(1, np.float32), 1)
     with pytest.raises(NativeError, match="scalars"):
-        K.step_begin(rows, np.zeros(2, np.int64), np.zeros(3, np.float32), np.zeros(1, np.float32), 1)
+        K.step_begin(rows, np.zeros(1, np.int64), np.zeros(3, np.float32), np.zeros(1, np.float32), 1)
     with pytest.raises(NativeError, match="step"):
         K.axpby(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0,
                 step=np.zeros(2, np.float32))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.noise import (InjectedNoise, PhiloxNoise, philox4x32_10, philox_normal, philox_uint32,
-                            seed_key)
+from egsde_rt.noise import (InjectedNoise, PhiloxNoise, check_seeds, derive_seed, philox4x32_10, philox_normal,
+                            philox_uint32)
 
 # Random123's published known-answer vectors for Philox4x32-10: counter, key, output.
 KAT = [
@@ -18,15 +18,17 @@ KAT = [
      (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
 ]
 
-# Values of this contract, pinned so that the native kernels can be held to them.
+# Values of this contract, pinned so that the native kernels can be held to them. (The first
+# image's values are those of the earlier, position-keyed contract, whose image 0 had counter
+# word 1 = 0 as every image has now; the second images are per-image seeds.)
 PINNED_SEED0 = [0.9911377, -0.9246626, -0.61760896, -0.4820686, -0.15363823, 0.1808259,
                 0.83173513, 0.19743972]
-PINNED_BIGSEED_STREAM1_DRAW3 = [0.13954177, 0.15892762, -1.8996214, 0.39273086, 0.6699152,
-                                -2.487901, -1.8744537, 0.3323396, -0.647682, 2.0064178]
-PINNED_UINT32_SEED1234_DRAW500 = [0xAD48DA13, 0x1004ABC1, 0x9527BAB8, 0xCACC8C74, 0x8F17FFA1,
-                                  0x67EED648, 0x6880D55D, 0x97682FED, 0xD4E7DAE6, 0x575CFCE2,
-                                  0xE753D186, 0x1C2B3DFD, 0xC4176D9A, 0x52E523C1, 0x43959595,
-                                  0x2D022668]
+PINNED_SEEDS_BIG_5_STREAM1_DRAW3 = [0.13954177, 0.15892762, -1.8996214, 0.39273086, 0.6699152,
+                                    -0.59883207, 0.036080286, -0.7911675, -1.5937712, 1.0558494]
+PINNED_UINT32_SEEDS_1234_BIG_DRAW500 = [0xAD48DA13, 0x1004ABC1, 0x9527BAB8, 0xCACC8C74, 0x8F17FFA1,
+                                        0x67EED648, 0x6880D55D, 0x97682FED, 0x4D7F4F0F, 0xCAB9AF1F,
+                                        0x8D1C77B5, 0xC022EAE5, 0x86CB24D8, 0xE2BF0E56, 0x6A166FC4,
+                                        0x84B0B651]
 
 
 @pytest.mark.parametrize("counter,key,expected", KAT)
@@ -50,24 +52,48 @@ def test_gaussian_mapping_is_box_muller_of_the_raw_stream():
 
 def test_pinned_values():
     assert np.array_equal(philox_normal(0, 0, 0, (1, 8)).ravel(), np.float32(PINNED_SEED0))
-    got = philox_normal(2**40 + 7, 1, 3, (2, 5)).ravel()
-    assert np.array_equal(got, np.float32(PINNED_BIGSEED_STREAM1_DRAW3))
-    assert [int(v) for v in philox_uint32(1234, 0, 500, 2, 8).ravel()] == PINNED_UINT32_SEED1234_DRAW500
+    got = philox_normal([2**40 + 7, 5], 1, 3, (2, 5)).ravel()
+    assert np.array_equal(got, np.float32(PINNED_SEEDS_BIG_5_STREAM1_DRAW3))
+    got = philox_uint32([1234, 2**63 + 1], 0, 500, 2, 8).ravel()
+    assert [int(v) for v in got] == PINNED_UINT32_SEEDS_1234_BIG_DRAW500
 
 
-def test_counter_layout_block_batch_draw_stream():
-    bits = philox_uint32(99, 2, 7, 3, 10)  # 3 images, 10 elements -> 3 blocks each
-    for b in range(3):
+def test_counter_layout_block_zero_draw_stream_keyed_by_each_images_seed():
+    seeds = [99, 2**64 - 1, 2**32 + 5]
+    bits = philox_uint32(seeds, 2, 7, 3, 10)  # 3 images, 10 elements -> 3 blocks each
+    for b, seed in enumerate(seeds):
         for block in range(3):
-            direct = philox4x32_10(np.array([block, b, 7, 2], dtype=np.uint32), seed_key(99))
+            direct = philox4x32_10(np.array([block, 0, 7, 2], dtype=np.uint32), (seed & 0xFFFFFFFF, seed >> 32))
             assert np.array_equal(bits[b, 4 * block:4 * block + 4], direct)
 
 
-def test_image_noise_does_not_depend_on_batch_size():
+def test_image_noise_depends_only_on_its_seed():
     alone = philox_normal(5, 0, 3, (1, 3, 8, 8))
-    batched = philox_normal(5, 0, 3, (4, 3, 8, 8))
-    assert np.array_equal(alone[0], batched[0])
-    assert not np.array_equal(batched[0], batched[1])
+    same_seed = philox_normal(5, 0, 3, (4, 3, 8, 8))  # one integer: every image uses it
+    assert all(np.array_equal(alone[0], image) for image in same_seed)
+    mixed = philox_normal([9, 5, 7], 0, 3, (3, 3, 8, 8))  # any position, any batch size
+    assert np.array_equal(mixed[1], alone[0])
+    assert np.array_equal(mixed[0], philox_normal(9, 0, 3, (1, 3, 8, 8))[0])
+    assert np.abs(mixed[0] - mixed[1]).max() > 0.1
+
+
+def test_seed_lists_are_checked():
+    assert check_seeds(3, 2) == [3, 3]
+    assert check_seeds(np.array([1, 2], dtype=np.uint64), 2) == [1, 2]
+    for bad, match in (([1], "one integer per image"), ([1, "a"], "integer"), ([1, -1], r"\[0, 2\^64\)"),
+                       (np.zeros((2, 1), dtype=np.int64), "shape"), ([1.0, 2.0], "integer"), (True, "integer")):
+        with pytest.raises(ConfigError, match=match):
+            check_seeds(bad, 2)
+
+
+def test_derived_seeds_depend_on_the_seed_and_the_relative_path_only():
+    import hashlib
+    expected = int.from_bytes(hashlib.sha256(b"egsde-rt:7:cats/a.png").digest()[:8], "little")
+    assert derive_seed(7, "cats/a.png") == expected
+    from pathlib import PureWindowsPath
+    assert derive_seed(7, PureWindowsPath("cats\\a.png")) == expected  # the same file on Windows
+    assert len({derive_seed(7, "cats/a.png"), derive_seed(8, "cats/a.png"), derive_seed(7, "cats/b.png")}) == 3
+    assert 0 <= derive_seed(2**64 - 1, "x") < 2**64
 
 
 def test_seed_stream_and_draw_each_change_the_noise():
@@ -114,3 +140,5 @@ def test_noise_sources():
         InjectedNoise(bad).check(0, 5, (1, 3, 4, 4))
     with pytest.raises(ConfigError):
         PhiloxNoise(-1)
+    per_image = PhiloxNoise([4, 3]).draw(1, 5, (2, 3, 4, 4))
+    assert torch.equal(per_image[1], PhiloxNoise(3).draw(1, 5, (1, 3, 4, 4))[0])

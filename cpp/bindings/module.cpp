@@ -87,17 +87,48 @@ RunInputs run_inputs(const Sampler& s, const py::handle& x0, const py::object& n
   return in;
 }
 
+// The seeds of a run or a kernel call: one integer for every image, or one per image.
+std::vector<std::uint64_t> seeds_of(const py::handle& seed, index_t batch) {
+  if (py::isinstance<py::int_>(seed)) return std::vector<std::uint64_t>(static_cast<size_t>(batch), seed.cast<std::uint64_t>());
+  const auto a = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(seed);
+  require(static_cast<bool>(a), "seed: needs an integer or one unsigned 64-bit integer per image");
+  if (a.ndim() == 0) return std::vector<std::uint64_t>(static_cast<size_t>(batch), *a.data());
+  require(a.ndim() == 1 && a.size() == batch,
+          "seed: needs an integer or one per image (" + std::to_string(batch) + "), got " + std::to_string(a.size()));
+  return std::vector<std::uint64_t>(a.data(), a.data() + a.size());
+}
+
+// The seeds of a kernel call in the memory of its device (kept alive until the kernel is done).
+struct KernelSeeds {
+  DeviceBuffer<std::uint64_t> buffer;
+  ExecutionContext ctx;
+  KernelSeeds(const py::handle& seed, index_t batch, const ExecutionContext& c)
+      : buffer(c.device, batch), ctx(c) {
+    const std::vector<std::uint64_t> host = seeds_of(seed, batch);
+    buffer.upload(ctx, host.data(), batch);
+  }
+  ~KernelSeeds() {
+    try {
+      synchronize(ctx);
+    } catch (...) {
+    }
+  }
+  const std::uint64_t* data() const { return buffer.data(); }
+};
+
 py::array_t<float> image_array(const SamplerConfig& c) {
   return py::array_t<float>({c.batch, c.channels, c.height, c.width});
 }
 
 // Sampler.run and run_profiled: check the host arrays, run, and return the result (None if cancelled).
-py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const py::handle& seed,
                        const std::function<bool(int, int)>& progress, const py::object& noise,
                        const py::object& perturb_noise, StepTimes* times) {
   const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
+  const std::vector<std::uint64_t> seeds = seeds_of(seed, s.config().batch);
   py::array_t<float> out = image_array(s.config());
-  const bool done = s.run(in.x0, out.mutable_data(), runner, seed, progress, in.noise, in.perturb_noise, times);
+  const bool done = s.run(in.x0, out.mutable_data(), runner, seeds.data(), progress, in.noise, in.perturb_noise,
+                          times);
   if (!done) return py::none();
   return std::move(out);
 }
@@ -216,15 +247,16 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<SamplerConfig>(), py::arg("config"))
       .def_property_readonly("config", &Sampler::config, "a copy of the configuration it was built for")
       .def_property_readonly("total_updates", &Sampler::total_updates)
-      .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+      .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                      const std::function<bool(int, int)>& progress, const py::object& noise,
                      const py::object& perturb_noise) {
              return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, nullptr);
            },
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
            py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
-           "Run the loop; returns the unclamped result [B, C, H, W], or None if progress cancelled it.")
-      .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, std::uint64_t seed,
+           "Run the loop with `seed` (an integer for every image, or one per image); returns the unclamped "
+           "result [B, C, H, W], or None if progress cancelled it.")
+      .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                               const std::function<bool(int, int)>& progress) {
              StepTimes times;
              py::object out = run_sampler(s, x0, runner, seed, progress, py::none(), py::none(), &times);
@@ -236,13 +268,14 @@ PYBIND11_MODULE(_core, m) {
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
            "run() with every update's phases timed inside the loop: (result or None, {phase: [ms per "
            "update]}) with phases step, score, dse_grad, lowpass_grad, update_noise.")
-      .def("begin", [](Sampler& s, const py::handle& x0, std::uint64_t seed, const py::object& noise,
+      .def("begin", [](Sampler& s, const py::handle& x0, const py::object& seed, const py::object& noise,
                        const py::object& perturb_noise) {
              const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
-             s.begin(in.x0, seed, in.noise, in.perturb_noise);
+             const std::vector<std::uint64_t> seeds = seeds_of(seed, s.config().batch);
+             s.begin(in.x0, seeds.data(), in.noise, in.perturb_noise);
            },
            py::arg("x0"), py::arg("seed") = 0, py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
-           "Stage 1 of a run: upload x0 (and injected noise), set the step counter to 0 and the seed.")
+           "Stage 1 of a run: upload x0 and the seeds (and injected noise), set the step counter to 0.")
       .def("start_repeat", &Sampler::start_repeat, py::arg("r"),
            "Stage 2, per repeat: the counter to r*K, the repeat's e and its start point.")
       .def("step", &Sampler::step, py::arg("runner"),
@@ -280,7 +313,7 @@ PYBIND11_MODULE(_core, m) {
     const ArrayArg tn = as_array(t_now, true, "t_now");
     const bindings::ArrayOf<std::int64_t> st = bindings::as_array_of<std::int64_t>(state, true, "state");
     require(ta.size >= kStepRowWords && ta.size % kStepRowWords == 0, "table: needs [K, STEP_ROW_WORDS] floats");
-    require_size(st, 2, "state");
+    require_size(st, 1, "state");
     require_size(sa, kStepScalarsWords, "scalars");
     require_size(tn, batch, "t_now");
     const ExecutionContext ctx = bindings::context_on({ta.device, st.device, sa.device, tn.device}, cuda_stream);
@@ -289,16 +322,16 @@ PYBIND11_MODULE(_core, m) {
                                     tn.data, batch});
   }, py::arg("table"), py::arg("state"), py::arg("scalars"), py::arg("t_now"), py::arg("batch"),
         py::arg("cuda_stream") = 0,
-        "Gather the step counter's row: state int64 [2] (counter g, seed; g is advanced), scalars float32 "
-        "[STEP_SCALARS_WORDS] (the row, then the uint32 draws of streams 0 and 1 and the seed's two words), "
-        "t_now [batch].");
-  k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, std::uint64_t seed,
+        "Gather the step counter's row: state int64 [1] (the counter g, advanced), scalars float32 "
+        "[STEP_SCALARS_WORDS] (the row, then the uint32 draws of streams 0 and 1), t_now [batch].");
+  k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, const py::object& seed,
                             std::uint32_t stream, std::uint32_t draw, std::uintptr_t cuda_stream,
                             const py::object& step, const py::object& injected) {
     const ArrayArg o = as_array(out, true, "out");
     require_size(o, batch * per_image, "out");
     const ExecutionContext ctx = context_of({o}, cuda_stream);
-    PhiloxNormalParams p{o.data, batch, per_image, NoiseKey{seed, stream, draw}};
+    const KernelSeeds seeds(seed, batch, ctx);
+    PhiloxNormalParams p{o.data, batch, per_image, NoiseKey{seeds.data(), stream, draw}};
     p.step = as_step_scalars(step_scalars_arg(step), ctx);
     if (!injected.is_none()) {
       const ArrayArg inj = as_array(injected, false, "injected");
@@ -309,12 +342,14 @@ PYBIND11_MODULE(_core, m) {
     philox_normal(ctx, p);
   }, py::arg("out"), py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
         py::arg("cuda_stream") = 0, py::arg("step") = py::none(), py::arg("injected") = py::none(),
-        "Draw `draw` of `stream` (with `step`: the step's draw and seed); with `injected`, copy that draw.");
-  k.def("philox_uint32", [](index_t batch, index_t per_image, std::uint64_t seed, std::uint32_t stream,
+        "Draw `draw` of `stream` for images with seeds `seed` (an integer for every image, or one per image; "
+        "with `step`: the step's draw); with `injected`, copy that draw.");
+  k.def("philox_uint32", [](index_t batch, index_t per_image, const py::object& seed, std::uint32_t stream,
                             std::uint32_t draw) {
     const index_t blocks = (per_image + 3) / 4;
     py::array_t<std::uint32_t> out({batch, blocks * 4});
-    cpu::philox_uint32(out.mutable_data(), batch, per_image, NoiseKey{seed, stream, draw});
+    const std::vector<std::uint64_t> seeds = seeds_of(seed, batch);
+    cpu::philox_uint32(out.mutable_data(), batch, per_image, NoiseKey{seeds.data(), stream, draw});
     return out;
   }, py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
         "The raw Philox stream on the CPU: uint32 [batch, ceil(per_image / 4) * 4].");
@@ -370,7 +405,7 @@ PYBIND11_MODULE(_core, m) {
   k.def("egsde_update", [](const py::handle& y, const py::handle& eps, const py::object& grad_s,
                            const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
-                           float sigma, std::uint64_t seed, std::uint32_t stream, std::uint32_t draw,
+                           float sigma, const py::object& seed, std::uint32_t stream, std::uint32_t draw,
                            std::uintptr_t cuda_stream, const py::object& step) {
     const index_t n = batch * per_image;
     const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
@@ -398,8 +433,9 @@ PYBIND11_MODULE(_core, m) {
     u.ls_w = ls_w;
     u.li_w = li_w;
     u.sigma = sigma;
-    u.key = NoiseKey{seed, stream, draw};
     const ExecutionContext ctx = context_of({ya, ea, oa}, cuda_stream);
+    const KernelSeeds seeds(seed, batch, ctx);
+    u.key = NoiseKey{seeds.data(), stream, draw};
     u.step = as_step_scalars(step_scalars_arg(step), ctx);
     if (u.step && u.noise) require(nz.size % n == 0, "noise: with step, the injected draws [draws, batch, per_image]");
     egsde_update(ctx, u);
@@ -407,6 +443,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("batch"), py::arg("per_image"), py::arg("inv_sqrt_alpha"), py::arg("eps_coef"), py::arg("ls_w"),
         py::arg("li_w"), py::arg("sigma"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("draw") = 0,
         py::arg("cuda_stream") = 0, py::arg("step") = py::none(),
-        "The fused update (with `step`: the step's coefficients, draw and seed; `noise` then holds the "
-        "injected draws [draws, batch, per_image]).");
+        "The fused update, images seeded by `seed` (an integer for every image, or one per image; with "
+        "`step`: the step's coefficients and draw; `noise` then holds the injected draws [draws, batch, "
+        "per_image]).");
 }

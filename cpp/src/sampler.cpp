@@ -68,6 +68,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   step_table_ = DeviceBuffer<StepRow>(d, static_cast<index_t>(rows.size()));
   step_table_.upload(ctx_, rows.data(), step_table_.size());
   state_ = DeviceBuffer<StepState>(d, 1);
+  seeds_ = DeviceBuffer<std::uint64_t>(d, config_.batch);
   scalars_ = DeviceBuffer<StepScalars>(d, 1);
   t_now_ = DeviceArray(d, config_.batch);
 
@@ -93,7 +94,8 @@ TensorRef Sampler::ref(float* data, std::vector<index_t> shape) const {
   return TensorRef{data, std::move(shape), config_.device, config_.stream};
 }
 
-void Sampler::begin(const float* x0, std::uint64_t seed, const float* sampling_noise, const float* perturb_noise) {
+void Sampler::begin(const float* x0, const std::uint64_t* seeds, const float* sampling_noise,
+                    const float* perturb_noise) {
   const SamplerConfig& c = config_;
   const int K = c.steps.size(), R = c.repeats;
   require(sampling_noise == nullptr || !c.fresh_perturb || perturb_noise != nullptr,
@@ -110,8 +112,9 @@ void Sampler::begin(const float* x0, std::uint64_t seed, const float* sampling_n
       injected_perturb_.upload(ctx_, perturb_noise, pcount);
     }
   }
+  require(seeds != nullptr, "sampler: a run needs one seed per image");
   x0_.upload(ctx_, x0, numel_);
-  seed_ = seed;
+  seeds_.upload(ctx_, seeds, c.batch);
   begun_ = true;
   seek(0);
 }
@@ -119,7 +122,7 @@ void Sampler::begin(const float* x0, std::uint64_t seed, const float* sampling_n
 void Sampler::seek(index_t update) {
   require(begun_, "sampler: begin() a run first");
   require(update >= 0, "sampler: the step counter cannot be negative");
-  const StepState state{update, seed_};
+  const StepState state{update};
   state_.upload(ctx_, &state, 1);  // ordered after the steps already queued
 }
 
@@ -140,7 +143,7 @@ void Sampler::start_repeat(int r) {
   draw_e.out = e_.data();
   draw_e.batch = c.batch;
   draw_e.per_image = numel_ / c.batch;
-  draw_e.key = NoiseKey{seed_, kStreamSampling, static_cast<std::uint32_t>(r * (K + 1))};
+  draw_e.key = NoiseKey{seeds_.data(), kStreamSampling, static_cast<std::uint32_t>(r * (K + 1))};
   draw_e.injected = injected_ ? injected_sampling_.data() : nullptr;
   philox_normal(ctx_, draw_e);
   const float* start = r == 0 ? x0_.data() : y_.data();
@@ -161,6 +164,7 @@ void Sampler::step(Runner& runner) {
     draw.out = e_fresh_.data();
     draw.batch = c.batch;
     draw.per_image = numel_ / c.batch;
+    draw.key.seeds = seeds_.data();
     draw.key.stream = kStreamPerturb;
     draw.injected = injected_ ? injected_perturb_.data() : nullptr;
     draw.step = step;
@@ -195,6 +199,7 @@ void Sampler::step(Runner& runner) {
   u.out = y_.data();
   u.batch = c.batch;
   u.per_image = numel_ / c.batch;
+  u.key.seeds = seeds_.data();
   u.key.stream = kStreamSampling;
   u.step = step;
   clock_.begin(Phase::UpdateNoise);
@@ -216,10 +221,10 @@ void Sampler::finish(float* out) {
   y_.download(ctx_, out, numel_);
 }
 
-bool Sampler::run(const float* x0, float* out, Runner& runner, std::uint64_t seed, const ProgressFn& progress,
+bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
                   const float* sampling_noise, const float* perturb_noise, StepTimes* times) {
   const int K = config_.steps.size(), R = config_.repeats;
-  begin(x0, seed, sampling_noise, perturb_noise);
+  begin(x0, seeds, sampling_noise, perturb_noise);
   if (times) clock_.start(ctx_, R * K);
   // Ends the timing of a run however it ends (finished, cancelled, or a runner raised).
   struct ClockGuard {

@@ -24,62 +24,53 @@ def _cmd_presets(args) -> int:
     return 0
 
 
-def _input_images(items) -> list[Path]:
-    """Image files named on the command line, folders expanded."""
-    from .io import list_images
-
-    inputs: list[Path] = []
-    for item in map(Path, items):
-        inputs += list_images(item) if item.is_dir() else [item]
-    if not inputs:
-        raise EgsdeError("no input images found")
-    return inputs
+def _existing_policy(args) -> str:
+    if args.resume and args.overwrite:
+        raise EgsdeError("--resume keeps existing outputs and --overwrite replaces them: pass one")
+    return "skip" if args.resume else "overwrite" if args.overwrite else "error"
 
 
-def _save_atomically(image, dst: Path) -> None:
-    """Write to a hidden partial file, then rename: a reader never sees half an image."""
-    tmp = dst.with_name(f".{dst.name}.partial.png")
-    image.save(tmp)
-    tmp.replace(dst)
-
-
-def _output_paths(inputs: list[Path], output_dir: Path, overwrite: bool) -> list[Path]:
-    outputs = [output_dir / (p.stem + ".png") for p in inputs]
-    if len(set(outputs)) != len(outputs):
-        raise EgsdeError("two inputs share a file name stem; their outputs would collide")
-    existing = [str(p) for p in outputs if p.exists()]
-    if existing and not overwrite:
-        raise EgsdeError(f"outputs exist (pass --overwrite to replace them): {existing[:3]}")
-    return outputs
+def _finish_job(report, total: int) -> int:
+    """Print what a folder job did (outputs on stdout, failures on stderr); its exit code."""
+    for path in report.written:
+        print(path)
+    for source, why in report.failed:
+        print(f"egsde-rt: failed: {source}: {why}", file=sys.stderr)
+    print(f"{len(report.written)} written, {len(report.skipped)} skipped (existing), {len(report.failed)} failed "
+          f"of {total}", file=sys.stderr)
+    return report.exit_code
 
 
 def _cmd_reference(args) -> int:
     from tqdm import tqdm
 
-    from .io import images_to_batch, tensor_to_images
+    from .folder_job import JobReport, plan_job, save_atomically
+    from .io import image_to_tensor, tensor_to_images
     from .models import build_preset_models, load_checkpoint
     from .presets import get_preset
     from .reference import translate
 
     preset = get_preset(args.preset)
     settings = preset.settings.with_overrides(**settings_overrides(args))
-    inputs = _input_images(args.inputs)
-    output_dir = Path(args.output_dir)
-    outputs = _output_paths(inputs, output_dir, args.overwrite)
+    tasks, skipped = plan_job(args.inputs, args.output_dir, args.seed, existing=_existing_policy(args))
     score, dse = build_preset_models(preset)
     load_checkpoint(score, args.score_ckpt)
     load_checkpoint(dse, args.dse_ckpt)
     score.to(args.device).eval()
     dse.to(args.device).eval()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for src, dst in zip(inputs, outputs):
-        x0 = images_to_batch([src], preset.image_size).to(args.device)
-        with tqdm(total=settings.num_updates * settings.repeats, desc=src.name, unit="step") as bar:
-            y = translate(x0, score, dse, settings, seed=args.seed, callback=lambda k, K, y: bar.update(1))
+    report = JobReport(skipped=[t.output for t in skipped])
+    for task in tasks:  # the files' seeds are those of `translate`: the outputs are comparable
+        try:
+            x0 = image_to_tensor(task.source, preset.image_size)[None].to(args.device)
+        except EgsdeError as err:
+            report.failed.append((task.source, str(err)))
+            continue
+        with tqdm(total=settings.num_updates * settings.repeats, desc=task.source.name, unit="step") as bar:
+            y = translate(x0, score, dse, settings, seed=task.seed, callback=lambda k, K, y: bar.update(1))
         (image,) = tensor_to_images(y)
-        _save_atomically(image, dst)
-        print(dst)
-    return 0
+        save_atomically(image, task.output)
+        report.written.append(task.output)
+    return _finish_job(report, len(tasks) + len(skipped))
 
 
 # Method settings as command-line flags: name -> (type, help). `settings_overrides` maps them back.
@@ -166,33 +157,33 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_translate(args) -> int:
-    import torch
     from tqdm import tqdm
 
-    from .io import images_to_batch, tensor_to_images
+    from .folder_job import JobReport, plan_job, run_job
     from .runtime.translator import Translator
 
-    translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision)
-    inputs = _input_images(args.inputs)
-    outputs = _output_paths(inputs, Path(args.output_dir), args.overwrite)
-    batch = images_to_batch(inputs, translator.image_size)  # every image is checked before any work
+    tasks, skipped = plan_job(args.inputs, args.output_dir, args.seed, existing=_existing_policy(args))
     overrides = settings_overrides(args)
-    settings = translator.settings_with(**overrides)
-    print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
-          file=sys.stderr)
-    size = args.batch_size
-    chunks = range(0, len(inputs), size)
-    per_chunk = settings.num_updates * settings.repeats
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    with tqdm(total=per_chunk * len(chunks), desc=f"{len(inputs)} image(s)", unit="step") as bar:
-        for start in chunks:
-            y = translator.run_tensor(batch[start:start + size], seed=args.seed,
-                                      callback=lambda done, total: bar.update(1), **overrides)
-            for image, dst in zip(tensor_to_images(torch.from_numpy(y)), outputs[start:start + size]):
-                _save_atomically(image, dst)
-    for dst in outputs:
-        print(dst)
-    return 0
+    if args.ray:
+        from .distributed import ray_translate
+
+        report = ray_translate(args.engine_dir, tasks, address=args.ray_address, batch_size=args.batch_size,
+                               backend=args.backend, device=args.device, precision=args.precision,
+                               overrides=overrides, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor)
+    else:
+        translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision)
+        translator.settings_with(**overrides)  # bad settings fail before any file is read
+        print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
+              file=sys.stderr)
+        with tqdm(total=len(tasks), desc="translate", unit="image", bar_format="{l_bar}{bar}| {n:.1f}/{total} "
+                  "[{elapsed}<{remaining}]") as bar:
+            def advance(images: float) -> None:  # fractions of images, never past the total
+                bar.update(min(images, bar.total - bar.n))
+
+            report = run_job(translator, tasks, batch_size=args.batch_size, overrides=overrides, on_update=advance)
+            bar.update(bar.total - bar.n)  # failed files count as done
+    report.merge(JobReport(skipped=[t.output for t in skipped]))
+    return _finish_job(report, len(tasks) + len(skipped))
 
 
 def _train_config(args):
@@ -299,6 +290,11 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def existing_flags(p) -> None:
+    p.add_argument("--resume", action="store_true", help="skip inputs whose output exists (finish an interrupted run)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egsde-rt", description=__doc__)
     parser.add_argument("--version", action="version", version=f"egsde-rt {__version__}")
@@ -322,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true")
+    existing_flags(p)
     add_settings_flags(p)
     p.set_defaults(func=_cmd_reference)
 
@@ -357,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
-    p.add_argument("--overwrite", action="store_true")
+    existing_flags(p)
+    ray = p.add_argument_group("--ray: translate on a Ray cluster (pip install egsde-rt[ray])")
+    ray.add_argument("--ray", action="store_true", help="run the folder on Ray Data actors, each with a Translator")
+    ray.add_argument("--ray-address", help="an existing cluster (e.g. ray://head:10001 or auto); default: a "
+                     "local Ray instance")
+    ray.add_argument("--ray-actors", type=int, help="translator actors (default: one per GPU, or 1 on CPUs)")
+    ray.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="CPU slots each actor reserves")
     add_settings_flags(p, RUNTIME_OVERRIDABLE)
     p.set_defaults(func=_cmd_translate)
 

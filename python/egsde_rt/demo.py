@@ -30,6 +30,7 @@ from .errors import EgsdeError
 from .evaluation.metrics import psnr, ssim
 from .io import tensor_to_images
 from .models import ADMUNet, DSE, load_checkpoint
+from .noise import derive_seed
 from .settings import EGSDESettings
 
 WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
@@ -111,9 +112,10 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     x0 = domain_batch("source", range(count), seed=DEMO_IMAGE_SEED)
     settings = translator.settings
     per_run = settings.num_updates * settings.repeats
+    seeds = [derive_seed(seed, f"demo/{i}") for i in range(count)]  # each image its own noise
     with tqdm(total=2 * per_run, desc="SDEdit + EGSDE", unit="step") as bar:
-        sdedit = translator.run_tensor(x0, seed=seed, ls=0.0, li=0.0, callback=lambda d, t: bar.update(1))
-        egsde = translator.run_tensor(x0, seed=seed, callback=lambda d, t: bar.update(1))
+        sdedit = translator.run_tensor(x0, seed=seeds, ls=0.0, li=0.0, callback=lambda d, t: bar.update(1))
+        egsde = translator.run_tensor(x0, seed=seeds, callback=lambda d, t: bar.update(1))
     results = {"source": x0}
     results.update(SDEdit=torch.from_numpy(sdedit).clamp(-1, 1), EGSDE=torch.from_numpy(egsde).clamp(-1, 1))
 

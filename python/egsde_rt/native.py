@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .io import check_source
+from .noise import Seeds
 from .runtime.native_sampler import ProgressCallback, build_sampler, run_sampler
 from .runtime.runners import TorchRunner
 from .schedule import Schedule
@@ -20,7 +21,7 @@ from .settings import EGSDESettings
 
 
 def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module, settings: EGSDESettings, *,
-              seed: int = 0, noise: torch.Tensor | None = None, perturb_noise: torch.Tensor | None = None,
+              seed: Seeds = 0, noise: torch.Tensor | None = None, perturb_noise: torch.Tensor | None = None,
               schedule: Schedule | None = None, class_label: int | None = None,
               callback: ProgressCallback | None = None) -> torch.Tensor:
     """Translate ``x0`` ([B, 3, H, W] in [-1, 1], on the CPU or a CUDA device) natively; the

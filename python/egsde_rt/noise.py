@@ -7,10 +7,18 @@ Specification (the C++ and CUDA kernels implement exactly this):
   ``W1 = 0xBB67AE85``. One round maps counter ``(c0, c1, c2, c3)`` and key ``(k0, k1)`` to
   ``(hi(M1*c2) ^ c1 ^ k0, lo(M1*c2), hi(M0*c0) ^ c3 ^ k1, lo(M0*c0))``; the key is bumped by
   ``(W0, W1)`` (mod 2^32) between rounds; 10 rounds.
-* Key: the 64-bit ``seed`` as ``(k0, k1) = (seed & 0xFFFFFFFF, seed >> 32)``.
-* A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` and element ``k`` (flat
-  C-order index within the image), with ``block = k // 4`` and ``lane = k % 4``, the counter is
-  ``(block, b, draw, stream)``. So an image's noise does not depend on the batch size.
+* Seeds: every image has its own 64-bit seed ``q`` (a call's ``seed`` is one integer, which
+  every image of the call uses, or a list with one integer per image). Key:
+  ``(k0, k1) = (q & 0xFFFFFFFF, q >> 32)``.
+* A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` with seed ``q_b`` and
+  element ``k`` (flat C-order index within the image), with ``block = k // 4`` and
+  ``lane = k % 4``, the counter is ``(block, 0, draw, stream)`` under the key of ``q_b``. So an
+  image's noise depends only on its seed, never on the batch size or its position in the batch:
+  ``run([a, b], seed=[1, 2])[1]`` is bit-identical to ``run(b, seed=2)``.
+* Folders: ``derive_seed(seed, relative_path)`` gives each file its own seed from the run's seed
+  and the file's path relative to the input folder (the first 8 bytes, little-endian, of
+  SHA-256 over ``"egsde-rt:{seed}:{posix path}"``), so a rerun, another batch size or a
+  distributed run gives every file the same bytes.
 * Gaussians by Box-Muller on lane pairs, in float64, rounded once to float32: with the Philox
   output ``(x0, x1, x2, x3)``, lanes 0/1 use ``(x0, x1)`` and lanes 2/3 use ``(x2, x3)``:
   ``u1 = (xa + 0.5) / 2^32``, ``u2 = (xb + 0.5) / 2^32``, ``r = sqrt(-2 ln u1)``,
@@ -24,6 +32,10 @@ Specification (the C++ and CUDA kernels implement exactly this):
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import PurePath
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,18 +60,19 @@ def _mulhilo(a: int, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return product >> np.uint64(32), product & _MASK32
 
 
-def philox4x32_10(counter: np.ndarray, key: tuple[int, int]) -> np.ndarray:
-    """Philox4x32-10 of every row of ``counter`` (uint32 [..., 4]) under ``key`` (two uint32)."""
+def philox4x32_10(counter: np.ndarray, key) -> np.ndarray:
+    """Philox4x32-10 of every row of ``counter`` (uint32 [..., 4]) under ``key`` (two uint32, or
+    two arrays broadcastable to ``counter[..., 0]``: one key per row)."""
     counter = np.asarray(counter, dtype=np.uint32)
     c0, c1, c2, c3 = (counter[..., i].astype(np.uint64) for i in range(4))
-    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    k0, k1 = (np.asarray(k, dtype=np.uint64) & _MASK32 for k in key)
     for round_index in range(PHILOX_ROUNDS):
         if round_index:
-            k0 = (k0 + PHILOX_W0) & 0xFFFFFFFF
-            k1 = (k1 + PHILOX_W1) & 0xFFFFFFFF
+            k0 = (k0 + np.uint64(PHILOX_W0)) & _MASK32
+            k1 = (k1 + np.uint64(PHILOX_W1)) & _MASK32
         hi0, lo0 = _mulhilo(PHILOX_M0, c0)
         hi1, lo1 = _mulhilo(PHILOX_M1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ np.uint64(k0), lo1, hi0 ^ c3 ^ np.uint64(k1), lo0
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
 
 
@@ -72,24 +85,48 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def seed_key(seed: int) -> tuple[int, int]:
-    seed = check_seed(seed)
-    return seed & 0xFFFFFFFF, seed >> 32
+Seeds = int | Sequence[int] | np.ndarray  # one seed for every image, or one per image
 
 
-def philox_uint32(seed: int, stream: int, draw: int, batch: int, per_image: int) -> np.ndarray:
+def check_seeds(seed: Seeds, batch: int) -> list[int]:
+    """The seeds of ``batch`` images: one integer for every image, or a sequence of one each."""
+    if isinstance(seed, (np.ndarray, list, tuple)):
+        seeds = list(seed) if not isinstance(seed, np.ndarray) or seed.ndim == 1 else None
+        if seeds is None or len(seeds) != batch:
+            got = f"shape {list(seed.shape)}" if seeds is None else f"{len(seeds)} seeds"
+            raise ConfigError(f"seed must be one integer, or a list with one integer per image ({batch}); got {got}")
+        return [check_seed(s) for s in seeds]
+    return [check_seed(seed)] * batch
+
+
+def derive_seed(seed: int, relative_path: str | PurePath) -> int:
+    """The seed of one file of a folder run: from the run's seed and the file's path relative to
+    the folder (as POSIX text), so it does not depend on the order, batch or machine it runs in."""
+    path = PurePath(relative_path).as_posix()
+    digest = hashlib.sha256(f"egsde-rt:{check_seed(seed)}:{path}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def seed_keys(seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The Philox keys (k0, k1) of the seeds, as two uint64 arrays."""
+    q = np.array([check_seed(s) for s in seeds], dtype=np.uint64)
+    return q & _MASK32, q >> np.uint64(32)
+
+
+def philox_uint32(seed: Seeds, stream: int, draw: int, batch: int, per_image: int) -> np.ndarray:
     """The raw stream: uint32 [batch, ceil(per_image/4)*4], element k of image b at [b, k]."""
     blocks = -(-per_image // 4)
     counter = np.zeros((batch, blocks, 4), dtype=np.uint32)
     counter[..., 0] = np.arange(blocks, dtype=np.uint32)[None, :]
-    counter[..., 1] = np.arange(batch, dtype=np.uint32)[:, None]
     counter[..., 2] = np.uint32(draw)
     counter[..., 3] = np.uint32(stream)
-    return philox4x32_10(counter, seed_key(seed)).reshape(batch, blocks * 4)
+    k0, k1 = seed_keys(check_seeds(seed, batch))
+    return philox4x32_10(counter, (k0[:, None], k1[:, None])).reshape(batch, blocks * 4)
 
 
-def philox_normal(seed: int, stream: int, draw: int, shape) -> np.ndarray:
-    """Standard normal float32 array of ``shape`` ([B, ...]) under the contract above."""
+def philox_normal(seed: Seeds, stream: int, draw: int, shape) -> np.ndarray:
+    """Standard normal float32 array of ``shape`` ([B, ...]) under the contract above, image b
+    seeded by ``seed`` (an integer for every image) or ``seed[b]``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1:
         raise ConfigError("noise shape needs a batch dimension")
@@ -106,11 +143,14 @@ def philox_normal(seed: int, stream: int, draw: int, shape) -> np.ndarray:
 
 
 class PhiloxNoise:
-    """Noise source of the sampler: ``draw(stream, index, shape)`` under the Philox contract."""
+    """Noise source of the sampler: ``draw(stream, index, shape)`` under the Philox contract, with
+    one seed for every image or one per image."""
 
-    def __init__(self, seed: int = 0):
-        seed_key(seed)
-        self.seed = int(seed)
+    def __init__(self, seed: Seeds = 0):
+        if isinstance(seed, (np.ndarray, list, tuple)):
+            self.seed = check_seeds(seed, len(seed))
+        else:
+            self.seed = check_seed(seed)
 
     def draw(self, stream: int, index: int, shape, device=None) -> torch.Tensor:
         return torch.from_numpy(philox_normal(self.seed, stream, index, shape)).to(device)

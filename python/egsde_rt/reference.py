@@ -15,7 +15,7 @@ import torch
 
 from .io import check_source
 from .lowpass import LowPassFilter
-from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise
+from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, check_seeds
 from .schedule import Schedule, StepCoefficients
 from .network_fns import dse_gradient, input_gradient, score_function
 from .settings import EGSDESettings
@@ -37,7 +37,7 @@ class Untimed:
 
 
 def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Module,
-              settings: EGSDESettings, *, seed: int = 0, noise: torch.Tensor | None = None,
+              settings: EGSDESettings, *, seed: Seeds = 0, noise: torch.Tensor | None = None,
               perturb_noise: torch.Tensor | None = None, schedule: Schedule | None = None,
               class_label: int | None = None, callback: StepCallback | None = None,
               timer: Untimed | None = None) -> torch.Tensor:
@@ -45,7 +45,8 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
     e, ``noise[k]`` the fresh noise of update k), as the reference goldens define; when None,
-    noise comes from the Philox contract (``egsde_rt.noise``) with ``seed``. ``perturb_noise``
+    noise comes from the Philox contract (``egsde_rt.noise``) with ``seed`` (one integer for every
+    image, or a list with one per image). ``perturb_noise``
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
     linear 1e-4..0.02 schedule of 1000 steps with ``settings.var_type``. ``callback(k, K, y)``
     is called after each update; ``timer`` times the phases of each update (see ``Untimed``).
@@ -61,7 +62,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
         if settings.perturb == "fresh":
             source.check(STREAM_PERTURB, R * K, shape)
     else:
-        source = PhiloxNoise(seed)
+        source = PhiloxNoise(check_seeds(seed, shape[0]))
     eps_fn = score_function(score_model, settings.score_kind, class_label)
     lowpass = LowPassFilter(shape[2], shape[3], settings.down_N, device=device)
     timer = timer or Untimed()

@@ -1,7 +1,8 @@
 // The noise contract (see python/egsde_rt/noise.py): Philox4x32-10 and Box-Muller, usable on
-// the host and in CUDA kernels. Element k of image b, draw d, stream s, seed q: counter
-// (k / 4, b, d, s), key (q & 0xFFFFFFFF, q >> 32); lanes 0/1 pair words 0/1, lanes 2/3 words 2/3;
-// u = (x + 0.5) / 2^32 and the Gaussian in double, rounded once to float.
+// the host and in CUDA kernels. Element k of an image with seed q, draw d, stream s: counter
+// (k / 4, 0, d, s), key (q & 0xFFFFFFFF, q >> 32); lanes 0/1 pair words 0/1, lanes 2/3 words
+// 2/3; u = (x + 0.5) / 2^32 and the Gaussian in double, rounded once to float. Each image of a
+// batch has its own seed, and its noise depends on nothing else (not its batch position).
 #pragma once
 
 #include <cmath>
@@ -44,18 +45,23 @@ constexpr std::uint32_t kStreamSampling = 0;  // e of each repeat and the fresh 
 constexpr std::uint32_t kStreamPerturb = 1;   // the fresh perturbation of each update (perturb="fresh")
 constexpr int kNoiseStreams = 2;
 
-// Which noise: the seed, the stream and the draw index (the image index and the element
-// index within the image complete the counter).
+// Which noise: the per-image seeds (in memory the kernels can read), the stream and the draw
+// index (the element index within the image completes the counter).
 struct NoiseKey {
-  std::uint64_t seed = 0;
+  const std::uint64_t* seeds = nullptr;  // [batch]: image b's seed is seeds[b]
   std::uint32_t stream = 0;
   std::uint32_t draw = 0;
 };
 
-// The four Gaussians of Philox block `block` of image `image`.
+// Philox4x32-10 of block `block` of an image with seed `seed` under `key`'s stream and draw.
+EGSDE_HD Philox4 philox_block(std::uint64_t seed, const NoiseKey& key, std::uint64_t block) {
+  return philox4x32_10(static_cast<std::uint32_t>(block), 0u, key.draw, key.stream, static_cast<std::uint32_t>(seed),
+                       static_cast<std::uint32_t>(seed >> 32));
+}
+
+// The four Gaussians of Philox block `block` of image `image` (seed key.seeds[image]).
 EGSDE_HD void philox_normal4(const NoiseKey& key, std::uint32_t image, std::uint64_t block, float out[4]) {
-  const Philox4 r = philox4x32_10(static_cast<std::uint32_t>(block), image, key.draw, key.stream,
-                                  static_cast<std::uint32_t>(key.seed), static_cast<std::uint32_t>(key.seed >> 32));
+  const Philox4 r = philox_block(key.seeds[image], key, block);
   const double two_pi = 6.283185307179586476925286766559;
   const double inv_2_32 = 2.3283064365386962890625e-10;  // 2^-32
   for (int pair = 0; pair < 2; ++pair) {

@@ -55,21 +55,21 @@ class Sampler {
   index_t numel() const { return numel_; }
   int total_updates() const { return config_.steps.size() * config_.repeats; }
 
-  // x0 and out are host arrays [batch, channels, height, width]. Noise comes from the Philox
-  // contract with `seed`, or from the injected host arrays `sampling_noise`
+  // x0 and out are host arrays [batch, channels, height, width]; `seeds` [batch] are the images'
+  // seeds. Noise comes from the Philox contract with image b's seed seeds[b], or from the injected host arrays `sampling_noise`
   // [repeats*(K+1), ...] and `perturb_noise` [repeats*K, ...] (the latter for fresh_perturb).
   // Returns false if `progress` cancelled the run (out is then left unchanged). With `times`,
   // the phases of every update are timed inside the loop (see phase_clock.h).
   // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish.
-  bool run(const float* x0, float* out, Runner& runner, std::uint64_t seed, const ProgressFn& progress,
+  bool run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
            const float* sampling_noise = nullptr, const float* perturb_noise = nullptr,
            StepTimes* times = nullptr);
 
   // The loop in stages, all ordered on config.stream. A run is begin(); for r < repeats:
   // start_repeat(r), then K = steps.size() calls of step(); finish(out).
-  // begin: uploads x0 (and the injected noise of this run, if any), sets the step counter to 0
-  // and the device-side seed.
-  void begin(const float* x0, std::uint64_t seed, const float* sampling_noise = nullptr,
+  // begin: uploads x0 and the per-image seeds [batch] (and the injected noise of this run, if
+  // any) and sets the step counter to 0.
+  void begin(const float* x0, const std::uint64_t* seeds, const float* sampling_noise = nullptr,
              const float* perturb_noise = nullptr);
   // start_repeat: the counter to r * K, draws the repeat's e and forms the start point (from
   // x0 for r = 0, from y after).
@@ -93,15 +93,15 @@ class Sampler {
   SamplerConfig config_;
   ExecutionContext ctx_;
   index_t numel_ = 0;
-  std::uint64_t seed_ = 0;
   bool begun_ = false, injected_ = false;
   DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
   DeviceArray injected_sampling_, injected_perturb_;
-  // The counter-driven step: the table (uploaded once), the counter and seed, the current
-  // step's scalars and the runners' t input (the same pointer every step).
+  // The counter-driven step: the table (uploaded once), the counter, the per-image seeds, the
+  // current step's scalars and the runners' t input (the same pointers every step).
   DeviceBuffer<StepRow> step_table_;
   DeviceBuffer<StepState> state_;
+  DeviceBuffer<std::uint64_t> seeds_;
   DeviceBuffer<StepScalars> scalars_;
   DeviceArray t_now_;
   TensorRef y_ref_, x_t_ref_, eps_ref_, grad_s_ref_, t_now_ref_;  // built once: no allocation per step

@@ -25,34 +25,30 @@ struct StepRow {
 };
 
 // What the kernels of one step read (written by step_begin): the row of update k = g % K and the
-// noise of update g = r * K + k under the contract (noise.py), plus the run's seed, so that a run
-// with another seed replays the same graph.
+// noise draws of update g = r * K + k under the contract (noise.py). The per-image seeds are a
+// device buffer of the sampler (written at the start of a run), so a run with other seeds
+// replays the same graph.
 struct StepScalars {
   StepRow row;
   std::uint32_t draw[kNoiseStreams];  // stream 0: r * (K + 1) + k + 1 (z); stream 1: r * K + k
-  std::uint32_t seed[2];              // the Philox key (seed & 0xFFFFFFFF, seed >> 32)
 };
 
-// What a run keeps on the device between steps: the step counter and the seed.
+// What a run keeps on the device between steps: the step counter.
 struct StepState {
   std::int64_t update = 0;  // g: the global index of the next update (r * K + k over repeats)
-  std::uint64_t seed = 0;
 };
 
 // The kernels' bindings and tests see StepRow and StepScalars as arrays of 4-byte words.
 constexpr int kStepRowWords = 9;
-constexpr int kStepScalarsWords = kStepRowWords + kNoiseStreams + 2;
+constexpr int kStepScalarsWords = kStepRowWords + kNoiseStreams;
 static_assert(sizeof(StepRow) == kStepRowWords * 4 && offsetof(StepRow, ilvr) == 8 * 4, "StepRow layout");
 static_assert(sizeof(StepScalars) == kStepScalarsWords * 4 && offsetof(StepScalars, draw) == kStepRowWords * 4,
               "StepScalars layout");
-static_assert(sizeof(StepState) == 16, "StepState layout");
+static_assert(sizeof(StepState) == 8, "StepState layout");
 
-// The noise key of `stream` for the current update.
-EGSDE_HD NoiseKey step_noise_key(const StepScalars& s, std::uint32_t stream) {
-  NoiseKey key;
-  key.seed = (static_cast<std::uint64_t>(s.seed[1]) << 32) | s.seed[0];
-  key.stream = stream;
-  key.draw = s.draw[stream];
+// `key` (its seeds and stream) with the current update's draw of its stream.
+EGSDE_HD NoiseKey step_noise_key(const StepScalars& s, NoiseKey key) {
+  key.draw = s.draw[key.stream];
   return key;
 }
 

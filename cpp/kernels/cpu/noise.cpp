@@ -17,9 +17,7 @@ void philox_uint32(std::uint32_t* out, index_t batch, index_t per_image, const N
   const index_t blocks = (per_image + 3) / 4;
   for (index_t b = 0; b < batch; ++b) {
     for (index_t block = 0; block < blocks; ++block) {
-      const Philox4 r = philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(b), key.draw,
-                                      key.stream, static_cast<std::uint32_t>(key.seed),
-                                      static_cast<std::uint32_t>(key.seed >> 32));
+      const Philox4 r = philox_block(key.seeds[b], key, static_cast<std::uint64_t>(block));
       for (int lane = 0; lane < 4; ++lane) out[(b * blocks + block) * 4 + lane] = r.x[lane];
     }
   }

@@ -21,7 +21,7 @@ import torch
 from .. import _core
 from ..errors import ConfigError, SamplingCancelled
 from ..lowpass import lowpass_factors
-from ..noise import check_noise, check_seed
+from ..noise import Seeds, check_noise, check_seeds
 from ..schedule import Schedule, StepCoefficients
 from ..settings import EGSDESettings
 
@@ -85,10 +85,16 @@ def _host_noise(noise, name: str, count: int, shape) -> np.ndarray:
     return np.ascontiguousarray(noise.detach().cpu().numpy(), dtype=np.float32)
 
 
-def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *, seed: int = 0,
+def host_seeds(seed: Seeds, batch: int) -> np.ndarray:
+    """The per-image seeds of a run as the sampler takes them: uint64 [batch] (checked)."""
+    return np.array(check_seeds(seed, batch), dtype=np.uint64)
+
+
+def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *, seed: Seeds = 0,
                 noise=None, perturb_noise=None, callback: ProgressCallback | None = None) -> np.ndarray:
     """Run a built sampler on x0 (checked by ``io.check_source``) with a runner; the unclamped
-    result as a float32 array. ``callback(done, total)`` may return False to cancel
+    result as a float32 array. ``seed``: one integer for every image, or one per image (the
+    noise contract, ``egsde_rt.noise``). ``callback(done, total)`` may return False to cancel
     (``SamplingCancelled`` is raised)."""
     shape = tuple(x0.shape)
     K, R = settings.num_updates, settings.repeats
@@ -102,7 +108,7 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
         def progress(done, total):
             return callback(done, total) is not False
     host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    result = sampler.run(host_x0, runner, seed=check_seed(seed), progress=progress, noise=sampling,
+    result = sampler.run(host_x0, runner, seed=host_seeds(seed, shape[0]), progress=progress, noise=sampling,
                          perturb_noise=perturbing)
     if result is None:
         raise SamplingCancelled("sampling cancelled by the progress callback")
@@ -122,7 +128,7 @@ class _CapturedStep:
 
 
 def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *,
-                 seed: int = 0) -> np.ndarray:
+                 seed: Seeds = 0) -> np.ndarray:
     """``run_sampler`` for a CUDA sampler with every update but the first replayed from one CUDA
     graph of ``sampler.step(runner)``; the same result, bit for bit.
 
@@ -152,7 +158,7 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
         raise ConfigError("the settings do not match the sampler (updates or repeats differ)")
     stream = torch.cuda.ExternalStream(config.stream)
     host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    sampler.begin(host_x0, seed=check_seed(seed))
+    sampler.begin(host_x0, seed=host_seeds(seed, config.batch))
     captured = getattr(sampler, "_captured_step", None)
     with torch.cuda.stream(stream):  # replays are ordered on the current stream: the sampler's
         for r in range(R):

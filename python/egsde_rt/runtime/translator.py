@@ -5,7 +5,9 @@ fastest usable on this machine, or the one named) in a precision (float32 by def
 sampler's state is float32 always), and runs the native EGSDE loop with that backend's runner.
 Samplers are built once per (settings, batch) and reused. A Translator may be called from
 several threads: translations are serialised (each sampler owns its buffers), and each gives
-the result of a sequential call.
+the result of a sequential call. Every image has its own seed (one integer for all the images
+of a call, or a list with one per image), and its translation depends only on (engine, image,
+seed, settings): not on the batch size or its position in the batch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from ..engine import load_engine_dir
 from ..errors import ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
+from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
 from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings
 from .backends import CAPTURABLE_BACKENDS, BackendChoice, log, make_runner, select_backend
@@ -85,9 +88,10 @@ class Translator:
         self._samplers.move_to_end(key)
         return self._samplers[key]
 
-    def run_tensor(self, x0: torch.Tensor | np.ndarray, seed: int = 0, noise=None, perturb_noise=None,
+    def run_tensor(self, x0: torch.Tensor | np.ndarray, seed: Seeds = 0, noise=None, perturb_noise=None,
                    callback: Callable[[int, int], "bool | None"] | None = None, **overrides) -> np.ndarray:
-        """Translate x0 [B, 3, S, S] in [-1, 1]; returns the unclamped result as a float32 array."""
+        """Translate x0 [B, 3, S, S] in [-1, 1] with ``seed`` (an integer for every image, or B
+        integers); returns the unclamped result as a float32 array."""
         if isinstance(x0, np.ndarray):
             x0 = torch.from_numpy(x0)
         settings = self.settings_with(**overrides)
@@ -106,24 +110,28 @@ class Translator:
             return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
                                perturb_noise=perturb_noise, callback=callback)
 
-    def run(self, img: ImageInput | list, seed: int = 0, batch_size: int | None = None,
+    def run(self, img: ImageInput | list, seed: Seeds = 0, batch_size: int | None = None,
             callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
         """Translate an image (path, PIL image, HxWx3 array) or a list of them; returns PIL image(s).
 
-        A list runs in batches of ``batch_size`` (all at once by default), each decoded just
-        before it runs (memory does not grow with the list); image i of a batch draws the noise of
-        batch position i, so the same list, seed and batch size give the same images."""
+        ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
+        runs in batches of ``batch_size`` (all at once by default), each decoded just before it
+        runs (memory does not grow with the list). An image's result depends only on the image,
+        its seed and the settings: ``run([a, b], seed=[1, 2])[1]`` equals ``run(b, seed=2)``."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer (or None: all at once), got {batch_size!r}")
-        self.settings_with(**overrides)  # bad settings fail before any image is decoded
+        if single and isinstance(seed, (list, tuple, np.ndarray)):
+            raise ConfigError("seed must be one integer for a single image (a list of seeds goes with a list of images)")
+        seeds = check_seeds(seed, len(sources))
+        self.settings_with(**overrides)  # bad settings and seeds fail before any image is decoded
         size = batch_size or len(sources)
         results = []
         for start in range(0, len(sources), size):
             batch = images_to_batch(sources[start:start + size], self.image_size)
-            y = self.run_tensor(batch, seed=seed, callback=callback, **overrides)
+            y = self.run_tensor(batch, seed=seeds[start:start + size], callback=callback, **overrides)
             results += tensor_to_images(torch.from_numpy(y))
         return results[0] if single else results
 

@@ -4,8 +4,8 @@
 //   mean = mean - li_w * grad_i     (li_w = li * w; skipped when grad_i is null)
 //   out  = mean + sigma * z         (z read from `noise` if given, else drawn with `key`;
 //                                    sigma = 0 on the last update: the mask at t = 0)
-// Inside the counter-driven step the coefficients, the draw and the seed come from the step's
-// scalars in device memory (see `step`).
+// Inside the counter-driven step the coefficients and the draw come from the step's scalars in
+// device memory (see `step`).
 #pragma once
 
 #include "egsde/common.h"
@@ -24,8 +24,8 @@ struct UpdateParams {
   index_t batch = 0, per_image = 0;
   float inv_sqrt_alpha = 1.0f, eps_coef = 0.0f, ls_w = 0.0f, li_w = 0.0f, sigma = 0.0f;
   NoiseKey key;
-  // The current step's coefficients, draw of stream key.stream and seed, read on the device (null:
-  // the immediates above and key). With `noise` set, `noise` is then the injected draws
+  // The current step's coefficients and draw of stream key.stream, read on the device (null: the
+  // immediates above and key.draw). With `noise` set, `noise` is then the injected draws
   // [draws, batch, per_image] and the step's draw picks one.
   const StepScalars* step = nullptr;
 };
@@ -40,7 +40,7 @@ EGSDE_HD UpdateParams egsde_update_resolved(const UpdateParams& p) {
     q.ls_w = row.ls_w;
     q.li_w = row.li_w;
     q.sigma = row.sigma;
-    q.key = step_noise_key(*p.step, p.key.stream);
+    q.key = step_noise_key(*p.step, p.key);
     if (p.noise) q.noise = p.noise + static_cast<index_t>(q.key.draw) * p.batch * p.per_image;
     q.step = nullptr;
   }

@@ -1,6 +1,6 @@
 // philox_normal: fill [batch, per_image] floats with draw `key.draw` of the contract's Gaussians
-// (or copy that draw from injected noise). Inside the counter-driven step the draw index and the
-// seed come from the step's scalars in device memory (see `step`).
+// (or copy that draw from injected noise). Inside the counter-driven step the draw index comes
+// from the step's scalars in device memory (see `step`).
 #pragma once
 
 #include "egsde/common.h"
@@ -16,8 +16,7 @@ struct PhiloxNormalParams {
   NoiseKey key;
   // Injected draws [draws, batch, per_image] (parity tests): draw key.draw is copied, not drawn.
   const float* injected = nullptr;
-  // The current step's draw of stream key.stream and the run's seed, read on the device
-  // (null: key as given).
+  // The current step's draw of stream key.stream, read on the device (null: key.draw as given).
   const StepScalars* step = nullptr;
 };
 
@@ -25,7 +24,7 @@ struct PhiloxNormalParams {
 EGSDE_HD PhiloxNormalParams philox_normal_resolved(const PhiloxNormalParams& p) {
   PhiloxNormalParams q = p;
   if (p.step) {
-    q.key = step_noise_key(*p.step, p.key.stream);
+    q.key = step_noise_key(*p.step, p.key);
     q.step = nullptr;
   }
   return q;
@@ -47,7 +46,8 @@ EGSDE_HD void philox_normal_block(const PhiloxNormalParams& p, index_t b, index_
 namespace cpu {
 void philox_normal(const PhiloxNormalParams& p);
 // The raw stream under the same counter layout: out[b, 4 * block + lane] = word `lane` of
-// Philox4x32-10 at counter (block, b, draw, stream); `per_image` rounded up to whole blocks.
+// Philox4x32-10 at counter (block, 0, draw, stream) and key seeds[b]; `per_image` rounded up to
+// whole blocks.
 void philox_uint32(std::uint32_t* out, index_t batch, index_t per_image, const NoiseKey& key);
 }
 namespace cuda {

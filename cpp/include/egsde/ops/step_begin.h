@@ -13,7 +13,7 @@ namespace egsde {
 struct StepBeginParams {
   const StepRow* table = nullptr;  // [steps]
   index_t steps = 0;               // K, the updates per repeat
-  StepState* state = nullptr;      // the counter (advanced) and the seed
+  StepState* state = nullptr;      // the counter (advanced)
   StepScalars* scalars = nullptr;  // out
   float* t_now = nullptr;          // out, [batch]
   index_t batch = 0;
@@ -28,8 +28,6 @@ EGSDE_HD void step_begin_body(const StepBeginParams& p) {
   s.row = p.table[k];
   s.draw[kStreamSampling] = static_cast<std::uint32_t>(r * (K + 1) + k + 1);
   s.draw[kStreamPerturb] = static_cast<std::uint32_t>(r * K + k);
-  s.seed[0] = static_cast<std::uint32_t>(p.state->seed);
-  s.seed[1] = static_cast<std::uint32_t>(p.state->seed >> 32);
   *p.scalars = s;
   for (index_t b = 0; b < p.batch; ++b) p.t_now[b] = s.row.t;
   p.state->update = g + 1;
