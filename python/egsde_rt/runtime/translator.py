@@ -124,7 +124,8 @@ class Translator:
                                        or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer (or None: all at once), got {batch_size!r}")
         if single and isinstance(seed, (list, tuple, np.ndarray)):
-            raise ConfigError("seed must be one integer for a single image (a list of seeds goes with a list of images)")
+            raise ConfigError("seed must be one integer for a single image "
+                              "(a list of seeds goes with a list of images)")
         seeds = check_seeds(seed, len(sources))
         self.settings_with(**overrides)  # bad settings and seeds fail before any image is decoded
         size = batch_size or len(sources)
