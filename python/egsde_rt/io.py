@@ -35,7 +35,7 @@ def load_image(src: ImageInput) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         return _open_path(Path(src))
     if isinstance(src, Image.Image):
-        return src.convert("RGB") if src.mode != "RGB" else src
+        return to_rgb(src, "the image")
     if isinstance(src, np.ndarray):
         return _from_array(src)
     raise ImageError(
@@ -49,7 +49,7 @@ def _open_path(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img, str(path))
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read") from None
     except Image.DecompressionBombError as err:
@@ -57,6 +57,28 @@ def _open_path(path: Path) -> Image.Image:
                          "raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: corrupt or truncated image: {err}") from None
+
+
+def to_rgb(img: Image.Image, name: str) -> Image.Image:
+    """8-bit RGB, as the official ``convert("RGB")`` for 8-bit modes (grayscale, palette, RGBA,
+    CMYK, ...). Wide modes, which ``convert`` would clip rather than scale, are scaled: 16-bit
+    integers (``I;16*``, and ``I`` with values in 0..65535) by 255/65535; 32-bit floats (``F``)
+    must lie in [0, 1]."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError(f"{name}: integer image values must lie in 0..65535 (16-bit), got "
+                             f"[{values.min():.0f}, {values.max():.0f}]; convert it to 8 or 16 bits first")
+        return Image.fromarray(to_uint8(values / 65535.0)).convert("RGB")
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or (values.size and (values.min() < 0.0 or values.max() > 1.0)):
+            raise ImageError(f"{name}: floating-point images must hold finite values in [0, 1]; convert it to "
+                             "8 or 16 bits first")
+        return Image.fromarray(to_uint8(values)).convert("RGB")
+    return img.convert("RGB")
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

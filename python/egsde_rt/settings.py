@@ -46,8 +46,9 @@ class EGSDESettings:
             raise ConfigError(f"M must be a positive integer, got {self.M!r}")
         for name in ("ls", "li"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0 (an energy weight; 0 turns that expert off), "
+                                  f"got {value!r}")
         check_kind(self.s1, "s1")
         check_kind(self.s2, "s2")
         if not isinstance(self.down_N, int) or self.down_N < 1:
