@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import EgsdeError
 from .runtime.backends import BACKENDS, resolve_device
-from .settings import RUNTIME_OVERRIDABLE
+from .settings import RUNTIME_OVERRIDABLE, SETTING_TYPES
 
 
 def _cmd_presets(args) -> int:
@@ -73,19 +73,20 @@ def _cmd_reference(args) -> int:
     return _finish_job(report, len(tasks) + len(skipped))
 
 
-# Method settings as command-line flags: name -> (type, help). `settings_overrides` maps them back.
+# Method settings as command-line flags: name -> help (types: settings.SETTING_TYPES). `settings_overrides`
+# maps them back.
 SETTINGS_FLAGS = {
-    "M": (int, "start time (timesteps noised)"),
-    "ls": (float, "weight of the domain-specific expert (the DSE)"),
-    "li": (float, "weight of the domain-independent expert (the low-pass filter)"),
-    "steps": (int, "respaced number of updates (default: all M)"),
-    "s1": (str, "similarity of the DSE features: cosine or neg_l2"),
-    "s2": (str, "energy of the low-pass filter: neg_l2 or cosine"),
-    "down_N": (int, "low-pass factor"),
-    "var_type": (str, "fixedsmall or fixedlarge"),
-    "perturb": (str, "shared (the official code) or fresh (the paper's Algorithm 1)"),
-    "repeats": (int, "the official sample_step repeats"),
-    "ilvr": (bool, "the ILVR baseline: replace the low-pass band of each sample with the perturbed source's"),
+    "M": "start time (timesteps noised)",
+    "ls": "weight of the domain-specific expert (the DSE)",
+    "li": "weight of the domain-independent expert (the low-pass filter)",
+    "steps": "respaced number of updates (default: all M)",
+    "s1": "similarity of the DSE features: cosine or neg_l2",
+    "s2": "energy of the low-pass filter: neg_l2 or cosine",
+    "down_N": "low-pass factor",
+    "var_type": "fixedsmall or fixedlarge",
+    "perturb": "shared (the official code) or fresh (the paper's Algorithm 1)",
+    "repeats": "the official sample_step repeats",
+    "ilvr": "the ILVR baseline: replace the low-pass band of each sample with the perturbed source's",
 }
 
 
@@ -93,7 +94,7 @@ def add_settings_flags(parser, names=tuple(SETTINGS_FLAGS)) -> None:
     """--M, --ls, ... for the named settings; left out, each keeps its default."""
     group = parser.add_argument_group("method settings (override the preset's or the engine's)")
     for name in names:
-        kind, text = SETTINGS_FLAGS[name]
+        kind, text = SETTING_TYPES[name], SETTINGS_FLAGS[name]
         flag = f"--{name.replace('_', '-')}"
         if kind is bool:
             group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
@@ -226,6 +227,49 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _service_config(args, engine_dir):
+    from .serve import ServeConfig
+
+    return ServeConfig(str(engine_dir), backend=args.backend, device=args.device, precision=args.precision,
+                       replicas=args.replicas, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+                       max_queued_requests=args.max_queued_requests, cpus_per_replica=args.cpus_per_replica)
+
+
+def _cmd_serve(args) -> int:
+    from .serve import serve_forever
+
+    serve_forever(_service_config(args, args.engine_dir), host=args.host, port=args.port, address=args.ray_address,
+                  log=lambda message: print(message, file=sys.stderr))
+    return 0
+
+
+def _bench_serve(args, engine: Path, log) -> int:
+    from .bench.machine import command_line, device_description, now, versions
+    from .bench.report import write_json
+    from .bench.serve_load import LoadConfig, format_load_table, load_test
+    from .engine import load_engine_dir
+
+    def batching(text):
+        size, _, wait = text.partition(":")
+        return int(size), float(wait or 0)
+
+    args.backend, args.replicas, args.max_queued_requests, args.cpus_per_replica = "auto", 1, 64, 1.0
+    args.max_batch_size, args.batch_wait_ms = 1, 0.0
+    service = _service_config(args, engine)
+    load = LoadConfig(clients=args.clients, requests=args.requests, port=args.port,
+                      batchings=tuple(batching(b) for b in args.batchings), query=args.query or "")
+    runs = load_test(service, load, image_size=load_engine_dir(engine).image_size, log=log)
+    record = {"device": device_description(resolve_device(args.device)), "versions": versions(),
+              "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
+                         "clients": load.clients, "requests_per_client": load.requests, "query": load.query,
+                         "precision": args.precision},
+              "command": command_line(), "date": now(), "serve_runs": runs}
+    print(format_load_table(runs))
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     device = resolve_device(args.device)
     if args.kernels:
@@ -245,6 +289,8 @@ def _cmd_bench(args) -> int:
         engine = Path(args.engine)
     else:
         engine = preset_engine(args.preset or "demo", seed=args.seed, cache=args.engine_cache, log=log)
+    if args.serve:
+        return _bench_serve(args, engine, log)
     config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
                          warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
                          seed=args.seed)
@@ -363,6 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(p, RUNTIME_OVERRIDABLE)
     p.set_defaults(func=_cmd_translate)
 
+    p = sub.add_parser("serve", help="serve translations over HTTP with Ray Serve (needs the [ray] extra)")
+    p.add_argument("engine_dir")
+    p.add_argument("--host", default="127.0.0.1", help="where Serve's HTTP proxy listens (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--replicas", type=int, default=1, help="copies of the service, each with its own Translator")
+    p.add_argument("--max-batch-size", type=int, default=4, help="requests translated together at most")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    p.add_argument("--max-queued-requests", type=int, default=64, help="beyond this, requests get 503")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0)
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray instance)")
+    p.set_defaults(func=_cmd_serve)
+
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
     p.add_argument("engine_dir")
     p.set_defaults(func=_cmd_info)
@@ -427,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the record as JSON to this path")
     p.add_argument("--plot", help="write a PNG of the per-step phases (needs matplotlib)")
+    load = p.add_argument_group("--serve: a load test of `egsde-rt serve` on loopback (needs the [ray] extra)")
+    load.add_argument("--serve", action="store_true")
+    load.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    load.add_argument("--requests", type=int, default=4, help="requests per client, sent one after the other")
+    load.add_argument("--batchings", nargs="+", default=["1:0", "4:10", "8:50"],
+                      help="batching settings to compare, MAX_BATCH:WAIT_MS each")
+    load.add_argument("--port", type=int, default=8471)
+    load.add_argument("--query", help="settings for every request, as a query string (e.g. M=100)")
     kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
     kernels.add_argument("--kernels", action="store_true")
     kernels.add_argument("--size", type=int, default=256)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from io import BytesIO
 from pathlib import Path
 from typing import Union
 
@@ -46,17 +47,33 @@ def load_image(src: ImageInput) -> Image.Image:
 def _open_path(path: Path) -> Image.Image:
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
+    return _decode(path, str(path))
+
+
+def decode_image_bytes(data: bytes, name: str = "the uploaded image") -> Image.Image:
+    """An RGB PIL image from the bytes of an image file (an upload), with the file checks of
+    ``load_image``: empty, truncated, non-image data and decompression bombs are ``ImageError``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"{name}: expected the bytes of an image file, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError(f"{name}: empty (no image data)")
+    return _decode(BytesIO(bytes(data)), name)
+
+
+def _decode(source, name: str) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()
-            return to_rgb(img, str(path))
+            return to_rgb(img, name)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file PIL can read") from None
+        raise ImageError(f"{name}: not an image file PIL can read") from None
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({err}); if the image is genuine, "
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({err}); if the image is genuine, "
                          "raise PIL.Image.MAX_IMAGE_PIXELS") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{path}: corrupt or truncated image: {err}") from None
+        raise ImageError(f"{name}: corrupt or truncated image: {err}") from None
 
 
 def to_rgb(img: Image.Image, name: str) -> Image.Image:

@@ -17,6 +17,30 @@ SCORE_KINDS = ("adm", "ddpm")
 PERTURB_MODES = ("shared", "fresh")
 # What a run of an exported engine may change: the rest (s1, the score kind) is baked into its graphs.
 RUNTIME_OVERRIDABLE = ("M", "ls", "li", "steps", "s2", "down_N", "var_type", "perturb", "repeats", "ilvr")
+# The type of each setting a user may give as text (command-line flags, query parameters).
+SETTING_TYPES = {"M": int, "ls": float, "li": float, "steps": int, "s1": str, "s2": str, "down_N": int,
+                 "var_type": str, "perturb": str, "repeats": int, "ilvr": bool}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
+    """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
+    unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""
+    overrides = {}
+    for name, text in params.items():
+        if name not in allowed:
+            raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
+        kind = SETTING_TYPES[name]
+        if kind is bool:
+            if str(text).lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"{name} must be true or false, got {text!r}")
+            overrides[name] = str(text).lower() in _TRUE
+            continue
+        try:
+            overrides[name] = kind(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    return overrides
 
 
 @dataclass(frozen=True)

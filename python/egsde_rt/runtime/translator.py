@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import load_engine_dir
+from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
 from ..noise import Seeds, check_seeds
@@ -30,6 +30,17 @@ from .backends import CAPTURABLE_BACKENDS, BackendChoice, log, make_runner, sele
 from .native_sampler import build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
+
+
+def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
+    """The settings of a run of ``engine`` with run-time ``overrides``, checked against it."""
+    fixed = sorted(set(overrides) - set(RUNTIME_OVERRIDABLE))
+    if fixed:
+        raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
+                          f"overridable: {RUNTIME_OVERRIDABLE}")
+    settings = engine.manifest.method.with_overrides(**overrides)
+    settings.check_fits(engine.image_size, engine.manifest.schedule["num_timesteps"])
+    return settings
 
 
 class Translator:
@@ -62,13 +73,7 @@ class Translator:
         return self.choice.name
 
     def settings_with(self, **overrides) -> EGSDESettings:
-        fixed = sorted(set(overrides) - set(RUNTIME_OVERRIDABLE))
-        if fixed:
-            raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
-                              f"overridable: {RUNTIME_OVERRIDABLE}")
-        settings = self.settings.with_overrides(**overrides)
-        settings.check_fits(self.image_size, self._schedule_spec["num_timesteps"])
-        return settings
+        return engine_settings(self.engine, **overrides)
 
     def _schedule(self, var_type: str) -> Schedule:
         if var_type not in self._schedules:

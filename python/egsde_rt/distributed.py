@@ -1,0 +1,137 @@
+"""Folder jobs on Ray Data: ``egsde-rt translate ... --ray`` (``pip install egsde-rt[ray]``).
+
+The job's ``FileTask`` rows (``folder_job.plan_job``: files, outputs, per-file seeds) become a
+Ray Dataset; ``map_batches`` hands batches of rows to a fixed pool of actors that each hold one
+``Translator`` (one GPU each where the cluster has GPUs; otherwise ``cpus_per_actor`` CPU slots
+each). An actor decodes its batch, translates it with each file's seed and writes the PNGs
+atomically (``folder_job.translate_batch``, the code of the plain run), returning one status row
+per file; the driver streams those rows into a ``JobReport`` and a progress bar. So the outputs
+are the plain run's, file for file (each depends only on the engine, the file, its seed and the
+settings), a finished file is never translated again by a resumed job (``plan_job`` skips it),
+and a file that cannot be read is reported while the rest go on.
+
+Inputs and outputs are paths: on a cluster every node must see them at the same place (a shared
+file system). Without an address a local Ray instance is started (and stopped at the end).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+from .errors import ConfigError, EgsdeError
+from .folder_job import FileTask, JobReport, decoded_batches, translate_batch
+
+STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
+
+
+def require_ray():
+    """``ray`` with Ray Data, or an ``EgsdeError`` naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EgsdeError("--ray needs Ray (Ray Data and Ray Serve): pip install 'egsde-rt[ray]'") from None
+    return ray
+
+
+def _task_rows(tasks: Sequence[FileTask]) -> list[dict]:
+    # Seeds are 64-bit unsigned: carried as text (Arrow's int64 cannot hold them all).
+    return [{"source": str(t.source), "relative": str(t.relative), "output": str(t.output), "seed": str(t.seed)}
+            for t in tasks]
+
+
+def _tasks_of(batch: dict) -> list[FileTask]:
+    return [FileTask(Path(s), PurePosixPath(r), Path(o), int(q))
+            for s, r, o, q in zip(batch["source"], batch["relative"], batch["output"], batch["seed"])]
+
+
+class TranslateFiles:
+    """The Ray Data actor: one ``Translator``, called with batches of task rows."""
+
+    def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict):
+        from .runtime.translator import Translator
+
+        self.translator = Translator(engine_dir, backend=backend, device=device, precision=precision)
+        self.overrides = overrides
+        self.translator.settings_with(**overrides)
+
+    def __call__(self, batch: dict) -> dict:
+        tasks = _tasks_of(batch)
+        report = JobReport()
+        for files, x0 in decoded_batches(tasks, self.translator.image_size, max(1, len(tasks)), report):
+            report.merge(translate_batch(self.translator, files, x0, self.overrides))
+        written = {str(p) for p in report.written}
+        failed = {str(source): why for source, why in report.failed}
+        status, error = [], []
+        for task in tasks:
+            ok = str(task.output) in written
+            status.append(STATUS_WRITTEN if ok else STATUS_FAILED)
+            error.append("" if ok else failed.get(str(task.source), "not written"))
+        return {"source": [str(t.source) for t in tasks], "output": [str(t.output) for t in tasks],
+                "status": status, "error": error}
+
+
+def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: str) -> tuple[int, dict]:
+    """(actors, resources per actor): one GPU each where the cluster has GPUs (device auto or
+    cuda), else ``cpus_per_actor`` CPU slots each; by default one actor per GPU, or one."""
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if device in ("auto", "cuda") else 0
+    if device == "cuda" and gpus == 0:
+        raise ConfigError("--device cuda, but the Ray cluster has no GPU")
+    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
+        raise ConfigError(f"the number of Ray actors must be a positive integer, got {actors!r}")
+    if not cpus_per_actor > 0:
+        raise ConfigError(f"CPU slots per actor must be positive, got {cpus_per_actor!r}")
+    if gpus:
+        return (actors or gpus), {"num_gpus": 1, "num_cpus": cpus_per_actor}
+    return (actors or 1), {"num_cpus": cpus_per_actor}
+
+
+def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, address: str | None = None,
+                  batch_size: int = 1, backend: str = "auto", device: str = "auto", precision: str = "fp32",
+                  overrides: dict | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
+                  progress: bool = True, ray_init_args: dict | None = None) -> JobReport:
+    """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process."""
+    ray = require_ray()
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    overrides = overrides or {}
+    from .engine import load_engine_dir
+    from .runtime.translator import engine_settings
+
+    engine_settings(load_engine_dir(engine_dir), **overrides)  # checked here, before any actor starts
+    report = JobReport()
+    if not tasks:
+        return report
+    started = not ray.is_initialized()
+    if started:
+        init = {"address": address, "include_dashboard": False, "log_to_driver": False, **(ray_init_args or {})}
+        if address is None:
+            init.setdefault("num_cpus", max(1, os.cpu_count() or 1))
+        ray.init(**init)
+    try:
+        count, resources = actor_resources(ray, actors, cpus_per_actor, device)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        dataset = ray.data.from_items(_task_rows(tasks), override_num_blocks=max(1, min(len(tasks), 4 * count)))
+        results = dataset.map_batches(
+            TranslateFiles, batch_size=batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=count),
+            fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=device,
+                                       precision=precision, overrides=overrides),
+            **resources)
+        from tqdm import tqdm
+
+        with tqdm(total=len(tasks), desc=f"translate on {count} Ray actor(s)", unit="image",
+                  disable=not progress) as bar:
+            for row in results.iter_rows():
+                if row["status"] == STATUS_WRITTEN:
+                    report.written.append(Path(row["output"]))
+                else:
+                    report.failed.append((Path(row["source"]), row["error"]))
+                bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
+    return report
