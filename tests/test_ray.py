@@ -158,3 +158,39 @@ def test_overload_gets_503_and_the_service_survives(service):
         statuses = [r[0] for r in pool.map(lambda s: _post(f"seed={s}&M=6", _png(s)), range(24))]
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
     assert _post("seed=1&M=2", _png())[0] == 200 and _get("/healthz") == b"ok"
+
+
+def test_serve_stops_gracefully_on_sigterm(tiny_engine, tmp_path):
+    """`egsde-rt serve` in its own process: a request in flight when SIGTERM arrives still gets
+    its image, and the process exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from egsde_rt.bench.serve_load import post, wait_healthy
+
+    port = PORT + 1
+    env = {**os.environ, "RAY_ADDRESS": "", "TQDM_DISABLE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "egsde_rt.cli", "serve", str(tiny_engine[0]), "--port", str(port),
+                                "--cpus-per-replica", "0.5"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(port, timeout_s=180)
+        result = {}
+        request = threading.Thread(target=lambda: result.update(
+            reply=post(f"http://127.0.0.1:{port}/translate?seed=1&M=6", _png(), timeout=120)))
+        request.start()
+        import time
+
+        time.sleep(1.0)  # the request is in flight (M=6 takes a few seconds on 2 cores)
+        process.send_signal(signal.SIGTERM)
+        request.join(timeout=120)
+        assert result["reply"][0] == 200
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "stopping" in process.stdout.read()

@@ -11,6 +11,7 @@ time), the status codes and the batch sizes the service formed (from each respon
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
@@ -125,8 +126,11 @@ def load_test(service: ServeConfig, load: LoadConfig, *, image_size: int, log=pr
             post(url + ("&" if "?" in url else "?") + "seed=0", body, timeout=load.time_limit_s)  # warm up
             log(f"load: {load.clients} clients x {load.requests} requests, max batch {max_batch}, wait {wait_ms} ms")
             result = run_load(url, body, load.clients, load.requests, load.time_limit_s)
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{load.port}/stats", timeout=30) as response:
+                stats = json.loads(response.read())
             runs.append({"max_batch_size": int(max_batch), "batch_wait_ms": float(wait_ms),
-                         "clients": load.clients, "requests_per_client": load.requests, **result})
+                         "clients": load.clients, "requests_per_client": load.requests,
+                         "backend": stats["backend"], "device": stats["device"], **result})
     finally:
         stop()
     return runs
@@ -137,11 +141,12 @@ def _seconds(value) -> str:
 
 
 def format_load_table(runs: list[dict]) -> str:
-    lines = ["| max batch | wait ms | clients | ok / sent | p50 s | p95 s | images/s | batch sizes seen |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| backend | max batch | wait ms | clients | ok / sent | p50 s | p95 s | images/s | batch sizes seen |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in runs:
         sizes = ", ".join(f"{k}x{v}" for k, v in sorted(r["batch_sizes"].items(), key=lambda kv: int(kv[0])))
-        lines.append(f"| {r['max_batch_size']} | {r['batch_wait_ms']:g} | {r['clients']} | {r['ok']} / {r['requests']} "
+        lines.append(f"| {r['backend']} | {r['max_batch_size']} | {r['batch_wait_ms']:g} | {r['clients']} "
+                     f"| {r['ok']} / {r['requests']} "
                      f"| {_seconds(r['latency_p50_s'])} | {_seconds(r['latency_p95_s'])} "
                      f"| {_seconds(r['throughput_per_s'])} | {sizes} |")
     return "\n".join(lines)
