@@ -1,5 +1,6 @@
 """`egsde-rt translate` and `egsde-rt info` on the tiny engine."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ def test_translate_a_folder(tiny_engine, tmp_path, capsys):
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--batch-size", "2"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
     err = capsys.readouterr().err
-    assert "backend: onnxruntime-cpu" in err and "3.0/3" in err and "3 written, 0 skipped" in err
+    assert "backend: onnxruntime-cpu" in err and "3 written, 0 skipped" in err
+    assert "3.0/3" in err or os.environ.get("TQDM_DISABLE")  # the progress bar, unless silenced
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
 

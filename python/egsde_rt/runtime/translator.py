@@ -121,8 +121,9 @@ class Translator:
 
         ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
         runs in batches of ``batch_size`` (all at once by default), each decoded just before it
-        runs (memory does not grow with the list). An image's result depends only on the image,
-        its seed and the settings: ``run([a, b], seed=[1, 2])[1]`` equals ``run(b, seed=2)``."""
+        runs (memory does not grow with the list). An image's noise depends only on its seed:
+        ``run([a, b], seed=[1, 2])[1]`` is ``run(b, seed=2)`` (up to the network kernels' own
+        batch-size rounding, see the README's Translator section)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
