@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_M
+from native_helpers import requires_cuda
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import ConfigError, EgsdeError, EngineDirError, ImageError
 from egsde_rt.io import load_image
@@ -165,3 +166,22 @@ def test_per_image_seeds_match_the_reference_sampler(tiny_engine):
     # Batch 1 against batch 2: the noise and the sampler are exact; the CPU libraries' network
     # kernels (a GEMV for one row, a GEMM for two) may differ in the last bit.
     assert np.abs(got[1] - tr.run_tensor(x0[1:], seed=seeds[1], M=3)[0]).max() < 1e-6
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_200_translations_do_not_grow_device_memory(tiny_engine):
+    """On a GPU: the CUDA Translator (its samplers, captured graph, runner) reaches a steady state;
+    200 more translations do not take more device memory (what the driver reports free, so the
+    native core's allocations count too, not only PyTorch's)."""
+    tr = Translator(tiny_engine[0], backend="torch", device="cuda")
+    x0 = _x0()
+    for seed in range(20):
+        tr.run_tensor(x0, seed=seed, M=2)
+    torch.cuda.synchronize()
+    free_before, _ = torch.cuda.mem_get_info()
+    for seed in range(200):
+        tr.run_tensor(x0, seed=seed, M=2)
+    torch.cuda.synchronize()
+    free_after, _ = torch.cuda.mem_get_info()
+    assert free_before - free_after < 4 * 2**20, f"device memory grew by {(free_before - free_after) / 2**20:.1f} MB"
