@@ -38,7 +38,7 @@ CMAKE_ARGS="-DEGSDE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 ${CMAKE_ARGS:-}" \
 python -c "import egsde_rt._core as c; print('built_with_cuda', c.built_with_cuda, '|', c.cuda_status())" \
   | tee -a "$out/protocol.log"
 
-gpu_tests=(tests/test_native_cuda.py)
+gpu_tests=(tests/test_native_cuda.py tests/test_reliability.py)  # the latter: device memory over 200 runs (needs onnxruntime for its engine)
 step gpu-tests 180 python -m pytest -q -m gpu -rs "${gpu_tests[@]}"
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
