@@ -194,3 +194,10 @@ def test_serve_stops_gracefully_on_sigterm(tiny_engine, tmp_path):
             process.kill()
             process.wait()
     assert "stopping" in process.stdout.read()
+
+
+def test_serve_refuses_a_bad_engine_or_config_before_starting_ray(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--max-batch-size", "0"]) == 2
+    assert "max_batch_size must be a positive integer" in capsys.readouterr().err

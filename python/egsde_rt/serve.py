@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
 
-from .distributed import require_ray
+from .distributed import actor_resources, require_ray
 from .errors import ConfigError, EgsdeError, ImageError
 from .io import decode_image_bytes, image_to_tensor, tensor_to_images
 from .noise import check_seed
@@ -163,8 +163,9 @@ def _service_class(serve):
     return TranslationService
 
 
-def build_app(config: ServeConfig):
-    """The Serve application of ``config`` (``serve.run`` it)."""
+def build_app(config: ServeConfig, actor_options: dict | None = None):
+    """The Serve application of ``config`` (``serve.run`` it); each replica reserves
+    ``actor_options`` (default: ``cpus_per_replica`` CPU slots)."""
     require_ray()
     from ray import serve
 
@@ -172,9 +173,7 @@ def build_app(config: ServeConfig):
     from .engine import load_engine_dir
 
     load_engine_dir(config.engine_dir)  # a bad engine fails here, not in a replica
-    actor_options = {"num_cpus": config.cpus_per_replica}
-    if config.device == "cuda":
-        actor_options["num_gpus"] = 1
+    actor_options = actor_options or {"num_cpus": config.cpus_per_replica}
     deployment = serve.deployment(
         name="translate", num_replicas=config.replicas, ray_actor_options=actor_options,
         # enough requests in each replica for a full batch while the previous one runs
@@ -186,13 +185,20 @@ def build_app(config: ServeConfig):
 
 def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
           ray_init_args: dict | None = None) -> None:
-    """Start Ray (local without ``address``), Serve's HTTP proxy on host:port, and the service."""
+    """Start Ray (local without ``address``), Serve's HTTP proxy on host:port, and the service.
+    Each replica takes one GPU where the cluster has GPUs (device auto or cuda), else
+    ``cpus_per_replica`` CPU slots (the rule of ``distributed.actor_resources``)."""
     ray = require_ray()
     from ray import serve
 
-    app = build_app(config)
+    config.check()
+    from .engine import load_engine_dir
+
+    load_engine_dir(config.engine_dir)  # a bad engine fails before Ray starts
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **(ray_init_args or {}))
+    _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
+    app = build_app(config, actor_options)
     serve.start(http_options={"host": host, "port": int(port)})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
 
