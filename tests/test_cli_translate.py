@@ -134,3 +134,13 @@ def test_top_level_translator(tiny_engine):
     import egsde_rt
 
     assert egsde_rt.Translator(tiny_engine[0]).image_size == 32
+
+
+def test_the_output_folder_is_never_an_input(tiny_engine, tmp_path, capsys):
+    inputs = _images(tmp_path / "in")
+    out = inputs / "dogs"  # outputs inside the input folder
+    args = ["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--M", "2"]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 0  # the outputs of the first run are not translated again
+    assert "0 written, 3 skipped (existing), 0 failed of 3" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]

@@ -253,3 +253,15 @@ def test_step_kernels_refuse_bad_buffers():
     with pytest.raises(NativeError, match="step"):
         K.axpby(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0,
                 step=np.zeros(2, np.float32))
+
+
+def test_kernel_seeds_are_checked_not_wrapped():
+    out = np.zeros(8, np.float32)
+    for bad in (-1, 2**64, np.array([-1, 2], np.int64), np.array([0.5, 1.0]), "x"):
+        with pytest.raises(NativeError, match="seed"):
+            K.philox_normal(out, 2, 4, bad, 0, 0)
+    K.philox_normal(out, 2, 4, np.array([1, 2], np.int64), 0, 0)  # signed integers >= 0 are fine
+    assert np.array_equal(out, philox_normal([1, 2], 0, 0, (2, 4)).ravel())
+    _, rows = _step_rows(M=3)
+    with pytest.raises(NativeError, match="stream"):
+        K.philox_normal(out, 2, 4, 0, 2, 0, step=_step_scalars(rows, 0, 2)[0])

@@ -142,3 +142,8 @@ def test_noise_sources():
         PhiloxNoise(-1)
     per_image = PhiloxNoise([4, 3]).draw(1, 5, (2, 3, 4, 4))
     assert torch.equal(per_image[1], PhiloxNoise(3).draw(1, 5, (1, 3, 4, 4))[0])
+
+
+def test_a_numpy_scalar_is_one_seed():
+    assert check_seeds(np.uint64(5), 2) == [5, 5] and check_seeds(np.array(5), 2) == [5, 5]
+    assert PhiloxNoise(np.array(7)).seed == 7

@@ -109,8 +109,10 @@ def service(local_ray, tiny_engine):
     from egsde_rt import serve as service_module
     from egsde_rt.bench.serve_load import wait_healthy
 
+    # A queue of 8: enough that requests the router has not yet placed on the replica (it probes
+    # the replica's load first) are not refused while the replica has room.
     config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=300,
-                                        max_queued_requests=2, cpus_per_replica=0.5)
+                                        max_queued_requests=8, cpus_per_replica=0.5)
     service_module.start(config, port=PORT)
     wait_healthy(PORT)
     yield config
@@ -154,8 +156,8 @@ def test_concurrent_requests_are_batched_and_each_keeps_its_seed(service, tiny_e
 
 
 def test_overload_gets_503_and_the_service_survives(service):
-    with ThreadPoolExecutor(24) as pool:
-        statuses = [r[0] for r in pool.map(lambda s: _post(f"seed={s}&M=6", _png(s)), range(24))]
+    with ThreadPoolExecutor(40) as pool:  # 8 running + 8 queued at most: the rest must get 503
+        statuses = [r[0] for r in pool.map(lambda s: _post(f"seed={s}&M=6", _png(s)), range(40))]
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
     assert _post("seed=1&M=2", _png())[0] == 200 and _get("/healthz") == b"ok"
 

@@ -87,34 +87,68 @@ RunInputs run_inputs(const Sampler& s, const py::handle& x0, const py::object& n
   return in;
 }
 
-// The seeds of a run or a kernel call: one integer for every image, or one per image.
+// The seeds of a run or a kernel call: one integer for every image, or one per image (an
+// integer array; negative values are refused, not wrapped).
 std::vector<std::uint64_t> seeds_of(const py::handle& seed, index_t batch) {
-  if (py::isinstance<py::int_>(seed)) return std::vector<std::uint64_t>(static_cast<size_t>(batch), seed.cast<std::uint64_t>());
-  const auto a = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(seed);
-  require(static_cast<bool>(a), "seed: needs an integer or one unsigned 64-bit integer per image");
+  if (py::isinstance<py::int_>(seed)) {
+    require(py::reinterpret_borrow<py::int_>(seed) >= py::int_(0) && seed.attr("bit_length")().cast<int>() <= 64,
+            "seed: must be an integer in [0, 2^64)");
+    return std::vector<std::uint64_t>(static_cast<size_t>(batch), seed.cast<std::uint64_t>());
+  }
+  const py::array raw = py::array::ensure(seed);
+  require(static_cast<bool>(raw) && (raw.dtype().kind() == 'i' || raw.dtype().kind() == 'u'),
+          "seed: needs an integer or an integer array with one seed per image");
+  if (raw.dtype().kind() == 'i') {
+    const auto signed_seeds = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+    for (py::ssize_t i = 0; i < signed_seeds.size(); ++i)
+      require(signed_seeds.data()[i] >= 0, "seed: must be an integer in [0, 2^64)");
+  }
+  const auto a = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
   if (a.ndim() == 0) return std::vector<std::uint64_t>(static_cast<size_t>(batch), *a.data());
   require(a.ndim() == 1 && a.size() == batch,
           "seed: needs an integer or one per image (" + std::to_string(batch) + "), got " + std::to_string(a.size()));
   return std::vector<std::uint64_t>(a.data(), a.data() + a.size());
 }
 
-// The seeds of a kernel call in the memory of its device (kept alive until the kernel is done).
+// The seeds of a kernel call in the memory of its device: a device array of 64-bit integers is
+// used as it is (no copy: what benchmarks and CUDA-graph capture need); anything else is
+// uploaded into a buffer kept alive until the kernel is done.
 struct KernelSeeds {
   DeviceBuffer<std::uint64_t> buffer;
   ExecutionContext ctx;
-  KernelSeeds(const py::handle& seed, index_t batch, const ExecutionContext& c)
-      : buffer(c.device, batch), ctx(c) {
+  const std::uint64_t* pointer = nullptr;
+  bool owned = false;
+  KernelSeeds(const py::handle& seed, index_t batch, const ExecutionContext& c) : ctx(c) {
+    if (py::hasattr(seed, "__cuda_array_interface__")) {
+      py::dict cai = seed.attr("__cuda_array_interface__");
+      const std::string type = cai["typestr"].cast<std::string>();
+      require(type == "<u8" || type == "<i8", "seed: a device seed array must hold 64-bit integers");
+      require(ctx.device == Device::CUDA, "seed: a device seed array for host arrays");
+      require(bindings::product(cai["shape"]) == batch, "seed: a device seed array needs one seed per image");
+      pointer = reinterpret_cast<const std::uint64_t*>(py::tuple(cai["data"])[0].cast<std::uintptr_t>());
+      return;
+    }
     const std::vector<std::uint64_t> host = seeds_of(seed, batch);
+    buffer = DeviceBuffer<std::uint64_t>(c.device, batch);
     buffer.upload(ctx, host.data(), batch);
+    pointer = buffer.data();
+    owned = true;
   }
   ~KernelSeeds() {
+    if (!owned) return;
     try {
       synchronize(ctx);
     } catch (...) {
     }
   }
-  const std::uint64_t* data() const { return buffer.data(); }
+  const std::uint64_t* data() const { return pointer; }
 };
+
+// The stream whose draw a kernel call reads from the step scalars must be one of the sampler's.
+void require_noise_stream(std::uint32_t stream, const py::object& step) {
+  require(step.is_none() || stream < static_cast<std::uint32_t>(kNoiseStreams),
+          "stream: with step, the stream must be 0 (sampling) or 1 (perturbation)");
+}
 
 py::array_t<float> image_array(const SamplerConfig& c) {
   return py::array_t<float>({c.batch, c.channels, c.height, c.width});
@@ -330,6 +364,7 @@ PYBIND11_MODULE(_core, m) {
     const ArrayArg o = as_array(out, true, "out");
     require_size(o, batch * per_image, "out");
     const ExecutionContext ctx = context_of({o}, cuda_stream);
+    require_noise_stream(stream, step);
     const KernelSeeds seeds(seed, batch, ctx);
     PhiloxNormalParams p{o.data, batch, per_image, NoiseKey{seeds.data(), stream, draw}};
     p.step = as_step_scalars(step_scalars_arg(step), ctx);
@@ -434,6 +469,7 @@ PYBIND11_MODULE(_core, m) {
     u.li_w = li_w;
     u.sigma = sigma;
     const ExecutionContext ctx = context_of({ya, ea, oa}, cuda_stream);
+    require_noise_stream(stream, step);
     const KernelSeeds seeds(seed, batch, ctx);
     u.key = NoiseKey{seeds.data(), stream, draw};
     u.step = as_step_scalars(step_scalars_arg(step), ctx);

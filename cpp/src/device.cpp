@@ -31,6 +31,9 @@ void* allocate(Device device, size_t bytes) {
   void* data = nullptr;
   check_cuda(cudaMalloc(&data, bytes), "cudaMalloc");
   check_cuda(cudaMemset(data, 0, bytes), "cudaMemset");
+  // cudaMemset runs on the legacy default stream, which does not order against non-blocking
+  // streams (PyTorch's): finish the zero fill before any stream-ordered copy can touch the memory.
+  check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   return data;
 #else
   throw Error("egsde_rt was built without CUDA: no device memory");

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EgsdeError
+from .errors import ConfigError, EgsdeError
 from .runtime.backends import BACKENDS, resolve_device
 from .settings import RUNTIME_OVERRIDABLE, SETTING_TYPES
 
@@ -67,8 +67,12 @@ def _cmd_reference(args) -> int:
             continue
         with tqdm(total=settings.num_updates * settings.repeats, desc=task.source.name, unit="step") as bar:
             y = translate(x0, score, dse, settings, seed=task.seed, callback=lambda k, K, y: bar.update(1))
-        (image,) = tensor_to_images(y)
-        save_atomically(image, task.output)
+        try:
+            (image,) = tensor_to_images(y)
+            save_atomically(image, task.output)
+        except (EgsdeError, OSError) as err:  # a diverged result, or an output that cannot be written
+            report.failed.append((task.source, str(err)))
+            continue
         report.written.append(task.output)
     return _finish_job(report, len(tasks) + len(skipped))
 
@@ -251,7 +255,18 @@ def _bench_serve(args, engine: Path, log) -> int:
 
     def batching(text):
         size, _, wait = text.partition(":")
-        return int(size), float(wait or 0)
+        try:
+            return int(size), float(wait or 0)
+        except ValueError:
+            raise ConfigError(f"--batchings takes MAX_BATCH:WAIT_MS pairs such as 4:10, got {text!r}") from None
+
+    from urllib.parse import parse_qsl
+
+    from .settings import overrides_from_text
+
+    query = dict(parse_qsl(args.query or "", keep_blank_values=True))
+    query.pop("seed", None)
+    overrides_from_text(query)  # a bad setting fails here, not as a 400 on every request
 
     args.backend, args.replicas, args.max_queued_requests, args.cpus_per_replica = "auto", 1, 64, 1.0
     args.max_batch_size, args.batch_wait_ms = 1, 0.0

@@ -61,7 +61,10 @@ class TranslateFiles:
         tasks = _tasks_of(batch)
         report = JobReport()
         for files, x0 in decoded_batches(tasks, self.translator.image_size, max(1, len(tasks)), report):
-            report.merge(translate_batch(self.translator, files, x0, self.overrides))
+            try:
+                report.merge(translate_batch(self.translator, files, x0, self.overrides))
+            except EgsdeError as err:  # e.g. a native failure: these files fail, the job goes on
+                report.failed += [(t.source, str(err)) for t in files]
         written = {str(p) for p in report.written}
         failed = {str(source): why for source, why in report.failed}
         status, error = [], []
@@ -71,6 +74,16 @@ class TranslateFiles:
             error.append("" if ok else failed.get(str(task.source), "not written"))
         return {"source": [str(t.source) for t in tasks], "output": [str(t.output) for t in tasks],
                 "status": status, "error": error}
+
+
+def init_ray(ray, address: str | None, ray_init_args: dict | None = None) -> None:
+    """Join the cluster at ``address``, or start a local instance of this machine's CPUs (never
+    an unrelated cluster that ``RAY_ADDRESS`` or a running ``ray start`` would point at)."""
+    init = {"address": address or "local", "include_dashboard": False, "log_to_driver": False,
+            **(ray_init_args or {})}
+    if address is None:
+        init.setdefault("num_cpus", max(1, os.cpu_count() or 1))
+    ray.init(**init)
 
 
 def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: str) -> tuple[int, dict]:
@@ -106,10 +119,7 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
         return report
     started = not ray.is_initialized()
     if started:
-        init = {"address": address, "include_dashboard": False, "log_to_driver": False, **(ray_init_args or {})}
-        if address is None:
-            init.setdefault("num_cpus", max(1, os.cpu_count() or 1))
-        ray.init(**init)
+        init_ray(ray, address, ray_init_args)
     try:
         count, resources = actor_resources(ray, actors, cpus_per_actor, device)
         context = ray.data.DataContext.get_current()
@@ -125,12 +135,16 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
 
         with tqdm(total=len(tasks), desc=f"translate on {count} Ray actor(s)", unit="image",
                   disable=not progress) as bar:
-            for row in results.iter_rows():
-                if row["status"] == STATUS_WRITTEN:
-                    report.written.append(Path(row["output"]))
-                else:
-                    report.failed.append((Path(row["source"]), row["error"]))
-                bar.update(1)
+            try:
+                for row in results.iter_rows():
+                    if row["status"] == STATUS_WRITTEN:
+                        report.written.append(Path(row["output"]))
+                    else:
+                        report.failed.append((Path(row["source"]), row["error"]))
+                    bar.update(1)
+            except ray.exceptions.RayError as err:  # an actor could not start or died
+                raise EgsdeError(f"the Ray job failed after {len(report.written)} file(s) were written (rerun with "
+                                 f"--resume to finish it): {str(err).splitlines()[0]}") from None
     finally:
         if started:
             ray.shutdown()

@@ -3,9 +3,10 @@
 
 A job is a list of ``FileTask``: each input file with its path relative to the folder it was
 found in (a file named directly: its name), its output (``OUTPUT_DIR/<relative>.png``, the
-folder structure kept) and its own seed, ``noise.derive_seed(seed, relative)``. Since an
-image's translation depends only on (engine, image, seed, settings), a file's output bytes do
-not depend on the batch size, the order, a rerun or which process translated it.
+folder structure kept) and its own seed, ``noise.derive_seed(seed, relative)``. So a file's
+noise does not depend on the batch size, the order, a rerun or which process translated it, and
+its output bytes do not either, up to the networks' own float rounding at another batch size
+(see the README's Translator section). Files under the output folder are never inputs.
 
 Files are decoded batch by batch (memory does not grow with the folder). A file that cannot be
 read is reported and the rest go on; outputs are written atomically (a hidden partial file,
@@ -59,12 +60,16 @@ class JobReport:
         return 1 if self.failed else 0
 
 
-def input_files(items: Iterable[str | os.PathLike]) -> list[tuple[Path, PurePosixPath]]:
-    """(file, path relative to its input folder) for image files and folders named by the user."""
+def input_files(items: Iterable[str | os.PathLike],
+                exclude: Path | None = None) -> list[tuple[Path, PurePosixPath]]:
+    """(file, path relative to its input folder) for image files and folders named by the user;
+    files found in folders under ``exclude`` (the output folder) are left out."""
     found: list[tuple[Path, PurePosixPath]] = []
+    excluded = exclude.resolve() if exclude is not None else None
     for item in map(Path, items):
         if item.is_dir():
-            found += [(p, PurePosixPath(p.relative_to(item).as_posix())) for p in list_images(item)]
+            found += [(p, PurePosixPath(p.relative_to(item).as_posix())) for p in list_images(item)
+                      if excluded is None or not p.resolve().is_relative_to(excluded)]
         elif item.exists():
             found.append((item, PurePosixPath(item.name)))
         else:
@@ -85,7 +90,7 @@ def plan_job(items: Iterable[str | os.PathLike], output_dir: str | os.PathLike, 
     seed = check_seed(seed)
     output_dir = Path(output_dir)
     tasks = [FileTask(source, relative, output_dir / relative.with_suffix(".png"), derive_seed(seed, relative))
-             for source, relative in input_files(items)]
+             for source, relative in input_files(items, exclude=output_dir)]
     by_output: dict[Path, FileTask] = {}
     for task in tasks:
         if task.output in by_output:

@@ -13,12 +13,13 @@ Specification (the C++ and CUDA kernels implement exactly this):
 * A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` with seed ``q_b`` and
   element ``k`` (flat C-order index within the image), with ``block = k // 4`` and
   ``lane = k % 4``, the counter is ``(block, 0, draw, stream)`` under the key of ``q_b``. So an
-  image's noise depends only on its seed, never on the batch size or its position in the batch:
-  ``run([a, b], seed=[1, 2])[1]`` is bit-identical to ``run(b, seed=2)``.
+  image's noise depends only on its seed, never on the batch size or its position in the batch
+  (``run([a, b], seed=[1, 2])[1]`` draws exactly the noise of ``run(b, seed=2)``; the networks'
+  own float kernels may still round differently at batch 1 than at 2: see the README).
 * Folders: ``derive_seed(seed, relative_path)`` gives each file its own seed from the run's seed
   and the file's path relative to the input folder (the first 8 bytes, little-endian, of
   SHA-256 over ``"egsde-rt:{seed}:{posix path}"``), so a rerun, another batch size or a
-  distributed run gives every file the same bytes.
+  distributed run gives every file the same noise.
 * Gaussians by Box-Muller on lane pairs, in float64, rounded once to float32: with the Philox
   output ``(x0, x1, x2, x3)``, lanes 0/1 use ``(x0, x1)`` and lanes 2/3 use ``(x2, x3)``:
   ``u1 = (xa + 0.5) / 2^32``, ``u2 = (xb + 0.5) / 2^32``, ``r = sqrt(-2 ln u1)``,
@@ -90,6 +91,8 @@ Seeds = int | Sequence[int] | np.ndarray  # one seed for every image, or one per
 
 def check_seeds(seed: Seeds, batch: int) -> list[int]:
     """The seeds of ``batch`` images: one integer for every image, or a sequence of one each."""
+    if isinstance(seed, np.ndarray) and seed.ndim == 0:
+        seed = seed[()]  # a numpy scalar: one seed
     if isinstance(seed, (np.ndarray, list, tuple)):
         seeds = list(seed) if not isinstance(seed, np.ndarray) or seed.ndim == 1 else None
         if seeds is None or len(seeds) != batch:
@@ -147,6 +150,8 @@ class PhiloxNoise:
     one seed for every image or one per image."""
 
     def __init__(self, seed: Seeds = 0):
+        if isinstance(seed, np.ndarray) and seed.ndim == 0:
+            seed = seed[()]
         if isinstance(seed, (np.ndarray, list, tuple)):
             self.seed = check_seeds(seed, len(seed))
         else:

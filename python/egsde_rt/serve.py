@@ -10,7 +10,7 @@ HTTP (on the Serve proxy, ``host``:``port``):
 
 * ``POST /translate?seed=S&M=...&ls=...`` with the bytes of an image file as the body: the
   translated image as ``image/png`` (headers ``X-Egsde-Seed`` and ``X-Egsde-Batch-Size``, the
-  number of requests translated together). Query parameters: ``seed`` (default 0) and the
+  number of requests translated together in one native batch). Query parameters: ``seed`` (default 0) and the
   run-time overridable settings (``settings.RUNTIME_OVERRIDABLE``).
 * ``GET /healthz``: ``ok`` once the replica's engine is loaded.
 * ``GET /stats``: the replica's request and batch counts (JSON).
@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from io import BytesIO
 
-from .distributed import actor_resources, require_ray
+from .distributed import actor_resources, init_ray, require_ray
 from .errors import ConfigError, EgsdeError, ImageError
 from .io import decode_image_bytes, image_to_tensor, tensor_to_images
 from .noise import check_seed
@@ -118,14 +118,18 @@ def _service_class(serve):
                 x0 = torch.stack([items[i][0] for i in members])
                 seeds = [items[i][1] for i in members]
                 try:
-                    y = await asyncio.to_thread(self.translator.run_tensor, x0, seed=seeds, **json.loads(key))
-                    images = tensor_to_images(torch.from_numpy(y))
-                    for i, image in zip(members, images):
-                        results[i] = (png_bytes(image), len(items))
+                    pngs = await asyncio.to_thread(self._run_group, x0, seeds, json.loads(key))
+                    for i, png in zip(members, pngs):
+                        results[i] = (png, len(members))
                 except EgsdeError as err:
                     for i in members:
                         results[i] = err
             return results
+
+        def _run_group(self, x0, seeds, overrides) -> list:
+            """One native batch, encoded as PNGs (in a worker thread: the event loop stays free)."""
+            y = self.translator.run_tensor(x0, seed=seeds, **overrides)
+            return [png_bytes(image) for image in tensor_to_images(torch.from_numpy(y))]
 
         def stats(self) -> dict:
             return {"requests": sum(n * c for n, c in self.batch_sizes.items()),
@@ -145,10 +149,15 @@ def _service_class(serve):
                                     status_code=404)
             if method != "POST":
                 return JSONResponse({"error": "POST the image file's bytes to /translate"}, status_code=405)
-            body = await request.body()
             try:
-                x0, seed, overrides = parse_request(dict(request.query_params), body, self.translator.image_size,
-                                                    self.config.max_upload_mb)
+                declared = int(request.headers.get("content-length") or 0)
+                if declared > self.config.max_upload_mb * 2**20:  # refused before reading the body
+                    raise ImageError(f"the upload is {declared / 2**20:.1f} MB, over the service's "
+                                     f"{self.config.max_upload_mb:g} MB limit")
+                body = await request.body()
+                x0, seed, overrides = await asyncio.to_thread(  # decoding off the event loop
+                    parse_request, dict(request.query_params), body, self.translator.image_size,
+                    self.config.max_upload_mb)
                 self.translator.settings_with(**overrides)
             except EgsdeError as err:
                 too_large = isinstance(err, ImageError) and "over the service's" in str(err)
@@ -195,21 +204,35 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     from .engine import load_engine_dir
 
     load_engine_dir(config.engine_dir)  # a bad engine fails before Ray starts
+    global _started_ray
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **(ray_init_args or {}))
+        init_ray(ray, address, ray_init_args)
+        _started_ray = True
     _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
     app = build_app(config, actor_options)
     serve.start(http_options={"host": host, "port": int(port)})
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as err:  # a replica could not start (e.g. its backend is not usable there)
+        raise EgsdeError(f"the service did not start: {str(err).splitlines()[0]}") from None
+
+
+_started_ray = False  # whether start() started Ray in this process (then stop() stops it)
 
 
 def stop() -> None:
-    """Graceful: Serve drains the requests in flight, then Ray (if this process started it) stops."""
+    """Graceful: Serve drains the requests in flight of this service. If this process started
+    Ray, Serve and Ray stop too; on a cluster joined by address, only this application goes."""
+    global _started_ray
     ray = require_ray()
     from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+    if _started_ray:
+        serve.shutdown()
+        ray.shutdown()
+        _started_ray = False
+    else:
+        serve.delete(APP_NAME)
 
 
 def serve_forever(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,

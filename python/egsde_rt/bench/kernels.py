@@ -93,7 +93,9 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
                                     bytes_moved / (native_ms * 1e-3) / 1e9))
 
     f32 = 4
-    measure("philox_normal", lambda: K.philox_normal(_native(out), batch, per_image, 7, 0, 1),
+    # The per-image seeds live where the kernels read them (on CUDA a device array: no upload per call).
+    seeds = _native(torch.arange(7, 7 + batch, dtype=torch.int64, device=device))
+    measure("philox_normal", lambda: K.philox_normal(_native(out), batch, per_image, seeds, 0, 1),
             lambda: torch.randn(shape, device=device), n * f32)
     measure("axpby", lambda: K.axpby(_native(x), _native(eps), _native(out), 0.8, 0.6),
             lambda: 0.8 * x + 0.6 * eps, 3 * n * f32)
@@ -126,7 +128,7 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
         return mean + c["sigma"] * torch.randn_like(y)
 
     measure("egsde_update", lambda: K.egsde_update(_native(y), _native(eps), _native(gs), _native(gi), None,
-                                                   _native(out), batch, per_image, seed=3, draw=2, **c),
+                                                   _native(out), batch, per_image, seed=seeds, draw=2, **c),
             eager_update, 5 * n * f32)
     return results
 

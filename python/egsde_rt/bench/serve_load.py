@@ -54,13 +54,19 @@ def _sample_png(size: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+NO_RESPONSE = 0  # the status recorded for a request that timed out or lost its connection
+
+
 def post(url: str, body: bytes, timeout: float) -> tuple[int, dict, bytes]:
+    """(status, lower-case headers, body); status ``NO_RESPONSE`` when none came back in time."""
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "image/png"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+    except (urllib.error.URLError, OSError) as err:  # timeouts and refused or reset connections
+        return NO_RESPONSE, {}, str(err).encode()
 
 
 def wait_healthy(port: int, timeout_s: float = 120.0) -> None:
