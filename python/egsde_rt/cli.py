@@ -30,8 +30,11 @@ def _existing_policy(args) -> str:
     return "skip" if args.resume else "overwrite" if args.overwrite else "error"
 
 
-def _finish_job(report, total: int) -> int:
-    """Print what a folder job did (outputs on stdout, failures on stderr); its exit code."""
+def _finish_job(report, tasks, skipped) -> int:
+    """Print what a folder job did (outputs on stdout, failures on stderr); its exit code.
+    ``tasks`` ran, ``skipped`` (existing outputs) did not."""
+    report.skipped += [t.output for t in skipped]
+    total = len(tasks) + len(skipped)
     for path in report.written:
         print(path)
     for source, why in report.failed:
@@ -41,14 +44,46 @@ def _finish_job(report, total: int) -> int:
     return report.exit_code
 
 
-def _cmd_reference(args) -> int:
+def _run_with_progress(translator, tasks, batch_size: int, overrides: dict | None = None):
+    """``folder_job.run_job`` with a progress bar counting images (failed files count as done)."""
     from tqdm import tqdm
 
-    from .folder_job import JobReport, plan_job, save_atomically
-    from .io import image_to_tensor, tensor_to_images
+    from .folder_job import run_job
+
+    with tqdm(total=len(tasks), desc="translate", unit="image", bar_format="{l_bar}{bar}| {n:.1f}/{total} "
+              "[{elapsed}<{remaining}]") as bar:
+        def advance(images: float) -> None:  # fractions of images, never past the total
+            bar.update(min(images, bar.total - bar.n))
+
+        report = run_job(translator, tasks, batch_size=batch_size, overrides=overrides, on_update=advance)
+        bar.update(bar.total - bar.n)
+    return report
+
+
+class _EagerTranslator:
+    """The eager reference sampler behind what a folder job calls (``image_size``,
+    ``settings_with``, ``run_tensor``), so ``reference`` runs folders as ``translate`` does."""
+
+    def __init__(self, score, dse, settings, image_size: int, device: str):
+        self.score, self.dse, self.settings = score, dse, settings
+        self.image_size, self.device = image_size, device
+
+    def settings_with(self, **overrides):
+        return self.settings.with_overrides(**overrides)
+
+    def run_tensor(self, x0, seed, callback=None, **overrides):
+        from .reference import translate
+
+        step = None if callback is None else (lambda k, total, y: callback(k, total))
+        y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
+                      callback=step)
+        return y.cpu().numpy()
+
+
+def _cmd_reference(args) -> int:
+    from .folder_job import plan_job
     from .models import build_preset_models, load_checkpoint
     from .presets import get_preset
-    from .reference import translate
 
     preset = get_preset(args.preset)
     settings = preset.settings.with_overrides(**settings_overrides(args))
@@ -56,25 +91,10 @@ def _cmd_reference(args) -> int:
     score, dse = build_preset_models(preset)
     load_checkpoint(score, args.score_ckpt)
     load_checkpoint(dse, args.dse_ckpt)
-    score.to(args.device).eval()
-    dse.to(args.device).eval()
-    report = JobReport(skipped=[t.output for t in skipped])
-    for task in tasks:  # the files' seeds are those of `translate`: the outputs are comparable
-        try:
-            x0 = image_to_tensor(task.source, preset.image_size)[None].to(args.device)
-        except EgsdeError as err:
-            report.failed.append((task.source, str(err)))
-            continue
-        with tqdm(total=settings.num_updates * settings.repeats, desc=task.source.name, unit="step") as bar:
-            y = translate(x0, score, dse, settings, seed=task.seed, callback=lambda k, K, y: bar.update(1))
-        try:
-            (image,) = tensor_to_images(y)
-            save_atomically(image, task.output)
-        except (EgsdeError, OSError) as err:  # a diverged result, or an output that cannot be written
-            report.failed.append((task.source, str(err)))
-            continue
-        report.written.append(task.output)
-    return _finish_job(report, len(tasks) + len(skipped))
+    eager = _EagerTranslator(score.to(args.device).eval(), dse.to(args.device).eval(), settings, preset.image_size,
+                             args.device)
+    # One file at a time; the files' seeds are those of `translate`, so the outputs are comparable.
+    return _finish_job(_run_with_progress(eager, tasks, batch_size=1), tasks, skipped)
 
 
 # Method settings as command-line flags: name -> help (types: settings.SETTING_TYPES). `settings_overrides`
@@ -162,9 +182,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_translate(args) -> int:
-    from tqdm import tqdm
-
-    from .folder_job import JobReport, plan_job, run_job
+    from .folder_job import plan_job
     from .runtime.translator import Translator
 
     tasks, skipped = plan_job(args.inputs, args.output_dir, args.seed, existing=_existing_policy(args))
@@ -177,18 +195,10 @@ def _cmd_translate(args) -> int:
                                overrides=overrides, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor)
     else:
         translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision)
-        translator.settings_with(**overrides)  # bad settings fail before any file is read
         print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
               file=sys.stderr)
-        with tqdm(total=len(tasks), desc="translate", unit="image", bar_format="{l_bar}{bar}| {n:.1f}/{total} "
-                  "[{elapsed}<{remaining}]") as bar:
-            def advance(images: float) -> None:  # fractions of images, never past the total
-                bar.update(min(images, bar.total - bar.n))
-
-            report = run_job(translator, tasks, batch_size=args.batch_size, overrides=overrides, on_update=advance)
-            bar.update(bar.total - bar.n)  # failed files count as done
-    report.merge(JobReport(skipped=[t.output for t in skipped]))
-    return _finish_job(report, len(tasks) + len(skipped))
+        report = _run_with_progress(translator, tasks, args.batch_size, overrides)
+    return _finish_job(report, tasks, skipped)
 
 
 def _train_config(args):

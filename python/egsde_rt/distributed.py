@@ -22,6 +22,7 @@ from typing import Sequence
 
 from .errors import ConfigError, EgsdeError
 from .folder_job import FileTask, JobReport, decoded_batches, translate_batch
+from .settings import check_positive_int
 
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 
@@ -92,8 +93,8 @@ def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: str)
     gpus = int(ray.cluster_resources().get("GPU", 0)) if device in ("auto", "cuda") else 0
     if device == "cuda" and gpus == 0:
         raise ConfigError("--device cuda, but the Ray cluster has no GPU")
-    if actors is not None and (isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
-        raise ConfigError(f"the number of Ray actors must be a positive integer, got {actors!r}")
+    if actors is not None:
+        check_positive_int(actors, "the number of Ray actors")
     if not cpus_per_actor > 0:
         raise ConfigError(f"CPU slots per actor must be positive, got {cpus_per_actor!r}")
     if gpus:
@@ -107,8 +108,7 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
                   progress: bool = True, ray_init_args: dict | None = None) -> JobReport:
     """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process."""
     ray = require_ray()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch size")
     overrides = overrides or {}
     from .engine import load_engine_dir
     from .runtime.translator import engine_settings

@@ -27,6 +27,7 @@ import torch
 from .errors import ConfigError, EgsdeError, ImageError
 from .io import IMAGE_EXTENSIONS, image_to_tensor, list_images, tensor_to_images
 from .noise import check_seed, derive_seed
+from .settings import check_positive_int
 
 EXISTING_POLICIES = ("error", "skip", "overwrite")
 
@@ -122,8 +123,7 @@ def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int,
                     report: JobReport) -> Iterator[tuple[list[FileTask], torch.Tensor]]:
     """Batches of up to ``batch_size`` readable files, decoded just before they are needed; a
     file that cannot be read goes to ``report.failed`` and the next one takes its place."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch size")
     batch: list[FileTask] = []
     tensors: list[torch.Tensor] = []
     for task in tasks:

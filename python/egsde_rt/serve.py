@@ -36,7 +36,7 @@ from .distributed import actor_resources, init_ray, require_ray
 from .errors import ConfigError, EgsdeError, ImageError
 from .io import decode_image_bytes, image_to_tensor, tensor_to_images
 from .noise import check_seed
-from .settings import overrides_from_text
+from .settings import check_positive_int, overrides_from_text
 
 APP_NAME = "egsde-rt"
 
@@ -59,9 +59,7 @@ class ServeConfig:
 
     def check(self) -> "ServeConfig":
         for name in ("replicas", "max_batch_size", "max_queued_requests"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name)
         for name in ("batch_wait_ms", "cpus_per_replica", "max_upload_mb", "graceful_shutdown_s"):
             if not getattr(self, name) >= 0 or (name != "batch_wait_ms" and getattr(self, name) == 0):
                 raise ConfigError(f"{name} must be {'>= 0' if name == 'batch_wait_ms' else 'positive'}, "
@@ -69,10 +67,18 @@ class ServeConfig:
         return self
 
 
+class UploadTooLarge(ImageError):
+    """An upload over the service's size limit (answered with 413)."""
+
+
+def check_upload_size(nbytes: int, max_upload_mb: float) -> None:
+    if nbytes > max_upload_mb * 2**20:
+        raise UploadTooLarge(f"the upload is {nbytes / 2**20:.1f} MB, over the service's {max_upload_mb:g} MB limit")
+
+
 def parse_request(query: dict, body: bytes, image_size: int, max_upload_mb: float):
     """(x0 [3, S, S], seed, overrides) of a request, or an ``EgsdeError`` naming what is wrong."""
-    if len(body) > max_upload_mb * 2**20:
-        raise ImageError(f"the upload is {len(body) / 2**20:.1f} MB, over the service's {max_upload_mb:g} MB limit")
+    check_upload_size(len(body), max_upload_mb)  # also for uploads that declared no length
     params = dict(query)
     seed_text = params.pop("seed", "0")
     try:
@@ -150,18 +156,15 @@ def _service_class(serve):
             if method != "POST":
                 return JSONResponse({"error": "POST the image file's bytes to /translate"}, status_code=405)
             try:
-                declared = int(request.headers.get("content-length") or 0)
-                if declared > self.config.max_upload_mb * 2**20:  # refused before reading the body
-                    raise ImageError(f"the upload is {declared / 2**20:.1f} MB, over the service's "
-                                     f"{self.config.max_upload_mb:g} MB limit")
+                # refused before reading the body
+                check_upload_size(int(request.headers.get("content-length") or 0), self.config.max_upload_mb)
                 body = await request.body()
                 x0, seed, overrides = await asyncio.to_thread(  # decoding off the event loop
                     parse_request, dict(request.query_params), body, self.translator.image_size,
                     self.config.max_upload_mb)
                 self.translator.settings_with(**overrides)
             except EgsdeError as err:
-                too_large = isinstance(err, ImageError) and "over the service's" in str(err)
-                return JSONResponse({"error": str(err)}, status_code=413 if too_large else 400)
+                return JSONResponse({"error": str(err)}, status_code=413 if isinstance(err, UploadTooLarge) else 400)
             result = await self._translate((x0, seed, overrides))
             if isinstance(result, EgsdeError):
                 return JSONResponse({"error": str(result)}, status_code=422)
@@ -172,17 +175,10 @@ def _service_class(serve):
     return TranslationService
 
 
-def build_app(config: ServeConfig, actor_options: dict | None = None):
-    """The Serve application of ``config`` (``serve.run`` it); each replica reserves
-    ``actor_options`` (default: ``cpus_per_replica`` CPU slots)."""
-    require_ray()
+def _application(config: ServeConfig, actor_options: dict):
+    """The Serve application of a checked ``config``; each replica reserves ``actor_options``."""
     from ray import serve
 
-    config.check()
-    from .engine import load_engine_dir
-
-    load_engine_dir(config.engine_dir)  # a bad engine fails here, not in a replica
-    actor_options = actor_options or {"num_cpus": config.cpus_per_replica}
     deployment = serve.deployment(
         name="translate", num_replicas=config.replicas, ray_actor_options=actor_options,
         # enough requests in each replica for a full batch while the previous one runs
@@ -203,13 +199,13 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     config.check()
     from .engine import load_engine_dir
 
-    load_engine_dir(config.engine_dir)  # a bad engine fails before Ray starts
+    load_engine_dir(config.engine_dir)  # a bad engine fails here, before Ray starts, not in a replica
     global _started_ray
     if not ray.is_initialized():
         init_ray(ray, address, ray_init_args)
         _started_ray = True
     _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
-    app = build_app(config, actor_options)
+    app = _application(config, actor_options)
     serve.start(http_options={"host": host, "port": int(port)})
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)

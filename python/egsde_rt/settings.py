@@ -23,6 +23,13 @@ SETTING_TYPES = {"M": int, "ls": float, "li": float, "steps": int, "s1": str, "s
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def check_positive_int(value, name: str, hint: str = "") -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else a ``ConfigError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer{hint}, got {value!r}")
+    return value
+
+
 def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
     """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
     unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""

@@ -83,6 +83,11 @@ def wait_healthy(port: int, timeout_s: float = 120.0) -> None:
         time.sleep(0.5)
 
 
+def with_seed(url: str, seed: int) -> str:
+    """``url`` (maybe with a query already) asking for ``seed``."""
+    return f"{url}{'&' if '?' in url else '?'}seed={seed}"
+
+
 def _percentile(values, q):
     return float(np.percentile(values, q)) if values else None
 
@@ -97,7 +102,7 @@ def run_load(url: str, body: bytes, clients: int, requests: int, time_limit_s: f
             if time.monotonic() > deadline:
                 break
             sent = time.perf_counter()
-            status, headers, _ = post(f"{url}{'&' if '?' in url else '?'}seed={index * requests + r}", body,
+            status, headers, _ = post(with_seed(url, index * requests + r), body,
                                       timeout=max(1.0, deadline - time.monotonic()))
             outcomes.append((status, time.perf_counter() - sent, headers.get("x-egsde-batch-size")))
         return outcomes
@@ -129,7 +134,7 @@ def load_test(service: ServeConfig, load: LoadConfig, *, image_size: int, log=pr
                              max_queued_requests=max(service.max_queued_requests, load.clients))
             start(config, host=LOOPBACK, port=load.port, ray_init_args=ray_init_args)
             wait_healthy(load.port)
-            post(url + ("&" if "?" in url else "?") + "seed=0", body, timeout=load.time_limit_s)  # warm up
+            post(with_seed(url, 0), body, timeout=load.time_limit_s)  # warm up
             log(f"load: {load.clients} clients x {load.requests} requests, max batch {max_batch}, wait {wait_ms} ms")
             result = run_load(url, body, load.clients, load.requests, load.time_limit_s)
             with urllib.request.urlopen(f"http://{LOOPBACK}:{load.port}/stats", timeout=30) as response:

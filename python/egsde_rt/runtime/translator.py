@@ -6,8 +6,9 @@ sampler's state is float32 always), and runs the native EGSDE loop with that bac
 Samplers are built once per (settings, batch) and reused. A Translator may be called from
 several threads: translations are serialised (each sampler owns its buffers), and each gives
 the result of a sequential call. Every image has its own seed (one integer for all the images
-of a call, or a list with one per image), and its translation depends only on (engine, image,
-seed, settings): not on the batch size or its position in the batch.
+of a call, or a list with one per image), and its noise depends only on that seed: not on the
+batch size or its position in the batch (the networks' float kernels may still round
+differently at batch 1 than at 2; see the README's Translator section).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
-from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings
+from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_positive_int
 from .backends import CAPTURABLE_BACKENDS, BackendChoice, log, make_runner, select_backend
 from .native_sampler import build_sampler, run_captured, run_sampler
 
@@ -126,9 +127,8 @@ class Translator:
         batch-size rounding, see the README's Translator section)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer (or None: all at once), got {batch_size!r}")
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size", " (or None: all at once)")
         if single and isinstance(seed, (list, tuple, np.ndarray)):
             raise ConfigError("seed must be one integer for a single image "
                               "(a list of seeds goes with a list of images)")
