@@ -162,6 +162,8 @@ CAPTURE_MODES = {
     "repeats_fresh": dict(repeats=2, perturb="fresh"),
     "ilvr": dict(ilvr=True, ls=0.0, li=0.0),
     "cosine_s2": dict(s2="cosine", li=30.0),
+    "dpmpp_2m_sde": dict(solver="dpmpp-2m-sde", steps=5, repeats=2),  # the multistep buffer in the graph
+    "ddim": dict(solver="ddim", eta=0.5, steps=5),
 }
 
 

@@ -114,6 +114,33 @@ def test_egsde_update(batch, size, mode):
     assert np.abs(out.view - _update_reference(y, eps, gs, gi, z, c)).max() <= 1e-6
 
 
+@pytest.mark.parametrize("guided", [True, False])
+def test_egsde_update_multistep_term(guided):
+    """x0_prev (multistep solvers): mean += prev_coef * D_prev, and D_prev <- this update's D."""
+    batch, per_image = 2, 3 * 32 * 32
+    n = batch * per_image
+    y, eps, gs, gi, prev = (_random(n, s) for s in (6, 7, 8, 9, 11))
+    if not guided:
+        gs = gi = None
+    c = dict(inv_sqrt_alpha=1.02, eps_coef=0.3, ls_w=0.51, li_w=0.0021, sigma=0.0)
+    m = dict(prev_coef=-0.37, x0_y=1.3, x0_eps=0.8, ls_x0=0.25, li_x0=0.003)
+    f = {k: np.float32(v) for k, v in m.items()}
+    expected = _update_reference(y, eps, gs, gi, 0, c) + f["prev_coef"] * prev
+    d = f["x0_y"] * y - f["x0_eps"] * eps
+    if guided:
+        d = d - f["ls_x0"] * gs - f["li_x0"] * gi
+    out, x0_prev = Guarded(n), Guarded(n)
+    x0_prev.view[:] = prev
+    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    assert out.intact() and x0_prev.intact()
+    assert np.abs(out.view - expected).max() <= 1e-5
+    assert np.abs(x0_prev.view - d).max() <= 1e-5
+    y_in_place = y.copy()  # out aliasing y: D is formed from the y read before the write
+    x0_prev.view[:] = prev
+    K.egsde_update(y_in_place, eps, gs, gi, None, y_in_place, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    assert np.abs(y_in_place - expected).max() <= 1e-5 and np.abs(x0_prev.view - d).max() <= 1e-5
+
+
 def test_update_in_place():
     y, eps = _random(64, 1), _random(64, 2)
     expected = _update_reference(y, eps, None, None, 0, dict(inv_sqrt_alpha=2.0, eps_coef=0.5, sigma=0.0))
@@ -147,23 +174,27 @@ def test_native_errors_are_egsde_errors():
 # The counter-driven step: the step table, step_begin, and the kernels reading their per-step
 # values through a StepScalars pointer (the same values as the immediates).
 
-def _step_rows(M=6, steps=None, ls=500.0, li=2.0, ilvr=True):
+def _step_rows(M=6, steps=None, ls=500.0, li=2.0, ilvr=True, solver="ddpm"):
     from egsde_rt.runtime.native_sampler import step_table
     from egsde_rt.schedule import Schedule, StepCoefficients
 
-    coefs = StepCoefficients.from_schedule(Schedule.create(), M, steps)
+    coefs = StepCoefficients.from_schedule(Schedule.create(), M, steps, solver=solver)
     return coefs, K.step_rows(step_table(coefs), ls, li, ilvr)
 
 
-def test_step_rows_are_the_schedule():
-    coefs, rows = _step_rows(ls=500.0, li=2.0)
+@pytest.mark.parametrize("solver", ["ddpm", "dpmpp-2m-sde"])
+def test_step_rows_are_the_schedule(solver):
+    coefs, rows = _step_rows(ls=500.0, li=2.0, solver=solver)
     assert rows.shape == (len(coefs.t), K.STEP_ROW_WORDS) and rows.dtype == np.float32
-    columns = [coefs.t, coefs.inv_sqrt_alpha, coefs.eps_coef, np.float32(500.0) * coefs.guidance_w,
-               np.float32(2.0) * coefs.guidance_w, coefs.sigma, coefs.sqrt_abar, coefs.sqrt_one_minus_abar]
-    for i, column in enumerate(columns):
+    ls, li = np.float32(500.0), np.float32(2.0)
+    columns = [coefs.t, coefs.inv_sqrt_alpha, coefs.eps_coef, ls * coefs.guidance_w, li * coefs.guidance_w,
+               coefs.sigma, coefs.sqrt_abar, coefs.sqrt_one_minus_abar, (coefs.t > 0).astype(np.float32),
+               coefs.prev_coef, coefs.x0_y, coefs.x0_eps, ls * coefs.x0_guidance, li * coefs.x0_guidance]
+    assert len(columns) == K.STEP_ROW_WORDS
+    for i, column in enumerate(columns):  # column 8: ILVR, off at t = 0
         assert np.array_equal(rows[:, i], column), i
-    assert np.array_equal(rows[:, 8], (coefs.t > 0).astype(np.float32))  # ILVR off at t = 0
     assert not _step_rows(ilvr=False)[1][:, 8].any()
+    assert (coefs.prev_coef != 0).any() == (solver == "dpmpp-2m-sde")
 
 
 def _step_scalars(rows, g, batch):
@@ -241,6 +272,26 @@ def test_egsde_update_reads_the_step(noise_source, g):
     K.egsde_update(y, eps, gs, gi, table, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0,
                    ls_w=0.0, li_w=0.0, sigma=0.0, seed=seed, stream=0, step=scalars)
     assert out.intact() and np.array_equal(out.view, expected.view)
+
+
+def test_egsde_update_reads_the_multistep_columns_from_the_step():
+    _, rows = _step_rows(M=6, steps=4, solver="dpmpp-2m-sde")
+    batch, per_image, g = 1, 3 * 32 * 32, 2
+    n = batch * per_image
+    y, eps, gs, gi, prev = (_random(n, s) for s in (6, 7, 8, 9, 11))
+    scalars = _step_scalars(rows, g, batch)[0]
+    row, draw = rows[g], int(scalars.view(np.uint32)[K.STEP_ROW_WORDS])
+    assert row[9] != 0  # a second-order update
+    c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5], prev_coef=row[9],
+             x0_y=row[10], x0_eps=row[11], ls_x0=row[12], li_x0=row[13])
+    expected, out, prev_e, prev_o = Guarded(n), Guarded(n), Guarded(n), Guarded(n)
+    prev_e.view[:] = prev
+    prev_o.view[:] = prev
+    K.egsde_update(y, eps, gs, gi, None, expected.view, batch, per_image, seed=5, stream=0, draw=draw,
+                   x0_prev=prev_e.view, **{k: float(v) for k, v in c.items()})
+    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0,
+                   li_w=0.0, sigma=0.0, seed=5, stream=0, step=scalars, x0_prev=prev_o.view)
+    assert np.array_equal(out.view, expected.view) and np.array_equal(prev_o.view, prev_e.view)
 
 
 def test_step_kernels_refuse_bad_buffers():

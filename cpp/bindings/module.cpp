@@ -242,6 +242,10 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("sigma", &StepTable::sigma)
       .def_readwrite("sqrt_abar", &StepTable::sqrt_abar)
       .def_readwrite("sqrt_one_minus_abar", &StepTable::sqrt_one_minus_abar)
+      .def_readwrite("prev_coef", &StepTable::prev_coef)
+      .def_readwrite("x0_y", &StepTable::x0_y)
+      .def_readwrite("x0_eps", &StepTable::x0_eps)
+      .def_readwrite("x0_guidance", &StepTable::x0_guidance)
       .def("__len__", &StepTable::size);
 
   py::class_<SamplerConfig>(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).")
@@ -441,7 +445,8 @@ PYBIND11_MODULE(_core, m) {
                            const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
                            float sigma, const py::object& seed, std::uint32_t stream, std::uint32_t draw,
-                           std::uintptr_t cuda_stream, const py::object& step) {
+                           std::uintptr_t cuda_stream, const py::object& step, const py::object& x0_prev,
+                           float prev_coef, float x0_y, float x0_eps, float ls_x0, float li_x0) {
     const index_t n = batch * per_image;
     const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
     require_size(ya, n, "y");
@@ -458,6 +463,17 @@ PYBIND11_MODULE(_core, m) {
       return a;
     };
     const ArrayArg gs = optional(grad_s, "grad_s"), gi = optional(grad_i, "grad_i"), nz = optional(noise, "noise");
+    ArrayArg prev;
+    if (!x0_prev.is_none()) {
+      prev = as_array(x0_prev, true, "x0_prev");
+      require_size(prev, n, "x0_prev");
+    }
+    u.x0_prev = prev.data;
+    u.prev_coef = prev_coef;
+    u.x0_y = x0_y;
+    u.x0_eps = x0_eps;
+    u.ls_x0 = ls_x0;
+    u.li_x0 = li_x0;
     u.grad_s = gs.data;
     u.grad_i = gi.data;
     u.noise = nz.data;
@@ -474,12 +490,15 @@ PYBIND11_MODULE(_core, m) {
     u.key = NoiseKey{seeds.data(), stream, draw};
     u.step = as_step_scalars(step_scalars_arg(step), ctx);
     if (u.step && u.noise) require(nz.size % n == 0, "noise: with step, the injected draws [draws, batch, per_image]");
+    require(!prev.data || prev.device == ctx.device, "x0_prev: on another device than the arrays");
     egsde_update(ctx, u);
   }, py::arg("y"), py::arg("eps"), py::arg("grad_s"), py::arg("grad_i"), py::arg("noise"), py::arg("out"),
         py::arg("batch"), py::arg("per_image"), py::arg("inv_sqrt_alpha"), py::arg("eps_coef"), py::arg("ls_w"),
         py::arg("li_w"), py::arg("sigma"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("draw") = 0,
-        py::arg("cuda_stream") = 0, py::arg("step") = py::none(),
+        py::arg("cuda_stream") = 0, py::arg("step") = py::none(), py::arg("x0_prev") = py::none(),
+        py::arg("prev_coef") = 0.0f, py::arg("x0_y") = 0.0f, py::arg("x0_eps") = 0.0f, py::arg("ls_x0") = 0.0f,
+        py::arg("li_x0") = 0.0f,
         "The fused update, images seeded by `seed` (an integer for every image, or one per image; with "
         "`step`: the step's coefficients and draw; `noise` then holds the injected draws [draws, batch, "
-        "per_image]).");
+        "per_image]); `x0_prev`: a multistep solver's D_prev, replaced by this update's D).");
 }

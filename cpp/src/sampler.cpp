@@ -12,8 +12,15 @@ namespace egsde {
 void StepTable::check() const {
   const size_t n = t.size();
   require(n > 0, "sampler: the step table is empty");
-  for (const auto* v : {&inv_sqrt_alpha, &eps_coef, &guidance_w, &sigma, &sqrt_abar, &sqrt_one_minus_abar})
+  for (const auto* v : {&inv_sqrt_alpha, &eps_coef, &guidance_w, &sigma, &sqrt_abar, &sqrt_one_minus_abar,
+                        &prev_coef, &x0_y, &x0_eps, &x0_guidance})
     require(v->size() == n, "sampler: the step table's columns differ in length");
+}
+
+bool StepTable::multistep() const {
+  for (const float c : prev_coef)
+    if (c != 0.0f) return true;
+  return false;
 }
 
 namespace {
@@ -52,6 +59,11 @@ std::vector<StepRow> step_rows(const StepTable& s, float ls, float li, bool ilvr
     row.sqrt_abar = s.sqrt_abar[k];
     row.sqrt_one_minus_abar = s.sqrt_one_minus_abar[k];
     row.ilvr = ilvr && s.t[k] > 0.0f ? 1.0f : 0.0f;  // the official code skips ILVR at t = 0
+    row.prev_coef = s.prev_coef[k];
+    row.x0_y = s.x0_y[k];
+    row.x0_eps = s.x0_eps[k];
+    row.ls_x0 = ls * s.x0_guidance[k];
+    row.li_x0 = li * s.x0_guidance[k];
   }
   return rows;
 }
@@ -63,6 +75,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   numel_ = config_.batch * config_.channels * config_.height * config_.width;
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
+  if (config_.steps.multistep()) x0_prev_ = DeviceArray(d, numel_);
 
   const std::vector<StepRow> rows = step_rows(config_.steps, config_.ls, config_.li, config_.ilvr);
   step_table_ = DeviceBuffer<StepRow>(d, static_cast<index_t>(rows.size()));
@@ -197,6 +210,7 @@ void Sampler::step(Runner& runner) {
   u.grad_i = c.li != 0.0f ? grad_i_.data() : nullptr;
   u.noise = injected_ ? injected_sampling_.data() : nullptr;
   u.out = y_.data();
+  u.x0_prev = x0_prev_.size() ? x0_prev_.data() : nullptr;
   u.batch = c.batch;
   u.per_image = numel_ / c.batch;
   u.key.seeds = seeds_.data();

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError, EgsdeError
 from .runtime.backends import BACKENDS, resolve_device
-from .settings import RUNTIME_OVERRIDABLE, SETTING_TYPES
+from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE
 
 
 def _cmd_presets(args) -> int:
@@ -97,33 +97,21 @@ def _cmd_reference(args) -> int:
     return _finish_job(_run_with_progress(eager, tasks, batch_size=1), tasks, skipped)
 
 
-# Method settings as command-line flags: name -> help (types: settings.SETTING_TYPES). `settings_overrides`
-# maps them back.
-SETTINGS_FLAGS = {
-    "M": "start time (timesteps noised)",
-    "ls": "weight of the domain-specific expert (the DSE)",
-    "li": "weight of the domain-independent expert (the low-pass filter)",
-    "steps": "respaced number of updates (default: all M)",
-    "s1": "similarity of the DSE features: cosine or neg_l2",
-    "s2": "energy of the low-pass filter: neg_l2 or cosine",
-    "down_N": "low-pass factor",
-    "var_type": "fixedsmall or fixedlarge",
-    "perturb": "shared (the official code) or fresh (the paper's Algorithm 1)",
-    "repeats": "the official sample_step repeats",
-    "ilvr": "the ILVR baseline: replace the low-pass band of each sample with the perturbed source's",
-}
+# Method settings as command-line flags, from their declarations (settings.DECLARATIONS: type, help,
+# choices); `settings_overrides` maps them back.
+SETTINGS_FLAGS = tuple(name for name, d in DECLARATIONS.items() if d.flag)
 
 
-def add_settings_flags(parser, names=tuple(SETTINGS_FLAGS)) -> None:
+def add_settings_flags(parser, names=SETTINGS_FLAGS) -> None:
     """--M, --ls, ... for the named settings; left out, each keeps its default."""
     group = parser.add_argument_group("method settings (override the preset's or the engine's)")
     for name in names:
-        kind, text = SETTING_TYPES[name], SETTINGS_FLAGS[name]
+        d = DECLARATIONS[name]
         flag = f"--{name.replace('_', '-')}"
-        if kind is bool:
-            group.add_argument(flag, dest=name, action="store_true", default=None, help=text)
+        if d.kind is bool:
+            group.add_argument(flag, dest=name, action="store_true", default=None, help=d.help)
         else:
-            group.add_argument(flag, dest=name, type=kind, help=text)
+            group.add_argument(flag, dest=name, type=d.kind, choices=d.choices, help=d.help)
 
 
 def settings_overrides(args) -> dict:

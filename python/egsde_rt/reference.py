@@ -4,12 +4,20 @@ Every update does what the official ``egsde_sample`` does: the score network und
 the DDPM mean, autograd through the DSE for the domain-specific gradient, autograd through the
 low-pass filter for the domain-independent gradient, and the masked noise. It is the parity
 oracle of the native sampler and the engine, and the baseline they are profiled against.
+
+The other solvers (``settings.solver``) are written here in their textbook form, from the
+cumulative products of the timesteps (the guided eps, the data prediction, then the DDIM or
+SDE-DPM-Solver++(2M) step), independently of the step-table columns that the native loop runs
+(``egsde_rt.solvers``): the tests hold the two together.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Callable
+
+import numpy as np
 
 import torch
 
@@ -22,6 +30,33 @@ from .settings import EGSDESettings
 from .similarity import lowpass_energy
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+def ddim_step(y, eps_hat, x0_pred, abar_t: float, abar_s: float, eta: float, z, previous):
+    """DDIM (Song et al. 2021, eq. 12) with eta; ``previous`` is unused (single step)."""
+    sig = eta * math.sqrt((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s))
+    direction = math.sqrt(max(1 - abar_s - sig**2, 0.0))
+    return math.sqrt(abar_s) * x0_pred + direction * eps_hat + sig * z, None
+
+
+def dpmpp_2m_sde_step(y, eps_hat, x0_pred, abar_t: float, abar_s: float, eta: float, z, previous):
+    """SDE-DPM-Solver++(2M), midpoint form (k-diffusion's ``sample_dpmpp_2m_sde``) in VP terms;
+    ``previous`` is (the previous data prediction, its step h) or None (first order)."""
+    if abar_s >= 1.0:  # to t = 0: the data prediction
+        return x0_pred, None
+    alpha_t, sigma_t, alpha_s, sigma_s = (math.sqrt(abar_t), math.sqrt(1 - abar_t), math.sqrt(abar_s),
+                                          math.sqrt(1 - abar_s))
+    h = math.log(alpha_s / sigma_s) - math.log(alpha_t / sigma_t)
+    out = sigma_s / sigma_t * math.exp(-eta * h) * y + alpha_s * -math.expm1(-(1 + eta) * h) * x0_pred
+    if previous is not None:
+        x0_prev, h_prev = previous
+        out = out + 0.5 * alpha_s * -math.expm1(-(1 + eta) * h) * (h / h_prev) * (x0_pred - x0_prev)
+    out = out + sigma_s * math.sqrt(-math.expm1(-2 * eta * h)) * z
+    return out, (x0_pred, h)
+
+
+# The oracle's step of each solver but ddpm (whose update is the official code's, inline below).
+SOLVER_STEPS = {"ddim": ddim_step, "dpmpp-2m-sde": dpmpp_2m_sde_step}
 
 
 class Untimed:
@@ -54,7 +89,9 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     check_source(x0)
     x0 = x0.float()
     schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
-    coefs = StepCoefficients.from_schedule(schedule, settings.M, settings.steps)
+    coefs = StepCoefficients.from_schedule(schedule, settings.M, settings.steps)  # the official tables
+    solver_step = SOLVER_STEPS.get(settings.solver)
+    abar = np.cumprod(1.0 - schedule.respace(settings.M, settings.steps).betas_f64)[::-1]  # sampling order
     K, R, shape, device = coefs.num_updates, settings.repeats, tuple(x0.shape), x0.device
     if noise is not None:
         source = InjectedNoise(noise, perturb_noise)
@@ -74,6 +111,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     for r in range(R):
         e = source.draw(STREAM_SAMPLING, r * (K + 1), shape, device)
         y = scalar(coefs.sqrt_abar, 0) * y + scalar(coefs.sqrt_one_minus_abar, 0) * e
+        previous = None  # a multistep solver's memory, per repeat
         for k in range(K):
             timer.step()
             with timer.phase("update_noise"):  # the perturbed source counts with the noise
@@ -90,14 +128,26 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     low_x = lowpass.apply(x_t)
                     grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
             with timer.phase("update_noise"):
-                mean = scalar(coefs.inv_sqrt_alpha, k) * (y - scalar(coefs.eps_coef, k) * eps)
-                w = scalar(coefs.guidance_w, k)
-                if settings.ls:
-                    mean = mean - settings.ls * w * grad_s
-                if settings.li:
-                    mean = mean - settings.li * w * grad_i
                 z = source.draw(STREAM_SAMPLING, r * (K + 1) + k + 1, shape, device)
-                y = (mean + scalar(coefs.sigma, k) * z).float()
+                if solver_step is None:  # ddpm: the official update
+                    mean = scalar(coefs.inv_sqrt_alpha, k) * (y - scalar(coefs.eps_coef, k) * eps)
+                    w = scalar(coefs.guidance_w, k)
+                    if settings.ls:
+                        mean = mean - settings.ls * w * grad_s
+                    if settings.li:
+                        mean = mean - settings.li * w * grad_i
+                    y = (mean + scalar(coefs.sigma, k) * z).float()
+                else:  # guidance in eps form, then the solver's step
+                    abar_t, abar_s = float(abar[k]), float(abar[k + 1]) if k + 1 < K else 1.0
+                    sigma_t = math.sqrt(1 - abar_t)
+                    eps_hat = eps
+                    if settings.ls:
+                        eps_hat = eps_hat + sigma_t * settings.ls * grad_s
+                    if settings.li:
+                        eps_hat = eps_hat + sigma_t * settings.li * grad_i
+                    x0_pred = (y - sigma_t * eps_hat) / math.sqrt(abar_t)
+                    y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, settings.eta, z, previous)
+                    y = y.float()
                 if settings.ilvr and coefs.t[k] > 0:
                     y = y - lowpass.apply(y) + lowpass.apply(x_t)
             if callback is not None:

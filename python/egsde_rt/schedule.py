@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .solvers import check_eta, get_solver, step_columns
 
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
 VAR_TYPES = ("fixedsmall", "fixedlarge")
@@ -162,12 +163,16 @@ def check_start_time(M: int, num_timesteps: int) -> None:
 class StepCoefficients:
     """Plain per-update scalars, in sampling order (the first row is the start time).
 
-    For update ``k`` (0-based) at model timestep ``t[k]``:
+    For update ``k`` (0-based) at model timestep ``t[k]``, with ``G = ls * grad_s + li * grad_i``:
       ``mean = inv_sqrt_alpha[k] * (y - eps_coef[k] * eps)``
-      ``mean -= guidance_w[k] * (ls * grad_s + li * grad_i)``
+      ``mean -= guidance_w[k] * G``
+      ``mean += prev_coef[k] * D_prev``  (multistep solvers: the previous update's D)
       ``y = mean + sigma[k] * z``  (``sigma`` is 0 on the last update: the mask at t = 0)
-    and the perturbed source is ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``.
-    The start point uses row 0's ``sqrt_abar`` / ``sqrt_one_minus_abar``.
+    and, for multistep solvers, ``D = x0_y[k] * y - x0_eps[k] * eps - x0_guidance[k] * G`` (the
+    update's data prediction, read by the next one); the perturbed source is
+    ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``. The start point uses row 0's
+    ``sqrt_abar`` / ``sqrt_one_minus_abar``. ``solver`` picks the columns (``egsde_rt.solvers``;
+    ``ddpm``, the default, is the official update computed with the official float32 ops).
     All arrays are float32 numpy arrays of length K (the number of updates).
     """
 
@@ -178,32 +183,34 @@ class StepCoefficients:
     sigma: np.ndarray
     sqrt_abar: np.ndarray
     sqrt_one_minus_abar: np.ndarray
+    prev_coef: np.ndarray
+    x0_y: np.ndarray
+    x0_eps: np.ndarray
+    x0_guidance: np.ndarray
 
     @classmethod
-    def from_schedule(cls, schedule: Schedule, M: int, steps: int | None = None) -> "StepCoefficients":
+    def from_schedule(cls, schedule: Schedule, M: int, steps: int | None = None, *, solver: str = "ddpm",
+                      eta: float = 1.0) -> "StepCoefficients":
+        method = get_solver(solver)
         s = schedule.respace(M, steps)
         order = torch.arange(s.num_timesteps - 1, -1, -1)
-        # The same float32 ops as the official egsde_sample, one table each.
-        inv_sqrt_alpha = 1 / torch.sqrt(s.alphas)
-        eps_coef = s.betas / torch.sqrt(1 - s.abar)
-        guidance_w = s.betas / torch.sqrt(s.alphas)
-        sigma = torch.exp(0.5 * s.logvar)
-        sigma[0] = 0.0  # the update at table index 0 (the last one) adds no noise
-        sqrt_abar = s.abar.sqrt()
-        sqrt_one_minus_abar = (1.0 - s.abar).sqrt()
 
         def ordered(a: torch.Tensor) -> np.ndarray:
             return a[order].numpy().astype(np.float32)
 
-        return cls(
-            t=ordered(s.timesteps),
-            inv_sqrt_alpha=ordered(inv_sqrt_alpha),
-            eps_coef=ordered(eps_coef),
-            guidance_w=ordered(guidance_w),
-            sigma=ordered(sigma),
-            sqrt_abar=ordered(sqrt_abar),
-            sqrt_one_minus_abar=ordered(sqrt_one_minus_abar),
-        )
+        common = dict(t=ordered(s.timesteps), sqrt_abar=ordered(s.abar.sqrt()),
+                      sqrt_one_minus_abar=ordered((1.0 - s.abar).sqrt()))
+        if method.coefficients is None:  # the official update: the same float32 ops as egsde_sample
+            sigma = torch.exp(0.5 * s.logvar)
+            sigma[0] = 0.0  # the update at table index 0 (the last one) adds no noise
+            zeros = np.zeros(s.num_timesteps, dtype=np.float32)
+            return cls(inv_sqrt_alpha=ordered(1 / torch.sqrt(s.alphas)),
+                       eps_coef=ordered(s.betas / torch.sqrt(1 - s.abar)),
+                       guidance_w=ordered(s.betas / torch.sqrt(s.alphas)), sigma=ordered(sigma),
+                       prev_coef=zeros, x0_y=zeros, x0_eps=zeros, x0_guidance=zeros, **common)
+        abar = np.cumprod(1.0 - s.betas_f64)[::-1]  # float64, sampling order
+        columns = step_columns(method, abar, np.append(abar[1:], 1.0), check_eta(eta))
+        return cls(**{name: value.astype(np.float32) for name, value in vars(columns).items()}, **common)
 
     @property
     def num_updates(self) -> int:

@@ -1,25 +1,26 @@
-"""The method settings of one EGSDE translation, validated in one place.
+"""The method settings of one EGSDE translation, declared and validated in one place.
 
 Presets, the eager reference sampler, the native sampler and the engine manifest all carry an
-``EGSDESettings``; nothing else re-checks these values.
+``EGSDESettings``; nothing else re-checks these values. Each setting is declared once, as a
+field of ``EGSDESettings`` with its ``Declaration`` (type, whether a run of an exported engine may
+override it, help text, allowed values and its check): the command line's flags, the service's
+query parameters, ``RUNTIME_OVERRIDABLE`` and the parsing of text all come from these
+declarations, so adding a setting touches this file alone.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable
 
 from .errors import ConfigError
 from .schedule import VAR_TYPES
-from .similarity import check_kind
+from .similarity import SIMILARITY_KINDS
+from .solvers import SOLVERS, check_eta
 
 SCORE_KINDS = ("adm", "ddpm")
 PERTURB_MODES = ("shared", "fresh")
-# What a run of an exported engine may change: the rest (s1, the score kind) is baked into its graphs.
-RUNTIME_OVERRIDABLE = ("M", "ls", "li", "steps", "s2", "down_N", "var_type", "perturb", "repeats", "ilvr")
-# The type of each setting a user may give as text (command-line flags, query parameters).
-SETTING_TYPES = {"M": int, "ls": float, "li": float, "steps": int, "s1": str, "s2": str, "down_N": int,
-                 "var_type": str, "perturb": str, "repeats": int, "ilvr": bool}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -30,70 +31,94 @@ def check_positive_int(value, name: str, hint: str = "") -> int:
     return value
 
 
-def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
-    """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
-    unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""
-    overrides = {}
-    for name, text in params.items():
-        if name not in allowed:
-            raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
-        kind = SETTING_TYPES[name]
-        if kind is bool:
+def _energy_weight(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0 (an energy weight; 0 turns that expert off), "
+                          f"got {value!r}")
+
+
+def _bool(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a setting is: its text type, whether a run of an exported engine may override it
+    (the rest is baked into the engine's graphs), its help text, its allowed values (None: any
+    value its check accepts), its check ``(value, name)`` (raising ``ConfigError``) and whether
+    the command line offers it (not for what the networks decide)."""
+
+    kind: type
+    overridable: bool
+    help: str
+    choices: tuple | None = None
+    check: Callable | None = None
+    flag: bool = True
+
+    def validate(self, value, name: str) -> None:
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{name} must be one of {list(self.choices)}, got {value!r}")
+        if self.check is not None:
+            self.check(value, name)
+
+    def parse(self, text, name: str):
+        """The value of ``text`` (a flag's or a query parameter's)."""
+        if self.kind is bool:
             if str(text).lower() not in _TRUE + _FALSE:
                 raise ConfigError(f"{name} must be true or false, got {text!r}")
-            overrides[name] = str(text).lower() in _TRUE
-            continue
+            return str(text).lower() in _TRUE
         try:
-            overrides[name] = kind(text)
+            return self.kind(text)
         except ValueError:
-            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    return overrides
+            raise ConfigError(f"{name} must be {'an integer' if self.kind is int else 'a number'}, "
+                              f"got {text!r}") from None
+
+
+def setting(default, kind: type, help: str, *, overridable: bool = True, choices=None, check=None, flag=True):
+    """A field of ``EGSDESettings`` with its declaration."""
+    return field(default=default,
+                 metadata={"declaration": Declaration(kind, overridable, help, choices, check, flag)})
 
 
 @dataclass(frozen=True)
 class EGSDESettings:
-    """``M``: start time (number of timesteps noised); ``ls`` / ``li``: weights of the
-    domain-specific and domain-independent experts; ``s1`` / ``s2``: their similarity kinds;
-    ``down_N``: low-pass factor; ``steps``: respaced number of updates (None: all M);
-    ``perturb``: "shared" (the code: one draw e for every perturbed source) or "fresh" (the
-    paper's Algorithm 1); ``repeats``: the official ``sample_step``; ``ilvr``: replace the
-    low-pass band of each sample with that of the perturbed source (the ILVR baseline)."""
+    """The settings of one translation (see each field's help, ``DECLARATIONS``)."""
 
-    M: int = 500
-    ls: float = 500.0
-    li: float = 2.0
-    s1: str = "cosine"
-    s2: str = "neg_l2"
-    down_N: int = 32
-    var_type: str = "fixedsmall"
-    score_kind: str = "adm"
-    steps: int | None = None
-    perturb: str = "shared"
-    repeats: int = 1
-    ilvr: bool = False
+    M: int = setting(500, int, "start time (timesteps noised)",
+                     check=lambda v, n: check_positive_int(v, n))
+    ls: float = setting(500.0, float, "weight of the domain-specific expert (the DSE)", check=_energy_weight)
+    li: float = setting(2.0, float, "weight of the domain-independent expert (the low-pass filter)",
+                        check=_energy_weight)
+    s1: str = setting("cosine", str, "similarity of the DSE features: cosine or neg_l2 (baked into the DSE "
+                                     "gradient graph)", overridable=False, choices=SIMILARITY_KINDS)
+    s2: str = setting("neg_l2", str, "energy of the low-pass filter: neg_l2 or cosine", choices=SIMILARITY_KINDS)
+    down_N: int = setting(32, int, "low-pass factor", check=lambda v, n: check_positive_int(v, n))
+    var_type: str = setting("fixedsmall", str, "fixedsmall or fixedlarge (the ddpm solver's variance)",
+                            choices=VAR_TYPES)
+    score_kind: str = setting("adm", str, "the score network's kind (baked into the engine)", overridable=False,
+                              choices=SCORE_KINDS, flag=False)
+    steps: int | None = setting(None, int, "number of updates, spread evenly over 0..M-1 (default: all M)")
+    solver: str = setting("ddpm", str, "the sampling solver: " + "; ".join(
+        f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
+    eta: float = setting(1.0, float, "stochasticity of the ddim and dpmpp-2m-sde solvers (0 deterministic, 1 the "
+                                     "SDE)", check=lambda v, n: check_eta(v))
+    perturb: str = setting("shared", str, "shared (the official code) or fresh (the paper's Algorithm 1)",
+                           choices=PERTURB_MODES)
+    repeats: int = setting(1, int, "the official sample_step repeats", check=lambda v, n: check_positive_int(v, n))
+    ilvr: bool = setting(False, bool, "the ILVR baseline: replace the low-pass band of each sample with the "
+                                      "perturbed source's", check=_bool)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.M, int) or self.M < 1:
-            raise ConfigError(f"M must be a positive integer, got {self.M!r}")
-        for name in ("ls", "li"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0 (an energy weight; 0 turns that expert off), "
-                                  f"got {value!r}")
-        check_kind(self.s1, "s1")
-        check_kind(self.s2, "s2")
-        if not isinstance(self.down_N, int) or self.down_N < 1:
-            raise ConfigError(f"down_N must be a positive integer, got {self.down_N!r}")
-        if self.var_type not in VAR_TYPES:
-            raise ConfigError(f"var_type must be one of {VAR_TYPES}, got {self.var_type!r}")
-        if self.score_kind not in SCORE_KINDS:
-            raise ConfigError(f"score_kind must be one of {SCORE_KINDS}, got {self.score_kind!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (f.name == "steps" and value is None):
+                f.metadata["declaration"].validate(value, f.name)
         if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= self.M):
             raise ConfigError(f"steps must be None or an integer in 1..M ({self.M}), got {self.steps!r}")
-        if self.perturb not in PERTURB_MODES:
-            raise ConfigError(f"perturb must be one of {PERTURB_MODES}, got {self.perturb!r}")
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ConfigError(f"repeats must be a positive integer, got {self.repeats!r}")
+        if self.solver == "ddpm" and self.eta != 1.0:
+            raise ConfigError(f"eta={self.eta!r} does not apply to the ddpm solver (its noise is the schedule's "
+                              "variance, var_type): pass solver='ddim' or 'dpmpp-2m-sde' to set eta")
 
     def check_fits(self, image_size: int, num_timesteps: int) -> None:
         """These settings must fit an image size and a schedule length."""
@@ -106,6 +131,11 @@ class EGSDESettings:
     def num_updates(self) -> int:
         return self.steps or self.M
 
+    @property
+    def network_evaluations(self) -> int:
+        """Score-network calls of one translation (each with one DSE gradient when ls > 0)."""
+        return self.num_updates * self.repeats
+
     def with_overrides(self, **overrides) -> "EGSDESettings":
         unknown = set(overrides) - set(asdict(self))
         if unknown:
@@ -114,3 +144,19 @@ class EGSDESettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Every setting's declaration, in field order; what a run of an exported engine may change.
+DECLARATIONS: dict[str, Declaration] = {f.name: f.metadata["declaration"] for f in fields(EGSDESettings)}
+RUNTIME_OVERRIDABLE = tuple(name for name, d in DECLARATIONS.items() if d.overridable)
+
+
+def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
+    """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
+    unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""
+    overrides = {}
+    for name, text in params.items():
+        if name not in allowed:
+            raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
+        overrides[name] = DECLARATIONS[name].parse(text, name)
+    return overrides

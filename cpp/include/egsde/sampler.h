@@ -19,8 +19,12 @@ namespace egsde {
 
 // Per-update scalars in sampling order (row 0 is the start time). Computed in Python
 // (egsde_rt.schedule.StepCoefficients, the one source of the schedule) and handed over as is.
+// The solver is only columns (egsde_rt.solvers): prev_coef and the x0_* columns are all 0 for
+// single-step solvers (ddpm, ddim).
 struct StepTable {
   std::vector<float> t, inv_sqrt_alpha, eps_coef, guidance_w, sigma, sqrt_abar, sqrt_one_minus_abar;
+  std::vector<float> prev_coef, x0_y, x0_eps, x0_guidance;
+  bool multistep() const;  // any prev_coef != 0: the sampler keeps D_prev
   int size() const { return static_cast<int>(t.size()); }
   void check() const;
 };
@@ -95,6 +99,7 @@ class Sampler {
   index_t numel_ = 0;
   bool begun_ = false, injected_ = false;
   DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
+  DeviceArray x0_prev_;  // multistep solvers: the previous update's data prediction
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
   DeviceArray injected_sampling_, injected_perturb_;
   // The counter-driven step: the table (uploaded once), the counter, the per-image seeds, the

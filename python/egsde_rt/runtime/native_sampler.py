@@ -26,7 +26,8 @@ from ..schedule import Schedule, StepCoefficients
 from ..settings import EGSDESettings
 
 ProgressCallback = Callable[[int, int], "bool | None"]
-STEP_TABLE_COLUMNS = ("t", "inv_sqrt_alpha", "eps_coef", "guidance_w", "sigma", "sqrt_abar", "sqrt_one_minus_abar")
+STEP_TABLE_COLUMNS = ("t", "inv_sqrt_alpha", "eps_coef", "guidance_w", "sigma", "sqrt_abar", "sqrt_one_minus_abar",
+                      "prev_coef", "x0_y", "x0_eps", "x0_guidance")
 
 
 def step_table(coefs: StepCoefficients) -> "_core.StepTable":
@@ -68,7 +69,8 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
     elif stream is not None:
         raise ConfigError("a CUDA stream was given for a CPU sampler")
     config.batch, config.channels, config.height, config.width = (int(s) for s in shape)
-    config.steps = step_table(StepCoefficients.from_schedule(schedule, settings.M, settings.steps))
+    config.steps = step_table(StepCoefficients.from_schedule(schedule, settings.M, settings.steps,
+                                                             solver=settings.solver, eta=settings.eta))
     config.ls, config.li = float(settings.ls), float(settings.li)
     config.s2 = _core.EnergyKind.COSINE if settings.s2 == "cosine" else _core.EnergyKind.NEG_L2
     config.repeats, config.fresh_perturb, config.ilvr = settings.repeats, settings.perturb == "fresh", settings.ilvr

@@ -2,6 +2,10 @@
 //   mean = inv_sqrt_alpha * (y - eps_coef * eps)
 //   mean = mean - ls_w * grad_s     (ls_w = ls * w; skipped when grad_s is null)
 //   mean = mean - li_w * grad_i     (li_w = li * w; skipped when grad_i is null)
+//   mean = mean + prev_coef * x0_prev, and x0_prev <- D
+//                                   (multistep solvers only, x0_prev non-null: D = x0_y * y -
+//                                    x0_eps * eps - ls_x0 * grad_s - li_x0 * grad_i, this
+//                                    update's data prediction, read by the next update)
 //   out  = mean + sigma * z         (z read from `noise` if given, else drawn with `key`;
 //                                    sigma = 0 on the last update: the mask at t = 0)
 // Inside the counter-driven step the coefficients and the draw come from the step's scalars in
@@ -21,8 +25,10 @@ struct UpdateParams {
   const float* grad_i = nullptr;
   const float* noise = nullptr;  // injected z, or null to draw it
   float* out = nullptr;          // may alias y
+  float* x0_prev = nullptr;      // multistep solvers: D_prev in, D out (null: a single-step solver)
   index_t batch = 0, per_image = 0;
   float inv_sqrt_alpha = 1.0f, eps_coef = 0.0f, ls_w = 0.0f, li_w = 0.0f, sigma = 0.0f;
+  float prev_coef = 0.0f, x0_y = 0.0f, x0_eps = 0.0f, ls_x0 = 0.0f, li_x0 = 0.0f;
   NoiseKey key;
   // The current step's coefficients and draw of stream key.stream, read on the device (null: the
   // immediates above and key.draw). With `noise` set, `noise` is then the injected draws
@@ -40,6 +46,11 @@ EGSDE_HD UpdateParams egsde_update_resolved(const UpdateParams& p) {
     q.ls_w = row.ls_w;
     q.li_w = row.li_w;
     q.sigma = row.sigma;
+    q.prev_coef = row.prev_coef;
+    q.x0_y = row.x0_y;
+    q.x0_eps = row.x0_eps;
+    q.ls_x0 = row.ls_x0;
+    q.li_x0 = row.li_x0;
     q.key = step_noise_key(*p.step, p.key);
     if (p.noise) q.noise = p.noise + static_cast<index_t>(q.key.draw) * p.batch * p.per_image;
     q.step = nullptr;
@@ -57,9 +68,17 @@ EGSDE_HD void egsde_update_block(const UpdateParams& p, index_t b, index_t block
     const index_t k = block * 4 + lane;
     if (k >= p.per_image) break;
     const index_t i = b * p.per_image + k;
-    float mean = p.inv_sqrt_alpha * (p.y[i] - p.eps_coef * p.eps[i]);
+    const float y = p.y[i], eps = p.eps[i];  // read before out (which may alias y) is written
+    float mean = p.inv_sqrt_alpha * (y - p.eps_coef * eps);
     if (p.grad_s) mean = mean - p.ls_w * p.grad_s[i];
     if (p.grad_i) mean = mean - p.li_w * p.grad_i[i];
+    if (p.x0_prev) {
+      float d = p.x0_y * y - p.x0_eps * eps;
+      if (p.grad_s) d = d - p.ls_x0 * p.grad_s[i];
+      if (p.grad_i) d = d - p.li_x0 * p.grad_i[i];
+      mean = mean + p.prev_coef * p.x0_prev[i];
+      p.x0_prev[i] = d;
+    }
     const float zi = p.noise ? p.noise[i] : z[lane];
     p.out[i] = p.sigma != 0.0f ? mean + p.sigma * zi : mean;
   }

@@ -1,0 +1,138 @@
+"""Sampling solvers as columns of the step table: the one place a solver is defined.
+
+EGSDE's guidance in eps form: with ``G = ls * grad E_s + li * grad E_i`` (the two energy
+gradients, as the official code subtracts them from the DDPM mean),
+``eps_hat = eps + sqrt(1 - abar_t) * G``. With the DDPM posterior step this is exactly the
+official update (its mean shift ``-(beta_t / sqrt(alpha_t)) * G``), and it is the form that
+DDIM and DPM-Solver steps take (as classifier guidance does in guided-diffusion's
+``condition_score``).
+
+Every solver here is a linear step in the sample ``y``, the guided ``eps_hat`` and (multistep
+solvers) the previous update's data prediction ``D_prev``, plus fresh noise:
+``y' = c_y * y + c_e * eps_hat + c_p * D_prev + noise * z``, where
+``D = (y - sigma_t * eps_hat) / alpha_t`` (``alpha_t = sqrt(abar_t)``,
+``sigma_t = sqrt(1 - abar_t)``) is the data (x0) prediction of the update. A solver is only the
+function giving ``(c_y, c_e, c_p, noise)`` per update from the cumulative products of its
+timesteps; ``step_columns`` turns those into the columns of the sampler's table, so the native
+loop, its CUDA graph and the kernels need nothing per solver.
+
+- ``ddpm``: the official update (the posterior mean and the schedule's variance): its table
+  comes from ``schedule.StepCoefficients`` with the official float32 ops (the parity path).
+- ``ddim``: DDIM with ``eta`` (0: deterministic; 1: the DDPM posterior, i.e. respaced DDPM).
+- ``dpmpp-2m-sde``: SDE-DPM-Solver++(2M) (the midpoint form of k-diffusion's
+  ``sample_dpmpp_2m_sde`` and diffusers' ``sde-dpmsolver++``) with ``eta`` (1: the SDE; 0: the
+  deterministic DPM-Solver++(2M)); its first update (and the last, to t = 0) is first order,
+  which at ``eta`` 1 is exactly the DDIM eta 1 step.
+
+The eager oracle (``reference``) runs each solver in its textbook form, independently of these
+columns; the tests hold the two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SolverStep:
+    """The coefficients of every update (sampling order), float64 arrays of length K:
+    ``y' = c_y * y + c_e * eps_hat + c_p * D_prev + noise * z``."""
+
+    c_y: np.ndarray
+    c_e: np.ndarray
+    c_p: np.ndarray
+    noise: np.ndarray
+
+
+@dataclass(frozen=True)
+class Solver:
+    name: str
+    help: str
+    multistep: bool
+    # (abar_t, abar_s, eta) -> SolverStep: abar_t [K] at each update's timestep, abar_s [K] at the
+    # next one (1 after the last update), float64, in sampling order. None: the official table.
+    coefficients: Callable[[np.ndarray, np.ndarray, float], SolverStep] | None
+
+
+def _ddim(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverStep:
+    alpha_t, sigma_t, alpha_s = np.sqrt(abar_t), np.sqrt(1 - abar_t), np.sqrt(abar_s)
+    noise = eta * np.sqrt((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s))
+    direction = np.sqrt(np.maximum(1 - abar_s - noise**2, 0.0))
+    return SolverStep(c_y=alpha_s / alpha_t, c_e=direction - alpha_s * sigma_t / alpha_t, c_p=np.zeros_like(abar_t),
+                      noise=noise)
+
+
+def _dpmpp_2m_sde(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverStep:
+    K = len(abar_t)
+    alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
+    c_y, c_e, c_p, noise = (np.zeros(K) for _ in range(4))
+    h_prev = None
+    for k in range(K):
+        if abar_s[k] >= 1.0:  # the last update, to t = 0: the data prediction itself (first order)
+            c_y[k], c_e[k] = 1 / alpha_t[k], -sigma_t[k] / alpha_t[k]
+            continue
+        alpha_s, sigma_s = np.sqrt(abar_s[k]), np.sqrt(1 - abar_s[k])
+        h = np.log(alpha_s / sigma_s) - np.log(alpha_t[k] / sigma_t[k])  # the step in log-SNR / 2
+        keep = sigma_s / sigma_t[k] * np.exp(-eta * h)  # y' = keep*y + B*D + C*(D - D_prev) + noise*z
+        B = alpha_s * -np.expm1(-(1 + eta) * h)
+        C = 0.0 if h_prev is None else 0.5 * B * h / h_prev  # the midpoint correction, r = h_prev / h
+        c_y[k] = keep + (B + C) / alpha_t[k]
+        c_e[k] = -(B + C) * sigma_t[k] / alpha_t[k]
+        c_p[k] = -C
+        noise[k] = sigma_s * np.sqrt(-np.expm1(-2 * eta * h))
+        h_prev = h
+    return SolverStep(c_y=c_y, c_e=c_e, c_p=c_p, noise=noise)
+
+
+SOLVERS: dict[str, Solver] = {s.name: s for s in (
+    Solver("ddpm", "the official update: the DDPM posterior mean and the schedule's variance (the default; "
+                   "eta does not apply)", multistep=False, coefficients=None),
+    Solver("ddim", "DDIM with eta (0 deterministic, 1 = respaced DDPM)", multistep=False, coefficients=_ddim),
+    Solver("dpmpp-2m-sde", "SDE-DPM-Solver++(2M) with eta (1 the SDE, 0 the deterministic DPM-Solver++(2M)); "
+                           "the few-step solver", multistep=True, coefficients=_dpmpp_2m_sde),
+)}
+
+
+def get_solver(name: str) -> Solver:
+    if name not in SOLVERS:
+        raise ConfigError(f"unknown solver {name!r}; expected one of {list(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def check_eta(eta) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"eta must be a number in [0, 1] (the stochasticity of ddim and dpmpp-2m-sde: 0 "
+                          f"deterministic, 1 the SDE), got {eta!r}")
+    return float(eta)
+
+
+@dataclass(frozen=True)
+class StepColumns:
+    """A solver's step as the sampler's table columns (float64, sampling order):
+    ``inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G + prev_coef * D_prev + sigma * z``
+    and, for multistep solvers, the data prediction ``D = x0_y * y - x0_eps * eps -
+    x0_guidance * G`` that the next update reads as ``D_prev``."""
+
+    inv_sqrt_alpha: np.ndarray
+    eps_coef: np.ndarray
+    guidance_w: np.ndarray
+    sigma: np.ndarray
+    prev_coef: np.ndarray
+    x0_y: np.ndarray
+    x0_eps: np.ndarray
+    x0_guidance: np.ndarray
+
+
+def step_columns(solver: Solver, abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> StepColumns:
+    """The table columns of ``solver`` (not ``ddpm``, whose table is the official one)."""
+    step = solver.coefficients(abar_t, abar_s, eta)
+    alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
+    zeros = np.zeros_like(abar_t)
+    x0 = (1 / alpha_t, sigma_t / alpha_t, (1 - abar_t) / alpha_t) if solver.multistep else (zeros,) * 3
+    return StepColumns(inv_sqrt_alpha=step.c_y, eps_coef=-step.c_e / step.c_y, guidance_w=-step.c_e * sigma_t,
+                       sigma=step.noise, prev_coef=step.c_p, x0_y=x0[0], x0_eps=x0[1], x0_guidance=x0[2])

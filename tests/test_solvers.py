@@ -1,0 +1,195 @@
+"""Solvers (egsde_rt.solvers): the native loop's step-table columns against the oracle's textbook
+steps, the identities between solvers, second-order convergence, and the one declaration of the
+solver and eta settings."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sampling_helpers import native_translate, reference_translate
+from egsde_rt import _core
+from egsde_rt.errors import ConfigError
+from egsde_rt.runtime.native_sampler import build_sampler, host_seeds
+from egsde_rt.runtime.runners import TorchRunner
+from egsde_rt.schedule import Schedule, StepCoefficients
+from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
+from egsde_rt.solvers import SOLVERS
+
+TOL = 1e-5
+
+
+def _x0(batch=2, seed=1):
+    return torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _injected(x0, K, R=1, fresh=False, seed=7):
+    gen = torch.Generator().manual_seed(seed)
+    noise = {"noise": torch.randn(R * (K + 1), *x0.shape, generator=gen)}
+    if fresh:
+        noise["perturb_noise"] = torch.randn(R * K, *x0.shape, generator=gen)
+    return noise
+
+
+CASES = {
+    "ddim_eta1": dict(solver="ddim", eta=1.0),
+    "ddim_eta0": dict(solver="ddim", eta=0.0),
+    "ddim_eta0.5_respaced": dict(solver="ddim", eta=0.5, steps=5),
+    "dpmpp": dict(solver="dpmpp-2m-sde"),
+    "dpmpp_respaced": dict(solver="dpmpp-2m-sde", steps=5),
+    "dpmpp_eta0": dict(solver="dpmpp-2m-sde", eta=0.0, steps=5),
+    "dpmpp_repeats": dict(solver="dpmpp-2m-sde", steps=4, repeats=2),
+    "dpmpp_fresh_ilvr": dict(solver="dpmpp-2m-sde", steps=4, perturb="fresh", ilvr=True),
+    "dpmpp_cosine_s2": dict(solver="dpmpp-2m-sde", steps=4, s2="cosine", li=30.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("noise_source", ["philox", "injected"])
+def test_native_loop_equals_the_oracle(case, noise_source, small_unet, small_dse):
+    x0 = _x0()
+    kwargs = {**dict(M=12, ls=500.0, li=2.0, down_N=8), **CASES[case]}
+    if noise_source == "injected":
+        K = kwargs.get("steps") or kwargs["M"]
+        kwargs.update(_injected(x0, K, kwargs.get("repeats", 1), kwargs.get("perturb") == "fresh"))
+    else:
+        kwargs["seed"] = [31, 32]
+    a = native_translate(x0, small_unet, small_dse, **kwargs)
+    b = reference_translate(x0, small_unet, small_dse, **kwargs)
+    assert (a - b).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("steps", [None, 5])
+def test_ddim_eta_1_is_respaced_ddpm(steps, small_unet, small_dse):
+    """DDIM with eta 1 is the DDPM posterior step: the same translation (float rounding apart)."""
+    x0 = _x0()
+    common = dict(M=12, steps=steps, ls=500.0, li=2.0, down_N=8, seed=[3, 4])
+    ddpm = reference_translate(x0, small_unet, small_dse, **common)
+    for translate in (reference_translate, native_translate):
+        assert (translate(x0, small_unet, small_dse, solver="ddim", eta=1.0, **common) - ddpm).abs().max() <= TOL
+    other = reference_translate(x0, small_unet, small_dse, solver="ddim", eta=0.0, **common)
+    assert (other - ddpm).abs().max() > 1e-2  # eta matters
+
+
+def _after_first_update(solver, eta, x0, unet, dse, settings):
+    """(oracle, native) y after the first update of a 5-update run."""
+    settings = settings.with_overrides(solver=solver, eta=eta)
+    seen = []
+    from egsde_rt.reference import translate
+
+    translate(x0, unet, dse, settings, seed=9, callback=lambda k, total, y: seen.append(y.clone()))
+    sampler = build_sampler(settings, tuple(x0.shape), "cpu")
+    sampler.begin(np.ascontiguousarray(x0.numpy()), seed=host_seeds(9, x0.shape[0]))
+    sampler.start_repeat(0)
+    sampler.step(TorchRunner(unet, dse, s1=settings.s1, score_kind=settings.score_kind))
+    return seen[0], torch.from_numpy(sampler.finish())
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_a_multistep_solvers_first_update_is_its_single_step_form(eta, small_unet, small_dse):
+    """SDE-DPM-Solver++(2M)'s first update is first order: DDIM with the same eta (at eta 1 the
+    DDPM posterior, at eta 0 deterministic DDIM); its second update is not."""
+    x0 = _x0()
+    settings = EGSDESettings(M=12, steps=5, ls=500.0, li=2.0, down_N=8)
+    dpm_oracle, dpm_native = _after_first_update("dpmpp-2m-sde", eta, x0, small_unet, small_dse, settings)
+    ddim_oracle, ddim_native = _after_first_update("ddim", eta, x0, small_unet, small_dse, settings)
+    assert (dpm_oracle - ddim_oracle).abs().max() <= TOL
+    assert (dpm_native - ddim_native).abs().max() <= TOL
+    assert (dpm_native - dpm_oracle).abs().max() <= TOL
+    coefs = StepCoefficients.from_schedule(Schedule.create(), 12, 5, solver="dpmpp-2m-sde", eta=eta)
+    assert coefs.prev_coef[0] == 0 and (coefs.prev_coef[1:-1] != 0).all() and coefs.prev_coef[-1] == 0
+
+
+class _GaussianScore(torch.nn.Module):
+    """The exact eps of data x0 ~ N(mu, s^2 I) under the linear schedule (an independent truth)."""
+
+    def __init__(self, mu: float, s: float):
+        super().__init__()
+        self.mu, self.s = mu, s
+        self.abar = torch.from_numpy(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)))
+
+    def forward(self, x, t):
+        ab = self.abar[t.long()].view(-1, 1, 1, 1)
+        a, sg = ab.sqrt(), (1 - ab).sqrt()
+        return (sg * (x.double() - a * self.mu) / (a * a * self.s**2 + sg * sg)).float()
+
+
+def _ode_error(solver: str, K: int, M: int = 600, mu: float = 0.3, s: float = 0.5) -> float:
+    """Max error of the native loop's deterministic (eta 0) solve against the exact flow."""
+    x0 = torch.zeros(1, 3, 8, 8)
+    noise = torch.zeros(K + 1, *x0.shape)
+    noise[0] = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    settings = EGSDESettings(M=M, steps=K, ls=0.0, li=0.0, down_N=8, score_kind="ddpm", solver=solver, eta=0.0)
+    from egsde_rt import native
+
+    y = native.translate(x0, _GaussianScore(mu, s), torch.nn.Identity(), settings, noise=noise)
+    abar_T = float(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[M - 1])
+    y_T = math.sqrt(abar_T) * x0 + math.sqrt(1 - abar_T) * noise[0]
+    exact = mu + s * (y_T - math.sqrt(abar_T) * mu) / math.sqrt(abar_T * s * s + 1 - abar_T)
+    return float((y - exact).abs().max())
+
+
+def test_dpmpp_2m_is_second_order_and_ddim_first_order():
+    """On Gaussian data, whose probability-flow ODE is solved exactly: halving the step divides
+    DPM-Solver++(2M)'s error by about 4 and DDIM's by about 2 (a wrong multistep term fails)."""
+    ddim = [_ode_error("ddim", K) for K in (20, 40)]
+    dpm = [_ode_error("dpmpp-2m-sde", K) for K in (20, 40)]
+    assert 1.7 < ddim[0] / ddim[1] < 2.4
+    assert dpm[0] / dpm[1] > 3.2
+    assert dpm[1] < ddim[1] / 1.2
+
+
+def test_guidance_in_eps_form_is_the_official_update():
+    """The ddpm table's guidance weight is its eps weight times sqrt(1 - abar_t): the eps form."""
+    c = StepCoefficients.from_schedule(Schedule.create(), 300, 40)
+    assert np.allclose(c.guidance_w, c.inv_sqrt_alpha * c.eps_coef * c.sqrt_one_minus_abar, rtol=2e-5)
+    d = StepCoefficients.from_schedule(Schedule.create(), 300, 40, solver="ddim", eta=1.0)
+    for name in ("inv_sqrt_alpha", "eps_coef", "guidance_w", "sigma", "t", "sqrt_abar"):
+        assert np.allclose(getattr(c, name), getattr(d, name), rtol=1e-4, atol=1e-7), name
+    assert not c.prev_coef.any() and not c.x0_y.any()
+
+
+def test_solver_and_eta_are_declared_once():
+    for name in ("solver", "eta", "steps"):
+        assert name in DECLARATIONS and name in RUNTIME_OVERRIDABLE
+    assert DECLARATIONS["solver"].choices == tuple(SOLVERS)
+    assert overrides_from_text({"solver": "ddim", "eta": "0.5"}) == {"solver": "ddim", "eta": 0.5}
+    with pytest.raises(ConfigError, match="solver must be one of"):
+        EGSDESettings(solver="euler")
+    with pytest.raises(ConfigError, match="eta must be"):
+        EGSDESettings(solver="ddim", eta=1.5)
+    with pytest.raises(ConfigError, match="does not apply to the ddpm solver"):
+        EGSDESettings(eta=0.0)
+    with pytest.raises(ConfigError, match="eta must be a number"):
+        overrides_from_text({"eta": "fast"})
+    from egsde_rt.cli import build_parser
+
+    args = build_parser().parse_args(["translate", "engine", "x.png", "--output-dir", "o", "--solver",
+                                      "dpmpp-2m-sde", "--eta", "0.5", "--steps", "8"])
+    assert (args.solver, args.eta, args.steps) == ("dpmpp-2m-sde", 0.5, 8)
+
+
+def test_the_translator_takes_the_solver_at_run_time(tiny_engine):
+    from egsde_rt.runtime.translator import Translator
+
+    path, unet, dse = tiny_engine
+    x0 = _x0(batch=1, seed=5)
+    t = Translator(path, backend="torch")
+    y = t.run_tensor(x0, seed=3, solver="dpmpp-2m-sde", steps=4)
+    expected = reference_translate(x0, unet, dse, seed=3, **{**t.settings.to_dict(), "solver": "dpmpp-2m-sde",
+                                                             "steps": 4})
+    assert np.abs(y - expected.numpy()).max() <= 1e-4
+    assert np.abs(y - t.run_tensor(x0, seed=3, steps=4)).max() > 1e-3  # the solver was used
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_core.cuda_device_count() == 0, reason="needs a CUDA device")
+@pytest.mark.parametrize("solver", ["ddim", "dpmpp-2m-sde"])
+def test_cuda_loop_equals_the_cpu_loop(solver, small_unet, small_dse):
+    x0 = _x0()
+    kwargs = dict(M=12, steps=6, ls=500.0, li=2.0, down_N=8, solver=solver, seed=[1, 2])
+    cpu = native_translate(x0, small_unet, small_dse, **kwargs)
+    gpu = native_translate(x0.cuda(), small_unet.cuda(), small_dse.cuda(), **kwargs)
+    small_unet.cpu(), small_dse.cpu()
+    assert (gpu.cpu() - cpu).abs().max() <= 1e-4
