@@ -17,11 +17,16 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "SDEdit" in out and "EGSDE" in out and "demo.png" in out
     record = json.loads((tmp_path / "out" / "demo.json").read_text())
-    assert set(record["results"]) == {"SDEdit", "EGSDE", "source (reference)"}
+    fast = [name for name in record["results"] if name.startswith("EGSDE fast")]
+    assert set(record["results"]) == {"SDEdit", "EGSDE", *fast, "source (reference)", "true target (reference)"}
+    assert len(fast) == 1 and record["results"][fast[0]]["settings"]["solver"] == demo.DEMO_FAST["solver"]
+    assert record["results"][fast[0]]["network_evaluations"] * 5 <= record["results"]["EGSDE"]["network_evaluations"]
+    assert record["results"]["true target (reference)"]["psnr_target"] > 90  # identical images
     from PIL import Image
 
     grid = Image.open(tmp_path / "out" / "demo.png")
-    assert grid.size == (3 * 32 * demo.GRID_SCALE, 4 * 32 * demo.GRID_SCALE)
+    cell = 32 * demo.GRID_SCALE
+    assert grid.size[0] == 5 * cell and grid.size[1] > 4 * cell
     # the engine is cached: a second call finds it without exporting
     logs = []
     path = demo.engine_dir(log=logs.append)

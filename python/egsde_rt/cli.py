@@ -223,9 +223,10 @@ def _cmd_demo(args) -> int:
     result = run_demo(args.output_dir, count=args.count, seed=args.seed, backend=args.backend,
                       log=lambda m: print(m, file=sys.stderr))
     print("realism: the target-domain probability given by an independent judge classifier;")
-    print("faithfulness: PSNR and SSIM to the source image (higher is more faithful).")
+    print("faithfulness: PSNR and SSIM to the source image (higher is more faithful); PSNR tgt: to the paired true "
+          "target; evals: network evaluations per image.")
     print(format_table(result["table"]))
-    print(f"grid (source | SDEdit | EGSDE): {result['grid']}")
+    print(f"grid ({' | '.join(result['columns'])}): {result['grid']}")
     return 0
 
 
@@ -283,7 +284,36 @@ def _bench_serve(args, engine: Path, log) -> int:
     return 0
 
 
+def _bench_quality(args) -> int:
+    from .bench.machine import command_line, device_description, now, versions
+    from .bench.quality import QualityConfig, format_quality, plot_quality, run_quality
+
+    given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "tuning_count": args.tuning_count,
+             "held_out_count": args.held_out_count, "backend": args.quality_backend,
+             "batch_size": args.quality_batch_size}
+    config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
+                           **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None})
+    record = run_quality(config, log=lambda message: print(message, file=sys.stderr))
+    record.update(device=device_description(record["config"]["device"]), versions=versions(), command=command_line(),
+                  date=now())
+    return _print_bench(record, args, format_quality, plot_quality)
+
+
+def _print_bench(record: dict, args, table, plotter) -> int:
+    """Print a bench record's table; write its JSON (--json) and plot (--plot)."""
+    from .bench.report import write_json
+
+    print(table(record))
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    if args.plot:
+        print(f"wrote {plotter(record, args.plot)}")
+    return 0
+
+
 def _cmd_bench(args) -> int:
+    if args.quality:
+        return _bench_quality(args)
     device = resolve_device(args.device)
     if args.kernels:
         from .bench.kernels import main_bench
@@ -293,7 +323,7 @@ def _cmd_bench(args) -> int:
     from .bench.end_to_end import BenchConfig, run_benchmark
     from .bench.engines import preset_engine
     from .bench.machine import command_line, device_description, now, versions
-    from .bench.report import add_speedups, format_table, plot, write_json
+    from .bench.report import add_speedups, format_table, plot
 
     def log(message):
         print(message, file=sys.stderr)
@@ -315,12 +345,7 @@ def _cmd_bench(args) -> int:
                          "warmup": args.warmup, "backends": list(dict.fromkeys(r["backend"] for r in runs)),
                          "precision": args.precision, "device": device, "seed": args.seed},
               "command": command_line(), "date": now(), "runs": runs}
-    print(format_table(record))
-    if args.json:
-        print(f"wrote {write_json(record, args.json)}")
-    if args.plot:
-        print(f"wrote {plot(record, args.plot)}")
-    return 0
+    return _print_bench(record, args, format_table, plot)
 
 
 def _cmd_eval(args) -> int:
@@ -509,6 +534,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="batching settings to compare, MAX_BATCH:WAIT_MS each")
     load.add_argument("--port", type=int, default=8471)
     load.add_argument("--query", help="settings for every request, as a query string (e.g. M=100)")
+    quality = p.add_argument_group("--quality: the quality-cost curve of the solvers on the demo's held-out split "
+                                   "(settings chosen on its tuning split)")
+    quality.add_argument("--quality", action="store_true")
+    quality.add_argument("--solvers", nargs="+", help="the solvers swept (default: ddpm dpmpp-2m-sde)")
+    quality.add_argument("--updates", type=int, nargs="+", help="update counts swept (default: 6 8 10 12 15)")
+    quality.add_argument("--ls", type=float, nargs="+", help="domain-specific weights swept (default: 250 500 750 "
+                         "1000)")
+    quality.add_argument("--tuning-count", type=int, help="images of the tuning split (default 128)")
+    quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
+    quality.add_argument("--quality-backend", choices=["auto", *BACKENDS], help="default: auto")
+    quality.add_argument("--quality-batch-size", type=int, help="images translated together (default 16)")
     kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
     kernels.add_argument("--kernels", action="store_true")
     kernels.add_argument("--size", type=int, default=256)

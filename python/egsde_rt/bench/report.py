@@ -53,8 +53,8 @@ def write_json(record: dict, path) -> Path:
     return path
 
 
-def plot(record: dict, path) -> Path:
-    """One stacked bar per run (ms per update and image, by phase), the speedup over eager on it."""
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or an EgsdeError naming the extra."""
     try:
         import matplotlib
 
@@ -62,6 +62,20 @@ def plot(record: dict, path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise EgsdeError("--plot needs matplotlib: pip install 'egsde-rt[plot]' (or matplotlib)") from None
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def plot(record: dict, path) -> Path:
+    """One stacked bar per run (ms per update and image, by phase), the speedup over eager on it."""
+    plt = pyplot()
     runs = record["runs"]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(runs) + 2), 4.5))
     bottoms = [0.0] * len(runs)
@@ -78,8 +92,4 @@ def plot(record: dict, path) -> Path:
     ax.set_title(f"egsde-rt bench: {record['config'].get('engine_name', '')} on {device}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

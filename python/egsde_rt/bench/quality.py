@@ -1,0 +1,206 @@
+"""The quality-cost curve: ``egsde-rt bench --quality``.
+
+Sweeps solver x updates x ``ls`` on the demo's tuning split, picks the cheapest setting that
+matches the official sampler (ddpm, all M updates) there, and reports the official sampler, the
+chosen setting and each solver's best setting per update count on the held-out split (images that
+neither training nor the tuning saw): realism, the judge-feature Frechet distance, PSNR / SSIM to
+the source and to the paired true target, network evaluations and seconds per image. The match:
+
+- realism at least the official's minus 0.02, the Frechet distance no worse,
+- PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
+  official's minus 0.3 dB.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..demo import QUALITY_SPLITS, engine_dir, load_judge, quality_metrics, reference_target_statistics
+from ..demo_data import domain_batch
+from ..noise import derive_seed
+from .report import pyplot, save_figure
+
+MATCH = {"realism": 0.02, "psnr_source": 0.5, "psnr_target": 0.3}
+OFFICIAL = {"solver": "ddpm", "steps": None, "eta": 1.0}  # all M updates of the official update
+
+
+@dataclass
+class QualityConfig:
+    engine_dir: Path | None = None  # None: the demo engine
+    backend: str = "auto"
+    solvers: tuple = ("ddpm", "dpmpp-2m-sde")
+    updates: tuple = (6, 8, 10, 12, 15)
+    ls: tuple = (250.0, 500.0, 750.0, 1000.0)
+    tuning_count: int = 128
+    held_out_count: int = 256
+    reference_count: int = 1024
+    batch_size: int = 16
+    seed: int = 0
+
+
+def grid(config: QualityConfig, M: int) -> list[dict]:
+    """The swept settings (run-time overrides of the engine's), the official sampler first."""
+    points = []
+    for solver in config.solvers:
+        for updates in config.updates:
+            if updates >= M:
+                continue
+            for ls in config.ls:
+                points.append({"solver": solver, "steps": updates, "ls": ls, "eta": 1.0})
+    return points
+
+
+class Evaluator:
+    """Translates a split with one setting and measures it (the translation alone is timed)."""
+
+    def __init__(self, translator, config: QualityConfig, log: Callable[[str], None]):
+        self.translator, self.config, self.log = translator, config, log
+        self.judge = load_judge()
+        self.reference = reference_target_statistics(self.judge, config.reference_count)
+        self.splits = {}
+        for name, count in (("tuning", config.tuning_count), ("held_out", config.held_out_count)):
+            seed = QUALITY_SPLITS[name]
+            self.splits[name] = (domain_batch("source", range(count), seed=seed),
+                                 domain_batch("target", range(count), seed=seed))
+
+    def __call__(self, split: str, overrides: dict) -> dict:
+        x0, true_target = self.splits[split]
+        seeds = [derive_seed(self.config.seed, f"quality/{split}/{i}") for i in range(len(x0))]
+        settings = self.translator.settings_with(**overrides)
+        outputs, start = [], time.perf_counter()
+        for i in range(0, len(x0), self.config.batch_size):
+            chunk = x0[i:i + self.config.batch_size]
+            outputs.append(torch.from_numpy(self.translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)],
+                                                                       **overrides)))
+        seconds = time.perf_counter() - start
+        row = {"split": split, "settings": {k: getattr(settings, k) for k in ("solver", "steps", "eta", "ls", "li",
+                                                                               "M")},
+               "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / len(x0),
+               **quality_metrics(torch.cat(outputs), x0, true_target, self.judge, self.reference)}
+        row["settings"]["steps"] = settings.num_updates
+        self.log(f"{split:8s} {describe(row)}")
+        return row
+
+
+def describe(row: dict) -> str:
+    s = row["settings"]
+    return (f"{s['solver']:13s} updates {s['steps']:3d} ls {s['ls']:6g}: realism {row['realism']:.3f} "
+            f"FD {row['fd']:7.1f} PSNR src {row['psnr_source']:.2f} tgt {row['psnr_target']:.2f} "
+            f"{row['seconds_per_image']:.3f} s/image")
+
+
+def matches(row: dict, official: dict) -> bool:
+    return (row["realism"] >= official["realism"] - MATCH["realism"] and row["fd"] <= official["fd"]
+            and abs(row["psnr_source"] - official["psnr_source"]) <= MATCH["psnr_source"]
+            and row["psnr_target"] >= official["psnr_target"] - MATCH["psnr_target"])
+
+
+def choose(rows: list[dict], official: dict) -> dict | None:
+    """The matching row with the fewest network evaluations (then the lowest FD), or None."""
+    matching = [r for r in rows if matches(r, official)]
+    return min(matching, key=lambda r: (r["network_evaluations"], r["fd"])) if matching else None
+
+
+def best_per_budget(rows: list[dict], official: dict) -> list[dict]:
+    """For each (solver, updates): the ls whose row matches, else the one with the lowest FD among
+    those faithful to the source (PSNR within the match's bound), else the lowest FD."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["settings"]["solver"], r["settings"]["steps"]), []).append(r)
+    best = []
+    for key in sorted(groups):
+        group = groups[key]
+        faithful = [r for r in group if abs(r["psnr_source"] - official["psnr_source"]) <= MATCH["psnr_source"]]
+        best.append(choose(group, official) or min(faithful or group, key=lambda r: r["fd"]))
+    return best
+
+
+def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> dict:
+    from ..runtime.translator import Translator
+
+    path = config.engine_dir or engine_dir(log=log)
+    translator = Translator(path, backend=config.backend)
+    M = translator.settings.M
+    log(f"quality sweep on {path} ({translator.backend} on {translator.choice.device}); official: ddpm, "
+        f"{M} updates, ls {translator.settings.ls:g}")
+    evaluate = Evaluator(translator, config, log)
+    evaluate("tuning", OFFICIAL)  # warm-up: first-run latency stays out of the timings
+    official_tuning = evaluate("tuning", OFFICIAL)
+    tuning = [evaluate("tuning", overrides) for overrides in grid(config, M)]
+    chosen_tuning = choose(tuning, official_tuning)
+    curve = best_per_budget(tuning, official_tuning)
+    log("held-out split (settings chosen on the tuning split):")
+
+    def overrides_of(row):
+        return {k: row["settings"][k] for k in ("solver", "steps", "eta", "ls")}
+
+    official = evaluate("held_out", OFFICIAL)
+    held_out = [evaluate("held_out", overrides_of(r)) for r in curve]
+    chosen = None
+    if chosen_tuning is not None:
+        key = overrides_of(chosen_tuning)
+        chosen = next((r for r in held_out if overrides_of(r) == key), None) or evaluate("held_out", key)
+    record = {
+        "config": {**asdict(config), "engine_dir": str(path), "backend": translator.backend,
+                   "device": translator.choice.device, "splits": QUALITY_SPLITS, "match": MATCH,
+                   "official": {"solver": "ddpm", "updates": M, "ls": translator.settings.ls}},
+        "tuning": {"official": official_tuning, "sweep": tuning, "chosen": chosen_tuning},
+        "held_out": {"official": official, "curve": held_out, "chosen": chosen},
+    }
+    if chosen is not None:
+        record["held_out"]["chosen_matches_official"] = matches(chosen, official)
+        record["held_out"]["evaluations_ratio"] = official["network_evaluations"] / chosen["network_evaluations"]
+        record["held_out"]["speedup_at_equal_quality"] = official["seconds_per_image"] / chosen["seconds_per_image"]
+    return record
+
+
+def format_quality(record: dict) -> str:
+    held = record["held_out"]
+    lines = ["held-out split (settings chosen on the tuning split):",
+             f"{'setting':34s} {'evals':>5s} {'realism':>7s} {'FD':>7s} {'PSNR src':>8s} {'SSIM src':>8s} "
+             f"{'PSNR tgt':>8s} {'s/image':>8s}"]
+    rows = [("official", held["official"])] + [("", r) for r in held["curve"]]
+    if held.get("chosen"):
+        rows.append(("chosen", held["chosen"]))
+    for label, r in rows:
+        s = r["settings"]
+        name = f"{label + ': ' if label else ''}{s['solver']} {s['steps']} ls {s['ls']:g}"
+        lines.append(f"{name:34s} {r['network_evaluations']:5d} {r['realism']:7.3f} {r['fd']:7.1f} "
+                     f"{r['psnr_source']:8.2f} {r['ssim_source']:8.3f} {r['psnr_target']:8.2f} "
+                     f"{r['seconds_per_image']:8.4f}")
+    if held.get("chosen"):
+        lines.append(f"chosen: {held['evaluations_ratio']:.1f}x fewer network evaluations, "
+                     f"{held['speedup_at_equal_quality']:.2f}x the official's speed; matches on the held-out "
+                     f"split: {held['chosen_matches_official']}")
+    else:
+        lines.append("no swept setting matched the official sampler on the tuning split")
+    return "\n".join(lines)
+
+
+def plot_quality(record: dict, path) -> Path:
+    """Realism, the Frechet distance and the PSNR to the true target against network evaluations,
+    per solver (held-out split)."""
+    plt = pyplot()
+    held = record["held_out"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, metric, label in zip(axes, ("realism", "fd", "psnr_target"),
+                                 ("realism (judge)", "Frechet distance (judge features)", "PSNR to true target dB")):
+        for solver in dict.fromkeys(r["settings"]["solver"] for r in held["curve"]):
+            rows = sorted((r for r in held["curve"] if r["settings"]["solver"] == solver),
+                          key=lambda r: r["network_evaluations"])
+            ax.plot([r["network_evaluations"] for r in rows], [r[metric] for r in rows], "o-", label=solver)
+        off = held["official"]
+        ax.axhline(off[metric], color="gray", linestyle="--", label=f"official ({off['network_evaluations']} evals)")
+        if held.get("chosen"):
+            ax.plot([held["chosen"]["network_evaluations"]], [held["chosen"][metric]], "k*", markersize=12,
+                    label="chosen")
+        ax.set_xlabel("network evaluations per image")
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,52 @@
+"""egsde-rt bench --quality: the match rule, the choice, and a small sweep end to end."""
+
+import json
+
+import pytest
+
+from egsde_rt.bench.quality import QualityConfig, choose, format_quality, matches, plot_quality, run_quality
+
+OFFICIAL = {"realism": 0.87, "fd": 312.0, "psnr_source": 27.05, "psnr_target": 24.0, "network_evaluations": 60,
+            "settings": {"solver": "ddpm", "steps": 60, "ls": 1000.0}}
+
+
+def _row(evals, **changes):
+    return {**OFFICIAL, "network_evaluations": evals,
+            "settings": {"solver": "dpmpp-2m-sde", "steps": evals, "ls": 500.0}, **changes}
+
+
+@pytest.mark.parametrize("changes,ok", [
+    ({}, True),
+    ({"realism": 0.851}, True), ({"realism": 0.849}, False),      # within 0.02
+    ({"fd": 312.0}, True), ({"fd": 312.1}, False),                # no worse
+    ({"psnr_source": 26.56}, True), ({"psnr_source": 26.54}, False), ({"psnr_source": 27.56}, False),  # 0.5 dB
+    ({"psnr_target": 23.71}, True), ({"psnr_target": 23.69}, False),  # 0.3 dB
+])
+def test_the_match_rule(changes, ok):
+    assert matches(_row(8, **changes), OFFICIAL) is ok
+
+
+def test_choose_takes_the_fewest_evaluations_that_match():
+    rows = [_row(12), _row(6, fd=400.0), _row(8, fd=300.0), _row(8, fd=250.0)]
+    assert choose(rows, OFFICIAL) is rows[3]
+    assert choose([_row(6, realism=0.5)], OFFICIAL) is None
+
+
+def test_a_small_sweep_end_to_end(tiny_engine, tmp_path):
+    path, _, _ = tiny_engine
+    config = QualityConfig(engine_dir=path, backend="torch", solvers=("dpmpp-2m-sde",), updates=(4, 99), ls=(500.0,),
+                           tuning_count=4, held_out_count=4, reference_count=16, batch_size=2)
+    logs = []
+    record = run_quality(config, log=logs.append)
+    json.dumps(record)  # serialisable
+    official = record["held_out"]["official"]
+    assert official["settings"]["solver"] == "ddpm" and official["network_evaluations"] == 12  # all M updates
+    assert [r["settings"]["steps"] for r in record["tuning"]["sweep"]] == [4]  # 99 >= M is left out
+    for row in (official, *record["held_out"]["curve"]):
+        assert row["split"] == "held_out"
+        for key in ("realism", "fd", "psnr_source", "ssim_source", "psnr_target", "ssim_target", "seconds_per_image"):
+            assert isinstance(row[key], float), key
+    assert record["config"]["splits"]["tuning"] != record["config"]["splits"]["held_out"]
+    assert "held-out split" in format_quality(record)
+    pytest.importorskip("matplotlib")
+    assert plot_quality(record, tmp_path / "q.png").stat().st_size > 1000
