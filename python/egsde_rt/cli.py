@@ -288,7 +288,8 @@ def _bench_quality(args) -> int:
     from .bench.machine import command_line, device_description, now, versions
     from .bench.quality import QualityConfig, format_quality, plot_quality, run_quality
 
-    given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "tuning_count": args.tuning_count,
+    given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "li": args.li_sweep,
+             "eta": args.eta_sweep, "tuning_count": args.tuning_count,
              "held_out_count": args.held_out_count, "backend": args.quality_backend,
              "batch_size": args.quality_batch_size}
     config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
@@ -541,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--updates", type=int, nargs="+", help="update counts swept (default: 6 8 10 12 15)")
     quality.add_argument("--ls", type=float, nargs="+", help="domain-specific weights swept (default: 250 500 750 "
                          "1000)")
+    quality.add_argument("--li-sweep", type=float, nargs="+", help="domain-independent weights swept (default: "
+                         "the engine's)")
+    quality.add_argument("--eta-sweep", type=float, nargs="+", help="eta values swept for ddim and dpmpp-2m-sde "
+                         "(default: 1)")
     quality.add_argument("--tuning-count", type=int, help="images of the tuning split (default 128)")
     quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
     quality.add_argument("--quality-backend", choices=["auto", *BACKENDS], help="default: auto")

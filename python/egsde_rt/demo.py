@@ -42,7 +42,7 @@ WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
 DEMO_SETTINGS = EGSDESettings(M=60, ls=1000.0, li=2.0, s1="cosine", s2="neg_l2", down_N=8)  # the official sampler
 # The few-step setting, chosen by the quality-cost curve (egsde-rt bench --quality: the cheapest
 # setting matching the official sampler on the tuning split; bench/results/quality-demo-cpu.json).
-DEMO_FAST = {"solver": "dpmpp-2m-sde", "steps": 8, "ls": 500.0}
+DEMO_FAST = {"solver": "dpmpp-2m-sde", "steps": 12, "ls": 750.0}
 DEMO_IMAGE_SEED = 20221  # held out: training draws its images with seeds 0..4
 GRID_SCALE = 4
 # The quality protocol's image sets (egsde-rt bench --quality): seeds that no training (0..4), no

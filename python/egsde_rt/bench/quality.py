@@ -1,10 +1,11 @@
 """The quality-cost curve: ``egsde-rt bench --quality``.
 
-Sweeps solver x updates x ``ls`` on the demo's tuning split, picks the cheapest setting that
-matches the official sampler (ddpm, all M updates) there, and reports the official sampler, the
-chosen setting and each solver's best setting per update count on the held-out split (images that
-neither training nor the tuning saw): realism, the judge-feature Frechet distance, PSNR / SSIM to
-the source and to the paired true target, network evaluations and seconds per image. The match:
+Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta``) on the demo's tuning split,
+picks the cheapest setting that matches the official sampler (ddpm, all M updates) there, and
+reports the official sampler, the chosen setting and each solver's best setting per update count
+on the held-out split (images that neither training nor the tuning saw): realism, the
+judge-feature Frechet distance, PSNR / SSIM to the source and to the paired true target, network
+evaluations and seconds per image. The match:
 
 - realism at least the official's minus 0.02, the Frechet distance no worse,
 - PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
@@ -36,6 +37,8 @@ class QualityConfig:
     solvers: tuple = ("ddpm", "dpmpp-2m-sde")
     updates: tuple = (6, 8, 10, 12, 15)
     ls: tuple = (250.0, 500.0, 750.0, 1000.0)
+    li: tuple = ()  # empty: the engine's li only
+    eta: tuple = (1.0,)  # of the solvers that take one (ddpm: 1 only)
     tuning_count: int = 128
     held_out_count: int = 256
     reference_count: int = 1024
@@ -51,7 +54,10 @@ def grid(config: QualityConfig, M: int) -> list[dict]:
             if updates >= M:
                 continue
             for ls in config.ls:
-                points.append({"solver": solver, "steps": updates, "ls": ls, "eta": 1.0})
+                for li in config.li or (None,):
+                    for eta in (1.0,) if solver == "ddpm" else config.eta:
+                        point = {"solver": solver, "steps": updates, "ls": ls, "eta": eta}
+                        points.append(point if li is None else {**point, "li": li})
     return points
 
 
@@ -87,9 +93,13 @@ class Evaluator:
         return row
 
 
+def setting_label(s: dict) -> str:
+    li = f" li {s['li']:g}" if "li" in s else ""  # records before the li sweep have none
+    return f"{s['solver']} {s['steps']} ls {s['ls']:g}{li} eta {s['eta']:g}"
+
+
 def describe(row: dict) -> str:
-    s = row["settings"]
-    return (f"{s['solver']:13s} updates {s['steps']:3d} ls {s['ls']:6g}: realism {row['realism']:.3f} "
+    return (f"{setting_label(row['settings']):40s}: realism {row['realism']:.3f} "
             f"FD {row['fd']:7.1f} PSNR src {row['psnr_source']:.2f} tgt {row['psnr_target']:.2f} "
             f"{row['seconds_per_image']:.3f} s/image")
 
@@ -107,7 +117,7 @@ def choose(rows: list[dict], official: dict) -> dict | None:
 
 
 def best_per_budget(rows: list[dict], official: dict) -> list[dict]:
-    """For each (solver, updates): the ls whose row matches, else the one with the lowest FD among
+    """For each (solver, updates): the setting whose row matches, else the one with the lowest FD among
     those faithful to the source (PSNR within the match's bound), else the lowest FD."""
     groups: dict = {}
     for r in rows:
@@ -137,7 +147,7 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
     log("held-out split (settings chosen on the tuning split):")
 
     def overrides_of(row):
-        return {k: row["settings"][k] for k in ("solver", "steps", "eta", "ls")}
+        return {k: row["settings"][k] for k in ("solver", "steps", "eta", "ls", "li")}
 
     official = evaluate("held_out", OFFICIAL)
     held_out = [evaluate("held_out", overrides_of(r)) for r in curve]
@@ -162,15 +172,14 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
 def format_quality(record: dict) -> str:
     held = record["held_out"]
     lines = ["held-out split (settings chosen on the tuning split):",
-             f"{'setting':34s} {'evals':>5s} {'realism':>7s} {'FD':>7s} {'PSNR src':>8s} {'SSIM src':>8s} "
+             f"{'setting':44s} {'evals':>5s} {'realism':>7s} {'FD':>7s} {'PSNR src':>8s} {'SSIM src':>8s} "
              f"{'PSNR tgt':>8s} {'s/image':>8s}"]
     rows = [("official", held["official"])] + [("", r) for r in held["curve"]]
     if held.get("chosen"):
         rows.append(("chosen", held["chosen"]))
     for label, r in rows:
-        s = r["settings"]
-        name = f"{label + ': ' if label else ''}{s['solver']} {s['steps']} ls {s['ls']:g}"
-        lines.append(f"{name:34s} {r['network_evaluations']:5d} {r['realism']:7.3f} {r['fd']:7.1f} "
+        name = f"{label + ': ' if label else ''}{setting_label(r['settings'])}"
+        lines.append(f"{name:44s} {r['network_evaluations']:5d} {r['realism']:7.3f} {r['fd']:7.1f} "
                      f"{r['psnr_source']:8.2f} {r['ssim_source']:8.3f} {r['psnr_target']:8.2f} "
                      f"{r['seconds_per_image']:8.4f}")
     if held.get("chosen"):
