@@ -322,15 +322,21 @@ def _cmd_bench(args) -> int:
     config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
                          warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
                          seed=args.seed, phase_runs=args.phase_runs)
-    runs = run_benchmark(config, log=log)
-    add_speedups(runs)
-    record = {"device": device_description(device), "versions": versions(),
-              "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
-                         "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-                         "warmup": args.warmup, "phase_runs": args.phase_runs,
-                         "backends": list(dict.fromkeys(r["backend"] for r in runs)),
-                         "precision": args.precision, "device": device, "seed": args.seed},
-              "command": command_line(), "date": now(), "runs": runs}
+
+    def record_of(runs: list, complete: bool) -> dict:
+        add_speedups(runs)
+        return {"device": device_description(device), "versions": versions(),
+                "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
+                           "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+                           "warmup": args.warmup, "phase_runs": args.phase_runs,
+                           "backends": list(dict.fromkeys(r["backend"] for r in runs)),
+                           "precision": args.precision, "device": device, "seed": args.seed},
+                "command": command_line(), "date": now(), "complete": complete, "runs": runs}
+
+    # the record is written after every run (complete: false until the last), so a run stopped
+    # at a time limit keeps what it measured
+    partial = (lambda runs: write_json(record_of(list(runs), False), args.json)) if args.json else None
+    record = record_of(run_benchmark(config, log=log, on_run=partial), True)
     print(format_table(record))
     if args.json:
         print(f"wrote {write_json(record, args.json)}")

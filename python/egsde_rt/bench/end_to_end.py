@@ -195,8 +195,9 @@ def timed_settings(settings, steps: int | None):
     return timed, timed.num_updates * timed.repeats, total
 
 
-def run_benchmark(config: BenchConfig, log=print) -> list:
-    """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``."""
+def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
+    """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``.
+    ``on_run(runs)`` is called with the runs so far after each one."""
     network_dtype(config.precision)  # a known precision
     engine = load_engine_dir(config.engine_dir)
     backends = config.backends or [EAGER, *usable_backends(engine, config.device, config.precision)]
@@ -236,11 +237,14 @@ def run_benchmark(config: BenchConfig, log=print) -> list:
                 "seconds_per_image": seconds_per_image, "images_per_second": 1.0 / seconds_per_image,
                 "first_run_seconds": first, "peak_host_mb": memory.host_mb, "peak_device_mb": memory.device_mb,
                 **memory.driver_view(),
-                "timed_path": "captured (CUDA graphs)" if captured else "uncaptured", "captured": captured,
+                "timed_path": ("eager (reference.translate)" if backend == EAGER
+                               else "captured (CUDA graphs)" if captured else "uncaptured"), "captured": captured,
                 "per_step_ms": _per_step(times), "phases_from": PHASES_FROM[EAGER if backend == EAGER else "engine"],
                 "timed_updates": steps, "total_updates": total, "extrapolated": steps < total,
                 "run_seconds": _summary(walls),
             })
             log(f"bench:   {seconds_per_image:.3f} s/image" + (" (extrapolated)" if steps < total else "")
                 + (" captured" if captured else ""))
+            if on_run is not None:
+                on_run(runs)
     return runs
