@@ -212,7 +212,8 @@ def build_tiers(p: Protocol) -> list:
         Tier(3, "sanitizer", steps=[
             Step(f"sanitizer-{tool}", [sanitizer or "compute-sanitizer", "--tool", tool, "--error-exitcode", "1",
                                        *_pytest(*kernel_tests, junit=logs / f"sanitizer-{tool}.xml")],
-                 limit_s=30, env=sanitized, skip=sanitizer_skip)
+                 limit_s=30, env=sanitized, skip=sanitizer_skip,
+                 verdict=lambda tool=tool: gpu_test_verdict(logs / f"sanitizer-{tool}.xml"))
             for tool in ("memcheck", "initcheck")
         ]),
         Tier(4, "compiled", steps=[
@@ -295,11 +296,10 @@ def run_step(step: Step, p: Protocol, tier: Tier, deadline: float) -> dict:
         own = limit >= step.limit_s
         return {**entry, "status": "timed_out",
                 "reason": f"stopped after {limit:.0f} s ({'its own limit' if own else f'the end of tier {tier.name}'})"}
-    if step.verdict is not None:
-        ok, why = step.verdict()
-        return {**entry, "status": "passed" if ok else "failed", "reason": why}
-    return {**entry, "status": "passed" if rc == 0 else "failed",
-            "reason": "exit 0" if rc == 0 else f"exit {rc}: {_tail(log_path, 3)}"}
+    ok, why = step.verdict() if step.verdict is not None else (True, "exit 0")
+    if rc != 0:  # a verdict never overrules a failed command (e.g. the sanitizer's error exit code)
+        ok, why = False, f"exit {rc}: {why if step.verdict is not None else _tail(log_path, 3)}"
+    return {**entry, "status": "passed" if ok else "failed", "reason": why}
 
 
 def tier_status(steps: list) -> tuple[str, str]:
@@ -339,7 +339,7 @@ def run_tier(tier: Tier, p: Protocol, say=print) -> dict:
             break
     record["status"], record["reason"] = tier_status([s for s in record["steps"] if s["status"] != "not_run"])
     record["seconds"] = round(time.monotonic() - start, 1)
-    if tier.name == "headline":
+    if tier.name in ("headline", "compiled"):
         p.record["headline"] = headline(p.logs)
     publish(p)
     say(f"== {_clock()} tier {tier.number} {tier.name}: {record['status']} ({record['reason']})")
@@ -349,11 +349,11 @@ def run_tier(tier: Tier, p: Protocol, say=print) -> dict:
 # --- results -------------------------------------------------------------------------------------
 
 def headline(logs: Path) -> dict | None:
-    """The headline numbers from the tier-2 bench records: per run seconds per image, images per
-    second, speedup over the eager fp32 reference at the same batch size, the path timed, the
-    extrapolation, the phases (ms per update)."""
+    """The headline numbers from the bench records (tier 2's, and tier 4's compiled one): per
+    run seconds per image, images per second, speedup over the eager fp32 reference at the same
+    batch size, the path timed, the extrapolation, the phases (ms per update)."""
     records = {}
-    for name in ("bench-fp32", "bench-bf16"):
+    for name in ("bench-fp32", "bench-bf16", "bench-compiled"):
         try:
             records[name] = json.loads((logs / f"{name}.json").read_text())
         except (OSError, json.JSONDecodeError):

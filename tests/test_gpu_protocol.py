@@ -94,6 +94,19 @@ def test_a_step_out_of_time_ends_its_tier_and_the_next_tier_starts(tmp_path, mon
     assert summary["counts"]["timed_out"] == 1 and summary["counts"]["passed"] == 1
 
 
+def test_a_verdict_never_overrules_a_failed_command(tmp_path):
+    """The sanitizer exits 1 on an error it found while every test passed: the step fails."""
+    (tmp_path / "logs").mkdir()
+    p = protocol.Protocol(out=tmp_path, dry_run=True, work=tmp_path, reference_dir=tmp_path)
+    tier = protocol.Tier(3, "sanitizer", steps=[])
+    step = protocol.Step("sanitizer-memcheck", [sys.executable, "-c", "raise SystemExit(1)"],
+                         verdict=lambda: (True, "2 GPU tests passed, none skipped"))
+    result = protocol.run_step(step, p, tier, time.monotonic() + 30)
+    assert result["status"] == "failed" and result["reason"].startswith("exit 1: 2 GPU tests passed")
+    ok = protocol.Step("ok", [sys.executable, "-c", "pass"], verdict=lambda: (False, "1 of 1 GPU tests skipped"))
+    assert protocol.run_step(ok, p, tier, time.monotonic() + 30)["status"] == "failed"
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> Path:
     """The output folder of a dry run: CI's (EGSDE_DRY_RUN_OUT), or one run here."""
