@@ -26,7 +26,8 @@ Tiers (limits in ``TIER_LIMITS_S``):
    uncaptured runs.
 3. sanitizer: ``compute-sanitizer`` memcheck and initcheck on the kernel tests (each tensor its
    own cudaMalloc, so out-of-bounds accesses are seen); after the benchmarks, since a sanitizer
-   run is the likeliest to hang or crawl. Where the sanitizer cannot run, the log says why.
+   run is the likeliest to hang or crawl. Where the sanitizer cannot run (gVisor machines
+   refuse the device) the step is skipped with its message.
 4. compiled, with what is left: the compiled runner's captured run against its uncaptured run
    (tiny engine), then AOTInductor plans of cat2dog for CUDA and their bench; ONNX Runtime CUDA
    only where onnxruntime has its CUDA provider.
@@ -110,6 +111,20 @@ def dry_run_verdict(junit_xml: Path) -> tuple[bool, str]:
     return True, f"dry run: the skip check fired as it must without a GPU ({why})"
 
 
+SANITIZER_UNSUPPORTED = ("Device not supported",)  # what compute-sanitizer says on gVisor machines (device README)
+
+
+def sanitizer_verdict(log: Path, junit_xml: Path) -> tuple[bool | None, str]:
+    """A sanitizer step's verdict: None (skipped) where compute-sanitizer cannot run on this
+    machine, else the GPU tests' verdict under it."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    for marker in SANITIZER_UNSUPPORTED:
+        if marker in text:
+            line = next(x for x in text.splitlines() if marker in x).strip()
+            return None, f"compute-sanitizer cannot run on this machine ({line[:200]}; gVisor machines refuse it)"
+    return gpu_test_verdict(junit_xml)
+
+
 def check_reference_dir(path: Path) -> tuple[bool, str]:
     """Whether the goldens the GPU tests read are in ``path``."""
     missing = [name for name in REQUIRED_GOLDENS if not (path / name).is_file()]
@@ -127,7 +142,7 @@ class Step:
     argv: list | None = None  # a command, or
     func: Callable[[], tuple[bool, str]] | None = None  # an inline check: (ok, why)
     limit_s: float = 60
-    verdict: Callable[[], tuple[bool, str]] | None = None  # decides instead of the exit code
+    verdict: Callable[[], tuple[bool | None, str]] | None = None  # with the exit code; None: skipped
     skip: str | None = None  # why the step does not run (recorded)
     env: dict = field(default_factory=dict)
 
@@ -187,14 +202,15 @@ def build_tiers(p: Protocol) -> list:
              "--repeats", "2", "--warmup", "0", "--phase-runs", "1"]
     sanitized = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}  # each tensor its own allocation: overruns are seen
     kernel_tests = ["-m", "gpu", "tests/test_native_cuda.py", "-k", KERNEL_TESTS_K]
+    build_env = {"CMAKE_ARGS": "-DEGSDE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90"}
+    if not shutil.which("nvcc") and Path("/usr/local/cuda/bin/nvcc").exists():
+        build_env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # CMake's CUDA compiler when nvcc is not on PATH
+    core_status = "import egsde_rt._core as c, sys; print('built_with_cuda', c.built_with_cuda, '|', c.cuda_status())"
+    needs_gpu = "; sys.exit(0 if c.built_with_cuda and c.cuda_device_count() > 0 else 1)"  # the build saw the GPU
     return [
         Tier(1, "correctness", needs_build=False, steps=[
-            Step("build", pip + (["--dry-run"] if dry else ["-v"]), limit_s=120,
-                 env={"CMAKE_ARGS": "-DEGSDE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90"}),
-            Step("native-core", _py("-c", "import egsde_rt._core as c; print('built_with_cuda', c.built_with_cuda, "
-                                    "'|', c.cuda_status()); import sys; sys.exit(0 if "
-                                    f"{dry} or (c.built_with_cuda and c.cuda_device_count() > 0) else 1)"),
-                 limit_s=30),
+            Step("build", pip + (["--dry-run"] if dry else ["-v"]), limit_s=120, env=build_env),
+            Step("native-core", _py("-c", core_status + ("" if dry else needs_gpu)), limit_s=30),
             Step("goldens", func=lambda: check_reference_dir(p.reference_dir), limit_s=5),
             Step("gpu-tests", _pytest("-m", "gpu", *GPU_TESTS, junit=gpu_xml), limit_s=120,
                  verdict=lambda: verdict(gpu_xml)),
@@ -213,7 +229,8 @@ def build_tiers(p: Protocol) -> list:
             Step(f"sanitizer-{tool}", [sanitizer or "compute-sanitizer", "--tool", tool, "--error-exitcode", "1",
                                        *_pytest(*kernel_tests, junit=logs / f"sanitizer-{tool}.xml")],
                  limit_s=30, env=sanitized, skip=sanitizer_skip,
-                 verdict=lambda tool=tool: gpu_test_verdict(logs / f"sanitizer-{tool}.xml"))
+                 verdict=lambda tool=tool: sanitizer_verdict(logs / f"3-sanitizer-{tool}.log",
+                                                             logs / f"sanitizer-{tool}.xml"))
             for tool in ("memcheck", "initcheck")
         ]),
         Tier(4, "compiled", steps=[
@@ -297,6 +314,8 @@ def run_step(step: Step, p: Protocol, tier: Tier, deadline: float) -> dict:
         return {**entry, "status": "timed_out",
                 "reason": f"stopped after {limit:.0f} s ({'its own limit' if own else f'the end of tier {tier.name}'})"}
     ok, why = step.verdict() if step.verdict is not None else (True, "exit 0")
+    if ok is None:  # the step could not run here (e.g. the sanitizer on a gVisor machine)
+        return {**entry, "status": "skipped", "reason": why}
     if rc != 0:  # a verdict never overrules a failed command (e.g. the sanitizer's error exit code)
         ok, why = False, f"exit {rc}: {why if step.verdict is not None else _tail(log_path, 3)}"
     return {**entry, "status": "passed" if ok else "failed", "reason": why}

@@ -107,6 +107,15 @@ def test_a_verdict_never_overrules_a_failed_command(tmp_path):
     assert protocol.run_step(ok, p, tier, time.monotonic() + 30)["status"] == "failed"
 
 
+def test_a_sanitizer_refused_by_the_machine_is_skipped_saying_so(tmp_path):
+    log = tmp_path / "3-sanitizer-memcheck.log"
+    log.write_text("========= COMPUTE-SANITIZER\n========= Error: Device not supported\n")
+    ok, why = protocol.sanitizer_verdict(log, tmp_path / "absent.xml")
+    assert ok is None and "cannot run on this machine" in why and "Device not supported" in why
+    log.write_text("========= ERROR SUMMARY: 0 errors\n")
+    assert protocol.sanitizer_verdict(log, _junit(tmp_path, PASSED))[0] is True
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> Path:
     """The output folder of a dry run: CI's (EGSDE_DRY_RUN_OUT), or one run here."""
