@@ -142,3 +142,14 @@ def test_the_bench_times_the_translators_path_and_takes_phases_from_separate_run
     assert "separate uncaptured runs" in run["phases_from"]
     assert (run["timed_updates"], run["total_updates"], run["extrapolated"]) == (3, 12, True)
     assert run["per_step_ms"]["score"]["median"] > 0
+
+
+def test_the_reference_command_runs_the_oracle_in_ieee_float32(monkeypatch, flags_set_to):
+    import egsde_rt.reference
+    from egsde_rt.cli import _EagerTranslator
+
+    seen = []
+    monkeypatch.setattr(egsde_rt.reference, "translate", lambda x0, *a, **k: (seen.append(_flags()), x0)[1])
+    flags_set_to(True)
+    _EagerTranslator(None, None, EGSDESettings(M=2, down_N=8), 32, "cpu").run_tensor(torch.zeros(1, 3, 32, 32), 0)
+    assert seen == [(False, False)]

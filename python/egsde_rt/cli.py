@@ -72,11 +72,13 @@ class _EagerTranslator:
         return self.settings.with_overrides(**overrides)
 
     def run_tensor(self, x0, seed, callback=None, **overrides):
+        from .network_fns import tf32_mode
         from .reference import translate
 
         step = None if callback is None else (lambda k, total, y: callback(k, total))
-        y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
-                      callback=step)
+        with tf32_mode("fp32"):  # the oracle in IEEE float32 on a GPU too (cuDNN's default is TF32)
+            y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
+                          callback=step)
         return y.cpu().numpy()
 
 
