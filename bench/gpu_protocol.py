@@ -468,6 +468,10 @@ def main(argv: list | None = None) -> int:
     os.environ["EGSDE_REFERENCE_DIR"] = str(reference)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    if args.dry_run:
+        # one thread per network call: on a CPU that something else also uses, PyTorch's OpenMP
+        # team of several threads waits on a busy core (measured here: 100x slower on 2 cores)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     p = Protocol(out=out, dry_run=args.dry_run, work=work, reference_dir=reference)
     tiers = build_tiers(p)
     budget = planned_budget(tiers)
