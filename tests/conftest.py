@@ -100,3 +100,16 @@ def tiny_engine(tmp_path_factory):
     export_engine(unet, dse, path, image_size=32, settings=EGSDESettings(M=TINY_M, ls=500.0, li=2.0, down_N=8),
                   log=lambda msg: None)
     return path, unet, dse
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_engine(tmp_path_factory):
+    """(engine_dir, unet, dse): the tiny models exported torch-only (no ONNX graphs: seconds)."""
+    from egsde_rt.export import export_engine
+    from egsde_rt.settings import EGSDESettings
+
+    unet, dse = tiny_models()
+    path = tmp_path_factory.mktemp("engines") / "tiny-torch"
+    export_engine(unet, dse, path, image_size=32, settings=EGSDESettings(M=TINY_M, ls=500.0, li=2.0, down_N=8),
+                  formats=("torch",), log=lambda msg: None)
+    return path, unet, dse

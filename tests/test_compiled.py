@@ -1,6 +1,8 @@
-"""The compiled backend (AOTInductor plans): parity, the plan cache, stale plans; reduced precision."""
+"""The compiled backend (AOTInductor plans): parity, the plan cache, stale plans; reduced precision;
+capturable loading; on a GPU, the captured run against the uncaptured one."""
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -12,22 +14,25 @@ from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans
 from egsde_rt.errors import ConfigError
 from egsde_rt.export.compiled_plans import build_compiled_plans
+from egsde_rt.runtime import runners
 from egsde_rt.runtime.backends import probe
+from egsde_rt.runtime.native_sampler import run_sampler
 from egsde_rt.runtime.translator import Translator
+from native_helpers import requires_cuda
 from sampling_helpers import native_translate, reference_translate
-
-pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def compiled_engine(tiny_engine, tmp_path_factory):
-    """A copy of the tiny engine with fp32 compiled plans for this CPU (built once: ~2 min)."""
+def compiled_engine(tiny_torch_engine, tmp_path_factory):
+    """A copy of the tiny torch-only engine (no ONNX graphs: compiled plans are built from the
+    torch weights) with fp32 compiled plans for this CPU (built once: ~2 min)."""
     path = tmp_path_factory.mktemp("compiled") / "engine"
-    shutil.copytree(tiny_engine[0], path)
+    shutil.copytree(tiny_torch_engine[0], path)
+    assert load_engine_dir(path).formats == ("torch",)
     logs = []
     build_compiled_plans(path, device="cpu", precision="fp32", max_batch=4, log=logs.append)
     assert any("building" in m for m in logs)
-    return path, tiny_engine[1], tiny_engine[2]
+    return path, tiny_torch_engine[1], tiny_torch_engine[2]
 
 
 def _x0(batch=2, seed=1):
@@ -84,7 +89,67 @@ def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):
     assert not usable and "torch 2.0.0" in why and "egsde-rt build" in why
     with pytest.raises(ConfigError, match="torch 2.0.0"):
         Translator(path, backend="compiled")
-    assert Translator(path).backend == "onnxruntime-cpu"  # auto falls back, and says why in its log
+    assert Translator(path).backend == "torch"  # auto falls back (a torch-only engine), and says why in its log
+
+
+def _fake_loader(calls, *, with_flag=True):
+    if with_flag:
+        def load(path, run_single_threaded=False, device_index=-1):
+            calls.append((path, run_single_threaded))
+            return lambda *inputs: inputs[0] * 2
+    else:
+        def load(path):
+            calls.append((path, None))
+            return lambda *inputs: inputs[0] * 2
+    return load
+
+
+def test_plans_are_loaded_single_threaded_so_that_cuda_graphs_can_capture_them(monkeypatch):
+    """aoti_load_package's default (run_single_threaded=False) queries a CUDA event on every run
+    after the first, which invalidates a stream capture: the runner loads with the flag."""
+    calls = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", _fake_loader(calls))
+    runner = runners.CompiledRunner({"score": "s.pt2", "dse_grad": "d.pt2"})
+    assert sorted(calls) == [("d.pt2", True), ("s.pt2", True)]
+    x, out = np.arange(6, dtype=np.float32), np.zeros(6, np.float32)
+    runner._run(runners.SCORE, (x, x), out)
+    assert np.array_equal(out, 2 * x)
+
+
+def test_a_pytorch_without_the_flag_loads_plans_as_before_and_says_so(monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", _fake_loader(calls, with_flag=False))
+    with caplog.at_level(logging.WARNING, logger="egsde_rt"):
+        runners.load_compiled_package("s.pt2")
+    assert calls == [("s.pt2", None)] and "run uncaptured" in caplog.text
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_the_compiled_runners_captured_run_equals_its_uncaptured_run(tiny_torch_engine, tmp_path):
+    """CUDA plans of the tiny engine: the Translator's captured run (one CUDA graph per step,
+    replayed) equals an uncaptured run of the same sampler and runner, bit for bit, and the
+    capture did not fall back."""
+    path = tmp_path / "engine"
+    shutil.copytree(tiny_torch_engine[0], path)
+    build_compiled_plans(path, device="cuda", precision="fp32", max_batch=2, log=lambda m: None)
+    tr = Translator(path, backend="compiled", device="cuda")
+    assert tr.captures
+    x0 = _x0()
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # the same kernels each run
+    try:
+        captured = tr.run_tensor(x0, seed=5, M=8)
+        assert tr.captures, "the capture failed and the Translator fell back to uncaptured runs"
+        settings = tr.settings_with(M=8)
+        sampler = tr.sampler_for(settings, tuple(x0.shape))
+        assert sampler._captured_step.runner is tr.runner
+        uncaptured = run_sampler(sampler, x0, tr.runner, settings, seed=5)
+        replayed = tr.run_tensor(x0, seed=5, M=8)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+    assert np.array_equal(captured, uncaptured)
+    assert np.array_equal(replayed, uncaptured)
 
 
 def test_bf16_networks_stay_within_40_db_of_fp32_on_the_demo():

@@ -107,7 +107,7 @@ def test_failed_validation_leaves_nothing_behind(tmp_path):
     with pytest.raises(ExportValidationError, match="score.onnx differs from PyTorch"):
         export_engine(_Diverging(), dse, out, image_size=32,
                       settings=EGSDESettings(M=10, ls=1.0, li=1.0, down_N=8, score_kind="ddpm"),
-                      include_torch_weights=False, log=lambda m: None)
+                      formats=("onnx",), log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
 

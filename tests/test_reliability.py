@@ -170,11 +170,11 @@ def test_per_image_seeds_match_the_reference_sampler(tiny_engine):
 
 @pytest.mark.gpu
 @requires_cuda
-def test_200_translations_do_not_grow_device_memory(tiny_engine):
+def test_200_translations_do_not_grow_device_memory(tiny_torch_engine):
     """On a GPU: the CUDA Translator (its samplers, captured graph, runner) reaches a steady state;
     200 more translations do not take more device memory (what the driver reports free, so the
     native core's allocations count too, not only PyTorch's)."""
-    tr = Translator(tiny_engine[0], backend="torch", device="cuda")
+    tr = Translator(tiny_torch_engine[0], backend="torch", device="cuda")
     x0 = _x0()
     for seed in range(20):
         tr.run_tensor(x0, seed=seed, M=2)

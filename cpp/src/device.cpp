@@ -6,15 +6,16 @@
 
 #ifdef EGSDE_WITH_CUDA
 #include <cuda_runtime_api.h>
+
+#include "cuda_status.h"
 #endif
 
 namespace egsde {
 
 #ifdef EGSDE_WITH_CUDA
 namespace {
-void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(err));
-}
+// Every failure is cleared where it happens (see cuda_status.h), so no later check blames a kernel.
+void check_cuda(cudaError_t err, const char* what) { cuda_status::check(err, what); }
 }  // namespace
 #endif
 
@@ -47,7 +48,8 @@ void release(Device device, void* data) noexcept {
     return;
   }
 #ifdef EGSDE_WITH_CUDA
-  cudaFree(data);
+  // Called from destructors: a failure (e.g. a free inside a stream capture) is reported and cleared.
+  cuda_status::report(cudaFree(data), "cudaFree");
 #endif
 }
 

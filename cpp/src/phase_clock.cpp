@@ -4,6 +4,8 @@
 #ifdef EGSDE_WITH_CUDA
 #include <cuda_runtime_api.h>
 #include <nvtx3/nvToolsExt.h>
+
+#include "cuda_status.h"
 #endif
 
 #include "egsde/device.h"
@@ -17,9 +19,8 @@ constexpr int kMarksPerStep = 1 + 2 * kMaxSegments;  // the step's start, then (
 int mark_index(int step, int slot) { return step * kMarksPerStep + slot; }
 
 #ifdef EGSDE_WITH_CUDA
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorString(err));
-}
+// Every failure is cleared where it happens (see cuda_status.h), so no later check blames a kernel.
+void check(cudaError_t err, const char* what) { cuda_status::check(err, what); }
 #endif
 
 }  // namespace
@@ -36,7 +37,7 @@ const char* phase_name(Phase phase) {
 
 PhaseClock::~PhaseClock() {
 #ifdef EGSDE_WITH_CUDA
-  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  for (void* e : events_) cuda_status::report(cudaEventDestroy(static_cast<cudaEvent_t>(e)), "cudaEventDestroy");
 #endif
 }
 

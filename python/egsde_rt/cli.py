@@ -72,11 +72,13 @@ class _EagerTranslator:
         return self.settings.with_overrides(**overrides)
 
     def run_tensor(self, x0, seed, callback=None, **overrides):
+        from .network_fns import tf32_mode
         from .reference import translate
 
         step = None if callback is None else (lambda k, total, y: callback(k, total))
-        y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
-                      callback=step)
+        with tf32_mode("fp32"):  # the oracle in IEEE float32 on a GPU too (cuDNN's default is TF32)
+            y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
+                          callback=step)
         return y.cpu().numpy()
 
 
@@ -124,8 +126,9 @@ def _cmd_export(args) -> int:
     from .presets import get_preset
 
     settings = get_preset(args.preset).settings.with_overrides(**settings_overrides(args))
+    formats = [f for f in args.formats if not (args.no_torch_weights and f == "torch")]
     export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, settings=settings, overwrite=args.overwrite,
-                  opset=args.opset, include_torch_weights=not args.no_torch_weights)
+                  opset=args.opset, formats=formats)
     return 0
 
 
@@ -151,12 +154,14 @@ def _cmd_info(args) -> int:
     m = engine.manifest
     print(f"engine {engine.path}  (format {m.format_version}, egsde-rt {m.egsde_rt_version}, preset {m.preset})")
     print(f"image size {m.image_size}; settings: " + ", ".join(f"{k}={v}" for k, v in m.settings.items()))
-    print(f"exported with torch {m.export['torch']}, onnx {m.export['onnx']}, opset {m.export['opset']} "
+    print(f"exported with torch {m.export['torch']}, onnx {m.export.get('onnx')}, opset {m.export.get('opset')} "
           f"on {m.export['date']}")
     for name, graph in m.graphs.items():
         errors = ", ".join(f"batch {b}: {e['max_abs']:.2g}" for b, e in graph.validation.items())
         print(f"  {graph.file:14s} sha256 {graph.sha256[:12]}  inputs {graph.inputs} -> {graph.outputs}; "
               f"max abs error vs PyTorch: {errors}")
+    if not m.graphs:
+        print("  no ONNX graphs (a torch-only engine: torch and compiled backends)")
     for name, w in m.torch_weights.items():
         print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {w.model_class} (torch backend)")
     for key, plan in m.plans.items():
@@ -324,7 +329,7 @@ def _cmd_bench(args) -> int:
     from .bench.end_to_end import BenchConfig, run_benchmark
     from .bench.engines import preset_engine
     from .bench.machine import command_line, device_description, now, versions
-    from .bench.report import add_speedups, format_table, plot
+    from .bench.report import add_speedups, format_table, plot, write_json
 
     def log(message):
         print(message, file=sys.stderr)
@@ -337,15 +342,22 @@ def _cmd_bench(args) -> int:
         return _bench_serve(args, engine, log)
     config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
                          warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
-                         seed=args.seed)
-    runs = run_benchmark(config, log=log)
-    add_speedups(runs)
-    record = {"device": device_description(device), "versions": versions(),
-              "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
-                         "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
-                         "warmup": args.warmup, "backends": list(dict.fromkeys(r["backend"] for r in runs)),
-                         "precision": args.precision, "device": device, "seed": args.seed},
-              "command": command_line(), "date": now(), "runs": runs}
+                         seed=args.seed, phase_runs=args.phase_runs)
+
+    def record_of(runs: list, complete: bool) -> dict:
+        add_speedups(runs)
+        return {"device": device_description(device), "versions": versions(),
+                "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
+                           "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+                           "warmup": args.warmup, "phase_runs": args.phase_runs,
+                           "backends": list(dict.fromkeys(r["backend"] for r in runs)),
+                           "precision": args.precision, "device": device, "seed": args.seed},
+                "command": command_line(), "date": now(), "complete": complete, "runs": runs}
+
+    # the record is written after every run (complete: false until the last), so a run stopped
+    # at a time limit keeps what it measured
+    partial = (lambda runs: write_json(record_of(list(runs), False), args.json)) if args.json else None
+    record = record_of(run_benchmark(config, log=log, on_run=partial), True)
     return _print_bench(record, args, format_table, plot)
 
 
@@ -413,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dse-ckpt", required=True)
     p.add_argument("--out", required=True, help="the engine directory to write")
     p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"],
+                   help="what to write: the ONNX graphs (ONNX Runtime, TensorRT) and/or the torch weights (torch and "
+                   "compiled backends); --formats torch takes seconds instead of minutes")
     p.add_argument("--no-torch-weights", action="store_true", help="do not copy weights for the torch backend")
     p.add_argument("--overwrite", action="store_true")
     add_settings_flags(p)
@@ -521,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="time only the first N updates (extrapolated, and labelled so)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (medians reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs after the first")
+    p.add_argument("--phase-runs", type=int, help="uncaptured profiled runs per engine backend for the per-update "
+                   "phases (default: --repeats)")
     p.add_argument("--backends", nargs="+", help="default: eager, then every usable backend")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

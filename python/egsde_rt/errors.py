@@ -35,6 +35,10 @@ class EngineDirError(EgsdeError):
     """An engine directory is missing, incomplete, corrupt or of another format version."""
 
 
+class MissingGraphsError(EngineDirError):
+    """A backend that runs the ONNX graphs was given an engine exported without them (torch only)."""
+
+
 class NativeError(EgsdeError, RuntimeError):
     """The native core refused an input or failed (raised from C++ through the bindings)."""
 

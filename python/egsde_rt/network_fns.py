@@ -9,9 +9,18 @@ convolutions and linear layers) runs in the low dtype, while inputs, outputs, th
 embedding, the normalisations and softmax stay float32. In float16 the DSE similarity is scaled
 by ``FP16_GRAD_SCALE`` before differentiation (and the gradient scaled back), so that small
 gradients do not underflow; bfloat16 keeps float32's range.
+
+TF32: on GPUs of compute capability 8.0 and later, cuDNN runs float32 convolutions in TF32 unless
+``torch.backends.cudnn.allow_tf32`` is False (PyTorch's default is True), and cuBLAS float32
+matmuls in TF32 when ``torch.backends.cuda.matmul.allow_tf32`` is True. ``tf32_mode(precision)``
+sets both from the precision (``tf32``: on; ``fp32`` and the float32 parts of ``bf16``/``fp16``:
+off), so that "fp32" means IEEE float32; every runner and the benchmark's eager reference run
+their networks inside it.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -27,6 +36,21 @@ def network_dtype(precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+@contextmanager
+def tf32_mode(precision: str):
+    """Run the body with TF32 convolutions and matmuls on for ``tf32`` and off for every other
+    precision (see the module docstring); the flags are restored on exit. The flags are
+    process-wide: runners of different precisions must not run at the same time in two threads."""
+    network_dtype(precision)  # a known precision
+    enabled = precision == "tf32"
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def gradient_scale(precision: str) -> float:

@@ -1,15 +1,22 @@
 """End-to-end benchmark: the eager reference and every engine backend on the same images.
 
-Each run times whole translations (or a prefix of their updates, ``steps``) of one batch size on
-one backend: the wall time per image, first-run latency (loading, building, compiling and the
-first translation) apart from the steady state (the median of ``repeats`` runs after ``warmup``
-runs), peak memory, and the per-update phases measured inside the real loop: the native
-sampler's ``PhaseClock`` (host clocks, or CUDA events on the sampler's stream) for engine
-backends, and the same phases around the same work in ``reference.translate`` for the eager
-baseline. ``rest`` is the part of an update outside the four phases (loop and glue).
+Each run times whole translations of one batch size on one backend, as users run them: an
+engine backend through ``Translator.run_tensor`` (on CUDA the captured path: every update but a
+run's first replayed from one CUDA graph), the eager baseline through ``reference.translate``;
+the wall time per image, first-run latency (loading, building, compiling and the first
+translation) apart from the steady state (the median of ``repeats`` runs after ``warmup``
+runs), and peak memory: host RSS, PyTorch's allocator peak, and the driver's view (free device
+memory before and after the run, which counts the native sampler's own buffers and the CUDA
+graphs too). The per-update phases are measured inside the real loop: for an engine backend in
+separate, labelled, uncaptured runs (``Sampler.run_profiled``: the native sampler's
+``PhaseClock``, host clocks or CUDA events on the sampler's stream; a captured graph has no
+phases to read), for the eager baseline in its timed runs (the same phases around the same
+work in ``reference.translate``). ``rest`` is the part of an update outside the four phases.
 
-When ``steps`` is less than the schedule's updates the time per image is extrapolated
-linearly to the full schedule, and each run says so.
+When ``steps`` is less than the schedule's updates, each run translates with ``steps`` updates
+(the schedule respaced: the same networks per update) and the time per image is extrapolated
+linearly to the full schedule, and each run says so. The eager baseline runs with TF32 set from
+the precision as the engine's runners do (``network_fns.tf32_mode``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..reference import translate as reference_translate
-from ..network_fns import in_precision, network_dtype
+from ..network_fns import in_precision, network_dtype, tf32_mode
 from ..runtime.backends import AUTO_ORDER, BACKENDS, probe
 from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator
@@ -46,10 +53,7 @@ class BenchConfig:
     precision: str = "fp32"
     device: str = "cpu"
     seed: int = 0
-
-
-class _PrefixDone(Exception):
-    """Raised by the bench's callback once the timed prefix of updates is done."""
+    phase_runs: int | None = None  # uncaptured profiled runs per engine backend for the phases (None: repeats)
 
 
 class EagerTimer:
@@ -134,14 +138,16 @@ def usable_backends(engine: EngineDir, device: str, precision: str) -> list:
     return [name for name in AUTO_ORDER[device] if found[name][0]]
 
 
-class _Runner:
-    """One backend prepared for timed translations of one batch shape."""
+PHASES_FROM = {EAGER: "the timed runs (phases timed around the same work in reference.translate)",
+               "engine": "separate uncaptured runs (Sampler.run_profiled), not the timed runs"}
 
-    def __init__(self, backend: str, engine: EngineDir, device: str, precision: str):
-        self.backend, self.device = backend, device
-        settings = engine.manifest.method
-        self.settings = settings
-        self.total_updates = settings.num_updates * settings.repeats
+
+class _Runner:
+    """One backend prepared for timed translations of one batch shape, with ``settings`` (the
+    engine's, or its timed prefix: fewer updates over the same schedule)."""
+
+    def __init__(self, backend: str, engine: EngineDir, device: str, precision: str, settings):
+        self.backend, self.device, self.precision, self.settings = backend, device, precision, settings
         if backend == EAGER:
             spec = engine.manifest.schedule
             self.schedule = Schedule.create(spec["kind"], beta_start=spec["beta_start"], beta_end=spec["beta_end"],
@@ -149,41 +155,59 @@ class _Runner:
             self.score, self.dse = (in_precision(m, precision) for m in load_engine_models(engine, device))
         else:
             self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)
+        self.overrides = {"steps": settings.steps} if settings.steps is not None else {}
 
-    def translate(self, x0: torch.Tensor, steps: int, seed: int) -> dict:
-        """Translate x0 for the first ``steps`` updates; the phase times of each update."""
+    @property
+    def captured(self) -> bool:
+        """Whether the timed runs take the captured path (CUDA graphs)."""
+        return self.backend != EAGER and self.translator.captures
+
+    def translate(self, x0: torch.Tensor, seed: int) -> dict | None:
+        """One timed translation; the eager baseline's phase times of each update (None for an
+        engine backend: its phases come from ``profile``)."""
         if self.backend == EAGER:
             timer = EagerTimer(self.device)
-
-            def stop(k, total, y):
-                if k + 1 >= steps:
-                    raise _PrefixDone
-
-            try:
+            with tf32_mode(self.precision):
                 reference_translate(x0.to(self.device), self.score, self.dse, self.settings, seed=seed,
-                                    schedule=self.schedule, callback=stop, timer=timer)
-            except _PrefixDone:
-                pass
+                                    schedule=self.schedule, timer=timer)
             return timer.times()
+        self.translator.run_tensor(x0, seed=seed, **self.overrides)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return None
+
+    def profile(self, x0: torch.Tensor, seed: int) -> dict:
+        """The phase times of each update, from an uncaptured run of the same sampler."""
         sampler = self.translator.sampler_for(self.settings, tuple(x0.shape))
-        _, times = sampler.run_profiled(x0.numpy(), self.translator.runner, seed=seed,
-                                        progress=lambda done, total: done < steps)
+        _, times = sampler.run_profiled(x0.numpy(), self.translator.runner, seed=seed)
         return times
 
 
-def run_benchmark(config: BenchConfig, log=print) -> list:
-    """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``."""
+def timed_settings(settings, steps: int | None):
+    """(settings of the timed runs, timed updates, total updates): ``steps`` updates per repeat
+    over the same schedule (respaced), or the whole schedule."""
+    total = settings.num_updates * settings.repeats
+    if steps is None or steps * settings.repeats >= total:
+        return settings, total, total
+    if steps < 1:
+        raise ConfigError("need steps >= 1")
+    timed = settings.with_overrides(steps=steps)
+    return timed, timed.num_updates * timed.repeats, total
+
+
+def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
+    """Every (batch size, backend) run of ``config``; each a dict of the JSON record's ``runs``.
+    ``on_run(runs)`` is called with the runs so far after each one."""
     network_dtype(config.precision)  # a known precision
     engine = load_engine_dir(config.engine_dir)
     backends = config.backends or [EAGER, *usable_backends(engine, config.device, config.precision)]
     unknown = [b for b in backends if b != EAGER and b not in BACKENDS]
     if unknown:
         raise ConfigError(f"unknown backends {unknown}; choose from {[EAGER, *BACKENDS]}")
-    settings = engine.manifest.method
-    total = settings.num_updates * settings.repeats
-    steps = min(config.steps or total, total)
-    if config.repeats < 1 or config.warmup < 0 or steps < 1:
-        raise ConfigError("need repeats >= 1, warmup >= 0 and steps >= 1")
+    phase_runs = config.repeats if config.phase_runs is None else config.phase_runs
+    if config.repeats < 1 or config.warmup < 0 or phase_runs < 1:
+        raise ConfigError("need repeats >= 1, warmup >= 0 and phase_runs >= 1")
+    settings, steps, total = timed_settings(engine.manifest.method, config.steps)
     runs = []
     for batch in config.batch_sizes:
         x0 = _source_batch(batch, engine.image_size, config.seed)
@@ -192,16 +216,19 @@ def run_benchmark(config: BenchConfig, log=print) -> list:
                 f"{config.repeats} timed run(s) ...")
             with PeakMemory(config.device) as memory:
                 start = time.perf_counter()
-                runner = _Runner(backend, engine, config.device, config.precision)
-                runner.translate(x0, steps, config.seed)
+                runner = _Runner(backend, engine, config.device, config.precision, settings)
+                runner.translate(x0, config.seed)
                 first = time.perf_counter() - start
                 for _ in range(config.warmup):
-                    runner.translate(x0, steps, config.seed)
+                    runner.translate(x0, config.seed)
                 walls, times = [], []
                 for _ in range(config.repeats):
                     start = time.perf_counter()
-                    times.append(runner.translate(x0, steps, config.seed))
+                    times.append(runner.translate(x0, config.seed))
                     walls.append(time.perf_counter() - start)
+                captured = runner.captured  # after the timed runs: a failed capture falls back
+                if backend != EAGER:
+                    times = [runner.profile(x0, config.seed) for _ in range(phase_runs)]
             wall = statistics.median(walls)
             seconds_per_image = wall * (total / steps) / batch
             runs.append({
@@ -209,9 +236,15 @@ def run_benchmark(config: BenchConfig, log=print) -> list:
                 "device": config.device, "batch_size": batch,
                 "seconds_per_image": seconds_per_image, "images_per_second": 1.0 / seconds_per_image,
                 "first_run_seconds": first, "peak_host_mb": memory.host_mb, "peak_device_mb": memory.device_mb,
-                "per_step_ms": _per_step(times),
+                **memory.driver_view(),
+                "timed_path": ("eager (reference.translate)" if backend == EAGER
+                               else "captured (CUDA graphs)" if captured else "uncaptured"), "captured": captured,
+                "per_step_ms": _per_step(times), "phases_from": PHASES_FROM[EAGER if backend == EAGER else "engine"],
                 "timed_updates": steps, "total_updates": total, "extrapolated": steps < total,
                 "run_seconds": _summary(walls),
             })
-            log(f"bench:   {seconds_per_image:.3f} s/image" + (" (extrapolated)" if steps < total else ""))
+            log(f"bench:   {seconds_per_image:.3f} s/image" + (" (extrapolated)" if steps < total else "")
+                + (" captured" if captured else ""))
+            if on_run is not None:
+                on_run(runs)
     return runs

@@ -65,14 +65,19 @@ def _nvidia_driver() -> str | None:
 
 
 class PeakMemory:
-    """Peak host RSS and peak device memory (PyTorch's allocator) of a section, in MB.
+    """Peak host RSS and device memory of a section, in MB.
 
     The host peak is reset through /proc/self/clear_refs where Linux allows it (so each section
-    reports its own peak); elsewhere it is the process's peak so far."""
+    reports its own peak); elsewhere it is the process's peak so far. On CUDA, two views of the
+    device: ``device_mb``, the peak of PyTorch's caching allocator (what PyTorch allocated: not
+    the native sampler's own buffers, nor what cuDNN, cuBLAS or the CUDA context hold), and the
+    driver's (``torch.cuda.mem_get_info``): free device memory before and after the section, whose
+    difference is what the section took and still holds at its end, from any allocator."""
 
     def __init__(self, device: str):
         self.device = device
         self.host_mb = self.device_mb = 0.0
+        self.free_before_mb = self.free_after_mb = None
 
     def __enter__(self) -> "PeakMemory":
         try:
@@ -82,6 +87,7 @@ class PeakMemory:
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            self.free_before_mb = torch.cuda.mem_get_info()[0] / 2**20
         return self
 
     def __exit__(self, *exc) -> None:
@@ -89,6 +95,14 @@ class PeakMemory:
         if self.device == "cuda":
             torch.cuda.synchronize()
             self.device_mb = torch.cuda.max_memory_allocated() / 2**20
+            self.free_after_mb = torch.cuda.mem_get_info()[0] / 2**20
+
+    def driver_view(self) -> dict:
+        """The driver's view as record fields (None off CUDA): free MB before and after, and
+        ``device_driver_mb``, the device memory the section took and still held at its end."""
+        held = None if self.free_before_mb is None else self.free_before_mb - self.free_after_mb
+        return {"device_free_before_mb": self.free_before_mb, "device_free_after_mb": self.free_after_mb,
+                "device_driver_mb": held}
 
 
 def _peak_rss_mb() -> float:

@@ -3,8 +3,9 @@
 JSON: ``{"device": {...}, "versions": {...}, "config": {...}, "command": ..., "date": ...,
 "runs": [{"name", "backend", "precision", "batch_size", "seconds_per_image",
 "images_per_second", "first_run_seconds", "peak_host_mb", "peak_device_mb",
-"per_step_ms": {phase: {"median", "min", "max"}}, "timed_updates", "total_updates",
-"extrapolated", "speedup_vs_eager", ...}]}``.
+"device_free_before_mb", "device_free_after_mb", "device_driver_mb", "timed_path", "captured",
+"per_step_ms": {phase: {"median", "min", "max"}}, "phases_from", "timed_updates",
+"total_updates", "extrapolated", "speedup_vs_eager", ...}]}``.
 """
 
 from __future__ import annotations
@@ -29,20 +30,26 @@ def add_speedups(runs: list) -> None:
 def format_table(record: dict) -> str:
     runs = record["runs"]
     head = (f"{'run':24s} {'s/image':>9s} {'img/s':>8s} {'vs eager':>8s} {'first s':>8s} {'host MB':>8s} "
-            f"{'dev MB':>7s} | ms per update: " + " ".join(f"{p:>12s}" for p in ("step", *BAR_PHASES)))
+            f"{'dev MB':>7s} {'drv MB':>7s} {'path':>10s} | ms per update: "
+            + " ".join(f"{p:>12s}" for p in ("step", *BAR_PHASES)))
     lines = [head]
     for r in runs:
         ms = r["per_step_ms"]
         speed = f"{r['speedup_vs_eager']:.2f}x" if r.get("speedup_vs_eager") else "-"
+        driver = f"{r['device_driver_mb']:7.0f}" if r.get("device_driver_mb") is not None else f"{'-':>7s}"
+        path = "captured" if r.get("captured") else "eager" if r["backend"] == EAGER else "uncaptured"
         lines.append(
             f"{r['name']:24s} {r['seconds_per_image']:9.3f} {r['images_per_second']:8.3f} {speed:>8s} "
-            f"{r['first_run_seconds']:8.2f} {r['peak_host_mb']:8.0f} {r['peak_device_mb']:7.0f} |                 "
-            + " ".join(f"{ms[p]['median']:12.2f}" for p in ("step", *BAR_PHASES)))
+            f"{r['first_run_seconds']:8.2f} {r['peak_host_mb']:8.0f} {r['peak_device_mb']:7.0f} {driver} {path:>10s} |"
+            "                 " + " ".join(f"{ms[p]['median']:12.2f}" for p in ("step", *BAR_PHASES)))
     extrapolated = [r for r in runs if r["extrapolated"]]
     if extrapolated:
         r = extrapolated[0]
-        lines.append(f"(timed the first {r['timed_updates']} of {r['total_updates']} updates; seconds per image "
+        lines.append(f"(timed {r['timed_updates']} of {r['total_updates']} updates; seconds per image "
                      "extrapolated linearly to the full schedule)")
+    if any(r["backend"] != EAGER for r in runs):
+        lines.append("(engine backends: times from Translator.run_tensor, the path users take; their phases from "
+                     "separate uncaptured profiled runs)")
     return "\n".join(lines)
 
 

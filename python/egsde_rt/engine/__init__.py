@@ -4,9 +4,10 @@
 ``plans``: plan cache keys and machine identity.
 """
 
-from ..errors import EngineDirError
+from ..errors import EngineDirError, MissingGraphsError
 from .contracts import CONTRACTS, DSE_GRAD, MAX_BATCH, SCORE, GraphContract
-from .format import FORMAT_VERSION, MANIFEST_FILE, EngineDir, Manifest, load_engine_dir, sha256_file
+from .format import EXPORT_FORMATS, FORMAT_VERSION, MANIFEST_FILE, EngineDir, Manifest, load_engine_dir, sha256_file
 
-__all__ = ["CONTRACTS", "DSE_GRAD", "SCORE", "MAX_BATCH", "GraphContract", "FORMAT_VERSION", "MANIFEST_FILE",
-           "EngineDir", "EngineDirError", "Manifest", "load_engine_dir", "sha256_file"]
+__all__ = ["CONTRACTS", "DSE_GRAD", "SCORE", "MAX_BATCH", "GraphContract", "EXPORT_FORMATS", "FORMAT_VERSION",
+           "MANIFEST_FILE", "EngineDir", "EngineDirError", "Manifest", "MissingGraphsError", "load_engine_dir",
+           "sha256_file"]

@@ -10,6 +10,10 @@ engine_dir/
   torch/dse.pt
   plans/            compiled plans built by `egsde-rt build` (optional; see engine.plans)
 ```
+An engine holds the ONNX graphs, the torch weights, or both (``EXPORT_FORMATS``): a torch-only
+engine (``egsde-rt export --formats torch``) serves the torch and compiled backends and is
+written in seconds; the ONNX Runtime and TensorRT backends need the graphs
+(``EngineDir.require_graphs`` refuses with ``MissingGraphsError``, saying how to export them).
 ``load_engine_dir`` checks the format version, that every listed file exists and that its
 sha256 matches, and raises ``EngineDirError`` naming the problem otherwise.
 """
@@ -22,11 +26,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, EngineDirError
+from ..errors import ConfigError, EngineDirError, MissingGraphsError
 from ..settings import EGSDESettings
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+# What an engine may hold: the ONNX graphs (ONNX Runtime, TensorRT; also the source of compiled
+# plans' keys) and the torch weights (torch backend, compiled plans); one or both.
+EXPORT_FORMATS = ("onnx", "torch")
+GRAPH_NAMES = ("score", "dse_grad")
+WEIGHT_NAMES = ("score", "dse")
 # The manifest's fields and their JSON types (checked on loading: a wrong type is a clear error).
 FIELD_TYPES = {"format_version": int, "egsde_rt_version": str, "image_size": int, "settings": dict, "schedule": dict,
                "graphs": dict, "export": dict, "torch_weights": dict, "plans": dict}
@@ -123,6 +132,21 @@ class EngineDir:
         return self.path / relative
 
     @property
+    def formats(self) -> tuple:
+        """What the engine holds, of ``EXPORT_FORMATS``."""
+        held = {"onnx": bool(self.manifest.graphs), "torch": bool(self.manifest.torch_weights)}
+        return tuple(name for name in EXPORT_FORMATS if held[name])
+
+    def require_graphs(self, backend: str) -> None:
+        """Raise ``MissingGraphsError`` unless the engine holds the ONNX graphs ``backend`` runs."""
+        if "onnx" not in self.formats:
+            raise MissingGraphsError(
+                f"{self.path}: this engine holds only torch weights (exported with --formats torch), and the "
+                f"{backend} backend runs the ONNX graphs: export the engine again with them "
+                "(`egsde-rt export ... --formats onnx torch`, or export_engine(..., formats=('onnx', 'torch'))), "
+                "or use the torch or compiled backend")
+
+    @property
     def image_size(self) -> int:
         return self.manifest.image_size
 
@@ -142,9 +166,14 @@ def load_engine_dir(path: str | os.PathLike, *, check_hashes: bool = True) -> En
     if not isinstance(data, dict):
         raise EngineDirError(f"{manifest_path}: corrupt manifest: not a JSON object")
     manifest = Manifest.from_dict(data, str(manifest_path))
-    for name in ("score", "dse_grad"):
-        if name not in manifest.graphs:
-            raise EngineDirError(f"{manifest_path}: the manifest lists no '{name}' graph")
+    if not manifest.graphs and not manifest.torch_weights:
+        raise EngineDirError(f"{manifest_path}: the manifest lists neither ONNX graphs nor torch weights; "
+                             "export the engine again")
+    for kind, names, listed in (("graph", GRAPH_NAMES, manifest.graphs),
+                                ("torch weights", WEIGHT_NAMES, manifest.torch_weights)):
+        for name in names:
+            if listed and name not in listed:
+                raise EngineDirError(f"{manifest_path}: the manifest lists no '{name}' {kind}")
     entries = [*manifest.graphs.values(), *manifest.torch_weights.values()]
     for entry in entries:
         _check_file(path, entry.file, entry.sha256 if check_hashes else None)

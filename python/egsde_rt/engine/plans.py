@@ -71,8 +71,10 @@ def compiled_identity(device: str) -> MachineIdentity:
 
 def graph_source(engine: EngineDir, graph: str, kind: str) -> str:
     """The sha256 of what a plan of ``graph`` is built from (the ONNX graph; for compiled plans
-    also the torch weights), so a re-exported graph invalidates its plans."""
-    onnx_sha = engine.manifest.graphs[graph].sha256
+    also the torch weights, and only them in a torch-only engine), so a re-exported graph
+    invalidates its plans."""
+    entry = engine.manifest.graphs.get(graph)
+    onnx_sha = entry.sha256 if entry else ""
     if kind == "tensorrt":
         return onnx_sha
     weights = engine.manifest.torch_weights.get(GRAPH_WEIGHTS[graph])

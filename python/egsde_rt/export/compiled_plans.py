@@ -14,7 +14,6 @@ for the demo networks on 2 CPU cores; loading a plan never recompiles.
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +24,7 @@ from ..engine import DSE_GRAD, SCORE, load_engine_dir
 from ..engine.plans import compiled_identity
 from ..engine.torch_weights import load_engine_models
 from ..errors import ConfigError, EgsdeError
-from ..network_fns import gradient_scale, in_precision, network_dtype
+from ..network_fns import gradient_scale, in_precision, network_dtype, tf32_mode
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError
 from .plan_cache import build_cached_plans
@@ -33,16 +32,6 @@ from .score_graph import ScoreGraph
 
 CUDA_ONLY = ("tf32", "fp16")
 UNDERFLOW_LIMIT = 0.01  # fraction of non-zero float32 gradient entries a plan may flush to zero
-
-
-@contextmanager
-def _tf32(enabled: bool):
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _graph_modules(engine, device: str, precision: str) -> dict:
@@ -63,8 +52,10 @@ def _validate(package: Path, contract, reference, image_size: int, device: str, 
     errors = {}
     for batch in (1, 3):
         inputs = tuple(t.to(device) for t in contract.sample_inputs(batch, image_size, seed=batch))
-        expected = reference(*inputs).detach().float().cpu().numpy()
-        got = compiled(*inputs).detach().float().cpu().numpy()
+        with tf32_mode("fp32"):  # the reference in IEEE float32
+            expected = reference(*inputs).detach().float().cpu().numpy()
+        with tf32_mode(precision):
+            got = compiled(*inputs).detach().float().cpu().numpy()
         scale = float(np.abs(expected).max())
         max_abs = float(np.abs(got - expected).max())
         nonzero = np.abs(expected) > 1e-30
@@ -103,7 +94,7 @@ def build_compiled_plans(engine_dir, *, device: str = "cpu", precision: str = "f
         module, reference = modules[contract.name]
         batch = torch.export.Dim("batch", min=1, max=max_batch)
         sample = tuple(t.to(device) for t in contract.sample_inputs(2, engine.image_size))
-        with torch.no_grad(), _tf32(precision == "tf32"), warnings.catch_warnings():
+        with torch.no_grad(), tf32_mode(precision), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # PyTorch's own deprecation notices
             try:
                 program = torch.export.export(module, sample,

@@ -27,6 +27,7 @@ def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     engine = load_engine_dir(engine_dir)
+    engine.require_graphs("tensorrt")
     compile_fn = compile_fn or compile_with_tensorrt
     profile = (min_batch, opt_batch, max_batch)
 

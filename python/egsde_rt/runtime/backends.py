@@ -92,15 +92,21 @@ def probe(engine: EngineDir, device: str, precision: str = "fp32") -> dict[str, 
     providers, ort_why = _onnxruntime_providers()
     ort = "onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-    if provider not in providers:
+    no_graphs = ("the engine holds only torch weights (exported with --formats torch): export it again with "
+                 "--formats onnx torch for {}")
+    if "onnx" not in engine.formats:
+        found[ort] = (False, no_graphs.format("ONNX Runtime"))
+        if "tensorrt" in found:
+            found["tensorrt"] = (False, no_graphs.format("TensorRT"))
+    elif provider not in providers:
         found[ort] = (False, ort_why or f"onnxruntime has no {provider} (install onnxruntime-gpu)")
     elif precision != "fp32":
         found[ort] = (False, f"the ONNX graphs are float32; {precision} needs the compiled or torch backend")
     else:
         found[ort] = (True, f"ONNX Runtime {provider}")
     found["torch"] = ((True, f"eager PyTorch ({precision}) from the engine's torch/ weights")
-                      if engine.manifest.torch_weights
-                      else (False, "the engine has no torch/ weights (exported with include_torch_weights=False)"))
+                      if "torch" in engine.formats
+                      else (False, "the engine has no torch/ weights (exported with --formats onnx)"))
     return found
 
 
@@ -138,13 +144,14 @@ def make_runner(choice: BackendChoice, engine: EngineDir, stream: int = 0):
     if choice.name == "tensorrt":
         from .runners import TensorRTRunner
 
+        engine.require_graphs("tensorrt")
         return TensorRTRunner(matching_plans(engine, tensorrt_identity(), kind="tensorrt",
                                              precision=choice.precision))
     if choice.name == "compiled":
         from .runners import CompiledRunner
 
         return CompiledRunner(matching_plans(engine, compiled_identity(choice.device), kind="compiled",
-                                             precision=choice.precision))
+                                             precision=choice.precision), precision=choice.precision)
     from ..engine.torch_weights import load_engine_models
     from ..network_fns import gradient_scale, in_precision
     from .runners import TorchRunner
@@ -152,4 +159,4 @@ def make_runner(choice: BackendChoice, engine: EngineDir, stream: int = 0):
     score, dse = (in_precision(model, choice.precision) for model in load_engine_models(engine, choice.device))
     settings = engine.manifest.method
     return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind,
-                       grad_scale=gradient_scale(choice.precision))
+                       grad_scale=gradient_scale(choice.precision), precision=choice.precision)

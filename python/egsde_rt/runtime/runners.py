@@ -10,10 +10,16 @@ for a CUDA one), writing the outputs in place: no copies per step.
 * ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
 * ``TorchRunner``: eager PyTorch models (the engine's ``torch/`` weights, or any models given to
   ``egsde_rt.native.translate``).
+
+The PyTorch runners (compiled, torch) run inside ``network_fns.tf32_mode(precision)``, so that
+fp32 is IEEE float32 and tf32 is TF32; ONNX Runtime's CUDA provider gets ``use_tf32=0`` (its
+graphs are float32 only).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from contextlib import nullcontext
 
 import numpy as np
@@ -22,7 +28,9 @@ import torch
 from .. import _core
 from ..engine import DSE_GRAD, SCORE, EngineDir
 from ..errors import EgsdeError
-from ..network_fns import dse_gradient, score_function
+from ..network_fns import dse_gradient, score_function, tf32_mode
+
+log = logging.getLogger("egsde_rt")
 
 
 def _ort():
@@ -34,9 +42,13 @@ def _ort():
 
 
 def as_tensor(ref) -> torch.Tensor:
-    """A zero-copy torch view of a sampler buffer (host or CUDA)."""
+    """A zero-copy torch view of a sampler buffer (host or CUDA).
+
+    A CUDA buffer is wrapped on the current device named with its index: given only "cuda",
+    PyTorch would ask the driver which device the pointer lives on (cudaPointerGetAttributes),
+    a query that has no place inside a CUDA-graph capture."""
     if ref.device == "cuda":
-        return torch.as_tensor(ref, device="cuda")
+        return torch.as_tensor(ref, device=torch.device("cuda", torch.cuda.current_device()))
     return torch.from_numpy(np.asarray(ref))
 
 
@@ -49,20 +61,21 @@ def on_stream(ref):
 
 class TorchRunner(_core.Runner):
     """Runs the score model and the DSE gradient in eager PyTorch on the sampler's buffers (in
-    the models' dtype; ``grad_scale``: the float16 gradient scaling of ``network_fns``)."""
+    the models' dtype; ``grad_scale``: the float16 gradient scaling of ``network_fns``; TF32 on
+    only for ``precision="tf32"``)."""
 
     def __init__(self, score_model: torch.nn.Module, dse: torch.nn.Module, *, s1: str, score_kind: str,
-                 class_label: int | None = None, grad_scale: float = 1.0):
+                 class_label: int | None = None, grad_scale: float = 1.0, precision: str = "fp32"):
         super().__init__()
         self.eps_fn = score_function(score_model, score_kind, class_label)
-        self.dse, self.s1, self.grad_scale = dse, s1, grad_scale
+        self.dse, self.s1, self.grad_scale, self.precision = dse, s1, grad_scale, precision
 
     def score(self, y, t, eps_out):
-        with on_stream(y):
+        with on_stream(y), tf32_mode(self.precision):
             as_tensor(eps_out).copy_(self.eps_fn(as_tensor(y), as_tensor(t)))
 
     def dse_grad(self, y, x_t, t, grad_out):
-        with on_stream(y):
+        with on_stream(y), tf32_mode(self.precision):
             grad = dse_gradient(self.dse, self.s1, as_tensor(y), as_tensor(x_t), as_tensor(t), self.grad_scale)
             as_tensor(grad_out).copy_(grad)
 
@@ -80,16 +93,35 @@ class GraphRunner(_core.Runner):
         self._run(DSE_GRAD, (y, x_t, t), grad_out)
 
 
+def load_compiled_package(path):
+    """An AOTInductor package loaded so that its runs can be captured into a CUDA graph.
+
+    By default (``run_single_threaded=False``) the package's model container queries a CUDA
+    event (``cudaEventQuery``) on every run after the first, which is illegal during stream
+    capture: the capture is invalidated. ``run_single_threaded=True`` (PyTorch's flag "to avoid
+    conflicts with CUDA graphs") drops that bookkeeping and the container's lock; the runner's
+    callers serialise their calls (a ``Translator`` runs one translation at a time). A PyTorch
+    without the flag loads the package as before, and its runs are not capturable."""
+    load = torch._inductor.aoti_load_package
+    if "run_single_threaded" in inspect.signature(load).parameters:
+        return load(str(path), run_single_threaded=True)
+    log.warning("egsde-rt: torch %s's aoti_load_package has no run_single_threaded flag: compiled plans "
+                "will run uncaptured on CUDA", torch.__version__)
+    return load(str(path))
+
+
 class CompiledRunner(GraphRunner):
     """The engine's AOTInductor packages (``{graph name: .pt2 path}``), run on the sampler's
-    buffers (zero-copy views in, one copy of the result out), on the sampler's stream."""
+    buffers (zero-copy views in, one copy of the result out), on the sampler's stream, with TF32
+    on only for ``precision="tf32"`` (convolutions the packages hand to cuDNN read the flag)."""
 
-    def __init__(self, plan_files: dict):
+    def __init__(self, plan_files: dict, precision: str = "fp32"):
         super().__init__()
-        self.graphs = {name: torch._inductor.aoti_load_package(str(path)) for name, path in plan_files.items()}
+        self.precision = precision
+        self.graphs = {name: load_compiled_package(path) for name, path in plan_files.items()}
 
     def _run(self, contract, inputs, output) -> None:
-        with on_stream(output), torch.no_grad():
+        with on_stream(output), torch.no_grad(), tf32_mode(self.precision):
             result = self.graphs[contract.name](*(as_tensor(ref) for ref in inputs))
             as_tensor(output).copy_(result)
 
@@ -102,6 +134,7 @@ class OrtRunner(GraphRunner):
         """``stream``: the CUDA stream (a handle) the sampler orders its work on; ONNX Runtime then
         computes on it too, and no synchronisation is needed between the sampler and a graph."""
         super().__init__()
+        engine.require_graphs(f"onnxruntime-{device}")
         ort = _ort()
         self.device, self.device_id, self.stream = device, device_id, stream
         options = ort.SessionOptions()
@@ -114,7 +147,8 @@ class OrtRunner(GraphRunner):
         if threads:
             options.intra_op_num_threads = threads
         if device == "cuda":
-            cuda_options = {"device_id": device_id}
+            # the graphs are float32: no TF32 (the CUDA provider's default is use_tf32=1)
+            cuda_options = {"device_id": device_id, "use_tf32": "0"}
             if stream:
                 cuda_options.update(has_user_compute_stream="1", user_compute_stream=str(stream))
             providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
