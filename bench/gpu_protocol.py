@@ -69,7 +69,7 @@ DRY_COMPILE_LIMIT_S = 10
 REFERENCE_DIR = ROOT / ".reference"  # git-ignored; the caller copies ../shared/reference here and carries it
 # The goldens the GPU tests read (tests/conftest.py's small models).
 REQUIRED_GOLDENS = ("golden_adm_unet_small.npz", "golden_dse_small.npz")
-GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_reliability.py")
+GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_solvers.py", "tests/test_reliability.py")
 KERNEL_TESTS_K = "philox or lowpass or step_begin or step_pointer"
 HEADLINE_ENGINE = "/tmp/egsde-protocol-cat2dog"
 HEADLINE_STEPS = 20
