@@ -315,6 +315,17 @@ def test_devices_are_cpu_cuda_or_cuda_n():
     assert backends.BackendChoice("torch", "cuda", "", index=2).torch_device == "cuda:2"
 
 
+def test_the_runners_are_made_for_the_chosen_cuda_device(tiny_engine, monkeypatch):
+    """ONNX Runtime gets the device id of cuda:N (and the sampler's stream)."""
+    from egsde_rt.runtime import runners
+
+    made = []
+    monkeypatch.setattr(runners, "OrtRunner", lambda engine, **kwargs: made.append(kwargs))
+    choice = backends.BackendChoice("onnxruntime-cuda", "cuda", "test", index=3)
+    backends.make_runner(choice, load_engine_dir(tiny_engine[0]), stream=77)
+    assert made == [{"device": "cuda", "device_id": 3, "stream": 77}]
+
+
 @pytest.mark.skipif(_core.cuda_device_count() > 0, reason="a machine without CUDA")
 def test_cuda_n_without_a_gpu_is_refused_with_the_reason(tiny_torch_engine):
     with pytest.raises(ConfigError, match="no usable backend"):
