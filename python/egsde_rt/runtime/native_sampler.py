@@ -115,12 +115,15 @@ def host_seeds(seed: Seeds, batch: int) -> np.ndarray:
 
 def native_input(sampler: "_core.Sampler", x0: torch.Tensor):
     """x0 as the sampler reads it: a tensor on the sampler's CUDA device as it is (contiguous
-    float32; the sampler's stream waits for the work queued on the current stream first),
-    anything else as a host array."""
+    float32; the sampler's stream waits for the work queued on the current stream first, and
+    the tensor's memory is not reused before the sampler's stream has read it), anything else
+    as a host array."""
     if sampler_device(sampler) == x0.device and x0.device.type == "cuda":
-        torch.cuda.ExternalStream(sampler.config.stream, device=x0.device).wait_stream(
-            torch.cuda.current_stream(x0.device))
-        return x0.detach().to(torch.float32).contiguous()
+        x = x0.detach().to(torch.float32).contiguous()
+        stream = torch.cuda.ExternalStream(sampler.config.stream, device=x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        x.record_stream(stream)
+        return x
     return np.ascontiguousarray(x0.detach().float().cpu().numpy())
 
 
