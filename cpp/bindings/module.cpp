@@ -139,7 +139,8 @@ py::array_t<float> image_array(const SamplerConfig& c) {
 // the array to write into (host, or on the sampler's device), or None for a new host array.
 py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const py::handle& seed,
                        const std::function<bool(int, int)>& progress, const py::object& noise,
-                       const py::object& perturb_noise, const py::object& out, StepTimes* times) {
+                       const py::object& perturb_noise, const py::object& out, StepTimes* times,
+                       const ReplayFn& replay = nullptr) {
   const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
   const SeedsArg seeds = seeds_arg(seed, s.config().batch);
   const py::object result = out.is_none() ? py::object(image_array(s.config())) : out;
@@ -147,7 +148,7 @@ py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const p
   bool done = false;
   {
     py::gil_scoped_release release;
-    done = s.run(in.x0, result_data, runner, seeds.data, progress, in.noise, in.perturb_noise, times);
+    done = s.run(in.x0, result_data, runner, seeds.data, progress, in.noise, in.perturb_noise, times, replay);
   }
   if (!done) return py::none();
   return result;
@@ -274,14 +275,16 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("total_updates", &Sampler::total_updates)
       .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                      const std::function<bool(int, int)>& progress, const py::object& noise,
-                     const py::object& perturb_noise, const py::object& out) {
-             return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, out, nullptr);
+                     const py::object& perturb_noise, const py::object& out, const ReplayFn& replay) {
+             return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, out, nullptr, replay);
            },
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
            py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(), py::arg("out") = py::none(),
+           py::arg("replay") = nullptr,
            "Run the loop with `seed` (an integer for every image, or uint64 [B]) with the GIL released; x0 "
            "and `out` on the host or the sampler's device; returns the unclamped result [B, C, H, W] (`out`, "
-           "or a new host array), or None if progress cancelled it.")
+           "or a new host array), or None if progress cancelled it. `replay()`: runs every update but the "
+           "first in place of step(runner) (the captured path's graph replay).")
       .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                               const std::function<bool(int, int)>& progress) {
              StepTimes times;

@@ -244,9 +244,11 @@ void Sampler::finish(float* out) {
 }
 
 bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
-                  const float* sampling_noise, const float* perturb_noise, StepTimes* times) {
+                  const float* sampling_noise, const float* perturb_noise, StepTimes* times,
+                  const ReplayFn& replay) {
   const DeviceScope scope(ctx_);
   const int K = config_.steps.size(), R = config_.repeats;
+  require(!(times && replay), "sampler: a replayed run cannot be timed by phase");
   begin(x0, seeds, sampling_noise, perturb_noise);
   if (times) clock_.start(ctx_, R * K);
   // Ends the timing of a run however it ends (finished, cancelled, or a runner raised).
@@ -265,7 +267,10 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64
   for (int r = 0; r < R; ++r) {
     start_repeat(r);
     for (int k = 0; k < K; ++k) {
-      step(runner);
+      if (replay && (r > 0 || k > 0))
+        replay();
+      else
+        step(runner);
       if (progress && !progress(r * K + k + 1, R * K)) {
         synchronize(ctx_);
         return false;

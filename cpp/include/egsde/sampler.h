@@ -51,6 +51,8 @@ std::vector<StepRow> step_rows(const StepTable& steps, float ls, float li, bool 
 
 // Called after each update with (done, total); returning false cancels the run.
 using ProgressFn = std::function<bool(int, int)>;
+// Runs one update in place of step(runner): the captured path's replay of a CUDA graph of one step.
+using ReplayFn = std::function<void()>;
 
 class Sampler {
  public:
@@ -67,10 +69,12 @@ class Sampler {
   // [repeats*(K+1), ...] and `perturb_noise` [repeats*K, ...] (the latter for fresh_perturb).
   // Returns false if `progress` cancelled the run (out is then left unchanged). With `times`,
   // the phases of every update are timed inside the loop (see phase_clock.h).
-  // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish.
+  // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish. With
+  // `replay`, every update but the run's first (which warms the runner up) is replay() instead of
+  // step(runner) (not with `times`: a replayed graph has no phases to time).
   bool run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
            const float* sampling_noise = nullptr, const float* perturb_noise = nullptr,
-           StepTimes* times = nullptr);
+           StepTimes* times = nullptr, const ReplayFn& replay = nullptr);
 
   // The loop in stages, all ordered on config.stream. A run is begin(); for r < repeats:
   // start_repeat(r), then K = steps.size() calls of step(); finish(out).

@@ -242,9 +242,10 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
     """``run_sampler`` for a CUDA sampler with every update but the first replayed from one CUDA
     graph of ``sampler.step(runner)``; the same result, bit for bit.
 
-    The first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
+    The same native loop as ``run_sampler`` (``Sampler.run``, GIL released), with ``replay``:
+    the first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
     allocator pools, library handles; an exception of the runner there reaches the caller); the
-    first run also captures one step (``capture_step``), on the sampler's stream, into a graph
+    first replay captures one step (``capture_step``), on the sampler's stream, into a graph
     kept with the sampler and replayed for every later update, across repeats and runs
     (captured again only for another runner). The runner's PyTorch work is captured into the
     graph's private memory pool. ``callback(done, total)`` is called on the host after every
@@ -264,22 +265,17 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
         raise ConfigError("the settings do not match the sampler (updates or repeats differ)")
     _check_out(sampler, out)
     ordering = step_graph(sampler)  # checks the sampler; orders the replays on its stream
-    progress = _progress(callback)
-    sampler.begin(native_input(sampler, x0), seed=host_seeds(seed, config.batch))
-    captured = getattr(sampler, "_captured_step", None)
+
+    def replay():  # every update but the first: the kept graph (captured by the first replay)
+        captured = getattr(sampler, "_captured_step", None)
+        if captured is None or captured.runner is not runner or not isinstance(captured.graph, step_graph):
+            captured = _CapturedStep(runner, capture_step(sampler, runner, step_graph))
+            sampler._captured_step = captured
+        captured.graph.replay()
+
     with ordering.ordered():
-        for r in range(R):
-            sampler.start_repeat(r)
-            for k in range(K):
-                if r == 0 and k == 0:
-                    sampler.step(runner)  # uncaptured: warms the runner up
-                else:
-                    if captured is None or captured.runner is not runner or not isinstance(captured.graph, step_graph):
-                        captured = _CapturedStep(runner, capture_step(sampler, runner, step_graph))
-                        sampler._captured_step = captured
-                    captured.graph.replay()
-                if progress is not None and not progress(r * K + k + 1, R * K):
-                    _ = sampler.step_counter  # waits for the stream: no work of the run is left queued
-                    raise SamplingCancelled("sampling cancelled by the progress callback")
-    result = sampler.finish(_native_out(out))
+        result = sampler.run(native_input(sampler, x0), runner, seed=host_seeds(seed, config.batch),
+                             progress=_progress(callback), out=_native_out(out), replay=replay)
+    if result is None:
+        raise SamplingCancelled("sampling cancelled by the progress callback")
     return out if out is not None else result
