@@ -124,6 +124,13 @@ SeedsArg seeds_arg(const py::handle& seed, index_t batch) {
   return a;
 }
 
+// The seeds of a sampler's run: host seeds, or seeds in the sampler's device memory.
+SeedsArg sampler_seeds(const Sampler& s, const py::handle& seed) {
+  SeedsArg a = seeds_arg(seed, s.config().batch);
+  require(a.device == Device::CPU || a.device == s.config().device, "seed: a CUDA array for a CPU sampler");
+  return a;
+}
+
 // The stream whose draw a kernel call reads from the step scalars must be one of the sampler's.
 void require_noise_stream(std::uint32_t stream, const py::object& step) {
   require(step.is_none() || stream < static_cast<std::uint32_t>(kNoiseStreams),
@@ -142,7 +149,7 @@ py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const p
                        const py::object& perturb_noise, const py::object& out, StepTimes* times,
                        const ReplayFn& replay = nullptr) {
   const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
-  const SeedsArg seeds = seeds_arg(seed, s.config().batch);
+  const SeedsArg seeds = sampler_seeds(s, seed);
   const py::object result = out.is_none() ? py::object(image_array(s.config())) : out;
   float* result_data = image_arg(s, result, true, "out").data;
   bool done = false;
@@ -300,7 +307,7 @@ PYBIND11_MODULE(_core, m) {
       .def("begin", [](Sampler& s, const py::handle& x0, const py::object& seed, const py::object& noise,
                        const py::object& perturb_noise) {
              const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
-             const SeedsArg seeds = seeds_arg(seed, s.config().batch);
+             const SeedsArg seeds = sampler_seeds(s, seed);
              py::gil_scoped_release release;
              s.begin(in.x0, seeds.data, in.noise, in.perturb_noise);
            },
