@@ -69,7 +69,8 @@ DRY_COMPILE_LIMIT_S = 10
 REFERENCE_DIR = ROOT / ".reference"  # git-ignored; the caller copies ../shared/reference here and carries it
 # The goldens the GPU tests read (tests/conftest.py's small models).
 REQUIRED_GOLDENS = ("golden_adm_unet_small.npz", "golden_dse_small.npz")
-GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_solvers.py", "tests/test_reliability.py")
+GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_solvers.py", "tests/test_reliability.py",
+             "tests/test_sampling_path_cuda.py")
 KERNEL_TESTS_K = "philox or lowpass or step_begin or step_pointer"
 HEADLINE_ENGINE = "/tmp/egsde-protocol-cat2dog"
 HEADLINE_STEPS = 20
@@ -212,7 +213,7 @@ def build_tiers(p: Protocol) -> list:
             Step("build", pip + (["--dry-run"] if dry else ["-v"]), limit_s=120, env=build_env),
             Step("native-core", _py("-c", core_status + ("" if dry else needs_gpu)), limit_s=30),
             Step("goldens", func=lambda: check_reference_dir(p.reference_dir), limit_s=5),
-            Step("gpu-tests", _pytest("-m", "gpu", *GPU_TESTS, junit=gpu_xml), limit_s=120,
+            Step("gpu-tests", _pytest("-m", "gpu", *GPU_TESTS, junit=gpu_xml), limit_s=150,
                  verdict=lambda: verdict(gpu_xml)),
         ]),
         Tier(2, "headline", steps=[

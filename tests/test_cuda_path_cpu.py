@@ -138,6 +138,8 @@ def test_the_bench_times_the_translators_path_and_takes_phases_from_separate_run
                                        backends=["torch"]), log=lambda m: None)
     assert len(calls) == 1 + 1 + 2  # the first run, the warm-up, the timed runs: all through run_tensor
     assert all(c["steps"] == 3 for c in calls)  # the timed prefix: 3 updates over the same schedule
+    assert all(callable(c["callback"]) for c in calls)  # with a progress callback, as the CLI runs it
+    assert run["timed_with_progress"] is True
     assert run["timed_path"] == "uncaptured" and run["captured"] is False  # the CPU has no CUDA graphs
     assert "separate uncaptured runs" in run["phases_from"]
     assert (run["timed_updates"], run["total_updates"], run["extrapolated"]) == (3, 12, True)

@@ -33,6 +33,11 @@ struct ElementType<float> {
   static constexpr const char* name = "float32";
 };
 template <>
+struct ElementType<std::uint64_t> {
+  static constexpr const char* typestr = "<u8";
+  static constexpr const char* name = "uint64";
+};
+template <>
 struct ElementType<std::int64_t> {
   static constexpr const char* typestr = "<i8";
   static constexpr const char* name = "int64";

@@ -57,92 +57,79 @@ LowpassArrays lowpass_arrays(const py::handle& down_h, const py::handle& up_h, c
   return a;
 }
 
-// The host arrays of a run (x0 and the optional injected noise), checked against the sampler.
+// The arrays of a run (x0, host or on the sampler's device, and the optional injected host
+// noise), as the sampler's buffers need them (the values are checked in Python).
 struct RunInputs {
   const float* x0 = nullptr;
   const float* noise = nullptr;
   const float* perturb_noise = nullptr;
 };
 
+ArrayArg image_arg(const Sampler& s, const py::handle& image, bool writable, const char* name) {
+  const ArrayArg a = as_array(image, writable, name);
+  require(a.device == Device::CPU || a.device == s.config().device,
+          std::string(name) + ": a CUDA array for a CPU sampler");
+  require(a.size == s.numel(), std::string(name) + ": has " + std::to_string(a.size) + " elements, the sampler's "
+                                  "images " + std::to_string(s.numel()));
+  return a;
+}
+
 RunInputs run_inputs(const Sampler& s, const py::handle& x0, const py::object& noise,
                      const py::object& perturb_noise) {
   const SamplerConfig& c = s.config();
   RunInputs in;
-  const ArrayArg x = as_array(x0, false, "x0");
-  require(x.device == Device::CPU && x.size == s.numel(), "x0 must be a host array of the sampler's shape");
-  in.x0 = x.data;
+  in.x0 = image_arg(s, x0, false, "x0").data;
   const int K = c.steps.size();
   if (!noise.is_none()) {
     const ArrayArg n = as_array(noise, false, "noise");
-    require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * (K + 1) * s.numel(),
-            "noise must be a host array [repeats*(K+1), B, C, H, W]");
+    require(n.device == Device::CPU, "noise: injected noise is a host array");
+    require_size(n, static_cast<index_t>(c.repeats) * (K + 1) * s.numel(), "noise");
     in.noise = n.data;
   }
   if (!perturb_noise.is_none()) {
     const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
-    require(n.device == Device::CPU && n.size == static_cast<index_t>(c.repeats) * K * s.numel(),
-            "perturb_noise must be a host array [repeats*K, B, C, H, W]");
+    require(n.device == Device::CPU, "perturb_noise: injected noise is a host array");
+    require_size(n, static_cast<index_t>(c.repeats) * K * s.numel(), "perturb_noise");
     in.perturb_noise = n.data;
   }
   return in;
 }
 
-// The seeds of a run or a kernel call: one integer for every image, or one per image (an
-// integer array; negative values are refused, not wrapped).
-std::vector<std::uint64_t> seeds_of(const py::handle& seed, index_t batch) {
+// The seeds of a run or a kernel call, converted (egsde_rt.noise.check_seeds checks them in
+// Python): one integer for every image, or a uint64 array [batch] (host or device).
+struct SeedsArg {
+  std::vector<std::uint64_t> broadcast;
+  const std::uint64_t* data = nullptr;
+  Device device = Device::CPU;
+};
+
+SeedsArg seeds_arg(const py::handle& seed, index_t batch) {
+  SeedsArg a;
   if (py::isinstance<py::int_>(seed)) {
-    require(py::reinterpret_borrow<py::int_>(seed) >= py::int_(0) && seed.attr("bit_length")().cast<int>() <= 64,
-            "seed: must be an integer in [0, 2^64)");
-    return std::vector<std::uint64_t>(static_cast<size_t>(batch), seed.cast<std::uint64_t>());
+    std::uint64_t value = 0;
+    try {
+      value = seed.cast<std::uint64_t>();
+    } catch (const py::cast_error&) {
+      throw Error("seed: must be an integer in [0, 2^64) (egsde_rt.noise.check_seeds)");
+    }
+    a.broadcast.assign(static_cast<size_t>(batch), value);
+    a.data = a.broadcast.data();
+    return a;
   }
-  const py::array raw = py::array::ensure(seed);
-  require(static_cast<bool>(raw) && (raw.dtype().kind() == 'i' || raw.dtype().kind() == 'u'),
-          "seed: needs an integer or an integer array with one seed per image");
-  if (raw.dtype().kind() == 'i') {
-    const auto signed_seeds = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
-    for (py::ssize_t i = 0; i < signed_seeds.size(); ++i)
-      require(signed_seeds.data()[i] >= 0, "seed: must be an integer in [0, 2^64)");
-  }
-  const auto a = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
-  if (a.ndim() == 0) return std::vector<std::uint64_t>(static_cast<size_t>(batch), *a.data());
-  require(a.ndim() == 1 && a.size() == batch,
-          "seed: needs an integer or one per image (" + std::to_string(batch) + "), got " + std::to_string(a.size()));
-  return std::vector<std::uint64_t>(a.data(), a.data() + a.size());
+  const bindings::ArrayOf<std::uint64_t> array = bindings::as_array_of<std::uint64_t>(seed, false, "seed");
+  require(array.size == batch, "seed: needs an integer or one per image (" + std::to_string(batch) + "), got " +
+                                   std::to_string(array.size));
+  a.data = array.data;
+  a.device = array.device;
+  return a;
 }
 
-// The seeds of a kernel call in the memory of its device: a device array of 64-bit integers is
-// used as it is (no copy: what benchmarks and CUDA-graph capture need); anything else is
-// uploaded into a buffer kept alive until the kernel is done.
-struct KernelSeeds {
-  DeviceBuffer<std::uint64_t> buffer;
-  ExecutionContext ctx;
-  const std::uint64_t* pointer = nullptr;
-  bool owned = false;
-  KernelSeeds(const py::handle& seed, index_t batch, const ExecutionContext& c) : ctx(c) {
-    if (py::hasattr(seed, "__cuda_array_interface__")) {
-      py::dict cai = seed.attr("__cuda_array_interface__");
-      const std::string type = cai["typestr"].cast<std::string>();
-      require(type == "<u8" || type == "<i8", "seed: a device seed array must hold 64-bit integers");
-      require(ctx.device == Device::CUDA, "seed: a device seed array for host arrays");
-      require(bindings::product(cai["shape"]) == batch, "seed: a device seed array needs one seed per image");
-      pointer = reinterpret_cast<const std::uint64_t*>(py::tuple(cai["data"])[0].cast<std::uintptr_t>());
-      return;
-    }
-    const std::vector<std::uint64_t> host = seeds_of(seed, batch);
-    buffer = DeviceBuffer<std::uint64_t>(c.device, batch);
-    buffer.upload(ctx, host.data(), batch);
-    pointer = buffer.data();
-    owned = true;
-  }
-  ~KernelSeeds() {
-    if (!owned) return;
-    try {
-      synchronize(ctx);
-    } catch (...) {
-    }
-  }
-  const std::uint64_t* data() const { return pointer; }
-};
+// The seeds of a sampler's run: host seeds, or seeds in the sampler's device memory.
+SeedsArg sampler_seeds(const Sampler& s, const py::handle& seed) {
+  SeedsArg a = seeds_arg(seed, s.config().batch);
+  require(a.device == Device::CPU || a.device == s.config().device, "seed: a CUDA array for a CPU sampler");
+  return a;
+}
 
 // The stream whose draw a kernel call reads from the step scalars must be one of the sampler's.
 void require_noise_stream(std::uint32_t stream, const py::object& step) {
@@ -154,17 +141,24 @@ py::array_t<float> image_array(const SamplerConfig& c) {
   return py::array_t<float>({c.batch, c.channels, c.height, c.width});
 }
 
-// Sampler.run and run_profiled: check the host arrays, run, and return the result (None if cancelled).
+// Sampler.run and run_profiled: convert the arrays, run with the GIL released (the runner and
+// `progress` take it back for their calls), and return the result (None if cancelled). `out`:
+// the array to write into (host, or on the sampler's device), or None for a new host array.
 py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const py::handle& seed,
                        const std::function<bool(int, int)>& progress, const py::object& noise,
-                       const py::object& perturb_noise, StepTimes* times) {
+                       const py::object& perturb_noise, const py::object& out, StepTimes* times,
+                       const ReplayFn& replay = nullptr) {
   const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
-  const std::vector<std::uint64_t> seeds = seeds_of(seed, s.config().batch);
-  py::array_t<float> out = image_array(s.config());
-  const bool done = s.run(in.x0, out.mutable_data(), runner, seeds.data(), progress, in.noise, in.perturb_noise,
-                          times);
+  const SeedsArg seeds = sampler_seeds(s, seed);
+  const py::object result = out.is_none() ? py::object(image_array(s.config())) : out;
+  float* result_data = image_arg(s, result, true, "out").data;
+  bool done = false;
+  {
+    py::gil_scoped_release release;
+    done = s.run(in.x0, result_data, runner, seeds.data, progress, in.noise, in.perturb_noise, times, replay);
+  }
   if (!done) return py::none();
-  return std::move(out);
+  return result;
 }
 
 // The optional `step` argument of a kernel: one StepScalars as float32 words (from kernels.step_begin).
@@ -251,6 +245,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<SamplerConfig>(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).")
       .def(py::init<>())
       .def_readwrite("device", &SamplerConfig::device)
+      .def_readwrite("device_index", &SamplerConfig::device_index, "the CUDA device's ordinal (cuda:N)")
       .def_property("stream", [](const SamplerConfig& c) { return reinterpret_cast<std::uintptr_t>(c.stream); },
                     [](SamplerConfig& c, std::uintptr_t s) { c.stream = reinterpret_cast<void*>(s); },
                     "the caller's CUDA stream as an integer handle (0: the default stream)")
@@ -287,17 +282,20 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("total_updates", &Sampler::total_updates)
       .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                      const std::function<bool(int, int)>& progress, const py::object& noise,
-                     const py::object& perturb_noise) {
-             return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, nullptr);
+                     const py::object& perturb_noise, const py::object& out, const ReplayFn& replay) {
+             return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, out, nullptr, replay);
            },
            py::arg("x0"), py::arg("runner"), py::arg("seed") = 0, py::arg("progress") = nullptr,
-           py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
-           "Run the loop with `seed` (an integer for every image, or one per image); returns the unclamped "
-           "result [B, C, H, W], or None if progress cancelled it.")
+           py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(), py::arg("out") = py::none(),
+           py::arg("replay") = nullptr,
+           "Run the loop with `seed` (an integer for every image, or uint64 [B]) with the GIL released; x0 "
+           "and `out` on the host or the sampler's device; returns the unclamped result [B, C, H, W] (`out`, "
+           "or a new host array), or None if progress cancelled it. `replay()`: runs every update but the "
+           "first in place of step(runner) (the captured path's graph replay).")
       .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
                               const std::function<bool(int, int)>& progress) {
              StepTimes times;
-             py::object out = run_sampler(s, x0, runner, seed, progress, py::none(), py::none(), &times);
+             py::object out = run_sampler(s, x0, runner, seed, progress, py::none(), py::none(), py::none(), &times);
              py::dict phases;
              phases["step"] = times.step;
              for (int p = 0; p < kPhaseCount; ++p) phases[phase_name(static_cast<Phase>(p))] = times.phases[p];
@@ -309,25 +307,34 @@ PYBIND11_MODULE(_core, m) {
       .def("begin", [](Sampler& s, const py::handle& x0, const py::object& seed, const py::object& noise,
                        const py::object& perturb_noise) {
              const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
-             const std::vector<std::uint64_t> seeds = seeds_of(seed, s.config().batch);
-             s.begin(in.x0, seeds.data(), in.noise, in.perturb_noise);
+             const SeedsArg seeds = sampler_seeds(s, seed);
+             py::gil_scoped_release release;
+             s.begin(in.x0, seeds.data, in.noise, in.perturb_noise);
            },
            py::arg("x0"), py::arg("seed") = 0, py::arg("noise") = py::none(), py::arg("perturb_noise") = py::none(),
-           "Stage 1 of a run: upload x0 and the seeds (and injected noise), set the step counter to 0.")
-      .def("start_repeat", &Sampler::start_repeat, py::arg("r"),
+           "Stage 1 of a run: copy x0 (host, or on the sampler's device: no host round trip) and the seeds "
+           "(and injected noise) in, set the step counter to 0.")
+      .def("start_repeat", &Sampler::start_repeat, py::arg("r"), py::call_guard<py::gil_scoped_release>(),
            "Stage 2, per repeat: the counter to r*K, the repeat's e and its start point.")
-      .def("step", &Sampler::step, py::arg("runner"),
+      .def("step", &Sampler::step, py::arg("runner"), py::call_guard<py::gil_scoped_release>(),
            "Stage 3, K times per repeat: the update the device-side step counter names (no host "
-           "synchronisation, no allocation; capturable as one CUDA graph).")
-      .def("finish", [](Sampler& s) {
-             py::array_t<float> out = image_array(s.config());
-             s.finish(out.mutable_data());
-             return out;
-           },
-           "Stage 4: wait for the stream; the unclamped result [B, C, H, W].")
-      .def_property_readonly("step_counter", &Sampler::step_counter,
-                             "The global index r*K + k of the next update (waits for the stream).")
-      .def("seek", &Sampler::seek, py::arg("update"),
+           "synchronisation, no allocation; capturable as one CUDA graph; the GIL released).")
+      .def("finish", [](Sampler& s, const py::object& out) {
+             const py::object result = out.is_none() ? py::object(image_array(s.config())) : out;
+             float* data = image_arg(s, result, true, "out").data;
+             {
+               py::gil_scoped_release release;
+               s.finish(data);
+             }
+             return result;
+           }, py::arg("out") = py::none(),
+           "Stage 4: wait for the stream; the unclamped result [B, C, H, W] copied into `out` (host, or on the "
+           "sampler's device) or a new host array.")
+      .def_property_readonly("step_counter", [](const Sampler& s) {
+             py::gil_scoped_release release;
+             return s.step_counter();
+           }, "The global index r*K + k of the next update (waits for the stream).")
+      .def("seek", &Sampler::seek, py::arg("update"), py::call_guard<py::gil_scoped_release>(),
            "Set the step counter (tests): the next step runs update `update`, row update % K.");
 
   // The kernels, one binding each, on host (numpy) or device (__cuda_array_interface__) arrays.
@@ -369,7 +376,8 @@ PYBIND11_MODULE(_core, m) {
     require_size(o, batch * per_image, "out");
     const ExecutionContext ctx = context_of({o}, cuda_stream);
     require_noise_stream(stream, step);
-    const KernelSeeds seeds(seed, batch, ctx);
+    const SeedsArg seed_values = seeds_arg(seed, batch);
+    const StagedValues<std::uint64_t> seeds(ctx, seed_values.data, batch, seed_values.device);
     PhiloxNormalParams p{o.data, batch, per_image, NoiseKey{seeds.data(), stream, draw}};
     p.step = as_step_scalars(step_scalars_arg(step), ctx);
     if (!injected.is_none()) {
@@ -387,8 +395,9 @@ PYBIND11_MODULE(_core, m) {
                             std::uint32_t draw) {
     const index_t blocks = (per_image + 3) / 4;
     py::array_t<std::uint32_t> out({batch, blocks * 4});
-    const std::vector<std::uint64_t> seeds = seeds_of(seed, batch);
-    cpu::philox_uint32(out.mutable_data(), batch, per_image, NoiseKey{seeds.data(), stream, draw});
+    const SeedsArg seeds = seeds_arg(seed, batch);
+    require(seeds.device == Device::CPU, "seed: philox_uint32 runs on the CPU: host seeds");
+    cpu::philox_uint32(out.mutable_data(), batch, per_image, NoiseKey{seeds.data, stream, draw});
     return out;
   }, py::arg("batch"), py::arg("per_image"), py::arg("seed"), py::arg("stream"), py::arg("draw"),
         "The raw Philox stream on the CPU: uint32 [batch, ceil(per_image / 4) * 4].");
@@ -486,7 +495,8 @@ PYBIND11_MODULE(_core, m) {
     u.sigma = sigma;
     const ExecutionContext ctx = context_of({ya, ea, oa}, cuda_stream);
     require_noise_stream(stream, step);
-    const KernelSeeds seeds(seed, batch, ctx);
+    const SeedsArg seed_values = seeds_arg(seed, batch);
+    const StagedValues<std::uint64_t> seeds(ctx, seed_values.data, batch, seed_values.device);
     u.key = NoiseKey{seeds.data(), stream, draw};
     u.step = as_step_scalars(step_scalars_arg(step), ctx);
     if (u.step && u.noise) require(nz.size % n == 0, "noise: with step, the injected draws [draws, batch, per_image]");

@@ -60,8 +60,8 @@ void to_device(const ExecutionContext& ctx, Device device, void* dst, const void
   }
 #ifdef EGSDE_WITH_CUDA
   // From pageable memory the call returns once the host buffer has been staged.
-  check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(ctx.stream)),
-             "cudaMemcpyAsync to device");
+  check_cuda(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(ctx.stream)),
+             "cudaMemcpyAsync (upload)");
 #else
   (void)ctx;
 #endif
@@ -73,8 +73,8 @@ void to_host(const ExecutionContext& ctx, Device device, void* host, const void*
     return;
   }
 #ifdef EGSDE_WITH_CUDA
-  check_cuda(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(ctx.stream)),
-             "cudaMemcpyAsync to host");
+  check_cuda(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(ctx.stream)),
+             "cudaMemcpyAsync (download)");
   synchronize(ctx);
 #else
   (void)ctx;
@@ -97,6 +97,25 @@ int cuda_device_count(std::string* reason) {
 #else
   if (reason) *reason = "egsde_rt was built without CUDA (no CUDA compiler at build time)";
   return 0;
+#endif
+}
+
+DeviceScope::DeviceScope(const ExecutionContext& ctx) {
+#ifdef EGSDE_WITH_CUDA
+  if (ctx.device != Device::CUDA) return;
+  int current = 0;
+  check_cuda(cudaGetDevice(&current), "cudaGetDevice");
+  if (current == ctx.index) return;
+  check_cuda(cudaSetDevice(ctx.index), "cudaSetDevice");
+  previous_ = current;
+#else
+  (void)ctx;
+#endif
+}
+
+DeviceScope::~DeviceScope() {
+#ifdef EGSDE_WITH_CUDA
+  if (previous_ >= 0) cuda_status::report(cudaSetDevice(previous_), "cudaSetDevice");
 #endif
 }
 

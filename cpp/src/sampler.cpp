@@ -70,7 +70,9 @@ std::vector<StepRow> step_rows(const StepTable& s, float ls, float li, bool ilvr
 
 Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   check_config(config_);
-  ctx_ = ExecutionContext{config_.device, config_.stream};
+  require(config_.device_index >= 0, "sampler: the CUDA device index cannot be negative");
+  ctx_ = ExecutionContext{config_.device, config_.stream, config_.device_index};
+  const DeviceScope scope(ctx_);
   const Device d = config_.device;
   numel_ = config_.batch * config_.channels * config_.height * config_.width;
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
@@ -111,6 +113,7 @@ void Sampler::begin(const float* x0, const std::uint64_t* seeds, const float* sa
                     const float* perturb_noise) {
   const SamplerConfig& c = config_;
   const int K = c.steps.size(), R = c.repeats;
+  const DeviceScope scope(ctx_);
   require(sampling_noise == nullptr || !c.fresh_perturb || perturb_noise != nullptr,
           "sampler: fresh perturbation with injected noise needs perturb_noise");
   // Injected noise is uploaded once per run (parity tests); Philox noise is drawn in place.
@@ -133,6 +136,7 @@ void Sampler::begin(const float* x0, const std::uint64_t* seeds, const float* sa
 }
 
 void Sampler::seek(index_t update) {
+  const DeviceScope scope(ctx_);
   require(begun_, "sampler: begin() a run first");
   require(update >= 0, "sampler: the step counter cannot be negative");
   const StepState state{update};
@@ -140,12 +144,14 @@ void Sampler::seek(index_t update) {
 }
 
 index_t Sampler::step_counter() const {
+  const DeviceScope scope(ctx_);
   StepState state;
   state_.download(ctx_, &state, 1);  // waits for the stream
   return state.update;
 }
 
 void Sampler::start_repeat(int r) {
+  const DeviceScope scope(ctx_);
   const SamplerConfig& c = config_;
   const StepTable& s = c.steps;
   const int K = s.size();
@@ -164,6 +170,7 @@ void Sampler::start_repeat(int r) {
 }
 
 void Sampler::step(Runner& runner) {
+  const DeviceScope scope(ctx_);
   const SamplerConfig& c = config_;
   require(begun_, "sampler: begin() a run first");
   const StepScalars* step = scalars_.data();
@@ -230,14 +237,18 @@ void Sampler::step(Runner& runner) {
 }
 
 void Sampler::finish(float* out) {
+  const DeviceScope scope(ctx_);
   require(begun_, "sampler: begin() a run first");
   synchronize(ctx_);
   y_.download(ctx_, out, numel_);
 }
 
 bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
-                  const float* sampling_noise, const float* perturb_noise, StepTimes* times) {
+                  const float* sampling_noise, const float* perturb_noise, StepTimes* times,
+                  const ReplayFn& replay) {
+  const DeviceScope scope(ctx_);
   const int K = config_.steps.size(), R = config_.repeats;
+  require(!(times && replay), "sampler: a replayed run cannot be timed by phase");
   begin(x0, seeds, sampling_noise, perturb_noise);
   if (times) clock_.start(ctx_, R * K);
   // Ends the timing of a run however it ends (finished, cancelled, or a runner raised).
@@ -256,7 +267,10 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64
   for (int r = 0; r < R; ++r) {
     start_repeat(r);
     for (int k = 0; k < K; ++k) {
-      step(runner);
+      if (replay && (r > 0 || k > 0))
+        replay();
+      else
+        step(runner);
       if (progress && !progress(r * K + k + 1, R * K)) {
         synchronize(ctx_);
         return false;

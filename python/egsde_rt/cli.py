@@ -9,8 +9,18 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, EgsdeError
-from .runtime.backends import BACKENDS, resolve_device
+from .network_fns import PRECISIONS
+from .runtime.backends import backend_names, parse_device, resolve_device
 from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE
+
+
+def _device_arg(text: str) -> str:
+    """A --device value: auto, cpu, cuda or cuda:N."""
+    try:
+        parse_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
 
 
 def _cmd_presets(args) -> int:
@@ -401,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="egsde-demo")
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("presets", help="list the paper's presets and their settings")
@@ -438,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("engine_dir")
     p.add_argument("--backend", choices=["compiled", "tensorrt"], default="compiled")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="compiled plans: where they run")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16", "fp16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="networks' precision (the sampler stays float32); default fp32 (compiled), fp16 (tensorrt)")
     p.add_argument("--opt-batch", type=int, default=1, help="tensorrt: the batch size to optimise for")
     p.add_argument("--max-batch", type=int, default=16)
@@ -450,9 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
+    p.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     existing_flags(p)
     ray = p.add_argument_group("--ray: translate on a Ray cluster (pip install egsde-rt[ray])")
     ray.add_argument("--ray", action="store_true", help="run the folder on Ray Data actors, each with a Translator")
@@ -472,9 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
     p.add_argument("--max-queued-requests", type=int, default=64, help="beyond this, requests get 503")
     p.add_argument("--cpus-per-replica", type=float, default=1.0)
-    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
+    p.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
+    p.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray instance)")
     p.set_defaults(func=_cmd_serve)
 
@@ -539,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase-runs", type=int, help="uncaptured profiled runs per engine backend for the per-update "
                    "phases (default: --repeats)")
     p.add_argument("--backends", nargs="+", help="default: eager, then every usable backend")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the record as JSON to this path")
@@ -565,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 1)")
     quality.add_argument("--tuning-count", type=int, help="images of the tuning split (default 128)")
     quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
-    quality.add_argument("--quality-backend", choices=["auto", *BACKENDS], help="default: auto")
+    quality.add_argument("--quality-backend", choices=["auto", *backend_names()], help="default: auto")
     quality.add_argument("--quality-batch-size", type=int, help="images translated together (default 16)")
     kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
     kernels.add_argument("--kernels", action="store_true")

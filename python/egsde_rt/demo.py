@@ -177,7 +177,7 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
             start = time.perf_counter()
             y = translator.run_tensor(x0, seed=seeds, callback=lambda d, t: bar.update(1), **overrides)
             seconds = time.perf_counter() - start
-            results[name] = torch.from_numpy(y).clamp(-1, 1)
+            results[name] = torch.as_tensor(y).clamp(-1, 1)
             table[name] = {**quality_metrics(results[name], x0, true_target, judge),
                            "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / count,
                            "settings": {k: v for k, v in settings.to_dict().items() if k in ("solver", "steps", "ls",

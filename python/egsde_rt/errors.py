@@ -45,3 +45,8 @@ class NativeError(EgsdeError, RuntimeError):
 
 class SamplingCancelled(EgsdeError):
     """The progress callback returned False."""
+
+
+class CaptureFailed(EgsdeError):
+    """Capturing a sampling step into a CUDA graph failed (work the runner cannot capture); the
+    caller may run uncaptured instead."""

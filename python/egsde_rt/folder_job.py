@@ -146,7 +146,7 @@ def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, ove
     report = JobReport()
     try:
         y = translator.run_tensor(x0, seed=[t.seed for t in batch], callback=callback, **overrides)
-        images = tensor_to_images(torch.from_numpy(y))
+        images = tensor_to_images(torch.as_tensor(y))
     except ImageError as err:  # a result that cannot be an image (diverged): these files fail
         report.failed += [(t.source, str(err)) for t in batch]
         return report

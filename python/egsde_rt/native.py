@@ -30,6 +30,6 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     check_source(x0)
     sampler = build_sampler(settings, tuple(x0.shape), x0.device, schedule)
     runner = TorchRunner(score_model, dse, s1=settings.s1, score_kind=settings.score_kind, class_label=class_label)
-    result = run_sampler(sampler, x0, runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
-                         callback=callback)
-    return torch.from_numpy(result).to(x0.device)
+    out = torch.empty(x0.shape, dtype=torch.float32, device=x0.device)
+    return run_sampler(sampler, x0, runner, settings, seed=seed, noise=noise, perturb_noise=perturb_noise,
+                       callback=callback, out=out)

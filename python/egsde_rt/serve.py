@@ -135,7 +135,7 @@ def _service_class(serve):
         def _run_group(self, x0, seeds, overrides) -> list:
             """One native batch, encoded as PNGs (in a worker thread: the event loop stays free)."""
             y = self.translator.run_tensor(x0, seed=seeds, **overrides)
-            return [png_bytes(image) for image in tensor_to_images(torch.from_numpy(y))]
+            return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
 
         def stats(self) -> dict:
             return {"requests": sum(n * c for n, c in self.batch_sizes.items()),

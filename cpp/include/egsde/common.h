@@ -17,10 +17,12 @@ using index_t = std::int64_t;
 
 enum class Device { CPU = 0, CUDA = 1 };
 
-// Where a kernel runs and on which CUDA stream (an opaque cudaStream_t; null = default stream).
+// Where a kernel runs and on which CUDA stream (an opaque cudaStream_t; null = default stream);
+// `index`: the CUDA device's ordinal (DeviceScope makes it current; unused on the CPU).
 struct ExecutionContext {
   Device device = Device::CPU;
   void* stream = nullptr;
+  int index = 0;
 };
 
 class Error : public std::runtime_error {

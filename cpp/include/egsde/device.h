@@ -15,9 +15,14 @@ namespace memory {
 void* allocate(Device device, size_t bytes);  // zero-filled
 void release(Device device, void* data) noexcept;
 // Copies ordered on ctx's stream; both return once the host buffer may be reused (to_host waits).
+// The other side (`host` / the destination of to_host) may also be device memory of ctx's device
+// (the copy's direction is found from the pointers): what device tensors in and out need.
 void to_device(const ExecutionContext& ctx, Device device, void* dst, const void* host, size_t bytes);
 void to_host(const ExecutionContext& ctx, Device device, void* host, const void* src, size_t bytes);
 }  // namespace memory
+
+// Waits for the work queued on ctx's stream (no-op on the CPU).
+void synchronize(const ExecutionContext& ctx);
 
 // An array of plain values (floats, the step table's rows, the step counter) on the host or on
 // the CUDA device, allocated once and reused.
@@ -70,11 +75,53 @@ class DeviceBuffer {
 // The float arrays of the loop (images, noise, low-pass matrices and workspace).
 using DeviceArray = DeviceBuffer<float>;
 
+// Makes ctx's CUDA device (ctx.index) the calling thread's current device for its lifetime, and
+// restores the previous one after (nothing on the CPU): the sampler's allocations, kernels and
+// the runners it calls all run on its own device, whichever device the caller had current.
+class DeviceScope {
+ public:
+  explicit DeviceScope(const ExecutionContext& ctx);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// `count` values a kernel reads, in the memory of ctx's device: values already there (`on`
+// equals ctx.device) are used as they are, without a copy (what benchmarks and CUDA-graph
+// capture need); host values are uploaded into a buffer kept until the stream is done with it.
+template <class T>
+class StagedValues {
+ public:
+  StagedValues(const ExecutionContext& ctx, const T* values, index_t count, Device on) : ctx_(ctx), data_(values) {
+    if (on == ctx.device) return;
+    require(on == Device::CPU, "values on a CUDA device for a kernel on the host");
+    buffer_ = DeviceBuffer<T>(ctx.device, count);
+    buffer_.upload(ctx, values, count);
+    data_ = buffer_.data();
+  }
+  ~StagedValues() {
+    if (buffer_.size() == 0) return;
+    try {
+      synchronize(ctx_);
+    } catch (...) {
+    }
+  }
+  StagedValues(const StagedValues&) = delete;
+  StagedValues& operator=(const StagedValues&) = delete;
+  const T* data() const { return data_; }
+
+ private:
+  ExecutionContext ctx_;
+  DeviceBuffer<T> buffer_;
+  const T* data_ = nullptr;
+};
+
 // The number of usable CUDA devices; 0 (with `reason` set) when built without CUDA, without a
 // driver or without a GPU. Never throws.
 int cuda_device_count(std::string* reason);
 
-// Waits for the work queued on ctx's stream (no-op on the CPU).
-void synchronize(const ExecutionContext& ctx);
 
 }  // namespace egsde

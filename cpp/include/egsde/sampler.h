@@ -32,6 +32,7 @@ struct StepTable {
 struct SamplerConfig {
   Device device = Device::CPU;
   void* stream = nullptr;  // the caller's CUDA stream (null: the default stream); unused on the CPU
+  int device_index = 0;    // the CUDA device (cuda:N) the buffers live on and the work runs on
   index_t batch = 1, channels = 3, height = 0, width = 0;
   StepTable steps;
   float ls = 0.0f, li = 0.0f;
@@ -50,6 +51,8 @@ std::vector<StepRow> step_rows(const StepTable& steps, float ls, float li, bool 
 
 // Called after each update with (done, total); returning false cancels the run.
 using ProgressFn = std::function<bool(int, int)>;
+// Runs one update in place of step(runner): the captured path's replay of a CUDA graph of one step.
+using ReplayFn = std::function<void()>;
 
 class Sampler {
  public:
@@ -59,15 +62,19 @@ class Sampler {
   index_t numel() const { return numel_; }
   int total_updates() const { return config_.steps.size() * config_.repeats; }
 
-  // x0 and out are host arrays [batch, channels, height, width]; `seeds` [batch] are the images'
-  // seeds. Noise comes from the Philox contract with image b's seed seeds[b], or from the injected host arrays `sampling_noise`
+  // x0 and out are arrays [batch, channels, height, width] in host memory or (CUDA sampler) in
+  // the memory of the sampler's device; `seeds` [batch] are the images' seeds (host or device).
+  // Every public call runs with the sampler's device current (DeviceScope); the runner is called
+  // the same way. Noise comes from the Philox contract with image b's seed seeds[b], or from the injected host arrays `sampling_noise`
   // [repeats*(K+1), ...] and `perturb_noise` [repeats*K, ...] (the latter for fresh_perturb).
   // Returns false if `progress` cancelled the run (out is then left unchanged). With `times`,
   // the phases of every update are timed inside the loop (see phase_clock.h).
-  // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish.
+  // Made of the stages below: begin, then per repeat start_repeat and K steps, then finish. With
+  // `replay`, every update but the run's first (which warms the runner up) is replay() instead of
+  // step(runner) (not with `times`: a replayed graph has no phases to time).
   bool run(const float* x0, float* out, Runner& runner, const std::uint64_t* seeds, const ProgressFn& progress,
            const float* sampling_noise = nullptr, const float* perturb_noise = nullptr,
-           StepTimes* times = nullptr);
+           StepTimes* times = nullptr, const ReplayFn& replay = nullptr);
 
   // The loop in stages, all ordered on config.stream. A run is begin(); for r < repeats:
   // start_repeat(r), then K = steps.size() calls of step(); finish(out).
@@ -84,7 +91,7 @@ class Sampler {
   // every time, with no host synchronisation and no allocation, so a CUDA graph captured from
   // one call replays any update.
   void step(Runner& runner);
-  // finish: waits for the stream and downloads y into out.
+  // finish: waits for the stream and copies y into out (host or device memory).
   void finish(float* out);
   // The step counter g = r * K + k of the next update (waits for the stream).
   index_t step_counter() const;

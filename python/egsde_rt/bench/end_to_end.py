@@ -1,8 +1,9 @@
 """End-to-end benchmark: the eager reference and every engine backend on the same images.
 
 Each run times whole translations of one batch size on one backend, as users run them: an
-engine backend through ``Translator.run_tensor`` (on CUDA the captured path: every update but a
-run's first replayed from one CUDA graph), the eager baseline through ``reference.translate``;
+engine backend through ``Translator.run_tensor`` with a progress callback, as the CLI passes one
+(on CUDA the captured path: every update but a run's first replayed from one CUDA graph, the
+callback called between replays), the eager baseline through ``reference.translate``;
 the wall time per image, first-run latency (loading, building, compiling and the first
 translation) apart from the steady state (the median of ``repeats`` runs after ``warmup``
 runs), and peak memory: host RSS, PyTorch's allocator peak, and the driver's view (free device
@@ -32,7 +33,7 @@ from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..reference import translate as reference_translate
 from ..network_fns import in_precision, network_dtype, tf32_mode
-from ..runtime.backends import AUTO_ORDER, BACKENDS, probe
+from ..runtime.backends import auto_order, backend_names, probe
 from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator
 from ..schedule import Schedule
@@ -135,7 +136,7 @@ def _source_batch(batch: int, size: int, seed: int) -> torch.Tensor:
 def usable_backends(engine: EngineDir, device: str, precision: str) -> list:
     """The engine backends that run on ``device`` in ``precision`` here, in the order of preference."""
     found = probe(engine, device, precision)
-    return [name for name in AUTO_ORDER[device] if found[name][0]]
+    return [name for name in auto_order(device) if found[name][0]]
 
 
 PHASES_FROM = {EAGER: "the timed runs (phases timed around the same work in reference.translate)",
@@ -156,6 +157,10 @@ class _Runner:
         else:
             self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)
         self.overrides = {"steps": settings.steps} if settings.steps is not None else {}
+        self.progress_calls = 0  # the timed path's progress callback, counted (it runs as the CLI's does)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress_calls += 1
 
     @property
     def captured(self) -> bool:
@@ -171,7 +176,7 @@ class _Runner:
                 reference_translate(x0.to(self.device), self.score, self.dse, self.settings, seed=seed,
                                     schedule=self.schedule, timer=timer)
             return timer.times()
-        self.translator.run_tensor(x0, seed=seed, **self.overrides)
+        self.translator.run_tensor(x0, seed=seed, callback=self._progress, **self.overrides)
         if self.device == "cuda":
             torch.cuda.synchronize()
         return None
@@ -201,9 +206,9 @@ def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
     network_dtype(config.precision)  # a known precision
     engine = load_engine_dir(config.engine_dir)
     backends = config.backends or [EAGER, *usable_backends(engine, config.device, config.precision)]
-    unknown = [b for b in backends if b != EAGER and b not in BACKENDS]
+    unknown = [b for b in backends if b != EAGER and b not in backend_names()]
     if unknown:
-        raise ConfigError(f"unknown backends {unknown}; choose from {[EAGER, *BACKENDS]}")
+        raise ConfigError(f"unknown backends {unknown}; choose from {[EAGER, *backend_names()]}")
     phase_runs = config.repeats if config.phase_runs is None else config.phase_runs
     if config.repeats < 1 or config.warmup < 0 or phase_runs < 1:
         raise ConfigError("need repeats >= 1, warmup >= 0 and phase_runs >= 1")
@@ -239,6 +244,7 @@ def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
                 **memory.driver_view(),
                 "timed_path": ("eager (reference.translate)" if backend == EAGER
                                else "captured (CUDA graphs)" if captured else "uncaptured"), "captured": captured,
+                "timed_with_progress": backend != EAGER and runner.progress_calls > 0,
                 "per_step_ms": _per_step(times), "phases_from": PHASES_FROM[EAGER if backend == EAGER else "engine"],
                 "timed_updates": steps, "total_updates": total, "extrapolated": steps < total,
                 "run_seconds": _summary(walls),

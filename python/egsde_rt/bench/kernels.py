@@ -94,7 +94,7 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
 
     f32 = 4
     # The per-image seeds live where the kernels read them (on CUDA a device array: no upload per call).
-    seeds = _native(torch.arange(7, 7 + batch, dtype=torch.int64, device=device))
+    seeds = _native(torch.from_numpy(np.arange(7, 7 + batch, dtype=np.uint64)).to(device))
     measure("philox_normal", lambda: K.philox_normal(_native(out), batch, per_image, seeds, 0, 1),
             lambda: torch.randn(shape, device=device), n * f32)
     measure("axpby", lambda: K.axpby(_native(x), _native(eps), _native(out), 0.8, 0.6),

@@ -81,8 +81,8 @@ class Evaluator:
         outputs, start = [], time.perf_counter()
         for i in range(0, len(x0), self.config.batch_size):
             chunk = x0[i:i + self.config.batch_size]
-            outputs.append(torch.from_numpy(self.translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)],
-                                                                       **overrides)))
+            outputs.append(torch.as_tensor(self.translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)],
+                                                                      **overrides)))
         seconds = time.perf_counter() - start
         row = {"split": split, "settings": {k: getattr(settings, k) for k in ("solver", "steps", "eta", "ls", "li",
                                                                                "M")},

@@ -4,6 +4,7 @@ JSON: ``{"device": {...}, "versions": {...}, "config": {...}, "command": ..., "d
 "runs": [{"name", "backend", "precision", "batch_size", "seconds_per_image",
 "images_per_second", "first_run_seconds", "peak_host_mb", "peak_device_mb",
 "device_free_before_mb", "device_free_after_mb", "device_driver_mb", "timed_path", "captured",
+"timed_with_progress" (the timed runs passed a progress callback, as the CLI does),
 "per_step_ms": {phase: {"median", "min", "max"}}, "phases_from", "timed_updates",
 "total_updates", "extrapolated", "speedup_vs_eager", ...}]}``.
 """

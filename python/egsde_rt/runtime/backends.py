@@ -1,31 +1,32 @@
-"""Backend selection, in one place: which runner runs an engine, on which device, in which
-precision, and why.
+"""Backend selection, in one place: the registry of backends (``REGISTRY``: one ``Backend`` per
+backend, with the devices and precisions it runs, whether its step can be captured into a CUDA
+graph, its probe and its runner factory), and the choice of one for an engine, a device and a
+precision, with the reason.
 
-``backend="auto"`` takes the first usable backend in the order of ``AUTO_ORDER`` for the device
-(CUDA first when ``device="auto"`` and a GPU is usable): compiled plans built for this machine
-(AOTInductor), then TensorRT, then ONNX Runtime, then eager PyTorch. The order is the measured
-one (``egsde-rt bench``, README "Performance"). A named backend that cannot run is refused with
-the reason (for compiled and TensorRT plans built for another machine or version: which, and the
-command that rebuilds them).
+``backend="auto"`` takes the first usable backend, in the registry's order, that runs on the
+device (CUDA first when ``device="auto"`` and a GPU is usable): compiled plans built for this
+machine (AOTInductor), then TensorRT, then ONNX Runtime, then eager PyTorch. The order is the
+measured one (``egsde-rt bench``, README "Performance"). A named backend that cannot run is
+refused with the reason (for compiled and TensorRT plans built for another machine or version:
+which, and the command that rebuilds them). Adding a backend is one more ``Backend`` in
+``REGISTRY``: the CLI's choices, ``auto``'s order and the bench's list come from it.
+
+Devices are ``"cpu"``, ``"cuda"`` (the current CUDA device) or ``"cuda:N"``.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 from .. import _core
 from ..engine import EngineDir
-from ..engine.plans import compiled_identity, matching_plans, stale_plans, tensorrt_identity
+from ..engine.plans import TENSORRT_PRECISIONS, compiled_identity, matching_plans, stale_plans, tensorrt_identity
 from ..errors import ConfigError
-from ..network_fns import network_dtype
+from ..network_fns import PRECISIONS, network_dtype
 
-BACKENDS = ("compiled", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
-AUTO_ORDER = {"cuda": ("compiled", "tensorrt", "onnxruntime-cuda", "torch"),
-              "cpu": ("compiled", "onnxruntime-cpu", "torch")}
-# Runners whose whole step can be captured into one CUDA graph (their work is PyTorch's on the
-# sampler's stream; ONNX Runtime and TensorRT runners are not captured).
-CAPTURABLE_BACKENDS = ("compiled", "torch")
 log = logging.getLogger("egsde_rt")
 
 
@@ -35,6 +36,23 @@ class BackendChoice:
     device: str  # "cpu" or "cuda": where the sampler's buffers live
     reason: str
     precision: str = "fp32"
+    index: int = 0  # the CUDA device's ordinal (cuda:N)
+
+    @property
+    def torch_device(self) -> str:
+        """The device as PyTorch names it: ``"cpu"`` or ``"cuda:N"``."""
+        return "cpu" if self.device == "cpu" else f"cuda:{self.index}"
+
+
+def parse_device(device: str) -> tuple[str, int | None]:
+    """(kind, CUDA index) of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (index None: the
+    current CUDA device)."""
+    kind, _, index = str(device).partition(":")
+    if kind in ("auto", "cpu") and not index:
+        return kind, None
+    if kind == "cuda" and (not index or index.isdigit()):
+        return kind, int(index) if index else None
+    raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def _native_cuda() -> tuple[bool, str]:
@@ -50,9 +68,10 @@ def _native_cuda() -> tuple[bool, str]:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` as the device it means here: ``"cuda"`` where the native core and PyTorch can
-    both run on a GPU, else ``"cpu"``; other names unchanged."""
-    return device if device != "auto" else ("cuda" if _native_cuda()[0] else "cpu")
+    """``"auto"`` as the device kind it means here: ``"cuda"`` where the native core and PyTorch
+    can both run on a GPU, else ``"cpu"``; other names as their kind ("cuda:1" -> "cuda")."""
+    kind = parse_device(device)[0]
+    return kind if kind != "auto" else ("cuda" if _native_cuda()[0] else "cpu")
 
 
 def _onnxruntime_providers() -> tuple[list, str]:
@@ -72,91 +91,181 @@ def _plans_state(engine: EngineDir, kind: str, identity, precision: str, build_h
     return False, f"no {precision} {kind} plans for this machine ({identity.describe()}): {build_hint}"
 
 
+_NO_GRAPHS = ("the engine holds only torch weights (exported with --formats torch): export it again with "
+              "--formats onnx torch for {}")
+
+
+def _build_hint(engine: EngineDir, backend: str, device: str, precision: str) -> str:
+    device_flag = f" --device {device}" if backend == "compiled" else ""
+    return f"run `egsde-rt build {engine.path} --backend {backend}{device_flag} --precision {precision}`"
+
+
+def _probe_compiled(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
+    return _plans_state(engine, "compiled", compiled_identity(device), precision,
+                        _build_hint(engine, "compiled", device, precision))
+
+
+def _probe_tensorrt(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False, "tensorrt is not installed"
+    if "onnx" not in engine.formats:
+        return False, _NO_GRAPHS.format("TensorRT")
+    return _plans_state(engine, "tensorrt", tensorrt_identity(), precision,
+                        _build_hint(engine, "tensorrt", device, precision))
+
+
+def _probe_onnxruntime(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    if "onnx" not in engine.formats:
+        return False, _NO_GRAPHS.format("ONNX Runtime")
+    providers, why = _onnxruntime_providers()
+    if provider not in providers:
+        return False, why or f"onnxruntime has no {provider} (install onnxruntime-gpu)"
+    return True, f"ONNX Runtime {provider}"
+
+
+def _probe_torch(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
+    if "torch" not in engine.formats:
+        return False, "the engine has no torch/ weights (exported with --formats onnx)"
+    return True, f"eager PyTorch ({precision}) from the engine's torch/ weights"
+
+
+def _onnxruntime_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+    from .runners import OrtRunner
+
+    return OrtRunner(engine, device=choice.device, device_id=choice.index, stream=stream)
+
+
+def _tensorrt_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+    from .runners import TensorRTRunner
+
+    engine.require_graphs("tensorrt")
+    return TensorRTRunner(matching_plans(engine, tensorrt_identity(), kind="tensorrt", precision=choice.precision))
+
+
+def _compiled_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+    from .runners import CompiledRunner
+
+    return CompiledRunner(matching_plans(engine, compiled_identity(choice.device), kind="compiled",
+                                         precision=choice.precision), precision=choice.precision)
+
+
+def _torch_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+    from ..engine.torch_weights import load_engine_models
+    from ..network_fns import gradient_scale, in_precision
+    from .runners import TorchRunner
+
+    score, dse = (in_precision(model, choice.precision)
+                  for model in load_engine_models(engine, choice.torch_device))
+    settings = engine.manifest.method
+    return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind,
+                       grad_scale=gradient_scale(choice.precision), precision=choice.precision)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: where and in which precisions it runs, whether its whole step can be captured
+    into one CUDA graph (its work is PyTorch's on the sampler's stream), ``probe(engine, device,
+    precision)`` -> (usable, why) for a device and precision it supports, and
+    ``runner(choice, engine, stream)``: its runner (``stream``: the CUDA stream handle its
+    sampler orders its work on)."""
+
+    name: str
+    devices: tuple[str, ...]
+    precisions: tuple[str, ...]
+    capturable: bool
+    probe: Callable[[EngineDir, str, str], tuple[bool, str]]
+    runner: Callable[[BackendChoice, EngineDir, int], object]
+
+
+# In auto's order of preference (measured: README "Performance").
+REGISTRY = (
+    Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner),
+    Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, False, _probe_tensorrt, _tensorrt_runner),
+    Backend("onnxruntime-cuda", ("cuda",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
+    Backend("onnxruntime-cpu", ("cpu",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
+    Backend("torch", ("cpu", "cuda"), PRECISIONS, True, _probe_torch, _torch_runner),
+)
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend's name, in auto's order."""
+    return tuple(b.name for b in REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    for backend in REGISTRY:
+        if backend.name == name:
+            return backend
+    raise ConfigError(f"unknown backend {name!r}; choose auto or one of {backend_names()}")
+
+
+def auto_order(device: str) -> tuple[str, ...]:
+    """The backends that run on ``device`` ("cpu" or "cuda"), in auto's order."""
+    return tuple(b.name for b in REGISTRY if device in b.devices)
+
+
 def probe(engine: EngineDir, device: str, precision: str = "fp32") -> dict[str, tuple[bool, str]]:
     """Each backend on ``device`` ("cpu" or "cuda"): (usable, why) for this engine here."""
-    found = {}
+    names = auto_order(device)
     if device == "cuda":
         cuda_ok, cuda_why = _native_cuda()
         if not cuda_ok:
-            return {name: (False, cuda_why) for name in AUTO_ORDER["cuda"]}
-    hint = f"run `egsde-rt build {engine.path} --backend compiled --device {device} --precision {precision}`"
-    found["compiled"] = _plans_state(engine, "compiled", compiled_identity(device), precision, hint)
-    if device == "cuda":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            found["tensorrt"] = (False, "tensorrt is not installed")
+            return {name: (False, cuda_why) for name in names}
+    found = {}
+    for name in names:
+        backend = get_backend(name)
+        if precision not in backend.precisions:
+            others = [b.name for b in REGISTRY if precision in b.precisions and device in b.devices]
+            found[name] = (False, f"{name} runs {'/'.join(backend.precisions)}; {precision} needs one of {others}")
         else:
-            hint = f"run `egsde-rt build {engine.path} --backend tensorrt --precision {precision}`"
-            found["tensorrt"] = _plans_state(engine, "tensorrt", tensorrt_identity(), precision, hint)
-    providers, ort_why = _onnxruntime_providers()
-    ort = "onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"
-    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-    no_graphs = ("the engine holds only torch weights (exported with --formats torch): export it again with "
-                 "--formats onnx torch for {}")
-    if "onnx" not in engine.formats:
-        found[ort] = (False, no_graphs.format("ONNX Runtime"))
-        if "tensorrt" in found:
-            found["tensorrt"] = (False, no_graphs.format("TensorRT"))
-    elif provider not in providers:
-        found[ort] = (False, ort_why or f"onnxruntime has no {provider} (install onnxruntime-gpu)")
-    elif precision != "fp32":
-        found[ort] = (False, f"the ONNX graphs are float32; {precision} needs the compiled or torch backend")
-    else:
-        found[ort] = (True, f"ONNX Runtime {provider}")
-    found["torch"] = ((True, f"eager PyTorch ({precision}) from the engine's torch/ weights")
-                      if "torch" in engine.formats
-                      else (False, "the engine has no torch/ weights (exported with --formats onnx)"))
+            found[name] = backend.probe(engine, device, precision)
     return found
+
+
+def _cuda_index(index: int | None) -> int:
+    import torch
+
+    if index is None:
+        return torch.cuda.current_device()
+    count = _core.cuda_device_count()
+    if index >= count:
+        raise ConfigError(f"device cuda:{index}: there are {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+    return index
 
 
 def select_backend(engine: EngineDir, backend: str = "auto", device: str = "auto",
                    precision: str = "fp32") -> BackendChoice:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose auto or one of {BACKENDS}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
+    if backend != "auto":
+        get_backend(backend)  # a known backend
+    kind, index = parse_device(device)
     network_dtype(precision)  # a known precision
-    devices = [device] if device != "auto" else (["cuda", "cpu"] if _native_cuda()[0] else ["cpu"])
+    devices = [kind] if kind != "auto" else (["cuda", "cpu"] if _native_cuda()[0] else ["cpu"])
     refusals = []
     for dev in devices:
         found = probe(engine, dev, precision)
-        names = AUTO_ORDER[dev] if backend == "auto" else (backend,)
+        names = auto_order(dev) if backend == "auto" else (backend,)
         for name in names:
             if name not in found:
                 refusals.append(f"{name}: does not run on {dev}")
                 continue
             usable, why = found[name]
             if usable:
-                log.info("egsde-rt: backend %s on %s (%s)", name, dev, why)
-                return BackendChoice(name, dev, why, precision)
+                ordinal = _cuda_index(index) if dev == "cuda" else 0
+                log.info("egsde-rt: backend %s on %s (%s)", name, dev if dev == "cpu" else f"cuda:{ordinal}", why)
+                return BackendChoice(name, dev, why, precision, ordinal)
             refusals.append(f"{name} on {dev}: {why}")
     raise ConfigError("no usable backend: " + "; ".join(refusals))
 
 
 def make_runner(choice: BackendChoice, engine: EngineDir, stream: int = 0):
-    """The runner of a chosen backend (and the models it keeps alive); ``stream``: the CUDA stream
-    (a handle) its samplers will order their work on."""
-    if choice.name in ("onnxruntime-cpu", "onnxruntime-cuda"):
-        from .runners import OrtRunner
+    """The runner of a chosen backend (and the models it keeps alive), made with the choice's CUDA
+    device current; ``stream``: the CUDA stream (a handle) its samplers will order their work on."""
+    import torch
 
-        return OrtRunner(engine, device=choice.device, stream=stream)
-    if choice.name == "tensorrt":
-        from .runners import TensorRTRunner
-
-        engine.require_graphs("tensorrt")
-        return TensorRTRunner(matching_plans(engine, tensorrt_identity(), kind="tensorrt",
-                                             precision=choice.precision))
-    if choice.name == "compiled":
-        from .runners import CompiledRunner
-
-        return CompiledRunner(matching_plans(engine, compiled_identity(choice.device), kind="compiled",
-                                             precision=choice.precision), precision=choice.precision)
-    from ..engine.torch_weights import load_engine_models
-    from ..network_fns import gradient_scale, in_precision
-    from .runners import TorchRunner
-
-    score, dse = (in_precision(model, choice.precision) for model in load_engine_models(engine, choice.device))
-    settings = engine.manifest.method
-    return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind,
-                       grad_scale=gradient_scale(choice.precision), precision=choice.precision)
+    backend = get_backend(choice.name)
+    on_device = choice.device == "cuda" and torch.cuda.is_available()
+    with torch.cuda.device(choice.index) if on_device else nullcontext():
+        return backend.runner(choice, engine, stream)

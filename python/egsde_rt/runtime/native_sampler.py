@@ -8,7 +8,12 @@ hands that stream to the runners.
 
 Every update is the same counter-driven step (``Sampler.step``: its per-step values are read on
 the device from the step table through a device-side step counter), so on CUDA
-``run_captured`` captures one step as a CUDA graph and replays it for every update.
+``run_captured`` captures one step as a CUDA graph and replays it for every update, calling the
+progress callback on the host between replays.
+
+x0 may be a host array or a tensor on the sampler's device (read in place: no host round trip),
+and the result is written into ``out`` (host, or on the sampler's device) when one is given. The
+native calls release the GIL; the runners' and the callback's Python calls take it back.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from ..errors import ConfigError, SamplingCancelled
+from ..errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
 from ..lowpass import lowpass_factors
 from ..noise import Seeds, check_noise, check_seeds
 from ..schedule import Schedule, StepCoefficients
@@ -38,34 +43,50 @@ def step_table(coefs: StepCoefficients) -> "_core.StepTable":
     return table
 
 
-def native_device(device: str | torch.device) -> "_core.Device":
-    """The sampler device of a torch device ("cpu" or "cuda"), checked against the build."""
-    kind = torch.device(device).type
-    if kind == "cpu":
-        return _core.Device.CPU
-    if kind == "cuda":
+def native_device(device: str | torch.device) -> "tuple[_core.Device, int]":
+    """The sampler device and CUDA ordinal of a torch device ("cpu", "cuda" (the current CUDA
+    device) or "cuda:N"), checked against the build and the devices present."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return _core.Device.CPU, 0
+    if device.type == "cuda":
         if not _core.built_with_cuda:
             raise ConfigError("egsde_rt was built without CUDA kernels; run on the CPU or rebuild with nvcc")
-        if _core.cuda_device_count() == 0:
+        count = _core.cuda_device_count()
+        if count == 0:
             raise ConfigError(f"no CUDA device for the native sampler: {_core.cuda_status()}")
-        return _core.Device.CUDA
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= count:
+            raise ConfigError(f"device {device}: there are {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
+        return _core.Device.CUDA, index
     raise ConfigError(f"unsupported device {device}")
+
+
+def sampler_device(sampler: "_core.Sampler") -> torch.device:
+    """The torch device of a sampler's buffers."""
+    config = sampler.config
+    return torch.device("cuda", config.device_index) if config.device == _core.Device.CUDA else torch.device("cpu")
 
 
 def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
                   schedule: Schedule | None = None, *, stream: "torch.cuda.Stream | None" = None) -> "_core.Sampler":
     """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``.
 
-    On CUDA the sampler orders all its work on ``stream`` (a ``torch.cuda.Stream``; default: the
-    current PyTorch stream). ``run_captured`` needs a non-default stream, e.g.
+    On CUDA (``"cuda"``: the current device, or ``"cuda:N"``) the sampler orders all its work on
+    ``stream`` (a ``torch.cuda.Stream`` of that device; default: its current PyTorch stream).
+    ``run_captured`` needs a non-default stream, e.g.
     ``build_sampler(..., "cuda", stream=torch.cuda.Stream())``: the legacy default stream cannot
     be captured into a CUDA graph. The caller keeps the stream alive as long as the sampler.
     """
     schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
     config = _core.SamplerConfig()
-    config.device = native_device(device)
+    config.device, config.device_index = native_device(device)
     if config.device == _core.Device.CUDA:
-        config.stream = (stream if stream is not None else torch.cuda.current_stream()).cuda_stream
+        current = torch.cuda.current_stream(config.device_index)
+        stream = stream if stream is not None else current
+        if stream.device != current.device:
+            raise ConfigError(f"the stream is on {stream.device}, the sampler on cuda:{config.device_index}")
+        config.stream = stream.cuda_stream
     elif stream is not None:
         raise ConfigError("a CUDA stream was given for a CPU sampler")
     config.batch, config.channels, config.height, config.width = (int(s) for s in shape)
@@ -92,12 +113,58 @@ def host_seeds(seed: Seeds, batch: int) -> np.ndarray:
     return np.array(check_seeds(seed, batch), dtype=np.uint64)
 
 
+def native_input(sampler: "_core.Sampler", x0: torch.Tensor):
+    """x0 as the sampler reads it: a tensor on the sampler's CUDA device as it is (contiguous
+    float32; the sampler's stream waits for the work queued on the current stream first, and
+    the tensor's memory is not reused before the sampler's stream has read it), anything else
+    as a host array."""
+    if sampler_device(sampler) == x0.device and x0.device.type == "cuda":
+        x = x0.detach().to(torch.float32).contiguous()
+        stream = torch.cuda.ExternalStream(sampler.config.stream, device=x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        x.record_stream(stream)
+        return x
+    return np.ascontiguousarray(x0.detach().float().cpu().numpy())
+
+
+def _check_out(sampler: "_core.Sampler", out) -> None:
+    config = sampler.config
+    shape = (config.batch, config.channels, config.height, config.width)
+    if out is None:
+        return
+    if not isinstance(out, (np.ndarray, torch.Tensor)) or tuple(out.shape) != shape:
+        raise ConfigError(f"out must be an array or tensor of shape {list(shape)}")
+    if out.dtype not in (np.float32, torch.float32) or not (
+            out.flags.c_contiguous if isinstance(out, np.ndarray) else out.is_contiguous()):
+        raise ConfigError("out must be C-contiguous float32")
+    if isinstance(out, torch.Tensor) and out.device not in (torch.device("cpu"), sampler_device(sampler)):
+        raise ConfigError(f"out is on {out.device}, the sampler on {sampler_device(sampler)}")
+
+
+def _native_out(out):
+    """``out`` as the sampler writes it (a host tensor as its numpy view)."""
+    if isinstance(out, torch.Tensor) and out.device.type == "cpu":
+        return out.numpy()
+    return out
+
+
+def _progress(callback: ProgressCallback | None):
+    if callback is None:
+        return None
+
+    def progress(done, total):
+        return callback(done, total) is not False
+    return progress
+
+
 def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *, seed: Seeds = 0,
-                noise=None, perturb_noise=None, callback: ProgressCallback | None = None) -> np.ndarray:
-    """Run a built sampler on x0 (checked by ``io.check_source``) with a runner; the unclamped
-    result as a float32 array. ``seed``: one integer for every image, or one per image (the
-    noise contract, ``egsde_rt.noise``). ``callback(done, total)`` may return False to cancel
-    (``SamplingCancelled`` is raised)."""
+                noise=None, perturb_noise=None, callback: ProgressCallback | None = None, out=None):
+    """Run a built sampler on x0 (checked by ``io.check_source``; on the host or the sampler's
+    device) with a runner; the unclamped result written into ``out`` (a float32 array or tensor
+    of x0's shape, on the host or the sampler's device) and returned, or as a new float32 host
+    array. ``seed``: one integer for every image, or one per image (the noise contract,
+    ``egsde_rt.noise``). ``callback(done, total)`` may return False to cancel
+    (``SamplingCancelled`` is raised). The GIL is released while the native loop runs."""
     shape = tuple(x0.shape)
     K, R = settings.num_updates, settings.repeats
     sampling = perturbing = None
@@ -105,75 +172,110 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
         sampling = _host_noise(noise, "noise", R * (K + 1), shape)
         if settings.perturb == "fresh":
             perturbing = _host_noise(perturb_noise, "perturb_noise", R * K, shape)
-    progress = None
-    if callback is not None:
-        def progress(done, total):
-            return callback(done, total) is not False
-    host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    result = sampler.run(host_x0, runner, seed=host_seeds(seed, shape[0]), progress=progress, noise=sampling,
-                         perturb_noise=perturbing)
+    _check_out(sampler, out)
+    result = sampler.run(native_input(sampler, x0), runner, seed=host_seeds(seed, shape[0]),
+                         progress=_progress(callback), noise=sampling, perturb_noise=perturbing, out=_native_out(out))
     if result is None:
         raise SamplingCancelled("sampling cancelled by the progress callback")
-    return result
+    return out if out is not None else result
 
 
 # The legacy default stream (0) and cudaStreamLegacy (1) cannot be captured into a CUDA graph.
 _UNCAPTURABLE_STREAMS = (0, 1)
 
 
+class CudaStepGraph:
+    """The graph ``run_captured`` replays: one ``sampler.step(runner)`` captured as a CUDA graph on
+    the sampler's stream (``ordered()``: make that stream PyTorch's current one, so that replays
+    are ordered on it)."""
+
+    def __init__(self, sampler: "_core.Sampler"):
+        config = sampler.config
+        if config.device != _core.Device.CUDA:
+            raise ConfigError("run_captured needs a CUDA sampler (a CUDA graph cannot capture CPU work); "
+                              "use run_sampler on the CPU")
+        if config.stream in _UNCAPTURABLE_STREAMS:
+            raise ConfigError("run_captured needs a sampler built on a non-default CUDA stream: "
+                              "build_sampler(..., stream=torch.cuda.Stream()) (the legacy default stream "
+                              "cannot be captured)")
+        self.stream = torch.cuda.ExternalStream(config.stream, device=sampler_device(sampler))
+        self.graph = torch.cuda.CUDAGraph()
+
+    def ordered(self):
+        return torch.cuda.stream(self.stream)
+
+    def capture(self, step: Callable[[], None]) -> None:
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            step()  # recorded, not run: the replays run it
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
 class _CapturedStep:
-    """One ``Sampler.step(runner)`` captured as a CUDA graph, kept on its sampler (with the runner
-    it called, whose networks the graph replays)."""
+    """One ``Sampler.step(runner)`` captured as a graph, kept on its sampler (with the runner it
+    called, whose networks the graph replays)."""
 
     def __init__(self, runner, graph):
         self.runner, self.graph = runner, graph
 
 
+def capture_step(sampler: "_core.Sampler", runner, step_graph=CudaStepGraph):
+    """``sampler.step(runner)`` captured into a new ``step_graph(sampler)``. Only a failure of the
+    capture itself raises ``CaptureFailed`` (a ``RuntimeError`` from the runner's PyTorch work or
+    from the capture: work that cannot be captured); an out-of-memory error, a ``NativeError`` or
+    any other exception of the runner reaches the caller as it is."""
+    graph = step_graph(sampler)
+    try:
+        with graph.ordered():
+            graph.capture(lambda: sampler.step(runner))
+    except (NativeError, torch.cuda.OutOfMemoryError):
+        raise
+    except RuntimeError as err:
+        raise CaptureFailed(f"capturing a step of the {type(runner).__name__} into a CUDA graph failed: "
+                            f"{err}") from err
+    return graph
+
+
 def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EGSDESettings, *,
-                 seed: Seeds = 0) -> np.ndarray:
+                 seed: Seeds = 0, callback: ProgressCallback | None = None, out=None, step_graph=CudaStepGraph):
     """``run_sampler`` for a CUDA sampler with every update but the first replayed from one CUDA
     graph of ``sampler.step(runner)``; the same result, bit for bit.
 
-    The first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
-    allocator pools, library handles); the first run also captures one step, on the sampler's
-    stream, into a graph kept with the sampler and replayed for every later update, across
-    repeats and runs (captured again only for another runner). The runner's PyTorch work is
-    captured into the graph's private memory pool. Philox noise only (injected noise is for the
-    parity tests, which run uncaptured); no progress callback (nothing returns to the host
-    between updates). The sampler must be a CUDA sampler built on a non-default stream
-    (``build_sampler(..., stream=torch.cuda.Stream())``), and the runner must be capturable:
-    ``TorchRunner`` is; ``OrtRunner`` synchronises the stream before each graph and is not.
-    """
+    The same native loop as ``run_sampler`` (``Sampler.run``, GIL released), with ``replay``:
+    the first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
+    allocator pools, library handles; an exception of the runner there reaches the caller); the
+    first replay captures one step (``capture_step``), on the sampler's stream, into a graph
+    kept with the sampler and replayed for every later update, across repeats and runs
+    (captured again only for another runner). The runner's PyTorch work is captured into the
+    graph's private memory pool. ``callback(done, total)`` is called on the host after every
+    update, between replays (it waits for nothing on the device); returning False cancels
+    (the stream is waited for, then ``SamplingCancelled`` is raised). Philox noise only
+    (injected noise is for the parity tests, which run uncaptured). The sampler must be a CUDA
+    sampler built on a non-default stream (``build_sampler(..., stream=torch.cuda.Stream())``),
+    and the runner must be capturable: ``TorchRunner`` is; ``OrtRunner`` synchronises the stream
+    before each graph and is not. ``step_graph``: the graph type (tests replay a CPU sampler's
+    step with a stand-in)."""
     config = sampler.config
-    if config.device != _core.Device.CUDA:
-        raise ConfigError("run_captured needs a CUDA sampler (a CUDA graph cannot capture CPU work); "
-                          "use run_sampler on the CPU")
-    if config.stream in _UNCAPTURABLE_STREAMS:
-        raise ConfigError("run_captured needs a sampler built on a non-default CUDA stream: "
-                          "build_sampler(..., stream=torch.cuda.Stream()) (the legacy default stream "
-                          "cannot be captured)")
     shape = (config.batch, config.channels, config.height, config.width)
     if tuple(x0.shape) != shape:
         raise ConfigError(f"x0 has shape {list(x0.shape)}, the sampler was built for {list(shape)}")
     K, R = len(config.steps), config.repeats
     if (K, R) != (settings.num_updates, settings.repeats):
         raise ConfigError("the settings do not match the sampler (updates or repeats differ)")
-    stream = torch.cuda.ExternalStream(config.stream)
-    host_x0 = np.ascontiguousarray(x0.detach().float().cpu().numpy())
-    sampler.begin(host_x0, seed=host_seeds(seed, config.batch))
-    captured = getattr(sampler, "_captured_step", None)
-    with torch.cuda.stream(stream):  # replays are ordered on the current stream: the sampler's
-        for r in range(R):
-            sampler.start_repeat(r)
-            for k in range(K):
-                if r == 0 and k == 0:
-                    sampler.step(runner)  # uncaptured: warms the runner up
-                    continue
-                if captured is None or captured.runner is not runner:
-                    graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, stream=stream):
-                        sampler.step(runner)  # recorded, not run: the replay below runs it
-                    captured = _CapturedStep(runner, graph)
-                    sampler._captured_step = captured
-                captured.graph.replay()
-    return sampler.finish()
+    _check_out(sampler, out)
+    ordering = step_graph(sampler)  # checks the sampler; orders the replays on its stream
+
+    def replay():  # every update but the first: the kept graph (captured by the first replay)
+        captured = getattr(sampler, "_captured_step", None)
+        if captured is None or captured.runner is not runner or not isinstance(captured.graph, step_graph):
+            captured = _CapturedStep(runner, capture_step(sampler, runner, step_graph))
+            sampler._captured_step = captured
+        captured.graph.replay()
+
+    with ordering.ordered():
+        result = sampler.run(native_input(sampler, x0), runner, seed=host_seeds(seed, config.batch),
+                             progress=_progress(callback), out=_native_out(out), replay=replay)
+    if result is None:
+        raise SamplingCancelled("sampling cancelled by the progress callback")
+    return out if out is not None else result

@@ -5,10 +5,16 @@ fastest usable on this machine, or the one named) in a precision (float32 by def
 sampler's state is float32 always), and runs the native EGSDE loop with that backend's runner.
 Samplers are built once per (settings, batch) and reused. A Translator may be called from
 several threads: translations are serialised (each sampler owns its buffers), and each gives
-the result of a sequential call. Every image has its own seed (one integer for all the images
-of a call, or a list with one per image), and its noise depends only on that seed: not on the
-batch size or its position in the batch (the networks' float kernels may still round
-differently at batch 1 than at 2; see the README's Translator section).
+the result of a sequential call; the GIL is released while the native loop runs, so other Python
+threads (a server's event loop) keep running. On CUDA, runners whose work PyTorch can capture
+run every update but the first of a run from one CUDA graph, with the progress callback called
+between replays; only a failure of the capture itself falls back to uncaptured runs (logged
+once). ``run_tensor`` takes and returns numpy arrays on the host, or torch tensors: a tensor on
+the engine's device is read and written there (no host round trip). Every image has its own
+seed (one integer for all the images of a call, or a list with one per image), and its noise
+depends only on that seed: not on the batch size or its position in the batch (the networks'
+float kernels may still round differently at batch 1 than at 2; see the README's Translator
+section).
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ import numpy as np
 import torch
 
 from ..engine import EngineDir, load_engine_dir
-from ..errors import ConfigError
+from ..errors import CaptureFailed, ConfigError
 from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
 from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_positive_int
-from .backends import CAPTURABLE_BACKENDS, BackendChoice, log, make_runner, select_backend
-from .native_sampler import build_sampler, run_captured, run_sampler
+from .backends import BackendChoice, get_backend, log, make_runner, select_backend
+from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
 
@@ -54,11 +60,13 @@ class Translator:
         self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
         # On CUDA the samplers and the runner share one stream of their own (not the legacy default
         # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
-        self.stream = torch.cuda.Stream() if self.choice.device == "cuda" else None
+        self.device = torch.device(self.choice.torch_device)
+        self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
         # One CUDA graph per step, replayed for every update (runners whose work can be captured;
-        # progress callbacks and injected noise run uncaptured).
-        self.captures = self.choice.device == "cuda" and self.choice.name in CAPTURABLE_BACKENDS
+        # injected noise runs uncaptured). `step_graph`: the graph type of the captured path.
+        self.captures = self.choice.device == "cuda" and get_backend(self.choice.name).capturable
+        self.step_graph = CudaStepGraph
         self.settings: EGSDESettings = self.engine.manifest.method
         self._schedules: dict[str, Schedule] = {}
         self._schedule_spec = self.engine.manifest.schedule
@@ -87,7 +95,7 @@ class Translator:
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            self._samplers[key] = build_sampler(settings, shape, self.choice.device,
+            self._samplers[key] = build_sampler(settings, shape, self.device,
                                                 self._schedule(settings.var_type), stream=self.stream)
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
@@ -95,26 +103,36 @@ class Translator:
         return self._samplers[key]
 
     def run_tensor(self, x0: torch.Tensor | np.ndarray, seed: Seeds = 0, noise=None, perturb_noise=None,
-                   callback: Callable[[int, int], "bool | None"] | None = None, **overrides) -> np.ndarray:
+                   callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
         """Translate x0 [B, 3, S, S] in [-1, 1] with ``seed`` (an integer for every image, or B
-        integers); returns the unclamped result as a float32 array."""
-        if isinstance(x0, np.ndarray):
+        integers); returns the unclamped float32 result: a host numpy array for a numpy x0, a torch
+        tensor on x0's device for a tensor (on the engine's device read and written in place,
+        without a host round trip; elsewhere, e.g. a CPU tensor for a CUDA engine, through host
+        memory). ``callback(done, total)`` is called after every update (between CUDA-graph
+        replays on the captured path) and may return False to cancel (``SamplingCancelled``)."""
+        as_numpy = isinstance(x0, np.ndarray)
+        if as_numpy:
             x0 = torch.from_numpy(x0)
         settings = self.settings_with(**overrides)
         check_source(x0)
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
+        out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
+        out = None if as_numpy else torch.empty(x0.shape, dtype=torch.float32, device=out_device)
         with self._lock:  # one translation at a time: the samplers' buffers are shared
             sampler = self.sampler_for(settings, tuple(x0.shape))
-            if self.captures and noise is None and callback is None:
+            if self.captures and noise is None:
                 try:
-                    return run_captured(sampler, x0, self.runner, settings, seed=seed)
-                except RuntimeError as err:  # a runner whose work this PyTorch cannot capture
-                    log.warning("egsde-rt: CUDA-graph capture failed (%s); running uncaptured from now on", err)
+                    result = run_captured(sampler, x0, self.runner, settings, seed=seed, callback=callback, out=out,
+                                          step_graph=self.step_graph)
+                    return result if out_device == x0.device else result.to(x0.device)
+                except CaptureFailed as err:  # the runner's work cannot be captured here
+                    log.warning("egsde-rt: %s; running uncaptured from now on", err)
                     self.captures = False
-            return run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
-                               perturb_noise=perturb_noise, callback=callback)
+            result = run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
+                                 perturb_noise=perturb_noise, callback=callback, out=out)
+            return result if out is None or out_device == x0.device else result.to(x0.device)
 
     def run(self, img: ImageInput | list, seed: Seeds = 0, batch_size: int | None = None,
             callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
@@ -139,6 +157,6 @@ class Translator:
         for start in range(0, len(sources), size):
             batch = images_to_batch(sources[start:start + size], self.image_size)
             y = self.run_tensor(batch, seed=seeds[start:start + size], callback=callback, **overrides)
-            results += tensor_to_images(torch.from_numpy(y))
+            results += tensor_to_images(y)
         return results[0] if single else results
 
