@@ -155,8 +155,8 @@ def test_the_compiled_runners_captured_run_equals_its_uncaptured_run(tiny_torch_
 def test_bf16_networks_stay_within_40_db_of_fp32_on_the_demo():
     """bf16 networks, float32 sampler state, the same Philox noise: >= 40 dB PSNR on the demo."""
     from egsde_rt.demo import DEMO_IMAGE_SEED, DEMO_SETTINGS, weights_path
-    from egsde_rt.demo_data import domain_batch
-    from egsde_rt.demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
+    from egsde_rt.demo import domain_batch
+    from egsde_rt.demo import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
     from egsde_rt.evaluation.metrics import psnr
     from egsde_rt.models import ADMUNet, DSE, load_checkpoint
 

@@ -37,7 +37,7 @@ def test_the_contracts_hold():
 ])
 def test_a_violation_breaks_a_contract(tmp_path, module, violation, contract):
     shutil.copytree(ROOT / "python" / "egsde_rt", tmp_path / "egsde_rt",
-                    ignore=shutil.ignore_patterns("*.so", "__pycache__", "demo_weights"))
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__", "weights"))
     path = tmp_path / "egsde_rt" / module
     path.write_text(path.read_text() + f"\n{violation}  # a deliberate violation\n")
     result = _lint(tmp_path)

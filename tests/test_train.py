@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from egsde_rt.demo_data import domain_batch
+from egsde_rt.demo import domain_batch
 from egsde_rt.models import ADMUNet, DSE, load_checkpoint
 from egsde_rt.train import JudgeNet, TrainConfig, train_dse, train_judge, train_score
 

@@ -7,7 +7,7 @@
   ``run_train_dse``: noised inputs ``x_t`` at uniform t, cross-entropy on the head.
 * ``train_judge``: a separate plain CNN on clean images, used only to grade realism.
 
-Data: ``procedural:source`` / ``procedural:target`` (``egsde_rt.demo_data``) or an image folder.
+Data: ``procedural:source`` / ``procedural:target`` (``egsde_rt.demo.data``) or an image folder.
 Each run writes ``<out>`` (the state dict) and ``<out>.train`` (step, optimizer, EMA, RNG) and
 resumes from the latter.
 """
@@ -27,10 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .demo_data import domain_batch
+from .demo.data import domain_batch
 from .errors import ConfigError
 from .io import images_to_batch, list_images
-from .demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
+from .demo.networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
 from .models import ADMUNet, DSE
 from .schedule import Schedule
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 from .._version import __version__
 from ..demo import DEMO_SETTINGS, cache_root, engine_dir as demo_engine_dir, weights_path
-from ..demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
+from ..demo import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
 from ..engine import EXPORT_FORMATS, EngineDirError, load_engine_dir
 from ..models import ADMUNet, DSE, build_preset_models, load_checkpoint, nonzero_random_weights
 from ..presets import get_preset

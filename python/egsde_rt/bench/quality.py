@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..demo import QUALITY_SPLITS, engine_dir, load_judge, quality_metrics, reference_target_statistics
-from ..demo_data import domain_batch
+from ..demo import domain_batch
 from ..noise import derive_seed
 from .report import pyplot, save_figure
 

@@ -25,18 +25,18 @@ from PIL import Image
 
 from tqdm import tqdm
 
-from . import __version__
-from .demo_data import domain_batch
-from .demo_networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
-from .engine import EngineDirError, load_engine_dir
-from .errors import EgsdeError
-from .evaluation.metrics import psnr, ssim
-from .io import tensor_to_images
-from .models import ADMUNet, DSE, load_checkpoint
-from .noise import derive_seed
-from .settings import EGSDESettings
+from .. import __version__
+from .data import domain_batch, paired_target
+from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
+from ..engine import EngineDirError, load_engine_dir
+from ..errors import EgsdeError
+from ..evaluation.metrics import psnr, ssim
+from ..io import tensor_to_images
+from ..models import ADMUNet, DSE, load_checkpoint
+from ..noise import derive_seed
+from ..settings import EGSDESettings
 
-WEIGHTS_DIR = Path(__file__).parent / "demo_weights"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
 # The demo's method settings (tuned on the procedural domains, see demo_weights/TRAINING.md).
 DEMO_SETTINGS = EGSDESettings(M=60, ls=1000.0, li=2.0, s1="cosine", s2="neg_l2", down_N=8)  # the official sampler
@@ -82,7 +82,7 @@ def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> 
             return path
         except EngineDirError:
             pass
-    from .export import export_engine
+    from ..export import export_engine
 
     log(f"exporting the demo engine to {path} (once; about a minute) ...")
     score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
@@ -107,7 +107,7 @@ def judge_features(judge: JudgeNet, images: torch.Tensor, batch_size: int = 256)
 
 def reference_target_statistics(judge: JudgeNet, count: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) of the judge's features of ``count`` real target-domain images."""
-    from .evaluation.fid import statistics_from_features
+    from ..evaluation.fid import statistics_from_features
 
     images = domain_batch("target", range(count), seed=QUALITY_SPLITS["reference_target"])
     return statistics_from_features(judge_features(judge, images))
@@ -119,7 +119,7 @@ def quality_metrics(y: torch.Tensor, x0: torch.Tensor, true_target: torch.Tensor
     realism (the independent judge's mean target probability), the Frechet distance of the judge's
     features to real target images (``reference_stats``; needs 2+ images), faithfulness as the
     paper measures it (PSNR / SSIM to the source) and the distance to the paired true target."""
-    from .evaluation.fid import frechet_distance, statistics_from_features
+    from ..evaluation.fid import frechet_distance, statistics_from_features
 
     y = y.clamp(-1, 1)
     y01, x01, t01 = (y + 1) / 2, (x0 + 1) / 2, (true_target + 1) / 2
@@ -155,7 +155,7 @@ def demo_methods() -> dict[str, dict]:
 
 def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto",
              log: Callable[[str], None] = print) -> dict:
-    from .runtime.translator import Translator
+    from ..runtime.translator import Translator
 
     output_dir = Path(output_dir)
     path = engine_dir(log=log)
