@@ -233,15 +233,21 @@ def _cmd_train_judge(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import format_table, run_demo
+    from .demo import format_eval, format_table, run_demo, run_eval
 
-    result = run_demo(args.output_dir, count=args.count, seed=args.seed, backend=args.backend,
-                      log=lambda m: print(m, file=sys.stderr))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.eval:
+        record = run_eval(args.output_dir, count=args.count, backend=args.backend, log=log)
+        print(format_eval(record))
+        print(f"record: {Path(args.output_dir) / 'demo-eval.json'}")
+        return 0
+    result = run_demo(args.output_dir, count=args.count or 8, seed=args.seed, backend=args.backend, log=log)
     print("realism: the target-domain probability given by an independent judge classifier;")
     print("faithfulness: PSNR and SSIM to the source image (higher is more faithful); PSNR tgt: to the paired true "
           "target; evals: network evaluations per image.")
     print(format_table(result["table"]))
     print(f"grid ({' | '.join(result['columns'])}): {result['grid']}")
+    print("the quality of each method on 256 held-out images: egsde-rt demo --eval")
     return 0
 
 
@@ -409,8 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="translate generated images with the embedded demo engine")
     p.add_argument("--output-dir", default="egsde-demo")
-    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--count", type=int, help="images: rows of the grid (default 8), or held-out images with --eval "
+                   "(default 256)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", action="store_true", help="the quality protocol: every method on the held-out split "
+                   "(settings chosen on the tuning split); writes demo-eval.json")
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     p.set_defaults(func=_cmd_demo)
 

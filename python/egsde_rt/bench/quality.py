@@ -14,16 +14,11 @@ evaluations and seconds per image. The match:
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from ..demo import QUALITY_SPLITS, engine_dir, load_judge, quality_metrics, reference_target_statistics
-from ..demo import domain_batch
-from ..noise import derive_seed
+from ..demo import QUALITY_SPLITS, SplitEvaluator, engine_dir, setting_label
 from .report import pyplot, save_figure
 
 MATCH = {"realism": 0.02, "psnr_source": 0.5, "psnr_target": 0.3}
@@ -61,49 +56,6 @@ def grid(config: QualityConfig, M: int) -> list[dict]:
     return points
 
 
-class Evaluator:
-    """Translates a split with one setting and measures it (the translation alone is timed)."""
-
-    def __init__(self, translator, config: QualityConfig, log: Callable[[str], None]):
-        self.translator, self.config, self.log = translator, config, log
-        self.judge = load_judge()
-        self.reference = reference_target_statistics(self.judge, config.reference_count)
-        self.splits = {}
-        for name, count in (("tuning", config.tuning_count), ("held_out", config.held_out_count)):
-            seed = QUALITY_SPLITS[name]
-            self.splits[name] = (domain_batch("source", range(count), seed=seed),
-                                 domain_batch("target", range(count), seed=seed))
-
-    def __call__(self, split: str, overrides: dict) -> dict:
-        x0, true_target = self.splits[split]
-        seeds = [derive_seed(self.config.seed, f"quality/{split}/{i}") for i in range(len(x0))]
-        settings = self.translator.settings_with(**overrides)
-        outputs, start = [], time.perf_counter()
-        for i in range(0, len(x0), self.config.batch_size):
-            chunk = x0[i:i + self.config.batch_size]
-            outputs.append(torch.as_tensor(self.translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)],
-                                                                      **overrides)))
-        seconds = time.perf_counter() - start
-        row = {"split": split, "settings": {k: getattr(settings, k) for k in ("solver", "steps", "eta", "ls", "li",
-                                                                               "M")},
-               "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / len(x0),
-               **quality_metrics(torch.cat(outputs), x0, true_target, self.judge, self.reference)}
-        row["settings"]["steps"] = settings.num_updates
-        self.log(f"{split:8s} {describe(row)}")
-        return row
-
-
-def setting_label(s: dict) -> str:
-    li = f" li {s['li']:g}" if "li" in s else ""  # records before the li sweep have none
-    return f"{s['solver']} {s['steps']} ls {s['ls']:g}{li} eta {s['eta']:g}"
-
-
-def describe(row: dict) -> str:
-    return (f"{setting_label(row['settings']):40s}: realism {row['realism']:.3f} "
-            f"FD {row['fd']:7.1f} PSNR src {row['psnr_source']:.2f} tgt {row['psnr_target']:.2f} "
-            f"{row['seconds_per_image']:.3f} s/image")
-
-
 def matches(row: dict, official: dict) -> bool:
     return (row["realism"] >= official["realism"] - MATCH["realism"] and row["fd"] <= official["fd"]
             and abs(row["psnr_source"] - official["psnr_source"]) <= MATCH["psnr_source"]
@@ -138,7 +90,9 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
     M = translator.settings.M
     log(f"quality sweep on {path} ({translator.backend} on {translator.choice.device}); official: ddpm, "
         f"{M} updates, ls {translator.settings.ls:g}")
-    evaluate = Evaluator(translator, config, log)
+    evaluate = SplitEvaluator(translator, counts={"tuning": config.tuning_count, "held_out": config.held_out_count,
+                                                  "reference_target": config.reference_count},
+                              batch_size=config.batch_size, seed=config.seed, log=log)
     evaluate("tuning", OFFICIAL)  # warm-up: first-run latency stays out of the timings
     official_tuning = evaluate("tuning", OFFICIAL)
     tuning = [evaluate("tuning", overrides) for overrides in grid(config, M)]

@@ -1,13 +1,13 @@
-"""The embedded demo: self-trained two-domain networks shipped in the package.
+"""``egsde-rt demo``: the shipped networks translate discs into squares, and what that is worth.
 
-``engine_dir()`` exports the shipped score model and DSE (``demo_weights/``) to an engine
-directory in the user cache on first use, and reuses it until the package version or the
-weights change. ``run_demo`` translates generated source images (smooth blobs) towards the
-target domain (striped blobs) with SDEdit (no guidance), EGSDE (the official sampler) and the
-few-step EGSDE setting chosen by the quality-cost curve, grades realism with a separately trained
-judge (not the DSE that guides sampling), faithfulness with PSNR / SSIM to the source and the
-distance to the paired true target, and writes a titled grid PNG (source | SDEdit | EGSDE |
-EGSDE fast | true target).
+``engine_dir()`` exports the shipped score model and DSE (``weights/``) to an engine directory in
+the user cache on first use, and reuses it until the package version, the weights or the demo's
+settings change. ``run_demo`` translates generated source images with every method of
+``demo_methods()`` (SDEdit, ILVR, EGSDE with the official sampler, the few-step EGSDE), grades them
+with a separately trained judge (not the DSE that guides sampling) and the paired true targets, and
+writes a titled grid PNG (source | SDEdit | ILVR | EGSDE | EGSDE fast | true target) with each
+column's metrics under it. ``run_eval`` is the quality protocol: every method on the held-out split
+(``quality.QUALITY_SPLITS``), the JSON the README's demo table comes from.
 """
 
 from __future__ import annotations
@@ -21,41 +21,34 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
-
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .. import __version__
-from .data import domain_batch, paired_target
-from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
 from ..engine import EngineDirError, load_engine_dir
-from ..errors import EgsdeError
-from ..evaluation.metrics import psnr, ssim
 from ..io import tensor_to_images
 from ..models import ADMUNet, DSE, load_checkpoint
 from ..noise import derive_seed
-from ..settings import EGSDESettings
+from ..settings import EGSDESettings, check_positive_int
+from .data import IMAGE_SIZE, domain_batch, paired_target
+from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, load_judge, weights_path
+from .quality import QUALITY_SPLITS, REPORTED_SETTINGS, SplitEvaluator, quality_metrics
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
-# The demo's method settings (tuned on the procedural domains, see demo_weights/TRAINING.md).
-DEMO_SETTINGS = EGSDESettings(M=60, ls=1000.0, li=2.0, s1="cosine", s2="neg_l2", down_N=8)  # the official sampler
+# The demo's settings, the official sampler (chosen on the tuning split: weights/TRAINING.md).
+DEMO_SETTINGS = EGSDESettings(M=100, ls=500.0, li=200.0, s1="cosine", s2="neg_l2", down_N=8)
 # The few-step setting, chosen by the quality-cost curve (egsde-rt bench --quality: the cheapest
 # setting matching the official sampler on the tuning split; bench/results/quality-demo-cpu.json).
 DEMO_FAST = {"solver": "dpmpp-2m-sde", "steps": 12, "ls": 750.0}
-DEMO_IMAGE_SEED = 20221  # held out: training draws its images with seeds 0..4
-GRID_SCALE = 4
-# The quality protocol's image sets (egsde-rt bench --quality): seeds that no training (0..4), no
-# test and the demo grid (DEMO_IMAGE_SEED) use. Settings are chosen on "tuning" and reported on
-# "held_out"; "reference_target" is the real target-domain set the Frechet distance compares to.
-QUALITY_SPLITS = {"tuning": 30001, "held_out": 30002, "reference_target": 30003}
+DEMO_IMAGE_SEED = 20221  # the grid's images: no training (seeds 0..4) and no split uses it
+GRID_SCALE = 5  # each 32 x 32 image is shown smoothly upscaled to 160 x 160
 
 
-def weights_path(name: str) -> Path:
-    path = WEIGHTS_DIR / WEIGHT_FILES[name]
-    if not path.is_file():
-        raise EgsdeError(f"the demo weights are missing from the package: {path}")
-    return path
+def demo_methods() -> dict[str, dict]:
+    """The compared methods, as run-time overrides of the demo engine's settings: SDEdit (no
+    guidance), ILVR (the source's low-pass band imposed at every step), EGSDE (the official
+    sampler) and the few-step EGSDE."""
+    return {"SDEdit": {"ls": 0.0, "li": 0.0}, "ILVR": {"ls": 0.0, "li": 0.0, "ilvr": True}, "EGSDE": {},
+            "EGSDE fast": DEMO_FAST}
 
 
 def weights_digest() -> str:
@@ -92,80 +85,66 @@ def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> 
                          log=log)
 
 
-def load_judge() -> JudgeNet:
-    judge = JudgeNet()
-    judge.load_state_dict(torch.load(weights_path("judge"), map_location="cpu", weights_only=True))
-    return judge.eval()
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
 
 
-def judge_features(judge: JudgeNet, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """The judge's penultimate features [N, 64] (the space of the demo's Frechet distance)."""
-    with torch.no_grad():
-        return torch.cat([judge.features(images[i:i + batch_size]).flatten(1)
-                          for i in range(0, len(images), batch_size)]).double().numpy()
-
-
-def reference_target_statistics(judge: JudgeNet, count: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of the judge's features of ``count`` real target-domain images."""
-    from ..evaluation.fid import statistics_from_features
-
-    images = domain_batch("target", range(count), seed=QUALITY_SPLITS["reference_target"])
-    return statistics_from_features(judge_features(judge, images))
-
-
-def quality_metrics(y: torch.Tensor, x0: torch.Tensor, true_target: torch.Tensor, judge: JudgeNet,
-                    reference_stats: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """What a translation ``y`` of sources ``x0`` is worth (all [N, 3, S, S] in [-1, 1]):
-    realism (the independent judge's mean target probability), the Frechet distance of the judge's
-    features to real target images (``reference_stats``; needs 2+ images), faithfulness as the
-    paper measures it (PSNR / SSIM to the source) and the distance to the paired true target."""
-    from ..evaluation.fid import frechet_distance, statistics_from_features
-
-    y = y.clamp(-1, 1)
-    y01, x01, t01 = (y + 1) / 2, (x0 + 1) / 2, (true_target + 1) / 2
-    with torch.no_grad():
-        row = {"realism": float(judge(y).softmax(1)[:, 1].mean()),
-               "psnr_source": float(psnr(y01, x01).mean()), "ssim_source": float(ssim(y01, x01).mean()),
-               "psnr_target": float(psnr(y01, t01).mean()), "ssim_target": float(ssim(y01, t01).mean()),
-               "l2_target": float((y01 - t01).flatten(1).norm(dim=1).mean())}
-    if reference_stats is not None:
-        row["fd"] = float(frechet_distance(*statistics_from_features(judge_features(judge, y)), *reference_stats))
-    return row
-
-
-def _grid(columns: dict[str, torch.Tensor]) -> Image.Image:
-    """One column per method, titled, cells smoothly upscaled so that a person can see them."""
-    from PIL import ImageDraw
-
-    rows, cell, title = len(next(iter(columns.values()))), 32 * GRID_SCALE, 40
-    grid = Image.new("RGB", (cell * len(columns), title + cell * rows), "white")
-    draw = ImageDraw.Draw(grid)
+def _grid(columns: dict[str, torch.Tensor], titles: dict[str, list[str]], footers: dict[str, list[str]]
+          ) -> Image.Image:
+    """One column per method: its title lines above, the images smoothly upscaled so that a person
+    can see them, its metrics below."""
+    rows, cell, line = len(next(iter(columns.values()))), IMAGE_SIZE * GRID_SCALE, 16
+    top = line * max(len(t) for t in titles.values()) + 8
+    bottom = line * max((len(f) for f in footers.values()), default=0) + 8
+    grid = Image.new("RGB", (cell * len(columns), top + cell * rows + bottom), "white")
+    draw, bold, font = ImageDraw.Draw(grid), _font(14), _font(12)
     for c, (name, column) in enumerate(columns.items()):
-        for line, text in enumerate(name.split("\n")):
-            draw.text((c * cell + 4, 2 + 12 * line), text, fill="black")
+        for k, text in enumerate(titles[name]):
+            draw.text((c * cell + 4, 4 + line * k), text, fill="black", font=bold if k == 0 else font)
         for r, image in enumerate(tensor_to_images(column)):
-            grid.paste(image.resize((cell, cell), Image.BICUBIC), (c * cell, title + r * cell))
+            grid.paste(image.resize((cell, cell), Image.BICUBIC), (c * cell, top + r * cell))
+        for k, text in enumerate(footers.get(name, [])):
+            draw.text((c * cell + 4, top + rows * cell + 4 + line * k), text, fill="black", font=font)
     return grid
 
 
-def demo_methods() -> dict[str, dict]:
-    """The demo's columns: run-time overrides of the demo engine's settings (the official sampler)."""
-    return {"SDEdit": {"ls": 0.0, "li": 0.0}, "EGSDE": {}, "EGSDE fast": DEMO_FAST}
+def _settings_of(settings: EGSDESettings) -> dict:
+    row = {k: getattr(settings, k) for k in REPORTED_SETTINGS}
+    row["steps"] = settings.num_updates
+    return row
+
+
+def _finite(table: dict) -> dict:
+    """JSON-safe: infinite PSNRs (identical images) become null."""
+    return {k: {m: (v if not isinstance(v, float) or np.isfinite(v) else None) for m, v in row.items()}
+            for k, row in table.items()}
+
+
+def _translator(backend: str, log: Callable[[str], None]):
+    from ..runtime.translator import Translator
+
+    path = engine_dir(log=log)
+    translator = Translator(path, backend=backend)
+    log(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})")
+    return translator
 
 
 def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto",
              log: Callable[[str], None] = print) -> dict:
-    from ..runtime.translator import Translator
-
+    """Translate ``count`` generated sources with every method; write ``demo.png`` and ``demo.json``."""
+    check_positive_int(count, "count")
     output_dir = Path(output_dir)
-    path = engine_dir(log=log)
-    translator = Translator(path, backend=backend)
-    log(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})")
+    translator = _translator(backend, log)
     if translator.backend != "compiled":
         log(f"for a faster engine, compile it for this machine once (about 2 minutes on 2 cores): "
-            f"egsde-rt build {path} --backend compiled")
+            f"egsde-rt build {translator.engine.path} --backend compiled")
     x0 = domain_batch("source", range(count), seed=DEMO_IMAGE_SEED)
-    true_target = domain_batch("target", range(count), seed=DEMO_IMAGE_SEED)  # the same layouts
+    true_target = paired_target(range(count), seed=DEMO_IMAGE_SEED)
     seeds = [derive_seed(seed, f"demo/{i}") for i in range(count)]  # each image its own noise
     methods = demo_methods()
     total = sum(translator.settings_with(**o).network_evaluations for o in methods.values())
@@ -177,28 +156,72 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
             start = time.perf_counter()
             y = translator.run_tensor(x0, seed=seeds, callback=lambda d, t: bar.update(1), **overrides)
             seconds = time.perf_counter() - start
-            results[name] = torch.as_tensor(y).clamp(-1, 1)
+            results[name] = y.clamp(-1, 1)
             table[name] = {**quality_metrics(results[name], x0, true_target, judge),
                            "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / count,
-                           "settings": {k: v for k, v in settings.to_dict().items() if k in ("solver", "steps", "ls",
-                                                                                               "li", "M", "eta")}}
+                           "settings": _settings_of(settings)}
     results["true target"] = true_target
     table["source (reference)"] = quality_metrics(x0, x0, true_target, judge)
     table["true target (reference)"] = quality_metrics(true_target, x0, true_target, judge)
+    titles = {"source": ["source", "(discs)"], "true target": ["true target", "(the same layout,", "squares)"]}
+    footers = {"source": [f"realism {table['source (reference)']['realism']:.2f}"],
+               "true target": [f"realism {table['true target (reference)']['realism']:.2f}"]}
+    for name in methods:
+        row = table[name]
+        titles[name] = [name, f"{row['settings']['solver']}, {row['network_evaluations']} updates",
+                        f"{row['seconds_per_image'] * 1000:.0f} ms/image"]
+        footers[name] = [f"realism {row['realism']:.2f}", f"PSNR to target {row['psnr_target']:.1f}",
+                         f"PSNR to source {row['psnr_source']:.1f}"]
     output_dir.mkdir(parents=True, exist_ok=True)
     grid_path = output_dir / "demo.png"
-    titles = {"source": "source"}
-    for name in methods:
-        settings = table[name]["settings"]
-        titles[name] = (f"{name}\n{settings['solver']}, {table[name]['network_evaluations']} updates\n"
-                        f"{table[name]['seconds_per_image'] * 1000:.0f} ms/image")
-    titles["true target"] = "true target"
-    _grid({titles[k]: v for k, v in results.items()}).save(grid_path)
+    _grid(results, titles, footers).save(grid_path)
     (output_dir / "demo.json").write_text(json.dumps(
         {"settings": translator.settings.to_dict(), "backend": translator.backend, "count": count, "seed": seed,
-         "results": {k: {m: (v if not isinstance(v, float) or np.isfinite(v) else None) for m, v in row.items()}
-                     for k, row in table.items()}}, indent=2) + "\n")
+         "image_seed": DEMO_IMAGE_SEED, "results": _finite(table)}, indent=2) + "\n")
     return {"table": table, "grid": grid_path, "columns": list(results)}
+
+
+def run_eval(output_dir, *, count: int | None = None, backend: str = "auto", batch_size: int = 32,
+             log: Callable[[str], None] = print) -> dict:
+    """The quality protocol: every method of ``demo_methods()`` on the held-out split, plus the
+    source and the true target themselves as references; writes ``demo-eval.json``."""
+    if count is not None:
+        check_positive_int(count, "count")
+    translator = _translator(backend, log)
+    counts = {"tuning": 0, **({"held_out": count} if count else {})}
+    evaluate = SplitEvaluator(translator, counts=counts, batch_size=batch_size, log=log)
+    x0, true_target = evaluate.splits["held_out"]
+    methods = {name: evaluate("held_out", overrides) for name, overrides in demo_methods().items()}
+    references = {"source (as is)": x0, "true target": true_target}
+    for name, images in references.items():
+        methods[name] = quality_metrics(images, x0, true_target, evaluate.judge, evaluate.reference)
+    record = {"split": "held_out", "image_seed": QUALITY_SPLITS["held_out"], "count": len(x0),
+              "settings_chosen_on": {"split": "tuning", "image_seed": QUALITY_SPLITS["tuning"],
+                                     "records": ["egsde_rt/demo/weights/TRAINING.md",
+                                                 "bench/results/quality-demo-cpu.json"]},
+              "reference_target": {"image_seed": QUALITY_SPLITS["reference_target"],
+                                   "count": evaluate.counts["reference_target"]},
+              "engine": str(translator.engine.path), "backend": translator.backend,
+              "settings": translator.settings.to_dict(), "methods": _finite(methods)}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "demo-eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def format_eval(record: dict) -> str:
+    """The held-out table as Markdown (the README's demo table)."""
+    lines = [f"Held-out split: {record['count']} images (seed {record['image_seed']}); settings chosen on the "
+             f"tuning split (seed {record['settings_chosen_on']['image_seed']}).", "",
+             "| method | updates | realism | FD | PSNR src | SSIM src | PSNR tgt | SSIM tgt | L2 tgt |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, row in record["methods"].items():
+        evals = row.get("network_evaluations", "")
+        cells = [f"{row[k]:.3f}" if k == "realism" or k.startswith("ssim") else
+                 ("inf" if row[k] is None else f"{row[k]:.2f}" if k != "fd" else f"{row[k]:.1f}")
+                 for k in ("realism", "fd", "psnr_source", "ssim_source", "psnr_target", "ssim_target", "l2_target")]
+        lines.append(f"| {name} | {evals} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(table: dict) -> str:

@@ -1,10 +1,16 @@
-"""The demo's networks, shared by training (``egsde_rt.train``) and the demo (``egsde_rt.demo``):
-the architectures of the shipped score model and DSE, and the independent realism judge.
+"""The demo's networks: the architectures of the shipped score model and DSE, the independent
+realism judge, and the shipped weights (``weights/``, trained with ``egsde_rt.train``; see
+``weights/TRAINING.md``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 import torch.nn as nn
+
+from ..errors import EgsdeError
 
 DEMO_SCORE_CONFIG = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2,2",
                          attention_resolutions="8", num_head_channels=32, learn_sigma=False,
@@ -12,6 +18,8 @@ DEMO_SCORE_CONFIG = dict(image_size=32, num_channels=32, num_res_blocks=1, chann
 DEMO_DSE_CONFIG = dict(image_size=32, num_class=2, classifier_width=32, classifier_depth=1,
                        classifier_attention_resolutions="8", classifier_pool="attention", channel_mult="1,2,2",
                        num_head_channels=32)
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
 
 
 class JudgeNet(nn.Module):
@@ -29,3 +37,18 @@ class JudgeNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
+
+
+def weights_path(name: str) -> Path:
+    """The shipped weights of ``score``, ``dse`` or ``judge``."""
+    path = WEIGHTS_DIR / WEIGHT_FILES[name]
+    if not path.is_file():
+        raise EgsdeError(f"the demo weights are missing from the package: {path} (reinstall egsde-rt)")
+    return path
+
+
+def load_judge() -> JudgeNet:
+    """The shipped realism judge, in eval mode."""
+    judge = JudgeNet()
+    judge.load_state_dict(torch.load(weights_path("judge"), map_location="cpu", weights_only=True))
+    return judge.eval()
