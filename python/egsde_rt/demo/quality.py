@@ -1,6 +1,6 @@
 """What a translation of the demo's domains is worth, measured on image sets no training saw.
 
-The splits (seeds of ``data.domain_batch``): training draws its images with seeds 0..4 and the
+The splits (seeds of ``data.domain_batch``): training draws its images with seeds 0..5 and the
 demo grid uses ``DEMO_IMAGE_SEED``; settings are chosen on ``tuning`` and reported on
 ``held_out``; ``reference_target`` is the set of real target images the Frechet distance compares
 to. The metrics: realism (the independent judge's mean target probability), the Frechet distance
