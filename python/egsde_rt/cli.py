@@ -241,7 +241,8 @@ def _cmd_demo(args) -> int:
         print(format_eval(record))
         print(f"record: {Path(args.output_dir) / 'demo-eval.json'}")
         return 0
-    result = run_demo(args.output_dir, count=args.count or 8, seed=args.seed, backend=args.backend, log=log)
+    result = run_demo(args.output_dir, count=8 if args.count is None else args.count, seed=args.seed,
+                      backend=args.backend, log=log)
     print("realism: the target-domain probability given by an independent judge classifier;")
     print("faithfulness: PSNR and SSIM to the source image (higher is more faithful); PSNR tgt: to the paired true "
           "target; evals: network evaluations per image.")
