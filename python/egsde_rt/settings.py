@@ -161,10 +161,12 @@ RUNTIME_OVERRIDABLE = tuple(name for name, d in DECLARATIONS.items() if d.overri
 
 def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
     """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
-    unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""
+    unknown or non-overridable name, a value of the wrong type or one its declaration refuses
+    is a ``ConfigError``."""
     overrides = {}
     for name, text in params.items():
         if name not in allowed:
             raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
         overrides[name] = DECLARATIONS[name].parse(text, name)
+        DECLARATIONS[name].validate(overrides[name], name)
     return overrides
