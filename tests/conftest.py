@@ -113,3 +113,38 @@ def tiny_torch_engine(tmp_path_factory):
     export_engine(unet, dse, path, image_size=32, settings=EGSDESettings(M=TINY_M, ls=500.0, li=2.0, down_N=8),
                   formats=("torch",), log=lambda msg: None)
     return path, unet, dse
+
+
+# --- the service (tests/test_ray.py, tests/test_serve_contract.py; helpers in serve_helpers.py) ----
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A small local Ray instance (2 CPUs, no dashboard) for one test module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def service(local_ray, tiny_engine):
+    """The service on loopback (serve_helpers.PORT) with the tiny engine, for one test module."""
+    from serve_helpers import PORT
+
+    from egsde_rt import serve as service_module
+    from egsde_rt.bench.serve_load import wait_healthy
+
+    # A queue of 8: enough that requests the router has not yet placed on the replica (it probes
+    # the replica's load first) are not refused while the replica has room.
+    config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=300,
+                                        max_queued_requests=8, cpus_per_replica=0.5)
+    service_module.start(config, port=PORT)
+    wait_healthy(PORT)
+    yield config
+    from ray import serve
+
+    serve.delete(service_module.APP_NAME)

@@ -3,7 +3,7 @@
 
 import io
 import json
-import urllib.request
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,18 +19,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
-RAY_INIT = {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}
-PORT = 8473
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(**RAY_INIT)
-    yield
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+from serve_helpers import PORT, get as _get, png as _png, post as _post  # noqa: E402
 
 
 def _images(folder, count=5, start=0):
@@ -87,40 +76,6 @@ def test_ray_arguments_are_checked(local_ray, tiny_engine, tmp_path):
 
 # --- the service ----------------------------------------------------------------------------------
 
-def _png(seed=0, size=(32, 32)):
-    buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _post(query, body, timeout=120):
-    from egsde_rt.bench.serve_load import post
-
-    return post(f"http://127.0.0.1:{PORT}/translate?{query}", body, timeout)
-
-
-def _get(path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=30) as response:
-        return response.read()
-
-
-@pytest.fixture(scope="module")
-def service(local_ray, tiny_engine):
-    from egsde_rt import serve as service_module
-    from egsde_rt.bench.serve_load import wait_healthy
-
-    # A queue of 8: enough that requests the router has not yet placed on the replica (it probes
-    # the replica's load first) are not refused while the replica has room.
-    config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=300,
-                                        max_queued_requests=8, cpus_per_replica=0.5)
-    service_module.start(config, port=PORT)
-    wait_healthy(PORT)
-    yield config
-    from ray import serve
-
-    serve.delete(service_module.APP_NAME)
-
-
 def test_the_service_returns_what_translator_run_returns(service, tiny_engine):
     status, headers, body = _post("seed=5&M=3", _png(1))
     assert status == 200 and headers["content-type"] == "image/png" and headers["x-egsde-seed"] == "5"
@@ -133,10 +88,44 @@ def test_the_service_returns_what_translator_run_returns(service, tiny_engine):
     ("seed=abc", None, 400, "seed must be an integer"), ("seed=-1", None, 400, "seed must be in"),
     ("M=99999", None, 400, "exceeds"), ("s1=neg_l2", None, 400, "fixed setting"), ("ilvr=maybe", None, 400, "true"),
     ("", b"not an image", 400, "not an image file"), ("", b"", 400, "empty"),
+    ("solver=euler", None, 400, "solver must be one of ['ddpm'"), ("M=3&steps=4", None, 400, "steps must be"),
+    ("M=1.5", None, 400, "M must be an integer"), ("ls=-1", None, 400, "ls must be a finite number >= 0"),
 ])
 def test_bad_requests_get_a_4xx_with_the_error(service, query, body, status, match):
     got, _, payload = _post(query, _png() if body is None else body)
     assert got == status and match in json.loads(payload)["error"]
+
+
+def test_unknown_routes_and_methods_get_a_message(service):
+    import urllib.error
+    import urllib.request
+
+    for path, method, status in (("/nowhere", "GET", 404), ("/translate", "GET", 405), ("/healthz", "POST", 405)):
+        request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", method=method, data=b"" if method == "POST"
+                                         else None)
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(request, timeout=30)
+        assert raised.value.code == status and "POST /translate" in json.loads(raised.value.read())["error"]
+
+
+def test_openapi_documents_every_setting_and_docs_and_page_are_served_locally(service):
+    """The query parameters are the declarations' (seed, then each overridable setting, typed,
+    choices as an enum); /docs and the page load nothing from another host."""
+    from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE
+
+    spec = json.loads(_get("/openapi.json"))
+    params = {p["name"]: p["schema"] for p in spec["paths"]["/translate"]["post"]["parameters"]}
+    assert list(params) == ["seed", *RUNTIME_OVERRIDABLE]
+    kinds = {int: "integer", float: "number", bool: "boolean", str: "string"}
+    for name in RUNTIME_OVERRIDABLE:
+        assert params[name]["type"] == kinds[DECLARATIONS[name].kind], name
+        assert params[name].get("enum") == (list(DECLARATIONS[name].choices) if DECLARATIONS[name].choices else None)
+    assert set(spec["paths"]) == {"/", "/translate", "/healthz", "/stats"}
+    docs, page = _get("/docs").decode(), _get("/").decode()
+    assert "swagger-ui-bundle.js" in docs and "<form" in page
+    for html in (docs, page):
+        assert not [u for u in re.findall(r"(?:src|href)=[\"']([^\"']+)", html) if "//" in u]  # no other host
+    assert len(_get("/static-offline-docs/swagger-ui-bundle.js")) > 100_000
 
 
 def test_concurrent_requests_are_batched_and_each_keeps_its_seed(service, tiny_engine):

@@ -61,13 +61,23 @@ class JobReport:
         return 1 if self.failed else 0
 
 
-def input_files(items: Iterable[str | os.PathLike],
+def _path(value, what: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or value == "":
+        raise ConfigError(f"{what} must be a path (a non-empty str or os.PathLike), got {value!r}")
+    return Path(value)
+
+
+def input_files(items: str | os.PathLike | Iterable[str | os.PathLike],
                 exclude: Path | None = None) -> list[tuple[Path, PurePosixPath]]:
-    """(file, path relative to its input folder) for image files and folders named by the user;
-    files found in folders under ``exclude`` (the output folder) are left out."""
+    """(file, path relative to its input folder) for image files and folders named by the user
+    (one path, or several); files found in folders under ``exclude`` (the output folder) are left out."""
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    elif not isinstance(items, Iterable):
+        raise ConfigError(f"inputs must be a path or a list of paths, got {items!r}")
     found: list[tuple[Path, PurePosixPath]] = []
     excluded = exclude.resolve() if exclude is not None else None
-    for item in map(Path, items):
+    for item in (_path(i, "each input") for i in items):
         if item.is_dir():
             found += [(p, PurePosixPath(p.relative_to(item).as_posix())) for p in list_images(item)
                       if excluded is None or not p.resolve().is_relative_to(excluded)]
@@ -80,7 +90,7 @@ def input_files(items: Iterable[str | os.PathLike],
     return found
 
 
-def plan_job(items: Iterable[str | os.PathLike], output_dir: str | os.PathLike, seed: int = 0, *,
+def plan_job(items: str | os.PathLike | Iterable[str | os.PathLike], output_dir: str | os.PathLike, seed: int = 0, *,
              existing: str = "error") -> tuple[list[FileTask], list[FileTask]]:
     """The tasks to run and the tasks skipped because their output exists (``existing="skip"``).
 
@@ -89,7 +99,7 @@ def plan_job(items: Iterable[str | os.PathLike], output_dir: str | os.PathLike, 
     if existing not in EXISTING_POLICIES:
         raise ConfigError(f"existing must be one of {EXISTING_POLICIES}, got {existing!r}")
     seed = check_seed(seed)
-    output_dir = Path(output_dir)
+    output_dir = _path(output_dir, "output_dir")
     tasks = [FileTask(source, relative, output_dir / relative.with_suffix(".png"), derive_seed(seed, relative))
              for source, relative in input_files(items, exclude=output_dir)]
     by_output: dict[Path, FileTask] = {}

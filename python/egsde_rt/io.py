@@ -164,12 +164,26 @@ def images_to_batch(sources, image_size: int) -> torch.Tensor:
     return torch.stack([image_to_tensor(s, image_size) for s in sources])
 
 
+SOURCE_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def source_from_numpy(x0: np.ndarray) -> torch.Tensor:
+    """A numpy source batch as a tensor: float16, 32 or 64, any strides (a flipped view such as
+    ``x[..., ::-1]`` is copied, since torch cannot view negative strides)."""
+    if x0.dtype not in SOURCE_DTYPES:
+        raise ConfigError(f"x0 must be a float array in [-1, 1] (float16, float32 or float64), got dtype {x0.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(x0))
+
+
 def check_source(x0: torch.Tensor) -> None:
-    """A source batch must be a finite float [B, 3, H, W] tensor (values nominally in [-1, 1])."""
+    """A source batch must be a finite float [B, 3, H, W] tensor of at least one image (values
+    nominally in [-1, 1])."""
     if not isinstance(x0, torch.Tensor):
-        raise ConfigError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
+        raise ConfigError(f"x0 must be a torch.Tensor or a numpy array, got {type(x0).__name__}")
     if x0.ndim != 4 or x0.shape[1] != 3:
         raise ConfigError(f"x0 must have shape [B, 3, H, W], got {list(x0.shape)}")
+    if x0.shape[0] == 0:
+        raise ConfigError("x0 holds no images (B = 0): pass at least one")
     if not x0.is_floating_point():
         raise ConfigError(f"x0 must be a float tensor in [-1, 1], got {x0.dtype}")
     if not torch.isfinite(x0).all():

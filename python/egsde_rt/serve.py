@@ -1,19 +1,21 @@
 """Translation as a service on Ray Serve: ``egsde-rt serve ENGINE`` (``pip install egsde-rt[ray]``).
 
-One deployment, ``replicas`` copies, each holding one ``Translator``. Requests that arrive
-together are batched by ``serve.batch`` (up to ``max_batch_size``, waiting at most
-``batch_wait_ms`` for a batch to fill); requests of a batch with the same settings run as one
-native batch, each image with its own seed, so a response is what ``Translator.run`` gives for
-that image and seed whatever it was batched with (see *The noise contract* in the README).
+One deployment, ``replicas`` copies, each holding one ``Translator``, with the FastAPI app of
+``serve_http`` as its ingress (``@serve.ingress``: typed query parameters, ``/openapi.json``,
+``/docs``, the page at ``/``). Requests that arrive together are batched by ``serve.batch`` (up
+to ``max_batch_size``, waiting at most ``batch_wait_ms`` for a batch to fill); requests of a
+batch with the same settings run as one native batch, each image with its own seed, so a
+response is what ``Translator.run`` gives for that image and seed whatever it was batched with
+(see *The noise contract* in the README).
 
-HTTP (on the Serve proxy, ``host``:``port``):
+HTTP (on the Serve proxy, ``host``:``port``; the contract is ``serve_http``'s):
 
 * ``POST /translate?seed=S&M=...&ls=...`` with the bytes of an image file as the body: the
   translated image as ``image/png`` (headers ``X-Egsde-Seed`` and ``X-Egsde-Batch-Size``, the
   number of requests translated together in one native batch). Query parameters: ``seed`` (default 0) and the
   run-time overridable settings (``settings.RUNTIME_OVERRIDABLE``).
 * ``GET /healthz``: ``ok`` once the replica's engine is loaded.
-* ``GET /stats``: the replica's request and batch counts (JSON).
+* ``GET /stats``: the replica's request and batch counts, backend, image size and settings (JSON).
 
 A bad image, seed or setting gets 400 with the ``EgsdeError`` message (JSON ``{"error": ...}``),
 a body over ``max_upload_mb`` 413, a result that is not an image 422. More requests than the
@@ -22,8 +24,8 @@ SIGTERM the service stops taking requests, lets the ones in flight finish (up to
 ``graceful_shutdown_s``), and shuts down.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the route's annotations, and the
+# query model is local to ``_service_class``.
 import asyncio
 import json
 import signal
@@ -33,10 +35,8 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from .distributed import actor_resources, init_ray, require_ray
-from .errors import ConfigError, EgsdeError, ImageError
-from .io import decode_image_bytes, image_to_tensor, tensor_to_images
-from .noise import check_seed
-from .settings import check_positive_int, overrides_from_text
+from .errors import ConfigError, EgsdeError
+from .settings import check_positive_int
 
 APP_NAME = "egsde-rt"
 
@@ -67,42 +67,39 @@ class ServeConfig:
         return self
 
 
-class UploadTooLarge(ImageError):
-    """An upload over the service's size limit (answered with 413)."""
-
-
-def check_upload_size(nbytes: int, max_upload_mb: float) -> None:
-    if nbytes > max_upload_mb * 2**20:
-        raise UploadTooLarge(f"the upload is {nbytes / 2**20:.1f} MB, over the service's {max_upload_mb:g} MB limit")
-
-
-def parse_request(query: dict, body: bytes, image_size: int, max_upload_mb: float):
-    """(x0 [3, S, S], seed, overrides) of a request, or an ``EgsdeError`` naming what is wrong."""
-    check_upload_size(len(body), max_upload_mb)  # also for uploads that declared no length
-    params = dict(query)
-    seed_text = params.pop("seed", "0")
-    try:
-        seed = int(seed_text)
-    except ValueError:
-        raise ConfigError(f"seed must be an integer in [0, 2^64), got {seed_text!r}") from None
-    seed = check_seed(seed)
-    overrides = overrides_from_text(params)
-    return image_to_tensor(decode_image_bytes(body), image_size), seed, overrides
-
-
 def png_bytes(image) -> bytes:
     buffer = BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _service_class(serve):
-    """The deployment class (defined once Ray is imported: ``serve.batch`` decorates it)."""
-    import torch
-    from starlette.responses import JSONResponse, PlainTextResponse, Response
+def _http():
+    """``serve_http`` (FastAPI, from the ``[ray]`` extra), or an ``EgsdeError`` naming the extra."""
+    try:
+        from . import serve_http
+    except ImportError as err:
+        raise EgsdeError(f"egsde-rt serve needs FastAPI ({err.name} is missing): pip install 'egsde-rt[ray]'") \
+            from None
+    return serve_http
 
+
+def _service_class(serve):
+    """The deployment class with its FastAPI ingress (defined once Ray is imported:
+    ``serve.batch`` and ``serve.ingress`` decorate it)."""
+    from typing import Annotated
+
+    import torch
+    from fastapi import Query, Request
+    from fastapi.responses import PlainTextResponse, Response
+
+    from .io import tensor_to_images
     from .runtime.translator import Translator
 
+    http = _http()
+    app = http.create_app()
+    TranslateQuery = http.query_model()
+
+    @serve.ingress(app)
     class TranslationService:
         def __init__(self, config: ServeConfig):
             self.config = config
@@ -137,40 +134,34 @@ def _service_class(serve):
             y = self.translator.run_tensor(x0, seed=seeds, **overrides)
             return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
 
-        def stats(self) -> dict:
+        @app.post("/translate", summary="Translate one image", response_class=Response,
+                  responses=http.TRANSLATE_RESPONSES, openapi_extra=http.TRANSLATE_BODY)
+        async def translate(self, request: Request, query: Annotated[TranslateQuery, Query()]):
+            # refused before reading the body
+            http.check_upload_size(int(request.headers.get("content-length") or 0), self.config.max_upload_mb)
+            overrides = query.model_dump(exclude={"seed"}, exclude_none=True)
+            self.translator.settings_with(**overrides)  # checked before the image is decoded
+            x0 = await asyncio.to_thread(  # decoding off the event loop
+                http.decode_upload, await request.body(), self.translator.image_size, self.config.max_upload_mb)
+            result = await self._translate((x0, query.seed, overrides))
+            if isinstance(result, EgsdeError):
+                return http.error_response(str(result), 422)
+            png, batch = result
+            return Response(png, media_type="image/png",
+                            headers={"X-Egsde-Seed": str(query.seed), "X-Egsde-Batch-Size": str(batch)})
+
+        @app.get("/healthz", response_class=PlainTextResponse, summary="ok once the engine is loaded")
+        async def healthz(self):
+            return PlainTextResponse("ok")
+
+        @app.get("/stats", response_model=http.Stats, summary="this replica's request and batch counts")
+        async def stats(self):
             return {"requests": sum(n * c for n, c in self.batch_sizes.items()),
                     "batches": sum(self.batch_sizes.values()),
                     "max_batch": max(self.batch_sizes, default=0),
                     "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},
-                    "backend": self.translator.backend, "device": self.translator.choice.device}
-
-        async def __call__(self, request):
-            path, method = request.url.path.rstrip("/"), request.method
-            if path == "/healthz" and method == "GET":
-                return PlainTextResponse("ok")
-            if path == "/stats" and method == "GET":
-                return JSONResponse(self.stats())
-            if path != "/translate":
-                return JSONResponse({"error": f"no route {path}: POST /translate, GET /healthz, GET /stats"},
-                                    status_code=404)
-            if method != "POST":
-                return JSONResponse({"error": "POST the image file's bytes to /translate"}, status_code=405)
-            try:
-                # refused before reading the body
-                check_upload_size(int(request.headers.get("content-length") or 0), self.config.max_upload_mb)
-                body = await request.body()
-                x0, seed, overrides = await asyncio.to_thread(  # decoding off the event loop
-                    parse_request, dict(request.query_params), body, self.translator.image_size,
-                    self.config.max_upload_mb)
-                self.translator.settings_with(**overrides)
-            except EgsdeError as err:
-                return JSONResponse({"error": str(err)}, status_code=413 if isinstance(err, UploadTooLarge) else 400)
-            result = await self._translate((x0, seed, overrides))
-            if isinstance(result, EgsdeError):
-                return JSONResponse({"error": str(result)}, status_code=422)
-            png, batch = result
-            return Response(png, media_type="image/png",
-                            headers={"X-Egsde-Seed": str(seed), "X-Egsde-Batch-Size": str(batch)})
+                    "backend": self.translator.backend, "device": self.translator.choice.device,
+                    "image_size": self.translator.image_size, "settings": self.translator.settings.to_dict()}
 
     return TranslationService
 
@@ -200,6 +191,7 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     from .engine import load_engine_dir
 
     load_engine_dir(config.engine_dir)  # a bad engine fails here, before Ray starts, not in a replica
+    _http()  # and so does a missing FastAPI
     global _started_ray
     if not ray.is_initialized():
         init_ray(ray, address, ray_init_args)

@@ -31,8 +31,15 @@ def check_positive_int(value, name: str, hint: str = "") -> int:
     return value
 
 
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (10**400)
+        return False
+
+
 def _energy_weight(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value < 0:
         raise ConfigError(f"{name} must be a finite number >= 0 (an energy weight; 0 turns that expert off), "
                           f"got {value!r}")
 
@@ -114,7 +121,8 @@ class EGSDESettings:
             value = getattr(self, f.name)
             if not (f.name == "steps" and value is None):
                 f.metadata["declaration"].validate(value, f.name)
-        if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= self.M):
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or not 1 <= self.steps <= self.M):
             raise ConfigError(f"steps must be None or an integer in 1..M ({self.M}), got {self.steps!r}")
         if self.solver == "ddpm" and self.eta != 1.0:
             raise ConfigError(f"eta={self.eta!r} does not apply to the ddpm solver (its noise is the schedule's "
@@ -153,10 +161,12 @@ RUNTIME_OVERRIDABLE = tuple(name for name, d in DECLARATIONS.items() if d.overri
 
 def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
     """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
-    unknown or non-overridable name or a value of the wrong type is a ``ConfigError``."""
+    unknown or non-overridable name, a value of the wrong type or one its declaration refuses
+    is a ``ConfigError``."""
     overrides = {}
     for name, text in params.items():
         if name not in allowed:
             raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
         overrides[name] = DECLARATIONS[name].parse(text, name)
+        DECLARATIONS[name].validate(overrides[name], name)
     return overrides

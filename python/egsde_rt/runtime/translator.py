@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from ..engine import EngineDir, load_engine_dir
-from ..errors import CaptureFailed, ConfigError
-from ..io import ImageInput, check_source, images_to_batch, tensor_to_images
+from ..errors import CaptureFailed, ConfigError, ImageError
+from ..io import ImageInput, check_source, images_to_batch, source_from_numpy, tensor_to_images
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
 from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_positive_int
@@ -112,7 +112,7 @@ class Translator:
         replays on the captured path) and may return False to cancel (``SamplingCancelled``)."""
         as_numpy = isinstance(x0, np.ndarray)
         if as_numpy:
-            x0 = torch.from_numpy(x0)
+            x0 = source_from_numpy(x0)
         settings = self.settings_with(**overrides)
         check_source(x0)
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
@@ -145,6 +145,8 @@ class Translator:
         batch-size rounding, see the README's Translator section)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
+        if not sources:
+            raise ImageError("no images given: pass an image, or a list of at least one")
         if batch_size is not None:
             check_positive_int(batch_size, "batch_size", " (or None: all at once)")
         if single and isinstance(seed, (list, tuple, np.ndarray)):
