@@ -28,7 +28,7 @@ from typing import Callable
 
 from .._version import __version__
 from ..engine import load_engine_dir
-from ..engine.verification import RECORD_DIR
+from ..engine.verification import forget
 from ..errors import EgsdeError
 from ..user_cache import cache_root
 
@@ -140,14 +140,9 @@ def _load_seconds(engine: Path, **options) -> float:
 
 def _forget_verified(engine: Path) -> None:
     """Drop this machine's record of the engine's files (as on a machine that never loaded it)."""
-    import hashlib
-
-    from ..engine.verification import _identity
-
     for file in engine.rglob("*"):
         if file.is_file():
-            key = hashlib.sha256(_identity(file.stat()).encode()).hexdigest()[:32]
-            (cache_root() / RECORD_DIR / key).unlink(missing_ok=True)
+            forget(file)
 
 
 def run_export_bench(spec: dict, *, formats=("onnx", "torch"), work_dir: str | None = None, keep: bool = False,

@@ -78,6 +78,11 @@ def _hash_unchanged(path: Path) -> tuple[str, os.stat_result | None]:
     return digest, before if _identity(path.stat()) == _identity(before) else None
 
 
+def forget(path: str | os.PathLike) -> None:
+    """Drop the record of the file at ``path`` as it is now (it is hashed at its next check)."""
+    _record_path(os.stat(path)).unlink(missing_ok=True)
+
+
 def hash_and_record(path: str | os.PathLike) -> str:
     """The sha256 of a file just written (export, plans), recorded as verified."""
     digest, stat = _hash_unchanged(Path(path))
