@@ -30,7 +30,7 @@ def _x0(batch=2, seed=3):
 def test_a_torch_only_export_writes_the_manifest_and_the_weights_only(tiny_torch_engine):
     path = tiny_torch_engine[0]
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-    assert files == ["manifest.json", "torch/dse.pt", "torch/score.pt"]
+    assert files == ["manifest.json", "weights/dse.safetensors", "weights/score.safetensors"]
     engine = load_engine_dir(path)
     assert engine.formats == ("torch",) and engine.manifest.graphs == {}
     export = engine.manifest.export

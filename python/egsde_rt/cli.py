@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EgsdeError
+from .errors import ConfigError, EgsdeError, EngineDirError
 from .network_fns import PRECISIONS
 from .runtime.backends import backend_names, parse_device, resolve_device
 from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE
@@ -156,6 +156,27 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    import time
+
+    from .engine import load_engine_dir
+    from .engine.verification import sha256_file
+
+    start = time.perf_counter()
+    engine = load_engine_dir(args.engine_dir, verify="full")
+    m = engine.manifest
+    files = [*m.graphs.values(), *m.torch_weights.values()]
+    stale = [plan["file"] for plan in m.plans.values()
+             if engine.file(plan["file"]).is_file() and sha256_file(engine.file(plan["file"])) != plan["sha256"]]
+    if stale:
+        raise EngineDirError(f"{engine.path}: plans that do not match their sha256 (corrupt or replaced): {stale}; "
+                             "delete them and run `egsde-rt build` again")
+    total = sum(engine.file(entry.file).stat().st_size for entry in files)
+    print(f"{engine.path}: {len(files)} files ({total / 2**20:.1f} MB) and {len(m.plans)} plans match their sha256 "
+          f"({time.perf_counter() - start:.1f} s); recorded as verified on this machine")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from .engine import load_engine_dir
     from .runtime.backends import probe
@@ -168,12 +189,14 @@ def _cmd_info(args) -> int:
           f"on {m.export['date']}")
     for name, graph in m.graphs.items():
         errors = ", ".join(f"batch {b}: {e['max_abs']:.2g}" for b, e in graph.validation.items())
+        weights = f"; weights in {m.torch_weights[graph.weights].file}" if graph.weights else ""
         print(f"  {graph.file:14s} sha256 {graph.sha256[:12]}  inputs {graph.inputs} -> {graph.outputs}; "
-              f"max abs error vs PyTorch: {errors}")
+              f"max abs error vs PyTorch: {errors}{weights}")
     if not m.graphs:
         print("  no ONNX graphs (a torch-only engine: torch and compiled backends)")
     for name, w in m.torch_weights.items():
-        print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {w.model_class} (torch backend)")
+        size = f"{w.size / 2**20:.1f} MB" if w.size is not None else ""
+        print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {size}  {w.model_class or 'not rebuildable by PyTorch'}")
     for key, plan in m.plans.items():
         print(f"  {plan['file']}  {plan['kind']} {plan['precision']} batch {plan['profile']} for {plan['device']} "
               f"{plan['capability']}, {plan['runtime']}")
@@ -334,9 +357,29 @@ def _print_bench(record: dict, args, table, plotter) -> int:
     return 0
 
 
+def _bench_export(args) -> int:
+    from .bench.export_cost import format_export, preset_spec, run_export_bench
+    from .bench.machine import command_line, device_description, now, versions
+
+    def log(message):
+        print(message, file=sys.stderr)
+
+    spec = preset_spec(args.preset or "demo", args.checkpoint_format, args.seed, log=log)
+    record = run_export_bench(spec, formats=args.export_formats, work_dir=args.engine_cache, log=log)
+    record.update(device=device_description("cpu"), versions=versions(), command=command_line(), date=now())
+    print(format_export(record))
+    if args.json:
+        from .bench.report import write_json
+
+        print(f"wrote {write_json(record, args.json)}")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     if args.quality:
         return _bench_quality(args)
+    if args.export:
+        return _bench_export(args)
     device = resolve_device(args.device)
     if args.kernels:
         from .bench.kernels import main_bench
@@ -430,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reference", help="translate images with the eager PyTorch reference sampler")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--preset", default="cat2dog")
-    p.add_argument("--score-ckpt", required=True)
-    p.add_argument("--dse-ckpt", required=True)
+    p.add_argument("--score-ckpt", required=True, help="a .pt or .safetensors file")
+    p.add_argument("--dse-ckpt", required=True, help="a .pt or .safetensors file")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -441,14 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a preset's checkpoints to an engine directory")
     p.add_argument("--preset", default="cat2dog")
-    p.add_argument("--score-ckpt", required=True)
-    p.add_argument("--dse-ckpt", required=True)
+    p.add_argument("--score-ckpt", required=True, help="a .pt or .safetensors file")
+    p.add_argument("--dse-ckpt", required=True, help="a .pt or .safetensors file")
     p.add_argument("--out", required=True, help="the engine directory to write")
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"],
                    help="what to write: the ONNX graphs (ONNX Runtime, TensorRT) and/or the torch weights (torch and "
                    "compiled backends); --formats torch takes seconds instead of minutes")
-    p.add_argument("--no-torch-weights", action="store_true", help="do not copy weights for the torch backend")
+    p.add_argument("--no-torch-weights", action="store_true", help="the same as --formats onnx (the weights are "
+                   "stored once either way; the torch backend does not run the engine)")
     p.add_argument("--overwrite", action="store_true")
     add_settings_flags(p)
     p.set_defaults(func=_cmd_export)
@@ -501,6 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
     p.add_argument("engine_dir")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("verify", help="hash every file of an engine directory against its manifest (loading "
+                       "checks sizes, and hashes a file once per machine: README, engine format)")
+    p.add_argument("engine_dir")
+    p.set_defaults(func=_cmd_verify)
 
     def training(p, steps, batch, lr):
         p.add_argument("--out", required=True, help="the checkpoint (state dict); <out>.train holds the resume state")
@@ -587,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
     quality.add_argument("--quality-backend", choices=["auto", *backend_names()], help="default: auto")
     quality.add_argument("--quality-batch-size", type=int, help="images translated together (default 16)")
+    export = p.add_argument_group("--export: the time, peak memory and engine size of `egsde-rt export` of --preset "
+                                  "(random weights), measured in a child process")
+    export.add_argument("--export", action="store_true")
+    export.add_argument("--checkpoint-format", choices=["pt", "safetensors"], default="pt",
+                        help="the checkpoints the export reads")
+    export.add_argument("--export-formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
     kernels.add_argument("--kernels", action="store_true")
     kernels.add_argument("--size", type=int, default=256)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 from .._version import __version__
-from ..demo import DEMO_SETTINGS, cache_root, engine_dir as demo_engine_dir, weights_path
+from ..demo import DEMO_SETTINGS, engine_dir as demo_engine_dir, weights_path
 from ..demo import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
 from ..engine import EXPORT_FORMATS, EngineDirError, load_engine_dir
 from ..models import ADMUNet, DSE, build_preset_models, load_checkpoint, nonzero_random_weights
 from ..presets import get_preset
+from ..user_cache import cache_root
 
 
 def preset_engine(name: str, *, seed: int = 0, cache: str | None = None, formats=EXPORT_FORMATS,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ from ..io import tensor_to_images
 from ..models import ADMUNet, DSE, load_checkpoint
 from ..noise import derive_seed
 from ..settings import EGSDESettings, check_positive_int
+from ..user_cache import cache_root
 from .data import IMAGE_SIZE, domain_batch, paired_target
 from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, load_judge, weights_path
 from .quality import QUALITY_SPLITS, REPORTED_SETTINGS, SplitEvaluator, quality_metrics
@@ -58,13 +58,6 @@ def weights_digest() -> str:
         digest.update(weights_path(name).read_bytes())
     digest.update(json.dumps(DEMO_SETTINGS.to_dict(), sort_keys=True).encode())
     return digest.hexdigest()
-
-
-def cache_root() -> Path:
-    if os.environ.get("EGSDE_RT_CACHE"):
-        return Path(os.environ["EGSDE_RT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "egsde-rt"
 
 
 def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> Path:

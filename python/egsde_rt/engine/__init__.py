@@ -1,13 +1,15 @@
 """The engine directory format, the floor that ``export`` writes and ``runtime`` reads.
 
-``format``: the manifest, loading and its checks; ``contracts``: the graphs' names and shapes;
-``plans``: plan cache keys and machine identity.
+``format``: the manifest, loading and its checks; ``verification``: what is checked when;
+``weights_file``: the weights (safetensors) and their byte offsets; ``contracts``: the graphs'
+names and shapes; ``plans``: plan cache keys and machine identity.
 """
 
 from ..errors import EngineDirError, MissingGraphsError
 from .contracts import CONTRACTS, DSE_GRAD, MAX_BATCH, SCORE, GraphContract
-from .format import EXPORT_FORMATS, FORMAT_VERSION, MANIFEST_FILE, EngineDir, Manifest, load_engine_dir, sha256_file
+from .format import EXPORT_FORMATS, FORMAT_VERSION, MANIFEST_FILE, EngineDir, Manifest, load_engine_dir
+from .verification import VERIFY_LEVELS, sha256_file
 
 __all__ = ["CONTRACTS", "DSE_GRAD", "SCORE", "MAX_BATCH", "GraphContract", "EXPORT_FORMATS", "FORMAT_VERSION",
            "MANIFEST_FILE", "EngineDir", "EngineDirError", "Manifest", "MissingGraphsError", "load_engine_dir",
-           "sha256_file"]
+           "sha256_file", "VERIFY_LEVELS"]

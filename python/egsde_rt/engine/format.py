@@ -1,26 +1,32 @@
 """The engine directory format: a self-describing folder of exported graphs and their manifest.
 
+Format version 2 (what export writes):
 ```
 engine_dir/
-  manifest.json     format_version, image size, method settings, schedule, files + sha256,
-                    graph contracts, validation errors, export versions, TensorRT plans
-  score.onnx        (x [B,3,H,W], t [B]) -> eps [B,3,H,W]
-  dse_grad.onnx     (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t))
-  torch/score.pt    state dicts for the torch backend (optional)
-  torch/dse.pt
+  manifest.json     format_version, image size, method settings, schedule, files with their size
+                    and sha256, graph contracts, validation errors, export versions, plans
+  weights/score.safetensors   the networks' weights, each tensor stored once: the torch backend
+  weights/dse.safetensors     loads them, and the ONNX graphs reference them as external data
+  score.onnx        (x [B,3,H,W], t [B]) -> eps [B,3,H,W]            (the graph only: its weights
+  dse_grad.onnx     (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t))  are in weights/)
   plans/            compiled plans built by `egsde-rt build` (optional; see engine.plans)
 ```
-An engine holds the ONNX graphs, the torch weights, or both (``EXPORT_FORMATS``): a torch-only
-engine (``egsde-rt export --formats torch``) serves the torch and compiled backends and is
-written in seconds; the ONNX Runtime and TensorRT backends need the graphs
+Format version 1 (still read): self-contained ``score.onnx`` and ``dse_grad.onnx`` and state
+dicts in ``torch/score.pt`` and ``torch/dse.pt`` (every weight stored two or three times).
+
+An engine holds the ONNX graphs, the torch weights, or both (``EXPORT_FORMATS``). In version 2 the
+weights are always there (the graphs read them); "torch" means that the networks can be rebuilt
+from them (``model_class`` and ``config`` recorded, as for every egsde_rt network), so the torch
+and compiled backends run the engine. A torch-only engine (``egsde-rt export --formats torch``)
+has no graphs and is written in seconds; the ONNX Runtime and TensorRT backends need the graphs
 (``EngineDir.require_graphs`` refuses with ``MissingGraphsError``, saying how to export them).
-``load_engine_dir`` checks the format version, that every listed file exists and that its
-sha256 matches, and raises ``EngineDirError`` naming the problem otherwise.
+``load_engine_dir`` checks the format version and every listed file (``engine.verification``:
+sizes always, sha256 once per machine and file, every byte with ``verify="full"``), and raises
+``EngineDirError`` naming the problem otherwise.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -28,8 +34,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, EngineDirError, MissingGraphsError
 from ..settings import EGSDESettings
+from .verification import check_level, verify_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+WEIGHTS_DIR = "weights"
 MANIFEST_FILE = "manifest.json"
 # What an engine may hold: the ONNX graphs (ONNX Runtime, TensorRT; also the source of compiled
 # plans' keys) and the torch weights (torch backend, compiled plans); one or both.
@@ -42,18 +51,11 @@ FIELD_TYPES = {"format_version": int, "egsde_rt_version": str, "image_size": int
 JSON_TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object"}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class FileEntry:
     file: str
     sha256: str
+    size: int | None = None  # bytes (format 2; None in format 1)
 
 
 @dataclass
@@ -62,10 +64,17 @@ class GraphEntry(FileEntry):
     outputs: list = field(default_factory=list)
     shapes: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)  # batch -> {"max_abs": ..., "max_rel": ...}
+    # format 2: the torch_weights entry whose file holds the graph's external data, and how many
+    # of the graph's initializer bytes are there (the rest, small constants, are in the graph)
+    weights: str | None = None
+    external_bytes: int = 0
 
 
 @dataclass
 class TorchWeightsEntry(FileEntry):
+    """A network's weights; ``model_class`` "" for a network the torch backend cannot rebuild
+    (an ONNX-only export of a module that is not an egsde_rt network)."""
+
     model_class: str = ""
     config: dict = field(default_factory=dict)
 
@@ -79,7 +88,7 @@ class Manifest:
     schedule: dict
     graphs: dict  # name -> GraphEntry
     export: dict  # torch, onnx, opset, date
-    torch_weights: dict = field(default_factory=dict)  # "score" / "dse" -> TorchWeightsEntry
+    torch_weights: dict = field(default_factory=dict)  # "score" / "dse" -> TorchWeightsEntry (the weights files)
     plans: dict = field(default_factory=dict)  # cache key -> {"file", "sha256", "graph", ...}
     preset: str | None = None
 
@@ -108,10 +117,11 @@ class Manifest:
                                      f"got {data[name]!r}; export the engine again")
         if data["image_size"] < 1:
             raise EngineDirError(f"{where}: malformed manifest: image_size must be positive, got {data['image_size']}")
-        if data["format_version"] != FORMAT_VERSION:
+        if data["format_version"] not in READABLE_VERSIONS:
             raise EngineDirError(
                 f"{where}: engine format version {data['format_version']} is not supported "
-                f"(this egsde-rt reads version {FORMAT_VERSION}); export the engine again"
+                f"(this egsde-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}): export the engine again "
+                "with this egsde-rt (`egsde-rt export ...`)"
             )
         try:
             graphs = {k: GraphEntry(**v) for k, v in data["graphs"].items()}
@@ -134,7 +144,9 @@ class EngineDir:
     @property
     def formats(self) -> tuple:
         """What the engine holds, of ``EXPORT_FORMATS``."""
-        held = {"onnx": bool(self.manifest.graphs), "torch": bool(self.manifest.torch_weights)}
+        weights = self.manifest.torch_weights
+        held = {"onnx": bool(self.manifest.graphs),
+                "torch": bool(weights) and all(entry.model_class for entry in weights.values())}
         return tuple(name for name in EXPORT_FORMATS if held[name])
 
     def require_graphs(self, backend: str) -> None:
@@ -151,8 +163,10 @@ class EngineDir:
         return self.manifest.image_size
 
 
-def load_engine_dir(path: str | os.PathLike, *, check_hashes: bool = True) -> EngineDir:
-    """Read and check an engine directory (see the module docstring)."""
+def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_hashes: bool = True) -> EngineDir:
+    """Read and check an engine directory (see the module docstring); ``verify``: one of
+    ``verification.VERIFY_LEVELS`` (``check_hashes=False`` is ``verify="size"``)."""
+    level = check_level(verify) if check_hashes else "size"
     path = Path(path)
     if not path.is_dir():
         raise EngineDirError(f"engine directory not found: {path}")
@@ -174,15 +188,10 @@ def load_engine_dir(path: str | os.PathLike, *, check_hashes: bool = True) -> En
         for name in names:
             if listed and name not in listed:
                 raise EngineDirError(f"{manifest_path}: the manifest lists no '{name}' {kind}")
-    entries = [*manifest.graphs.values(), *manifest.torch_weights.values()]
-    for entry in entries:
-        _check_file(path, entry.file, entry.sha256 if check_hashes else None)
+    for name, graph in manifest.graphs.items():
+        if graph.weights is not None and graph.weights not in manifest.torch_weights:
+            raise EngineDirError(f"{manifest_path}: the {name} graph reads its weights from '{graph.weights}', "
+                                 "which the manifest does not list; export the engine again")
+    for entry in [*manifest.graphs.values(), *manifest.torch_weights.values()]:
+        verify_file(path, entry.file, entry.sha256, entry.size, level)
     return EngineDir(path, manifest)
-
-
-def _check_file(root: Path, relative: str, sha256: str | None) -> None:
-    file = root / relative
-    if not file.is_file():
-        raise EngineDirError(f"{root}: missing file {relative} listed in the manifest")
-    if sha256 is not None and sha256_file(file) != sha256:
-        raise EngineDirError(f"{root}: {relative} does not match its sha256 in the manifest (corrupt or replaced)")

@@ -1,6 +1,6 @@
-"""The engine's ``torch/`` weights: the networks rebuilt from their recorded class and config,
-loaded with ``weights_only=True`` (the torch backend runs them; the compiled backend is built
-from them)."""
+"""The engine's networks for PyTorch: rebuilt from their recorded class and config and loaded
+from the weights files (``weights/*.safetensors``; ``torch/*.pt`` with ``weights_only=True`` in a
+format 1 engine). The torch backend runs them; the compiled backend is built from them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ..errors import EngineDirError
 
 def load_engine_models(engine: EngineDir, device: str = "cpu"):
     """(score_model, dse) in eval mode on ``device``."""
-    if not engine.manifest.torch_weights:
-        raise EngineDirError(f"{engine.path}: the engine has no torch/ weights (exported with "
-                             "include_torch_weights=False); export it again with them")
+    if "torch" not in engine.formats:
+        raise EngineDirError(f"{engine.path}: the engine's networks cannot be rebuilt for PyTorch (exported with "
+                             "--formats onnx); export it again with --formats onnx torch")
     models = []
     for name in ("score", "dse"):
         entry = engine.manifest.torch_weights[name]

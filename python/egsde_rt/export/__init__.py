@@ -1,17 +1,27 @@
-"""Export: checkpoints -> a self-describing engine directory (ONNX graphs, manifest, plans).
+"""Export: checkpoints -> a self-describing engine directory (weights, ONNX graphs, manifest, plans).
 
-``export_engine(score_model, dse, out_dir, image_size=..., settings=...)`` exports ``score.onnx`` and ``dse_grad.onnx``
-(the DSE input gradient as a forward graph), validates both against PyTorch with ONNX Runtime
-at batch 1 and 3, saves the networks' state dicts under ``torch/``, and writes ``manifest.json``
-(the engine format of ``egsde_rt.engine``). ``formats=("torch",)`` writes only the torch
-weights and the manifest: seconds instead of minutes (and no ONNX export's memory) for the
-torch and compiled backends, which never read the graphs. ``export_preset`` does the same from a
-preset and two checkpoint files. ``build_plans`` (``tensorrt_plans``) adds TensorRT engines.
+``export_engine(score_model, dse, out_dir, image_size=..., settings=...)`` runs four stages, each
+with a progress bar (``progress``): ``weights`` writes each network's weights once, as
+``weights/score.safetensors`` and ``weights/dse.safetensors`` (the torch backend's weights);
+``trace`` traces the DSE input gradient into a forward graph (``gradient_graph``); ``graphs``
+exports ``score.onnx`` and ``dse_grad.onnx`` with their weights as ONNX external data in those
+files (``external_weights``: no weight is copied into a graph); ``validation`` runs both graphs
+with ONNX Runtime against PyTorch at batch 1 and 3. Then ``manifest.json`` (the engine format of
+``egsde_rt.engine``, version 2) is written and the directory read back.
+
+Export's memory stays near the weights' size plus one graph's activations at batch 3: weights
+are never serialised into a graph, each stage frees what it built, and validation computes its
+PyTorch references before the ONNX Runtime session exists (``onnx_graphs``).
+``formats=("torch",)`` writes only the weights and the manifest: seconds instead of minutes, for
+the torch and compiled backends, which never read the graphs. ``export_preset`` does the same
+from a preset and two checkpoint files (``.pt`` or ``.safetensors``). ``build_plans``
+(``tensorrt_plans``) and ``build_compiled_plans`` add plans.
 """
 
 from __future__ import annotations
 
 import datetime
+import gc
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,13 +31,17 @@ import torch
 
 from .._version import __version__
 from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
-from ..engine import DSE_GRAD, EXPORT_FORMATS, FORMAT_VERSION, SCORE, Manifest, load_engine_dir, sha256_file
-from ..engine.format import GraphEntry, TorchWeightsEntry
+from ..engine import DSE_GRAD, EXPORT_FORMATS, FORMAT_VERSION, SCORE, Manifest, load_engine_dir
+from ..engine.format import WEIGHTS_DIR, GraphEntry, TorchWeightsEntry
+from ..engine.verification import hash_and_record
+from ..engine.weights_file import save_weights
 from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
 from ..presets import get_preset
 from ..settings import EGSDESettings
+from .external_weights import WeightIndex
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError, export_onnx, validate_onnx
+from .progress import StageObserver, stage
 from .score_graph import ScoreGraph
 
 DEFAULT_OPSET = 18
@@ -37,12 +51,13 @@ LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_
 def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *, image_size: int,
                   settings: EGSDESettings, schedule: dict | None = None, opset: int = DEFAULT_OPSET,
                   formats=EXPORT_FORMATS, overwrite: bool = False, preset: str | None = None,
-                  log: Callable[[str], None] = print) -> Path:
+                  log: Callable[[str], None] = print, on_stage: StageObserver | None = None) -> Path:
     """Export an engine directory to ``out_dir`` and return its path (see the module docstring).
 
     ``settings`` are the engine's defaults; ``s1`` and ``score_kind`` are baked into the graphs.
     ``formats``: what to write, one or both of ``EXPORT_FORMATS`` ("onnx": the graphs, for ONNX
-    Runtime and TensorRT; "torch": the weights, for the torch and compiled backends)."""
+    Runtime and TensorRT; "torch": the torch backend's networks; the weights are always written,
+    once). ``on_stage``: see ``progress``."""
     formats = check_formats(formats)
     schedule = dict(schedule or LINEAR_SCHEDULE)
     settings.check_fits(image_size, schedule["num_timesteps"])
@@ -56,13 +71,19 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        networks = {"score": score_model, "dse": dse}
+        with stage("weights", len(networks), on_stage) as bar:
+            weights, states = {}, {}
+            for name, model in networks.items():
+                weights[name], states[name] = _save_weights(staging, name, model, "torch" in formats)
+                bar.update()
         graphs, onnx_version = {}, None
         if "onnx" in formats:
             import onnx
 
             onnx_version = onnx.__version__
-            graphs = _export_graphs(staging, score_model, dse, image_size, settings, opset, log)
-        weights = _save_torch_weights(staging, score_model, dse) if "torch" in formats else {}
+            graphs = _export_graphs(staging, score_model, dse, states, image_size, settings, opset, log, on_stage)
+        del states
         manifest = Manifest(
             format_version=FORMAT_VERSION, egsde_rt_version=__version__, image_size=image_size,
             settings=settings.to_dict(), schedule=schedule, graphs=graphs, torch_weights=weights,
@@ -72,7 +93,7 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
             preset=preset,
         )
         manifest.write(staging)
-        load_engine_dir(staging)  # what we wrote must read back
+        load_engine_dir(staging)  # what we wrote must read back (files hashed as written: no second read)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
@@ -93,52 +114,74 @@ def check_formats(formats) -> tuple:
     return tuple(name for name in EXPORT_FORMATS if name in formats)
 
 
-def _export_graphs(staging: Path, score_model, dse, image_size: int, settings: EGSDESettings, opset: int,
-                   log: Callable[[str], None]) -> dict:
-    """score.onnx and dse_grad.onnx, each validated against PyTorch; their manifest entries."""
+def _export_graphs(staging: Path, score_model, dse, states: dict, image_size: int, settings: EGSDESettings,
+                   opset: int, log: Callable[[str], None], on_stage: StageObserver | None) -> dict:
+    """score.onnx and dse_grad.onnx with their weights as external data, each validated against
+    PyTorch; their manifest entries."""
+    with stage("trace", 1, on_stage) as bar:
+        traced = trace_dse_gradient(dse, settings.s1, DSE_GRAD.sample_inputs(2, image_size))
+        bar.update()
+    sources = {SCORE: (ScoreGraph(score_model, settings.score_kind), "score"), DSE_GRAD: (traced, "dse")}
+    reports = {}
+    with stage("graphs", len(sources), on_stage) as bar:
+        for contract, (module, weights) in sources.items():
+            index = WeightIndex(states[weights], staging / _weights_file(weights))
+            reports[contract] = export_onnx(module, contract, contract.sample_inputs(2, image_size),
+                                            staging / contract.file, opset, (index, _weights_file(weights)))
+            if reports[contract]["inline_large"]:
+                log(f"  {contract.file}: large constants not among the weights, stored in the graph: "
+                    f"{reports[contract]['inline_large'][:4]}")
+            del index, module
+            sources[contract] = (None, weights)
+            bar.update()
+    del traced
+    gc.collect()
+    references = {SCORE: (ScoreGraph(score_model, settings.score_kind), False),
+                  DSE_GRAD: (DSEGradient(dse, settings.s1), True)}
     graphs = {}
-    score_graph = ScoreGraph(score_model, settings.score_kind)
-    log(f"exporting {SCORE.file} ...")
-    export_onnx(score_graph, SCORE, SCORE.sample_inputs(2, image_size), staging / SCORE.file, opset)
-    with torch.no_grad():
-        score_errors = validate_onnx(staging / SCORE.file, SCORE, score_graph, image_size)
-    graphs["score"] = _graph_entry(staging, SCORE, image_size, score_errors)
-    log(f"  validated: {score_errors}")
-
-    log(f"tracing the DSE input gradient ({settings.s1}) ...")
-    traced = trace_dse_gradient(dse, settings.s1, DSE_GRAD.sample_inputs(2, image_size))
-    log(f"exporting {DSE_GRAD.file} ...")
-    export_onnx(traced, DSE_GRAD, DSE_GRAD.sample_inputs(2, image_size), staging / DSE_GRAD.file, opset)
-    grad_errors = validate_onnx(staging / DSE_GRAD.file, DSE_GRAD, DSEGradient(dse, settings.s1), image_size)
-    graphs["dse_grad"] = _graph_entry(staging, DSE_GRAD, image_size, grad_errors)
-    log(f"  validated: {grad_errors}")
+    with stage("validation", 2 * len(references), on_stage) as bar:
+        for contract, (eager, per_sample) in references.items():
+            with torch.no_grad() if contract is SCORE else torch.enable_grad():
+                errors = validate_onnx(staging / contract.file, contract, eager, image_size, per_sample=per_sample,
+                                       on_batch=bar.update)
+            graphs[contract.name] = _graph_entry(staging, contract, image_size, errors, sources[contract][1],
+                                                 reports[contract]["external_bytes"])
+            log(f"  {contract.file} validated: {errors}")
     return graphs
 
 
-def _graph_entry(root: Path, contract, image_size: int, errors: dict) -> GraphEntry:
-    return GraphEntry(file=contract.file, sha256=sha256_file(root / contract.file), inputs=list(contract.inputs),
-                      outputs=list(contract.outputs), shapes=contract.shapes(image_size), validation=errors)
+def _weights_file(name: str) -> str:
+    return f"{WEIGHTS_DIR}/{name}.safetensors"
 
 
-def _save_torch_weights(root: Path, score_model, dse) -> dict:
-    (root / "torch").mkdir()
-    entries = {}
-    for name, model in (("score", score_model), ("dse", dse)):
-        class_name = type(model).__name__
-        if class_name not in MODEL_CLASSES or not hasattr(model, "config"):
-            raise EgsdeError(f"{name}: only egsde_rt.models networks can be saved for the torch backend "
-                             f"(got {class_name}); export the ONNX graphs only: formats=('onnx',)")
-        file = f"torch/{name}.pt"
-        torch.save(model.state_dict(), root / file)
-        entries[name] = TorchWeightsEntry(file=file, sha256=sha256_file(root / file), model_class=class_name,
-                                          config=model.config)
-    return entries
+def _graph_entry(root: Path, contract, image_size: int, errors: dict, weights: str, external_bytes: int) -> GraphEntry:
+    file = root / contract.file
+    return GraphEntry(file=contract.file, sha256=hash_and_record(file), size=file.stat().st_size,
+                      inputs=list(contract.inputs), outputs=list(contract.outputs), shapes=contract.shapes(image_size),
+                      validation=errors, weights=weights, external_bytes=external_bytes)
+
+
+def _save_weights(root: Path, name: str, model, torch_backend: bool) -> tuple[TorchWeightsEntry, dict]:
+    """(the manifest entry, the state dict written) of ``weights/<name>.safetensors``."""
+    class_name = type(model).__name__
+    ours = class_name in MODEL_CLASSES and hasattr(model, "config")
+    if torch_backend and not ours:
+        raise EgsdeError(f"{name}: only egsde_rt.models networks can be saved for the torch backend "
+                         f"(got {class_name}); export the ONNX graphs only: formats=('onnx',)")
+    file = root / _weights_file(name)
+    state = model.state_dict()
+    save_weights(state, file)
+    rebuildable = ours and torch_backend  # "torch" in formats: the torch backend rebuilds the network
+    entry = TorchWeightsEntry(file=_weights_file(name), sha256=hash_and_record(file), size=file.stat().st_size,
+                              model_class=class_name if rebuildable else "",
+                              config=model.config if rebuildable else {})
+    return entry, state
 
 
 def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, *, settings: EGSDESettings | None = None,
                   **options) -> Path:
-    """Build a preset's networks, load the two checkpoints, and export them with ``settings``
-    (the preset's by default); ``options`` as ``export_engine``'s."""
+    """Build a preset's networks, load the two checkpoints (``.pt`` or ``.safetensors``), and export
+    them with ``settings`` (the preset's by default); ``options`` as ``export_engine``'s."""
     preset = get_preset(preset_name)
     for path in (score_ckpt, dse_ckpt):  # before building networks of 100M+ parameters
         if not Path(path).is_file():

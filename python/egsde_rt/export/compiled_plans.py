@@ -1,7 +1,7 @@
 """Building compiled plans: the engine's graphs compiled ahead of time by PyTorch's AOTInductor.
 
 ``build_compiled_plans(engine_dir, device=..., precision=...)`` rebuilds the networks from the
-engine's ``torch/`` weights, runs their torsos in the precision's dtype (``network_fns.in_precision``:
+engine's weights (``weights/*.safetensors``), runs their torsos in the precision's dtype (``network_fns.in_precision``:
 inputs, outputs and normalisations stay float32, as the sampler's state), exports the score graph and the DSE input
 gradient (the forward-only graph of ``gradient_graph``) with a dynamic batch through
 ``torch.export``, compiles each with ``torch._inductor.aoti_compile_and_package`` into a

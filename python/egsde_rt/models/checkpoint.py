@@ -1,6 +1,8 @@
-"""Loading the official checkpoints safely (``torch.load(weights_only=True)``).
+"""Loading checkpoints safely: PyTorch files by ``torch.load(weights_only=True)``, safetensors
+files (``.safetensors``, or any file with a safetensors header) by ``safetensors.torch.load_file``
+(tensors only, by construction).
 
-Accepted layouts: a plain state dict; a state dict whose keys carry a ``module.`` prefix
+Accepted layouts of a PyTorch file: a plain state dict; a state dict whose keys carry a ``module.`` prefix
 (``DataParallel``); the ddim list format ``[state_dict, optimizer, epoch, step, (ema)]``
 (the first element, or the last with ``ema=True``); a dict with a ``state_dict`` entry.
 """
@@ -25,6 +27,8 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        return _unwrap(_read_safetensors(path), path, ema)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -37,6 +41,26 @@ def read_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, 
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {err}"
         ) from None
     return _unwrap(obj, path, ema)
+
+
+def is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` file, or one that starts as safetensors do (a little-endian header
+    length, then a JSON object); PyTorch files are zip archives ("PK")."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {err}") from None
 
 
 def _unwrap(obj, path: Path, ema: bool) -> dict[str, torch.Tensor]:

@@ -128,8 +128,8 @@ def _probe_onnxruntime(engine: EngineDir, device: str, precision: str) -> tuple[
 
 def _probe_torch(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
     if "torch" not in engine.formats:
-        return False, "the engine has no torch/ weights (exported with --formats onnx)"
-    return True, f"eager PyTorch ({precision}) from the engine's torch/ weights"
+        return False, "the engine's networks cannot be rebuilt for PyTorch (exported with --formats onnx)"
+    return True, f"eager PyTorch ({precision}) from the engine's weights"
 
 
 def _onnxruntime_runner(choice: BackendChoice, engine: EngineDir, stream: int):

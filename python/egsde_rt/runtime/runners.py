@@ -8,7 +8,7 @@ for a CUDA one), writing the outputs in place: no copies per step.
 * ``TensorRTRunner``: TensorRT plans, ``execute_async_v3`` on the sampler's stream (unverified:
   TensorRT cannot be installed where this project is developed).
 * ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
-* ``TorchRunner``: eager PyTorch models (the engine's ``torch/`` weights, or any models given to
+* ``TorchRunner``: eager PyTorch models (the engine's weights, or any models given to
   ``egsde_rt.native.translate``).
 
 The PyTorch runners (compiled, torch) run inside ``network_fns.tf32_mode(precision)``, so that

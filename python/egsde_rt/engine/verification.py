@@ -1,0 +1,123 @@
+"""Verifying an engine's files against their manifest entries, fully once and cheaply after.
+
+Three levels (``VERIFY_LEVELS``):
+
+* ``"full"``: every file's size and sha256 (reads every byte). ``egsde-rt verify ENGINE`` and
+  ``load_engine_dir(..., verify="full")``.
+* ``"cached"`` (loading's default): every file's size; its sha256 only when this machine has not
+  yet verified this very file. A file that matched its sha256 is recorded in the user cache
+  (``user_cache.cache_root()/verified/``) under its identity: device, inode, size, modification
+  and status-change times in nanoseconds. Any write to the file, a replacement, a copy or a
+  truncation changes that identity (the status-change time cannot be set back by a user), so
+  the file is hashed again before it is used. What this does not catch is the medium changing
+  bytes under an unchanged identity (bit rot): ``egsde-rt verify`` reads everything again.
+* ``"size"``: existence and size only (``check_hashes=False``).
+
+The record is one small file per verified identity, written atomically: concurrent loaders
+(Ray actors, Serve replicas) at worst hash the same file twice. Where the cache cannot be
+written every load hashes, as ``"full"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ..errors import ConfigError, EngineDirError
+from ..user_cache import cache_root
+
+VERIFY_LEVELS = ("full", "cached", "size")
+RECORD_DIR = "verified"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_level(level: str) -> str:
+    if level not in VERIFY_LEVELS:
+        raise ConfigError(f"verify must be one of {VERIFY_LEVELS}, got {level!r}")
+    return level
+
+
+def _identity(stat: os.stat_result) -> str:
+    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+
+
+def _record_path(stat: os.stat_result) -> Path:
+    return cache_root() / RECORD_DIR / hashlib.sha256(_identity(stat).encode()).hexdigest()[:32]
+
+
+def _recorded(stat: os.stat_result) -> str | None:
+    try:
+        return _record_path(stat).read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_record(stat: os.stat_result, sha256: str) -> None:
+    record = _record_path(stat)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(sha256 + "\n")
+        tmp.replace(record)
+    except OSError:
+        pass  # no writable cache: the next load hashes again
+
+
+def _hash_unchanged(path: Path) -> tuple[str, os.stat_result | None]:
+    """(sha256, the file's stat if it did not change while being hashed, else None)."""
+    before = path.stat()
+    digest = sha256_file(path)
+    return digest, before if _identity(path.stat()) == _identity(before) else None
+
+
+def forget(path: str | os.PathLike) -> None:
+    """Drop the record of the file at ``path`` as it is now (it is hashed at its next check)."""
+    _record_path(os.stat(path)).unlink(missing_ok=True)
+
+
+def hash_and_record(path: str | os.PathLike) -> str:
+    """The sha256 of a file just written (export, plans), recorded as verified."""
+    digest, stat = _hash_unchanged(Path(path))
+    if stat is not None:
+        _write_record(stat, digest)
+    return digest
+
+
+def matches(path: str | os.PathLike, sha256: str) -> bool:
+    """Whether the file at ``path`` has ``sha256``: recorded for its identity, or hashed (and recorded)."""
+    path = Path(path)
+    try:
+        if _recorded(path.stat()) == sha256:
+            return True
+        digest, unchanged = _hash_unchanged(path)
+    except OSError:
+        return False
+    if digest == sha256 and unchanged is not None:
+        _write_record(unchanged, sha256)
+    return digest == sha256
+
+
+def verify_file(root: Path, relative: str, sha256: str | None, size: int | None, level: str = "cached") -> None:
+    """Check one listed file at ``level``; an ``EngineDirError`` naming the file and the fix otherwise."""
+    file = root / relative
+    if not file.is_file():
+        raise EngineDirError(f"{root}: missing file {relative} listed in the manifest")
+    stat = file.stat()
+    if size is not None and stat.st_size != size:
+        raise EngineDirError(f"{root}: {relative} has {stat.st_size} bytes, the manifest says {size} "
+                             "(truncated, corrupt or replaced): export the engine again")
+    if sha256 is None or level == "size":
+        return
+    if not (matches(file, sha256) if level == "cached" else sha256_file(file) == sha256):
+        raise EngineDirError(f"{root}: {relative} does not match its sha256 in the manifest (corrupt or replaced): "
+                             "export the engine again")
+    if level == "full":
+        _write_record(stat, sha256)
