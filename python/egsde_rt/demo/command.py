@@ -32,7 +32,7 @@ from ..settings import EGSDESettings, check_positive_int
 from ..user_cache import cache_root
 from .data import IMAGE_SIZE, domain_batch, paired_target
 from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, load_judge, weights_path
-from .quality import QUALITY_SPLITS, REPORTED_SETTINGS, SplitEvaluator, quality_metrics
+from .quality import QUALITY_SPLITS, SplitEvaluator, quality_metrics, settings_row
 
 # The demo's settings, the official sampler (chosen on the tuning split: weights/TRAINING.md).
 DEMO_SETTINGS = EGSDESettings(M=100, ls=500.0, li=200.0, s1="cosine", s2="neg_l2", down_N=8)
@@ -107,12 +107,6 @@ def _grid(columns: dict[str, torch.Tensor], titles: dict[str, list[str]], footer
     return grid
 
 
-def _settings_of(settings: EGSDESettings) -> dict:
-    row = {k: getattr(settings, k) for k in REPORTED_SETTINGS}
-    row["steps"] = settings.num_updates
-    return row
-
-
 def _finite(table: dict) -> dict:
     """JSON-safe: infinite PSNRs (identical images) become null."""
     return {k: {m: (v if not isinstance(v, float) or np.isfinite(v) else None) for m, v in row.items()}
@@ -153,7 +147,7 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
             results[name] = y.clamp(-1, 1)
             table[name] = {**quality_metrics(results[name], x0, true_target, judge),
                            "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / count,
-                           "settings": _settings_of(settings)}
+                           "settings": settings_row(settings)}
     results["true target"] = true_target
     table["source (reference)"] = quality_metrics(x0, x0, true_target, judge)
     table["true target (reference)"] = quality_metrics(true_target, x0, true_target, judge)

@@ -57,6 +57,13 @@ def quality_metrics(y: torch.Tensor, x0: torch.Tensor, true_target: torch.Tensor
     return row
 
 
+def settings_row(settings) -> dict:
+    """The settings a result row reports (``steps``: the updates actually run)."""
+    row = {k: getattr(settings, k) for k in REPORTED_SETTINGS}
+    row["steps"] = settings.num_updates
+    return row
+
+
 class SplitEvaluator:
     """Translates a split with one setting (run-time overrides of the translator's) and measures it;
     the translation alone is timed. Each image has its own noise seed, the same for every setting."""
@@ -87,10 +94,9 @@ class SplitEvaluator:
         x0, true_target = self.splits[split]
         settings = self.translator.settings_with(**overrides)
         y, seconds = self.translate(split, overrides)
-        row = {"split": split, "settings": {k: getattr(settings, k) for k in REPORTED_SETTINGS},
+        row = {"split": split, "settings": settings_row(settings),
                "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / len(x0),
                **quality_metrics(y, x0, true_target, self.judge, self.reference)}
-        row["settings"]["steps"] = settings.num_updates
         if self.log is not None:
             self.log(f"{split:8s} {describe(row)}")
         return row
