@@ -11,7 +11,7 @@ from egsde_rt.errors import EgsdeError
 from egsde_rt.export import ExportValidationError, export_engine
 from egsde_rt.engine import DSE_GRAD, FORMAT_VERSION, SCORE, load_engine_dir, sha256_file
 from egsde_rt.export.gradient_graph import DSEGradient, trace_dse_gradient
-from egsde_rt.export.onnx_graphs import export_onnx, ort_session
+from egsde_rt.export.onnx_graphs import VALIDATION_BATCHES, export_onnx, ort_session
 from egsde_rt.settings import EGSDESettings
 
 pytest.importorskip("onnxruntime")
@@ -89,7 +89,7 @@ def test_manifest_describes_the_engine(tiny_engine):
     assert manifest["export"]["opset"] >= 18 and manifest["export"]["torch"] == torch.__version__
     for name, graph in manifest["graphs"].items():
         assert graph["sha256"] == sha256_file(path / graph["file"])
-        assert set(graph["validation"]) == {"1", "3"}
+        assert set(graph["validation"]) == {str(b) for b in VALIDATION_BATCHES} == {"1", "2"}
         assert all(e["max_rel"] < 1e-3 for e in graph["validation"].values())
     assert manifest["graphs"]["dse_grad"]["inputs"] == ["y", "x_t", "t"]
     assert manifest["graphs"]["score"]["shapes"]["x"] == ["batch", 3, 32, 32]
@@ -120,3 +120,68 @@ def test_export_refuses_to_overwrite_and_checks_settings(tmp_path, tiny_engine):
         export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=10, down_N=5))
     with pytest.raises(EgsdeError, match="exceeds"):
         export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=2000, down_N=8))
+
+
+@pytest.mark.parametrize("translator", ["missing", "failing"])
+def test_export_falls_back_to_torch_onnx_export(translator, tmp_path, tiny_engine, monkeypatch):
+    """Where this torch has no usable ONNX translator (``fx_translation``), the DSE gradient goes
+    through ``torch.onnx.export``: the same gradients as the translated graph of ``tiny_engine``.
+    ``release_networks`` frees the networks' weights only when asked."""
+    import egsde_rt.export as export_module
+    from egsde_rt.export import fx_translation
+
+    if translator == "missing":
+        monkeypatch.setattr(fx_translation, "available", lambda: False)
+    else:
+        def unavailable(*args, **kwargs):
+            raise fx_translation.TranslationUnavailable("a changed signature")
+
+        monkeypatch.setattr(export_module, "export_translated_onnx", unavailable)
+    unet, dse = tiny_models()
+    before = {name: t.clone() for name, t in dse.state_dict().items()}
+    messages = []
+    path = export_engine(unet, dse, tmp_path / "engine", image_size=32, formats=("onnx",), log=messages.append,
+                         settings=EGSDESettings(M=10, ls=500.0, li=2.0, down_N=8), release_networks=translator == "failing")
+    assert any("exporting through torch.onnx.export" in m for m in messages) == (translator == "failing")
+    inputs = DSE_GRAD.sample_inputs(2, 32, seed=5)
+    translated = _run(ort_session(tiny_engine[0] / DSE_GRAD.file), *inputs)
+    public = _run(ort_session(path / DSE_GRAD.file), *inputs)
+    assert np.abs(translated).max() > 0
+    assert np.abs(public - translated).max() <= 1e-5 * np.abs(translated).max()
+    if translator == "failing":  # released: nothing of the weights is left
+        assert all(p.numel() == 0 for p in (*unet.parameters(), *dse.parameters()))
+    else:
+        assert all(torch.equal(before[name], t) for name, t in dse.state_dict().items())
+
+
+def test_type_promotion_that_reuses_the_trace_makes_the_exporters_graph():
+    """``fx_translation`` re-runs only the nodes the exporter's type-promotion pass may change: the
+    same nodes, ops and dtypes as the exporter's own pass, which re-runs every node."""
+    from egsde_rt.export import fx_translation
+    from torch.onnx._internal.exporter import _fx_passes
+
+    if not fx_translation.available():
+        pytest.skip("this torch has no ONNX translator to use")
+    _, dse = tiny_models()
+
+    def traced():
+        return trace_dse_gradient(dse, "cosine", DSE_GRAD.sample_inputs(3, 32), functional=True,
+                                  extra_decompositions=fx_translation.onnx_decompositions(18)).graph_module
+
+    def signature(graph):
+        return [(n.op, str(n.target), [str(a) for a in n.args],
+                 getattr(n.meta.get("val"), "dtype", None)) for n in graph.graph.nodes]
+
+    def mixed():  # int64 times float32: a cast the pass must insert
+        from egsde_rt.export.batch_tracing import trace_batched
+
+        return trace_batched(lambda x, t: x * (t.long() + 1)[:, None, None, None],
+                             DSE_GRAD.sample_inputs(3, 8)[1:], functional=True,
+                             decompositions=fx_translation.onnx_decompositions(18))
+
+    for make in (traced, mixed):
+        exporters, ours = make(), make()
+        _fx_passes.insert_type_promotion_nodes(exporters)
+        fx_translation._insert_type_promotion(ours, _fx_passes)
+        assert signature(ours) == signature(exporters)
+    assert any("convert_element_type" in str(n.target) for n in ours.graph.nodes)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -171,7 +170,6 @@ def run_export_bench(spec: dict, *, formats=("onnx", "torch"), work_dir: str | N
             "name": spec["name"], "checkpoints": [spec["score"]["checkpoint"], spec["dse"]["checkpoint"]],
             "formats": list(formats),
             "seconds": seconds, "peak_rss_mb": child["peak_rss_mb"],
-            "children_ru_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "stages": child["stages"], "weights_mb": child["weights_mb"],
             "engine_mb": round(sum(files.values()), 2), "files_mb": files,
             "engine_over_weights": sum(files.values()) / child["weights_mb"],
@@ -217,7 +215,7 @@ def _child(spec_json: str) -> None:
         networks.append(load_checkpoint(model, spec[name]["checkpoint"]))
     engine = export_engine(*networks, spec["out"], image_size=spec["image_size"],
                            settings=EGSDESettings(**spec["settings"]), preset=spec["name"], formats=spec["formats"],
-                           on_stage=memory, log=lambda message: print(message, file=sys.stderr))
+                           release_networks=True, on_stage=memory, log=lambda message: print(message, file=sys.stderr))
     del networks
     record = memory.finish()
     manifest = load_engine_dir(engine, verify="size").manifest

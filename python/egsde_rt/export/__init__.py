@@ -3,15 +3,18 @@
 ``export_engine(score_model, dse, out_dir, image_size=..., settings=...)`` runs four stages, each
 with a progress bar (``progress``): ``weights`` writes each network's weights once, as
 ``weights/score.safetensors`` and ``weights/dse.safetensors`` (the torch backend's weights);
-``trace`` traces the DSE input gradient into a forward graph (``gradient_graph``); ``graphs``
-exports ``score.onnx`` and ``dse_grad.onnx`` with their weights as ONNX external data in those
-files (``external_weights``: no weight is copied into a graph); ``validation`` runs both graphs
-with ONNX Runtime against PyTorch at batch 1 and 3. Then ``manifest.json`` (the engine format of
-``egsde_rt.engine``, version 2) is written and the directory read back.
+``trace`` traces the DSE input gradient into a forward graph with a symbolic batch
+(``gradient_graph``); ``graphs`` exports ``score.onnx`` (``torch.onnx.export``) and
+``dse_grad.onnx`` (the trace translated directly, ``fx_translation``, where this torch allows)
+with their weights as ONNX external data in those files (``external_weights``: no weight is
+copied into a graph); ``validation`` runs both graphs with ONNX Runtime against PyTorch at batch
+1 and 2 (``onnx_graphs``). Then ``manifest.json`` (the engine format of ``egsde_rt.engine``,
+version 2) is written and the directory read back.
 
-Export's memory stays near the weights' size plus one graph's activations at batch 3: weights
-are never serialised into a graph, each stage frees what it built, and validation computes its
-PyTorch references before the ONNX Runtime session exists (``onnx_graphs``).
+Export's memory stays near the weights' size plus one graph's activations at batch 2: weights
+are never serialised into a graph, each stage frees what it built, validation computes its
+PyTorch references (one sample at a time) before any ONNX Runtime session exists, and with
+``release_networks`` the networks' weights are freed before the sessions.
 ``formats=("torch",)`` writes only the weights and the manifest: seconds instead of minutes, for
 the torch and compiled backends, which never read the graphs. ``export_preset`` does the same
 from a preset and two checkpoint files (``.pt`` or ``.safetensors``). ``build_plans``
@@ -39,8 +42,10 @@ from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
 from ..presets import get_preset
 from ..settings import EGSDESettings
 from .external_weights import WeightIndex
-from .gradient_graph import DSEGradient, trace_dse_gradient
-from .onnx_graphs import ExportValidationError, export_onnx, validate_onnx
+from . import fx_translation
+from .gradient_graph import DSEGradient, TracedGradient, trace_dse_gradient
+from .onnx_graphs import (TRACE_BATCH, VALIDATION_BATCHES, ExportValidationError, check_onnx, export_onnx,
+                          export_translated_onnx, reference_outputs, return_freed_memory)
 from .progress import StageObserver, stage
 from .score_graph import ScoreGraph
 
@@ -51,13 +56,16 @@ LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_
 def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *, image_size: int,
                   settings: EGSDESettings, schedule: dict | None = None, opset: int = DEFAULT_OPSET,
                   formats=EXPORT_FORMATS, overwrite: bool = False, preset: str | None = None,
-                  log: Callable[[str], None] = print, on_stage: StageObserver | None = None) -> Path:
+                  release_networks: bool = False, log: Callable[[str], None] = print,
+                  on_stage: StageObserver | None = None) -> Path:
     """Export an engine directory to ``out_dir`` and return its path (see the module docstring).
 
     ``settings`` are the engine's defaults; ``s1`` and ``score_kind`` are baked into the graphs.
     ``formats``: what to write, one or both of ``EXPORT_FORMATS`` ("onnx": the graphs, for ONNX
     Runtime and TensorRT; "torch": the torch backend's networks; the weights are always written,
-    once). ``on_stage``: see ``progress``."""
+    once). ``release_networks``: free the networks' weights once export no longer needs them
+    (before the ONNX Runtime checks: a lower peak), leaving the networks unusable: for callers
+    that own them (``export_preset``). ``on_stage``: see ``progress``."""
     formats = check_formats(formats)
     schedule = dict(schedule or LINEAR_SCHEDULE)
     settings.check_fits(image_size, schedule["num_timesteps"])
@@ -82,7 +90,8 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
             import onnx
 
             onnx_version = onnx.__version__
-            graphs = _export_graphs(staging, score_model, dse, states, image_size, settings, opset, log, on_stage)
+            graphs = _export_graphs(staging, networks, states, image_size, settings, opset, release_networks, log,
+                                    on_stage)
         del states
         manifest = Manifest(
             format_version=FORMAT_VERSION, egsde_rt_version=__version__, image_size=image_size,
@@ -114,40 +123,75 @@ def check_formats(formats) -> tuple:
     return tuple(name for name in EXPORT_FORMATS if name in formats)
 
 
-def _export_graphs(staging: Path, score_model, dse, states: dict, image_size: int, settings: EGSDESettings,
-                   opset: int, log: Callable[[str], None], on_stage: StageObserver | None) -> dict:
+def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int, settings: EGSDESettings,
+                   opset: int, release_networks: bool, log: Callable[[str], None],
+                   on_stage: StageObserver | None) -> dict:
     """score.onnx and dse_grad.onnx with their weights as external data, each validated against
-    PyTorch; their manifest entries."""
+    PyTorch; their manifest entries. ``states`` is emptied once the graphs are written."""
+    weights_of = {SCORE: "score", DSE_GRAD: "dse"}
+    eager = {SCORE: ScoreGraph(networks["score"], settings.score_kind), DSE_GRAD: DSEGradient(networks["dse"], settings.s1)}
+    translation = fx_translation.available()
     with stage("trace", 1, on_stage) as bar:
-        traced = trace_dse_gradient(dse, settings.s1, DSE_GRAD.sample_inputs(2, image_size))
+        gradient = trace_dse_gradient(
+            networks["dse"], settings.s1, DSE_GRAD.sample_inputs(TRACE_BATCH, image_size),
+            extra_decompositions=fx_translation.onnx_decompositions(opset) if translation else None,
+            functional=translation).graph_module
         bar.update()
-    sources = {SCORE: (ScoreGraph(score_model, settings.score_kind), "score"), DSE_GRAD: (traced, "dse")}
     reports = {}
-    with stage("graphs", len(sources), on_stage) as bar:
-        for contract, (module, weights) in sources.items():
-            index = WeightIndex(states[weights], staging / _weights_file(weights))
-            reports[contract] = export_onnx(module, contract, contract.sample_inputs(2, image_size),
-                                            staging / contract.file, opset, (index, _weights_file(weights)))
+    with stage("graphs", len(weights_of), on_stage) as bar:
+        for contract, network in weights_of.items():
+            links = (WeightIndex(states[network], staging / _weights_file(network)), _weights_file(network))
+            path = staging / contract.file
+            if contract is SCORE:  # a forward network: torch.onnx.export traces it (14 s of cat2dog's)
+                reports[contract] = export_onnx(eager[SCORE], SCORE, SCORE.sample_inputs(TRACE_BATCH, image_size),
+                                                path, opset, links)
+            else:
+                reports[contract] = _export_gradient(gradient, path, image_size, opset, links, translation, log)
+                del gradient
             if reports[contract]["inline_large"]:
                 log(f"  {contract.file}: large constants not among the weights, stored in the graph: "
                     f"{reports[contract]['inline_large'][:4]}")
-            del index, module
-            sources[contract] = (None, weights)
+            del links
             bar.update()
-    del traced
-    gc.collect()
-    references = {SCORE: (ScoreGraph(score_model, settings.score_kind), False),
-                  DSE_GRAD: (DSEGradient(dse, settings.s1), True)}
+    states.clear()
     graphs = {}
-    with stage("validation", 2 * len(references), on_stage) as bar:
-        for contract, (eager, per_sample) in references.items():
-            with torch.no_grad() if contract is SCORE else torch.enable_grad():
-                errors = validate_onnx(staging / contract.file, contract, eager, image_size, per_sample=per_sample,
-                                       on_batch=bar.update)
-            graphs[contract.name] = _graph_entry(staging, contract, image_size, errors, sources[contract][1],
+    with stage("validation", len(eager) * (1 + len(VALIDATION_BATCHES)), on_stage) as bar:
+        references = {}
+        for contract in eager:
+            references[contract] = reference_outputs(contract, eager[contract], image_size, VALIDATION_BATCHES)
+            bar.update()
+        del eager
+        if release_networks:
+            _release(networks)
+        for contract in weights_of:
+            errors = check_onnx(staging / contract.file, contract, references.pop(contract), on_batch=bar.update)
+            graphs[contract.name] = _graph_entry(staging, contract, image_size, errors, weights_of[contract],
                                                  reports[contract]["external_bytes"])
             log(f"  {contract.file} validated: {errors}")
     return graphs
+
+
+def _export_gradient(gradient: torch.fx.GraphModule, path: Path, image_size: int, opset: int, links,
+                     translation: bool, log: Callable[[str], None]) -> dict:
+    """dse_grad.onnx from the traced gradient: translated directly where this torch allows
+    (``translation``: traced for ``fx_translation``), through ``torch.onnx.export`` otherwise or
+    when the translation fails; ``save_linked``'s report."""
+    if translation:
+        try:
+            return export_translated_onnx(gradient, DSE_GRAD, path, opset, links)
+        except fx_translation.TranslationUnavailable as why:
+            log(f"  {DSE_GRAD.file}: direct translation unavailable ({why}); exporting through torch.onnx.export")
+    return export_onnx(TracedGradient(gradient), DSE_GRAD, DSE_GRAD.sample_inputs(TRACE_BATCH, image_size), path,
+                       opset, links)
+
+
+def _release(networks: dict) -> None:
+    """Free the networks' weights (they are written, and the references computed): the ONNX
+    Runtime checks then run without a second copy of them. The networks are unusable after."""
+    for model in networks.values():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.data = torch.empty(0, dtype=tensor.dtype)
+    return_freed_memory()
 
 
 def _weights_file(name: str) -> str:
@@ -190,7 +234,7 @@ def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, *, settings: 
     load_checkpoint(score, score_ckpt)
     load_checkpoint(dse, dse_ckpt)
     return export_engine(score, dse, out_dir, image_size=preset.image_size, settings=settings or preset.settings,
-                         preset=preset.name, **options)
+                         preset=preset.name, release_networks=True, **options)
 
 
 __all__ = ["export_engine", "export_preset", "check_formats", "ExportValidationError", "DEFAULT_OPSET"]

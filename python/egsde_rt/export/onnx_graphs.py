@@ -1,13 +1,20 @@
 """ONNX export of one graph, and its numerical validation against PyTorch.
 
-Validation keeps export's memory low: the PyTorch reference of a batch is computed first and
-only its output kept (``reference_outputs``), then the graph runs in an ONNX Runtime session
-without a memory arena (freed activations go back to the system) nor weight pre-packing (no
-second copy of the weights), one session for both batch sizes, closed before the next graph.
+``export_onnx`` exports a module through ``torch.onnx.export``; ``export_translated_onnx`` a
+graph already traced for ONNX (``fx_translation``). Both store the weights as external data in
+the engine's weights file (``save_linked``).
+
+Validation runs each graph at batch 1 and 2 (``VALIDATION_BATCHES``; graphs are traced at batch
+3, so a batch baked into a graph fails) and keeps export's memory low: the PyTorch reference is
+computed first, one sample at a time, and only its output kept (``reference_outputs``); then the
+graph runs in an ONNX Runtime session without a memory arena (freed activations go back to the
+system) nor weight pre-packing (no second copy of the weights), one session for both batch
+sizes, closed before the next graph; freed heap memory is returned between steps.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import inspect
 import logging
@@ -20,6 +27,12 @@ import torch
 from ..errors import EgsdeError
 from ..engine.contracts import MAX_BATCH, GraphContract
 from .external_weights import link_initializers
+
+
+# batch 1 and a batch of several, both unlike the batch graphs are traced with (``TRACE_BATCH``):
+# a batch baked into a graph fails one of them
+VALIDATION_BATCHES = (1, 2)
+TRACE_BATCH = 3
 
 
 class ExportValidationError(EgsdeError):
@@ -54,17 +67,38 @@ def export_onnx(module: torch.nn.Module, contract: GraphContract, sample_inputs,
     if weights is None:
         program.save(str(path))
         return {}
+    model = program.model
+    del program  # the exported program's graph and its fake tensors
+    return save_linked(model, path, weights)
+
+
+def export_translated_onnx(graph_module: torch.fx.GraphModule, contract: GraphContract, path: Path, opset: int,
+                           weights=None) -> dict:
+    """``export_onnx`` of a graph traced for ``fx_translation`` (functional, with its
+    ``onnx_decompositions``): translated without re-tracing; raises
+    ``fx_translation.TranslationUnavailable`` where this torch cannot."""
+    from .fx_translation import translate_graph
+
+    model = translate_graph(graph_module, contract.inputs, contract.outputs, opset, dynamic_axes={0: "batch"})
+    if weights is None:
+        import onnx_ir as ir
+
+        ir.save(model, path)
+        return {}
+    return save_linked(model, path, weights)
+
+
+def save_linked(model, path: Path, weights) -> dict:
+    """Save ``model`` (an ``onnx_ir.Model``) to ``path`` with its weights as external data
+    (``weights``: ``(WeightIndex, location)``), without the exporter's per-node stack traces (most
+    of a graph file's bytes); ``link_initializers``'s report."""
     import onnx_ir as ir
 
     index, location = weights
-    model = program.model
-    del program  # the exported program's graph and its fake tensors
     report = link_initializers(model, index, location, path.parent)
-    for node in model.graph.all_nodes():  # the exporter's stack traces: most of the graph file's bytes
+    for node in model.graph.all_nodes():
         node.metadata_props.clear()
     ir.save(model, path)
-    del model
-    gc.collect()
     return report
 
 
@@ -81,30 +115,24 @@ def ort_session(path: Path, providers=("CPUExecutionProvider",), *, lean: bool =
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
-def reference_outputs(contract: GraphContract, eager, image_size: int, batches, *, per_sample: bool = False) -> dict:
+def reference_outputs(contract: GraphContract, eager, image_size: int, batches) -> dict:
     """{batch: (inputs, eager output as a numpy array)}, computed before any ONNX Runtime session
-    exists. ``per_sample``: run the reference one sample at a time and concatenate (for a
-    per-sample computation, such as the DSE gradient of a batch sum: the same values with the
-    memory of batch 1)."""
-    references = {}
-    for batch in batches:
-        inputs = contract.sample_inputs(batch, image_size, seed=batch)
-        if per_sample:
-            parts = [eager(*(t[i:i + 1] for t in inputs)).detach() for i in range(batch)]
-            expected = torch.cat(parts).numpy()
-        else:
-            expected = eager(*inputs).detach().numpy()
-        references[batch] = (inputs, expected)
-        gc.collect()
-    return references
+    exists: the inputs of the largest batch (seeded), each smaller batch their leading samples.
+    The reference runs one sample at a time (the networks and the DSE gradient of a batch sum
+    are per-sample computations: the same values with the memory of batch 1), so each sample is
+    computed once for every batch size."""
+    largest = max(batches)
+    inputs = contract.sample_inputs(largest, image_size, seed=largest)
+    expected = torch.cat([eager(*(t[i:i + 1] for t in inputs)).detach() for i in range(largest)]).numpy()
+    return {batch: (tuple(t[:batch] for t in inputs), expected[:batch]) for batch in batches}
 
 
-def validate_onnx(path: Path, contract: GraphContract, eager, image_size: int, *, batches=(1, 3),
-                  rtol: float = 1e-3, atol: float = 1e-5, per_sample: bool = False, on_batch=None) -> dict:
-    """Run the graph with ONNX Runtime (CPU) against ``eager`` at each batch size; return the
-    errors, or raise ``ExportValidationError`` past ``atol + rtol * max|reference|``.
-    ``per_sample``: as ``reference_outputs``; ``on_batch()``: called after each batch (progress)."""
-    references = reference_outputs(contract, eager, image_size, batches, per_sample=per_sample)
+def check_onnx(path: Path, contract: GraphContract, references: dict, *, rtol: float = 1e-3, atol: float = 1e-5,
+               on_batch=None) -> dict:
+    """Run the graph with ONNX Runtime (CPU) on ``references``' inputs (``reference_outputs``);
+    return the errors at each batch size, or raise ``ExportValidationError`` past
+    ``atol + rtol * max|reference|``. ``on_batch()``: called after each batch (progress)."""
+    return_freed_memory()
     session = ort_session(path, lean=True)
     errors = {}
     try:
@@ -121,6 +149,16 @@ def validate_onnx(path: Path, contract: GraphContract, eager, image_size: int, *
             if on_batch is not None:
                 on_batch()
     finally:
-        del session
-        gc.collect()
+        del session  # its memory returns to the system by the next check's return_freed_memory
     return errors
+
+
+def return_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's
+    ``malloc_trim``; a no-op elsewhere), so what one step freed is not still resident, fragmented,
+    when the next allocates."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
