@@ -141,7 +141,8 @@ def test_export_falls_back_to_torch_onnx_export(translator, tmp_path, tiny_engin
     before = {name: t.clone() for name, t in dse.state_dict().items()}
     messages = []
     path = export_engine(unet, dse, tmp_path / "engine", image_size=32, formats=("onnx",), log=messages.append,
-                         settings=EGSDESettings(M=10, ls=500.0, li=2.0, down_N=8), release_networks=translator == "failing")
+                         settings=EGSDESettings(M=10, ls=500.0, li=2.0, down_N=8),
+                         release_networks=translator == "failing")
     assert any("exporting through torch.onnx.export" in m for m in messages) == (translator == "failing")
     inputs = DSE_GRAD.sample_inputs(2, 32, seed=5)
     translated = _run(ort_session(tiny_engine[0] / DSE_GRAD.file), *inputs)

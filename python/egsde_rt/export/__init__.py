@@ -24,7 +24,6 @@ from a preset and two checkpoint files (``.pt`` or ``.safetensors``). ``build_pl
 from __future__ import annotations
 
 import datetime
-import gc
 import shutil
 import tempfile
 from pathlib import Path
@@ -129,7 +128,8 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
     """score.onnx and dse_grad.onnx with their weights as external data, each validated against
     PyTorch; their manifest entries. ``states`` is emptied once the graphs are written."""
     weights_of = {SCORE: "score", DSE_GRAD: "dse"}
-    eager = {SCORE: ScoreGraph(networks["score"], settings.score_kind), DSE_GRAD: DSEGradient(networks["dse"], settings.s1)}
+    eager = {SCORE: ScoreGraph(networks["score"], settings.score_kind),
+             DSE_GRAD: DSEGradient(networks["dse"], settings.s1)}
     translation = fx_translation.available()
     with stage("trace", 1, on_stage) as bar:
         gradient = trace_dse_gradient(

@@ -68,9 +68,9 @@ class DSEGradient(torch.nn.Module):
 
     ``torch.autograd.grad`` rather than ``torch.func.grad`` (``functional``, which is traced): the
     same values in a third of the memory (1 GB against 2.9 GB per 256x256 image for cat2dog's
-    DSE), which export's validation runs on. float32 in and out (a reduced-precision DSE computes its torso in its dtype, see
-    ``network_fns``); in float16 the similarity is scaled by ``scale`` before differentiation and
-    the gradient scaled back."""
+    DSE), which export's validation runs on. float32 in and out (a reduced-precision DSE computes
+    its torso in its dtype, see ``network_fns``); in float16 the similarity is scaled by
+    ``scale`` before differentiation and the gradient scaled back."""
 
     def __init__(self, dse: torch.nn.Module, s1: str, scale: float = 1.0):
         super().__init__()
