@@ -44,7 +44,7 @@ from .external_weights import WeightIndex
 from . import fx_translation
 from .gradient_graph import DSEGradient, TracedGradient, trace_dse_gradient
 from .onnx_graphs import (TRACE_BATCH, VALIDATION_BATCHES, ExportValidationError, check_onnx, export_onnx,
-                          export_translated_onnx, reference_outputs, return_freed_memory)
+                          export_translated_onnx, reference_outputs)
 from .progress import StageObserver, stage
 from .score_graph import ScoreGraph
 
@@ -187,11 +187,11 @@ def _export_gradient(gradient: torch.fx.GraphModule, path: Path, image_size: int
 
 def _release(networks: dict) -> None:
     """Free the networks' weights (they are written, and the references computed): the ONNX
-    Runtime checks then run without a second copy of them. The networks are unusable after."""
+    Runtime checks then run without a second copy of them (their memory goes back to the system
+    as the first check begins, ``check_onnx``). The networks are unusable after."""
     for model in networks.values():
         for tensor in (*model.parameters(), *model.buffers()):
             tensor.data = torch.empty(0, dtype=tensor.dtype)
-    return_freed_memory()
 
 
 def _weights_file(name: str) -> str:

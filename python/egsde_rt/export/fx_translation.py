@@ -18,6 +18,7 @@ against PyTorch afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import Sequence
@@ -52,16 +53,24 @@ def available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def quiet_exporter_logs():
+    """The ONNX exporter's notices below errors silenced for the block (e.g. "torchvision is not
+    installed", or one per node of a traced graph, which has no nn.Module stack)."""
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        onnx_logger.setLevel(level)
+
+
 @functools.lru_cache(maxsize=None)
 def _registry(opset: int):
     _, _, _, _, _registration = _internals()
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notices
-    try:
+    with quiet_exporter_logs():
         return _registration.ONNXRegistry.from_torchlib(opset_version=opset)
-    finally:
-        onnx_logger.setLevel(level)
 
 
 def onnx_decompositions(opset: int) -> dict:
@@ -112,16 +121,12 @@ def translate_graph(graph_module: torch.fx.GraphModule, input_names: Sequence[st
     model = ir.Model(ir.Graph([], [], nodes=[], name="main_graph"), ir_version=10, producer_name="pytorch",
                      producer_version=torch.__version__)
     registry = _registry(opset)
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)  # a notice per node that has no nn.Module stack (a traced graph has none)
     try:
-        values = _core._translate_fx_graph(graph, model, graph_like=model.graph, owned_graphs={},
-                                           lower="at_conversion", registry=registry)
+        with quiet_exporter_logs():
+            values = _core._translate_fx_graph(graph, model, graph_like=model.graph, owned_graphs={},
+                                               lower="at_conversion", registry=registry)
     except TypeError as error:  # a changed signature
         raise TranslationUnavailable(f"torch {torch.__version__}: {error}") from None
-    finally:
-        onnx_logger.setLevel(level)
     placeholders = [node for node in graph.nodes if node.op == "placeholder"]
     (output_node,) = [node for node in graph.nodes if node.op == "output"]
     outputs = output_node.args[0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import inspect
-import logging
 import warnings
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from ..errors import EgsdeError
 from ..engine.contracts import MAX_BATCH, GraphContract
 from .external_weights import link_initializers
+from .fx_translation import quiet_exporter_logs
 
 
 # batch 1 and a batch of several, both unlike the batch graphs are traced with (``TRACE_BATCH``):
@@ -49,24 +49,15 @@ def export_onnx(module: torch.nn.Module, contract: GraphContract, sample_inputs,
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     arg_names = list(inspect.signature(module.forward).parameters)
     dynamic_shapes = {name: {0: batch} for name in arg_names}
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notices
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_exporter_logs():
         warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                module, tuple(sample_inputs), dynamo=True, opset_version=opset,
-                input_names=list(contract.inputs), output_names=list(contract.outputs),
-                dynamic_shapes=dynamic_shapes, optimize=False, verbose=False,
-            )
-        finally:
-            onnx_logger.setLevel(level)
+        program = torch.onnx.export(
+            module, tuple(sample_inputs), dynamo=True, opset_version=opset,
+            input_names=list(contract.inputs), output_names=list(contract.outputs),
+            dynamic_shapes=dynamic_shapes, optimize=False, verbose=False,
+        )
     if program is None:
         raise EgsdeError(f"the ONNX exporter returned nothing for {contract.name}")
-    if weights is None:
-        program.save(str(path))
-        return {}
     model = program.model
     del program  # the exported program's graph and its fake tensors
     return save_linked(model, path, weights)
@@ -77,25 +68,23 @@ def export_translated_onnx(graph_module: torch.fx.GraphModule, contract: GraphCo
     """``export_onnx`` of a graph traced for ``fx_translation`` (functional, with its
     ``onnx_decompositions``): translated without re-tracing; raises
     ``fx_translation.TranslationUnavailable`` where this torch cannot."""
-    from .fx_translation import translate_graph
+    from .fx_translation import translate_graph  # its internals of torch.onnx are imported on use
 
     model = translate_graph(graph_module, contract.inputs, contract.outputs, opset, dynamic_axes={0: "batch"})
-    if weights is None:
-        import onnx_ir as ir
-
-        ir.save(model, path)
-        return {}
     return save_linked(model, path, weights)
 
 
 def save_linked(model, path: Path, weights) -> dict:
     """Save ``model`` (an ``onnx_ir.Model``) to ``path`` with its weights as external data
-    (``weights``: ``(WeightIndex, location)``), without the exporter's per-node stack traces (most
-    of a graph file's bytes); ``link_initializers``'s report."""
+    (``weights``: ``(WeightIndex, location)``; None: every initializer inside the graph), without
+    the exporter's per-node stack traces (most of a graph file's bytes); ``link_initializers``'s
+    report (empty without ``weights``)."""
     import onnx_ir as ir
 
-    index, location = weights
-    report = link_initializers(model, index, location, path.parent)
+    report = {}
+    if weights is not None:
+        index, location = weights
+        report = link_initializers(model, index, location, path.parent)
     for node in model.graph.all_nodes():
         node.metadata_props.clear()
     ir.save(model, path)
