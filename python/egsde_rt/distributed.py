@@ -22,7 +22,7 @@ from typing import Sequence
 
 from .errors import ConfigError, EgsdeError
 from .folder_job import FileTask, JobReport, decoded_batches, translate_batch
-from .settings import check_positive_int
+from .settings import check_batch_size, check_positive_int
 
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 
@@ -108,7 +108,7 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
                   progress: bool = True, ray_init_args: dict | None = None) -> JobReport:
     """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process."""
     ray = require_ray()
-    check_positive_int(batch_size, "batch size")
+    check_batch_size(batch_size, "batch size")
     overrides = overrides or {}
     from .engine import load_engine_dir
     from .runtime.translator import engine_settings

@@ -27,7 +27,7 @@ import torch
 from .errors import ConfigError, EgsdeError, ImageError
 from .io import IMAGE_EXTENSIONS, image_to_tensor, list_images, tensor_to_images
 from .noise import check_seed, derive_seed
-from .settings import check_positive_int
+from .settings import check_batch_size
 
 EXISTING_POLICIES = ("error", "skip", "overwrite")
 
@@ -133,7 +133,7 @@ def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int,
                     report: JobReport) -> Iterator[tuple[list[FileTask], torch.Tensor]]:
     """Batches of up to ``batch_size`` readable files, decoded just before they are needed; a
     file that cannot be read goes to ``report.failed`` and the next one takes its place."""
-    check_positive_int(batch_size, "batch size")
+    check_batch_size(batch_size, "batch size")
     batch: list[FileTask] = []
     tensors: list[torch.Tensor] = []
     for task in tasks:

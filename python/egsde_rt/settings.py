@@ -24,11 +24,33 @@ PERTURB_MODES = ("shared", "fresh")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def check_positive_int(value, name: str, hint: str = "") -> int:
-    """``value`` if it is an integer >= 1 (not a bool), else a ``ConfigError`` naming ``name``."""
+# The bounds of the costly values (DESIGN.md: one request's work is bounded before it starts).
+# M: the official schedules' length. repeats: the official code uses 1. down_N: no image is
+# larger. MAX_BATCH_SIZE: images translated together (Translator, folder jobs, the service).
+MAX_M = 1000
+MAX_REPEATS = 16
+MAX_DOWN_N = 1024
+MAX_BATCH_SIZE = 64
+
+
+def check_positive_int(value, name: str, hint: str = "", maximum: int | None = None) -> int:
+    """``value`` if it is an integer >= 1 (not a bool) and at most ``maximum``, else a
+    ``ConfigError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer{hint}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}{hint}, got {value!r}")
     return value
+
+
+def check_batch_size(value, name: str = "batch_size", hint: str = "") -> int:
+    """A batch size in 1..``MAX_BATCH_SIZE``."""
+    return check_positive_int(value, name, hint, MAX_BATCH_SIZE)
+
+
+def _bounded(maximum: int) -> Callable:
+    """The check of an integer setting in 1..``maximum``."""
+    return lambda value, name: check_positive_int(value, name, maximum=maximum)
 
 
 def _finite(value) -> bool:
@@ -54,7 +76,8 @@ class Declaration:
     """What a setting is: its text type, whether a run of an exported engine may override it
     (the rest is baked into the engine's graphs), its help text, its allowed values (None: any
     value its check accepts), its check ``(value, name)`` (raising ``ConfigError``) and whether
-    the command line offers it (not for what the networks decide)."""
+    the command line offers it (not for what the networks decide); ``maximum``: the bound of a
+    costly integer (stated in the help, the service's OpenAPI schema and the check)."""
 
     kind: type
     overridable: bool
@@ -62,6 +85,7 @@ class Declaration:
     choices: tuple | None = None
     check: Callable | None = None
     flag: bool = True
+    maximum: int | None = None
 
     def validate(self, value, name: str) -> None:
         if self.choices is not None and value not in self.choices:
@@ -82,25 +106,28 @@ class Declaration:
                               f"got {text!r}") from None
 
 
-def setting(default, kind: type, help: str, *, overridable: bool = True, choices=None, check=None, flag=True):
-    """A field of ``EGSDESettings`` with its declaration."""
+def setting(default, kind: type, help: str, *, overridable: bool = True, choices=None, check=None, flag=True,
+            maximum: int | None = None):
+    """A field of ``EGSDESettings`` with its declaration; a ``maximum`` bounds an integer to
+    1..maximum (its check) and is stated in the help."""
+    if maximum is not None:
+        check, help = _bounded(maximum), f"{help} (1..{maximum})"
     return field(default=default,
-                 metadata={"declaration": Declaration(kind, overridable, help, choices, check, flag)})
+                 metadata={"declaration": Declaration(kind, overridable, help, choices, check, flag, maximum)})
 
 
 @dataclass(frozen=True)
 class EGSDESettings:
     """The settings of one translation (see each field's help, ``DECLARATIONS``)."""
 
-    M: int = setting(500, int, "start time (timesteps noised)",
-                     check=lambda v, n: check_positive_int(v, n))
+    M: int = setting(500, int, "start time (timesteps noised)", maximum=MAX_M)
     ls: float = setting(500.0, float, "weight of the domain-specific expert (the DSE)", check=_energy_weight)
     li: float = setting(2.0, float, "weight of the domain-independent expert (the low-pass filter)",
                         check=_energy_weight)
     s1: str = setting("cosine", str, "similarity of the DSE features: cosine or neg_l2 (baked into the DSE "
                                      "gradient graph)", overridable=False, choices=SIMILARITY_KINDS)
     s2: str = setting("neg_l2", str, "energy of the low-pass filter: neg_l2 or cosine", choices=SIMILARITY_KINDS)
-    down_N: int = setting(32, int, "low-pass factor", check=lambda v, n: check_positive_int(v, n))
+    down_N: int = setting(32, int, "low-pass factor", maximum=MAX_DOWN_N)
     var_type: str = setting("fixedsmall", str, "fixedsmall or fixedlarge (the ddpm solver's variance)",
                             choices=VAR_TYPES)
     score_kind: str = setting("adm", str, "the score network's kind (baked into the engine)", overridable=False,
@@ -112,7 +139,7 @@ class EGSDESettings:
                                      "SDE)", check=lambda v, n: check_eta(v))
     perturb: str = setting("shared", str, "shared (the official code) or fresh (the paper's Algorithm 1)",
                            choices=PERTURB_MODES)
-    repeats: int = setting(1, int, "the official sample_step repeats", check=lambda v, n: check_positive_int(v, n))
+    repeats: int = setting(1, int, "the official sample_step repeats", maximum=MAX_REPEATS)
     ilvr: bool = setting(False, bool, "the ILVR baseline: replace the low-pass band of each sample with the "
                                       "perturbed source's", check=_bool)
 

@@ -32,7 +32,7 @@ from ..errors import CaptureFailed, ConfigError, ImageError
 from ..io import ImageInput, check_source, images_to_batch, source_from_numpy, tensor_to_images
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
-from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_positive_int
+from ..settings import MAX_BATCH_SIZE, RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
@@ -115,6 +115,7 @@ class Translator:
             x0 = source_from_numpy(x0)
         settings = self.settings_with(**overrides)
         check_source(x0)
+        check_batch_size(int(x0.shape[0]), "the batch (x0's first size)", " (split it into smaller batches)")
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
@@ -139,8 +140,9 @@ class Translator:
         """Translate an image (path, PIL image, HxWx3 array) or a list of them; returns PIL image(s).
 
         ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
-        runs in batches of ``batch_size`` (all at once by default), each decoded just before it
-        runs (memory does not grow with the list). An image's noise depends only on its seed:
+        runs in batches of ``batch_size`` (1..``MAX_BATCH_SIZE``; by default all at once, up to
+        ``MAX_BATCH_SIZE`` images a batch), each decoded just before it runs (memory does not
+        grow with the list). An image's noise depends only on its seed:
         ``run([a, b], seed=[1, 2])[1]`` is ``run(b, seed=2)`` (up to the network kernels' own
         batch-size rounding, see the README's Translator section)."""
         single = not isinstance(img, (list, tuple))
@@ -148,13 +150,13 @@ class Translator:
         if not sources:
             raise ImageError("no images given: pass an image, or a list of at least one")
         if batch_size is not None:
-            check_positive_int(batch_size, "batch_size", " (or None: all at once)")
+            check_batch_size(batch_size, "batch_size", " (or None: all at once)")
         if single and isinstance(seed, (list, tuple, np.ndarray)):
             raise ConfigError("seed must be one integer for a single image "
                               "(a list of seeds goes with a list of images)")
         seeds = check_seeds(seed, len(sources))
         self.settings_with(**overrides)  # bad settings and seeds fail before any image is decoded
-        size = batch_size or len(sources)
+        size = batch_size or min(len(sources), MAX_BATCH_SIZE)
         results = []
         for start in range(0, len(sources), size):
             batch = images_to_batch(sources[start:start + size], self.image_size)
