@@ -155,6 +155,51 @@ def test_export_falls_back_to_torch_onnx_export(translator, tmp_path, tiny_engin
         assert all(torch.equal(before[name], t) for name, t in dse.state_dict().items())
 
 
+def test_the_direct_path_is_used_only_with_the_tested_torch_versions(monkeypatch):
+    from egsde_rt.export import fx_translation
+
+    assert fx_translation.torch_minor("2.13.0+cpu") == (2, 13) and fx_translation.torch_minor("nightly") is None
+    for version in ("2.5.1", "2.14.0", "3.0.0", "nightly"):
+        monkeypatch.setattr(torch, "__version__", version)
+        assert not fx_translation.available(), version
+
+
+@pytest.mark.parametrize("step", ["trace", "promotion", "translator"])
+def test_any_failure_of_the_direct_path_takes_the_public_path(step, tmp_path, monkeypatch):
+    """Whatever step of the direct path fails (the trace with the exporter's decompositions, the
+    type-promotion pass, the translator), export logs it and takes ``torch.onnx.export`` (here a
+    stand-in: ``test_export_falls_back_to_torch_onnx_export`` runs the real one); nothing of
+    the failed attempt is left behind."""
+    import egsde_rt.export as export_module
+    from egsde_rt.export import fx_translation
+
+    if not fx_translation.available():
+        pytest.skip("this torch has no ONNX translator to use")
+    from torch.onnx._internal.exporter import _core
+
+    def boom(*args, **kwargs):
+        raise {"trace": RuntimeError, "promotion": AssertionError, "translator": KeyError}[step]("an internal change")
+
+    target = {"trace": (fx_translation, "onnx_decompositions"), "promotion": (fx_translation, "_insert_type_promotion"),
+              "translator": (_core, "_translate_fx_graph")}[step]
+    monkeypatch.setattr(*target, boom)
+    public = []
+    monkeypatch.setattr(export_module, "export_onnx", lambda module, *args: public.append(module) or {})
+    _, dse = tiny_models()
+    messages = []
+    settings = EGSDESettings(M=10, down_N=8)
+    gradient, translation = export_module._trace_gradient(dse, settings, 32, export_module.DEFAULT_OPSET,
+                                                          messages.append)
+    assert translation == (step != "trace")
+    path = tmp_path / DSE_GRAD.file
+    assert export_module._export_gradient(gradient, path, 32, export_module.DEFAULT_OPSET, None, translation,
+                                          messages.append) == {}
+    assert len(public) == 1 and not path.exists()
+    (message,) = messages
+    assert f"failed in its {'trace' if step == 'trace' else 'translation'}" in message
+    assert "exporting through torch.onnx.export" in message
+
+
 def test_type_promotion_that_reuses_the_trace_makes_the_exporters_graph():
     """``fx_translation`` re-runs only the nodes the exporter's type-promotion pass may change: the
     same nodes, ops and dtypes as the exporter's own pass, which re-runs every node."""

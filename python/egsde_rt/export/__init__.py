@@ -130,12 +130,8 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
     weights_of = {SCORE: "score", DSE_GRAD: "dse"}
     eager = {SCORE: ScoreGraph(networks["score"], settings.score_kind),
              DSE_GRAD: DSEGradient(networks["dse"], settings.s1)}
-    translation = fx_translation.available()
     with stage("trace", 1, on_stage) as bar:
-        gradient = trace_dse_gradient(
-            networks["dse"], settings.s1, DSE_GRAD.sample_inputs(TRACE_BATCH, image_size),
-            extra_decompositions=fx_translation.onnx_decompositions(opset) if translation else None,
-            functional=translation).graph_module
+        gradient, translation = _trace_gradient(networks["dse"], settings, image_size, opset, log)
         bar.update()
     reports = {}
     with stage("graphs", len(weights_of), on_stage) as bar:
@@ -171,16 +167,40 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
     return graphs
 
 
+def _direct_path_failed(step: str, why: BaseException, log: Callable[[str], None]) -> None:
+    """The one report of the direct path's failure (any step of it): export goes on through
+    ``torch.onnx.export``."""
+    reason = str(why).splitlines()[0] if str(why) else ""
+    log(f"  {DSE_GRAD.file}: the direct translation failed in its {step} ({type(why).__name__}: {reason}); "
+        "exporting through torch.onnx.export")
+
+
+def _trace_gradient(dse: torch.nn.Module, settings: EGSDESettings, image_size: int, opset: int,
+                    log: Callable[[str], None]) -> tuple[torch.fx.GraphModule, bool]:
+    """(the traced DSE gradient, whether it is traced for the direct translation): traced with
+    the exporter's decompositions where this torch allows (``fx_translation.available``), plainly
+    where it does not or where that trace fails (logged)."""
+    sample = DSE_GRAD.sample_inputs(TRACE_BATCH, image_size)
+    if fx_translation.available():
+        try:
+            return trace_dse_gradient(dse, settings.s1, sample, functional=True,
+                                      extra_decompositions=fx_translation.onnx_decompositions(opset)).graph_module, True
+        except Exception as why:  # noqa: BLE001 - internals of torch: any failure takes the public path
+            _direct_path_failed("trace", why, log)
+    return trace_dse_gradient(dse, settings.s1, sample).graph_module, False
+
+
 def _export_gradient(gradient: torch.fx.GraphModule, path: Path, image_size: int, opset: int, links,
                      translation: bool, log: Callable[[str], None]) -> dict:
-    """dse_grad.onnx from the traced gradient: translated directly where this torch allows
-    (``translation``: traced for ``fx_translation``), through ``torch.onnx.export`` otherwise or
-    when the translation fails; ``save_linked``'s report."""
+    """dse_grad.onnx from the traced gradient: translated directly where it was traced for it
+    (``translation``), through ``torch.onnx.export`` otherwise or when any step of the
+    translation fails (its type promotion, the translator, saving); ``save_linked``'s report."""
     if translation:
         try:
             return export_translated_onnx(gradient, DSE_GRAD, path, opset, links)
-        except fx_translation.TranslationUnavailable as why:
-            log(f"  {DSE_GRAD.file}: direct translation unavailable ({why}); exporting through torch.onnx.export")
+        except Exception as why:  # noqa: BLE001 - internals of torch: any failure takes the public path
+            path.unlink(missing_ok=True)
+            _direct_path_failed("translation", why, log)
     return export_onnx(TracedGradient(gradient), DSE_GRAD, DSE_GRAD.sample_inputs(TRACE_BATCH, image_size), path,
                        opset, links)
 

@@ -9,11 +9,13 @@ gradient is traced once, functional and with the exporter's decompositions
 (``translate_graph``): every node becomes the ONNX nodes ``torch.onnx.export`` would have made
 (trace 13 s, translation 6 s).
 
-The translator and the exporter's decomposition table are internals of ``torch.onnx`` (stable
-from torch 2.6 through the 2.13 we pin); where they are missing or change, ``available()`` is
-False or ``translate_graph`` raises ``TranslationUnavailable``, and export takes the public path
-(``onnx_graphs.export_onnx``): slower, the same graph. Either way export validates the graph
-against PyTorch afterwards.
+The translator and the exporter's decomposition table are internals of ``torch.onnx``. The
+direct path is taken only on the torch versions it is tested with (``TESTED_TORCH``: CI runs
+the 2.13 we pin; the GPU machine has 2.11) and where its entry points exist (``available()``);
+anything else, and any failure on the way (the trace with the exporter's decompositions, the
+type-promotion pass, the translation), makes export take the public path
+(``onnx_graphs.export_onnx``, see ``egsde_rt.export``): slower, the same graph. Either way
+export validates the graph against PyTorch afterwards.
 """
 
 from __future__ import annotations
@@ -26,11 +28,29 @@ from typing import Sequence
 import torch
 
 
+# The torch minor versions the direct path is used with, inclusive (others take the public path).
+TESTED_TORCH = ((2, 6), (2, 13))
+
+
 class TranslationUnavailable(Exception):
     """This torch's ONNX exporter has no translator entry point we can use; take the public path."""
 
 
+def torch_minor(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a torch version string ("2.13.0+cpu"), or None when it cannot be read."""
+    try:
+        major, minor = version.split("+")[0].split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
 def _internals():
+    minor = torch_minor(torch.__version__)
+    if minor is None or not TESTED_TORCH[0] <= minor <= TESTED_TORCH[1]:
+        raise TranslationUnavailable(f"torch {torch.__version__} is outside the versions the direct path is tested "
+                                     f"with ({'.'.join(map(str, TESTED_TORCH[0]))} to "
+                                     f"{'.'.join(map(str, TESTED_TORCH[1]))})")
     try:
         from torch.onnx._internal.exporter import _core, _decomp, _fx_passes, _ir_passes, _registration
     except ImportError as error:
@@ -121,12 +141,9 @@ def translate_graph(graph_module: torch.fx.GraphModule, input_names: Sequence[st
     model = ir.Model(ir.Graph([], [], nodes=[], name="main_graph"), ir_version=10, producer_name="pytorch",
                      producer_version=torch.__version__)
     registry = _registry(opset)
-    try:
-        with quiet_exporter_logs():
-            values = _core._translate_fx_graph(graph, model, graph_like=model.graph, owned_graphs={},
-                                               lower="at_conversion", registry=registry)
-    except TypeError as error:  # a changed signature
-        raise TranslationUnavailable(f"torch {torch.__version__}: {error}") from None
+    with quiet_exporter_logs():
+        values = _core._translate_fx_graph(graph, model, graph_like=model.graph, owned_graphs={},
+                                           lower="at_conversion", registry=registry)
     placeholders = [node for node in graph.nodes if node.op == "placeholder"]
     (output_node,) = [node for node in graph.nodes if node.op == "output"]
     outputs = output_node.args[0]

@@ -67,7 +67,8 @@ def export_translated_onnx(graph_module: torch.fx.GraphModule, contract: GraphCo
                            weights=None) -> dict:
     """``export_onnx`` of a graph traced for ``fx_translation`` (functional, with its
     ``onnx_decompositions``): translated without re-tracing; raises
-    ``fx_translation.TranslationUnavailable`` where this torch cannot."""
+    ``fx_translation.TranslationUnavailable`` where this torch cannot, and whatever its internals
+    raise where they fail (``egsde_rt.export`` then takes ``export_onnx``)."""
     from .fx_translation import translate_graph  # its internals of torch.onnx are imported on use
 
     model = translate_graph(graph_module, contract.inputs, contract.outputs, opset, dynamic_axes={0: "batch"})
