@@ -122,7 +122,7 @@ def local_ray():
     """A small local Ray instance (2 CPUs, no dashboard) for one test module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another cluster
     yield
     from ray import serve
 
@@ -139,9 +139,10 @@ def service(local_ray, tiny_engine):
     from egsde_rt.bench.serve_load import wait_healthy
 
     # A queue of 8: enough that requests the router has not yet placed on the replica (it probes
-    # the replica's load first) are not refused while the replica has room.
+    # the replica's load first) are not refused while the replica has room. At most 48 network
+    # evaluations a request: the fuzzers send any setting, each answered in seconds.
     config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=300,
-                                        max_queued_requests=8, cpus_per_replica=0.5)
+                                        max_queued_requests=8, cpus_per_replica=0.5, max_updates=48)
     service_module.start(config, port=PORT)
     wait_healthy(PORT)
     yield config

@@ -133,15 +133,37 @@ def test_row_bad_seeds(translator, seed):
         translator.run_tensor(_x0(batch=2), seed=seed, M=2)
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True, 65, 2**40])
 def test_row_bad_batch_sizes(translator, batch_size):
-    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer|batch_size must be at most 64"):
         translator.run(_pattern(), batch_size=batch_size)
 
 
+def test_every_costly_setting_has_a_declared_bound():
+    """Each integer setting has a declared maximum (steps: M), accepted at the bound and refused
+    past it; the largest run the bounds allow is 16 000 network evaluations."""
+    from egsde_rt.settings import DECLARATIONS, MAX_M, MAX_REPEATS, EGSDESettings
+
+    bounded = [name for name, d in DECLARATIONS.items() if d.kind is int and name != "steps"]
+    assert bounded == ["M", "down_N", "repeats"]
+    for name in bounded:
+        maximum = DECLARATIONS[name].maximum
+        assert maximum and f"1..{maximum}" in DECLARATIONS[name].help
+        assert getattr(EGSDESettings(**{name: maximum}), name) == maximum
+        with pytest.raises(ConfigError, match=f"{name} must be at most {maximum}"):
+            EGSDESettings(**{name: maximum + 1})
+    assert EGSDESettings(M=MAX_M, repeats=MAX_REPEATS).network_evaluations == 16_000
+
+
+def test_a_batch_over_the_bound_is_refused(translator):
+    with pytest.raises(ConfigError, match="at most 64"):
+        translator.run_tensor(np.zeros((65, 3, 32, 32), np.float32), M=2)
+
+
 @pytest.mark.parametrize("overrides,match", [
-    (dict(M=5000), "exceeds"), (dict(ls=-1.0), "ls"), (dict(steps=0), "steps"), (dict(s1="l1"), "cannot override"),
-    (dict(down_N=5), "down_N"),
+    (dict(M=5000), "M must be at most 1000"), (dict(ls=-1.0), "ls"), (dict(steps=0), "steps"),
+    (dict(s1="l1"), "cannot override"), (dict(down_N=5), "down_N"), (dict(repeats=10**9), "repeats must be at most 16"),
+    (dict(repeats=2**31), "repeats must be at most 16"), (dict(down_N=2**70), "down_N must be at most 1024"),
 ])
 def test_row_bad_settings(translator, overrides, match, monkeypatch):
     from egsde_rt.runtime import translator as module

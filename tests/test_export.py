@@ -118,8 +118,9 @@ def test_export_refuses_to_overwrite_and_checks_settings(tmp_path, tiny_engine):
         export_engine(unet, dse, tmp_path / "taken", image_size=32, settings=EGSDESettings(M=10, down_N=8))
     with pytest.raises(EgsdeError, match="down_N"):
         export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=10, down_N=5))
-    with pytest.raises(EgsdeError, match="exceeds"):
-        export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=2000, down_N=8))
+    with pytest.raises(EgsdeError, match="exceeds the schedule's 500 timesteps"):
+        export_engine(unet, dse, tmp_path / "new", image_size=32, settings=EGSDESettings(M=600, down_N=8),
+                      schedule={"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 500})
 
 
 @pytest.mark.parametrize("translator", ["missing", "failing"])

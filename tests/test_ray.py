@@ -68,7 +68,7 @@ def test_ray_arguments_are_checked(local_ray, tiny_engine, tmp_path):
     tasks, _ = plan_job([_images(tmp_path / "in", count=1)], tmp_path / "out")
     with pytest.raises(ConfigError, match="positive integer"):
         ray_translate(tiny_engine[0], tasks, actors=0)
-    with pytest.raises(ConfigError, match="exceeds"):
+    with pytest.raises(ConfigError, match="at most 1000"):
         ray_translate(tiny_engine[0], tasks, overrides={"M": 5000})
     with pytest.raises(ConfigError, match="no GPU"):
         ray_translate(tiny_engine[0], tasks, device="cuda")
@@ -86,7 +86,9 @@ def test_the_service_returns_what_translator_run_returns(service, tiny_engine):
 
 @pytest.mark.parametrize("query,body,status,match", [
     ("seed=abc", None, 400, "seed must be an integer"), ("seed=-1", None, 400, "seed must be in"),
-    ("M=99999", None, 400, "exceeds"), ("s1=neg_l2", None, 400, "fixed setting"), ("ilvr=maybe", None, 400, "true"),
+    ("M=99999", None, 400, "M must be at most 1000"), ("repeats=2147483647", None, 400, "at most 16"),
+    ("M=12&repeats=16", None, 400, "over this service's limit of 48"), ("s1=neg_l2", None, 400, "fixed setting"),
+    ("ilvr=maybe", None, 400, "true"),
     ("", b"not an image", 400, "not an image file"), ("", b"", 400, "empty"),
     ("solver=euler", None, 400, "solver must be one of ['ddpm'"), ("M=3&steps=4", None, 400, "steps must be"),
     ("M=1.5", None, 400, "M must be an integer"), ("ls=-1", None, 400, "ls must be a finite number >= 0"),
@@ -192,3 +194,10 @@ def test_serve_refuses_a_bad_engine_or_config_before_starting_ray(tmp_path, caps
     assert "not found" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-batch-size", "0"]) == 2
     assert "max_batch_size must be a positive integer" in capsys.readouterr().err
+    for flags, message in ((["--max-batch-size", "65"], "max_batch_size must be at most 64"),
+                           (["--max-upload-mb", "0"], "max_upload_mb must be a finite number > 0"),
+                           (["--max-updates", "0"], "max_updates must be a positive integer"),
+                           (["--request-timeout-s", "inf"], "request_timeout_s must be a finite number > 0"),
+                           (["--max-pixels", "-5"], "max_pixels must be a positive integer")):
+        assert main(["serve", str(tmp_path), *flags]) == 2
+        assert message in capsys.readouterr().err

@@ -276,11 +276,21 @@ def _cmd_demo(args) -> int:
 
 
 def _service_config(args, engine_dir):
-    from .serve import ServeConfig
+    """The ``ServeConfig`` of the parsed flags (``SERVE_OPTIONS`` a command does not offer keep
+    their defaults)."""
+    from .serve import SERVE_OPTIONS, ServeConfig
 
     return ServeConfig(str(engine_dir), backend=args.backend, device=args.device, precision=args.precision,
-                       replicas=args.replicas, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
-                       max_queued_requests=args.max_queued_requests, cpus_per_replica=args.cpus_per_replica)
+                       **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})
+
+
+def add_serve_flags(parser) -> None:
+    """--replicas, --max-upload-mb, ...: one flag per ``ServeConfig`` option (``serve.SERVE_OPTIONS``)."""
+    from .serve import SERVE_OPTIONS
+
+    for f in SERVE_OPTIONS:
+        kind = float if f.type is float else int
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
 
 
 def _cmd_serve(args) -> int:
@@ -312,9 +322,10 @@ def _bench_serve(args, engine: Path, log) -> int:
     query.pop("seed", None)
     overrides_from_text(query)  # a bad setting fails here, not as a 400 on every request
 
-    args.backend, args.replicas, args.max_queued_requests, args.cpus_per_replica = "auto", 1, 64, 1.0
-    args.max_batch_size, args.batch_wait_ms = 1, 0.0
+    args.backend = "auto"
     service = _service_config(args, engine)
+    if args.hostile:
+        return _bench_hostile(args, service, log)
     load = LoadConfig(clients=args.clients, requests=args.requests, port=args.port,
                       batchings=tuple(batching(b) for b in args.batchings), query=args.query or "")
     runs = load_test(service, load, image_size=load_engine_dir(engine).image_size, log=log)
@@ -327,6 +338,27 @@ def _bench_serve(args, engine: Path, log) -> int:
     if args.json:
         print(f"wrote {write_json(record, args.json)}")
     return 0
+
+
+def _bench_hostile(args, service, log) -> int:
+    from .bench.machine import command_line, device_description, now, versions
+    from .bench.report import write_json
+    from .bench.serve_hostile import format_hostile_table, run_hostile
+
+    result = run_hostile(service, port=args.port, clients=args.clients, requests=args.requests,
+                         query=args.query or "M=2", log=log)
+    record = {"device": device_description(resolve_device(args.device)), "versions": versions(),
+              "config": {"engine": service.engine_dir, "engine_name": args.engine or args.preset or "demo",
+                         "query": args.query or "M=2", "precision": args.precision,
+                         "service": {f: getattr(service, f) for f in ("max_batch_size", "batch_wait_ms",
+                                                                        "max_queued_requests", "max_upload_mb",
+                                                                        "max_updates", "body_timeout_s",
+                                                                        "request_timeout_s")}},
+              "command": command_line(), "date": now(), "hostile": result}
+    print(format_hostile_table(result))
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    return 0 if result["all_as_expected"] else 1
 
 
 def _bench_quality(args) -> int:
@@ -531,11 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("engine_dir")
     p.add_argument("--host", default="127.0.0.1", help="where Serve's HTTP proxy listens (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", type=int, default=1, help="copies of the service, each with its own Translator")
-    p.add_argument("--max-batch-size", type=int, default=4, help="requests translated together at most")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
-    p.add_argument("--max-queued-requests", type=int, default=64, help="beyond this, requests get 503")
-    p.add_argument("--cpus-per-replica", type=float, default=1.0)
+    add_serve_flags(p)
     p.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
     p.add_argument("--device", default="auto", type=_device_arg, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
@@ -621,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="batching settings to compare, MAX_BATCH:WAIT_MS each")
     load.add_argument("--port", type=int, default=8471)
     load.add_argument("--query", help="settings for every request, as a query string (e.g. M=100)")
+    load.add_argument("--hostile", action="store_true", help="one request in three hostile (huge repeats, strips, "
+                      "chunked floods, slow bodies, EPS, wrong Content-Type, foreign Host ...): every answer must be "
+                      "200 or a JSON error within its deadline; reports the replica's peak memory")
+    add_serve_flags(load)
     quality = p.add_argument_group("--quality: the quality-cost curve of the solvers on the demo's held-out split "
                                    "(settings chosen on its tuning split)")
     quality.add_argument("--quality", action="store_true")

@@ -18,53 +18,90 @@ HTTP (on the Serve proxy, ``host``:``port``; the contract is ``serve_http``'s):
 * ``GET /stats``: the replica's request and batch counts, backend, image size and settings (JSON).
 
 A bad image, seed or setting gets 400 with the ``EgsdeError`` message (JSON ``{"error": ...}``),
-a body over ``max_upload_mb`` 413, a result that is not an image 422. More requests than the
-replicas can queue (``max_queued_requests``) get 503 from Serve, never a crash. On SIGINT or
-SIGTERM the service stops taking requests, lets the ones in flight finish (up to
-``graceful_shutdown_s``), and shuts down.
+a body over ``max_upload_mb`` 413 (counted as it streams in), one slower than ``body_timeout_s``
+408, a body that is not an image type 415, more network evaluations than ``max_updates`` 400,
+a result that is not an image 422, a request not answered within ``request_timeout_s`` 503
+(its translation is cancelled between updates once no request of its batch waits for it), a
+fault of the server 500 (logged with its traceback); the requests of one batch with other
+settings are not affected by a failing group. More requests than the replicas can queue
+(``max_queued_requests``) get 503 from Serve, never a crash. On SIGINT or SIGTERM the service
+stops taking requests, lets the ones in flight finish (up to ``graceful_shutdown_s``), and
+shuts down. Bound to loopback (the default), the service answers only requests whose ``Host``
+is a loopback name.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations, and the
 # query model is local to ``_service_class``.
 import asyncio
 import json
+import logging
+import math
+import resource
 import signal
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from io import BytesIO
 
 from .distributed import actor_resources, init_ray, require_ray
-from .errors import ConfigError, EgsdeError
-from .settings import check_positive_int
+from .errors import ConfigError, EgsdeError, SamplingCancelled
+from .settings import MAX_BATCH_SIZE, MAX_M, check_positive_int
 
 APP_NAME = "egsde-rt"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Serve's own proxy timeout, beyond the app's deadline: the app answers first (with JSON).
+PROXY_TIMEOUT_MARGIN_S = 10.0
+log = logging.getLogger("egsde_rt.serve")
+
+
+def option(default, help: str, *, flag: bool = True, maximum: int | None = None, zero: bool = False):
+    """A field of ``ServeConfig`` with its help, whether ``egsde-rt serve`` offers it as a flag,
+    and its bounds: an integer is 1..``maximum``, a number positive (or 0 too, ``zero``)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "maximum": maximum, "zero": zero})
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """How the service runs: the engine and its backend, and Serve's batching and queueing."""
+    """How the service runs: the engine and its backend, Serve's batching and queueing, and the
+    bounds of one request. Each field with ``flag`` is an option of ``egsde-rt serve``
+    (``--max-upload-mb`` ...), so a new bound is declared here alone."""
 
     engine_dir: str
-    backend: str = "auto"
-    device: str = "auto"
-    precision: str = "fp32"
-    replicas: int = 1
-    max_batch_size: int = 4
-    batch_wait_ms: float = 10.0
-    max_queued_requests: int = 64
-    cpus_per_replica: float = 1.0
-    max_upload_mb: float = 32.0
-    graceful_shutdown_s: float = 30.0
+    backend: str = option("auto", "the backend", flag=False)
+    device: str = option("auto", "the device", flag=False)
+    precision: str = option("fp32", "the networks' precision", flag=False)
+    replicas: int = option(1, "copies of the service, each with its own Translator")
+    max_batch_size: int = option(4, f"requests translated together at most (1..{MAX_BATCH_SIZE})",
+                                 maximum=MAX_BATCH_SIZE)
+    batch_wait_ms: float = option(10.0, "how long a batch waits to fill", zero=True)
+    max_queued_requests: int = option(64, "beyond this, requests get 503")
+    cpus_per_replica: float = option(1.0, "CPU slots each replica reserves")
+    max_upload_mb: float = option(32.0, "the largest upload (MB), counted as it streams in (413 beyond)")
+    max_updates: int = option(MAX_M, "network evaluations (updates x repeats) one request may ask for (400 beyond)")
+    max_pixels: int | None = option(None, "the largest image (pixels) a request may upload, checked from its header "
+                                          "before decoding (default: the engine's, see egsde_rt.io)")
+    body_timeout_s: float = option(30.0, "seconds an upload may take to arrive (408 beyond)")
+    request_timeout_s: float = option(120.0, "seconds a request may take in all, queueing and translation included "
+                                             "(503 beyond; its translation is cancelled)")
+    graceful_shutdown_s: float = option(30.0, "seconds the requests in flight get to finish on SIGTERM")
+    allowed_hosts: tuple = option((), "Host names the service answers (empty: any; start() sets the loopback "
+                                      "names when it listens on loopback)", flag=False)
 
     def check(self) -> "ServeConfig":
-        for name in ("replicas", "max_batch_size", "max_queued_requests"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("batch_wait_ms", "cpus_per_replica", "max_upload_mb", "graceful_shutdown_s"):
-            if not getattr(self, name) >= 0 or (name != "batch_wait_ms" and getattr(self, name) == 0):
-                raise ConfigError(f"{name} must be {'>= 0' if name == 'batch_wait_ms' else 'positive'}, "
-                                  f"got {getattr(self, name)!r}")
+        for f in fields(self):
+            value, bounds = getattr(self, f.name), f.metadata
+            if f.type is int or (f.type == (int | None) and value is not None):
+                check_positive_int(value, f.name, maximum=bounds["maximum"])
+            elif f.type is float:
+                number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                if not number or value < 0 or (value == 0 and not bounds["zero"]):
+                    raise ConfigError(f"{f.name} must be a finite number {'>= 0' if bounds['zero'] else '> 0'}, "
+                                      f"got {value!r}")
         return self
+
+
+SERVE_OPTIONS = tuple(f for f in fields(ServeConfig) if f.metadata.get("flag"))
 
 
 def png_bytes(image) -> bytes:
@@ -83,20 +120,18 @@ def _http():
     return serve_http
 
 
-def _service_class(serve):
+def _service_class(serve, config: ServeConfig):
     """The deployment class with its FastAPI ingress (defined once Ray is imported:
     ``serve.batch`` and ``serve.ingress`` decorate it)."""
     from typing import Annotated
 
-    import torch
     from fastapi import Query, Request
     from fastapi.responses import PlainTextResponse, Response
 
-    from .io import tensor_to_images
     from .runtime.translator import Translator
 
     http = _http()
-    app = http.create_app()
+    app = http.create_app(config.allowed_hosts)
     TranslateQuery = http.query_model()
 
     @serve.ingress(app)
@@ -104,51 +139,46 @@ def _service_class(serve):
         def __init__(self, config: ServeConfig):
             self.config = config
             self.translator = Translator(config.engine_dir, backend=config.backend, device=config.device,
-                                         precision=config.precision)
+                                         precision=config.precision, max_pixels=config.max_pixels)
             self.batch_sizes: Counter = Counter()
             self._translate.set_max_batch_size(config.max_batch_size)
             self._translate.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
 
         @serve.batch
         async def _translate(self, items: list) -> list:
-            """One batch of (x0, seed, overrides): groups of equal settings run as one native batch."""
+            """One batch of (x0, seed, overrides, deadline) (see ``translate_groups``)."""
             self.batch_sizes[len(items)] += 1
-            groups: dict = {}
-            for i, (_, _, overrides) in enumerate(items):
-                groups.setdefault(json.dumps(overrides, sort_keys=True), []).append(i)
-            results: list = [None] * len(items)
-            for key, members in groups.items():
-                x0 = torch.stack([items[i][0] for i in members])
-                seeds = [items[i][1] for i in members]
-                try:
-                    pngs = await asyncio.to_thread(self._run_group, x0, seeds, json.loads(key))
-                    for i, png in zip(members, pngs):
-                        results[i] = (png, len(members))
-                except EgsdeError as err:
-                    for i in members:
-                        results[i] = err
-            return results
+            return await translate_groups(items, self._run_group)
 
-        def _run_group(self, x0, seeds, overrides) -> list:
-            """One native batch, encoded as PNGs (in a worker thread: the event loop stays free)."""
-            y = self.translator.run_tensor(x0, seed=seeds, **overrides)
-            return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
+        def _run_group(self, x0, seeds, overrides, deadline: float) -> list:
+            return translate_before(self.translator, x0, seeds, overrides, deadline, self.config.request_timeout_s)
 
         @app.post("/translate", summary="Translate one image", response_class=Response,
                   responses=http.TRANSLATE_RESPONSES, openapi_extra=http.TRANSLATE_BODY)
         async def translate(self, request: Request, query: Annotated[TranslateQuery, Query()]):
+            arrived = time.monotonic()
+            config = self.config
             # refused before reading the body
-            http.check_upload_size(int(request.headers.get("content-length") or 0), self.config.max_upload_mb)
+            http.check_content_type(request.headers.get("content-type"))
+            http.check_upload_size(http.declared_length(request.headers), config.max_upload_mb)
             overrides = query.model_dump(exclude={"seed"}, exclude_none=True)
-            self.translator.settings_with(**overrides)  # checked before the image is decoded
+            http.check_work(self.translator.settings_with(**overrides), config.max_updates)
+            deadline = arrived + config.request_timeout_s
+            body = await http.read_body(request, config.max_upload_mb, min(deadline, arrived + config.body_timeout_s))
             x0 = await asyncio.to_thread(  # decoding off the event loop
-                http.decode_upload, await request.body(), self.translator.image_size, self.config.max_upload_mb)
-            result = await self._translate((x0, query.seed, overrides))
-            if isinstance(result, EgsdeError):
-                return http.error_response(str(result), 422)
-            png, batch = result
-            return Response(png, media_type="image/png",
-                            headers={"X-Egsde-Seed": str(query.seed), "X-Egsde-Batch-Size": str(batch)})
+                http.decode_upload, body, self.translator.image_size, self.translator.max_pixels)
+            del body
+            try:
+                result = await asyncio.wait_for(self._translate((x0, query.seed, overrides, deadline)),
+                                                max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                result = SamplingCancelled(f"no answer within the service's {config.request_timeout_s:g} s: "
+                                           "retry later (the service is busy)")
+            if isinstance(result, tuple):
+                png, batch = result
+                return Response(png, media_type="image/png",
+                                headers={"X-Egsde-Seed": str(query.seed), "X-Egsde-Batch-Size": str(batch)})
+            return http.translation_response(result)
 
         @app.get("/healthz", response_class=PlainTextResponse, summary="ok once the engine is loaded")
         async def healthz(self):
@@ -161,9 +191,67 @@ def _service_class(serve):
                     "max_batch": max(self.batch_sizes, default=0),
                     "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},
                     "backend": self.translator.backend, "device": self.translator.choice.device,
-                    "image_size": self.translator.image_size, "settings": self.translator.settings.to_dict()}
+                    "image_size": self.translator.image_size, "settings": self.translator.settings.to_dict(),
+                    "limits": limits(self.config, self.translator),
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     return TranslationService
+
+
+async def translate_groups(items: list, run_group) -> list:
+    """The outcomes of one batch of requests (x0, seed, overrides, deadline): the requests with
+    equal settings run together as one native batch (a group), ``run_group(x0, seeds, overrides,
+    deadline)`` in a worker thread (the event loop stays free). A group's outcome is its own:
+    (PNG bytes, group size) per request, or the exception that ended the group (the route maps
+    it to an answer; one that is no ``EgsdeError`` is logged with its traceback), never another
+    group's. A group whose every request is past its deadline is not run."""
+    import torch
+
+    groups: dict = {}
+    for i, (_, _, overrides, _) in enumerate(items):
+        groups.setdefault(json.dumps(overrides, sort_keys=True), []).append(i)
+    results: list = [None] * len(items)
+    for key, members in groups.items():
+        deadline = max(items[i][3] for i in members)
+        try:
+            if time.monotonic() >= deadline:
+                raise SamplingCancelled("the request's deadline passed while it was queued: retry later "
+                                        "(the service is busy)")
+            x0 = torch.stack([items[i][0] for i in members])
+            pngs = await asyncio.to_thread(run_group, x0, [items[i][1] for i in members], json.loads(key), deadline)
+            for i, png in zip(members, pngs):
+                results[i] = (png, len(members))
+        except Exception as err:  # noqa: BLE001 - every fault is this group's answer (a 500 if unexpected)
+            if not isinstance(err, EgsdeError):
+                log.error("egsde-rt serve: a group of %d request(s) failed", len(members), exc_info=err)
+            for i in members:
+                results[i] = err
+    return results
+
+
+def translate_before(translator, x0, seeds, overrides: dict, deadline: float, request_timeout_s: float) -> list:
+    """One native batch as PNG bytes, cancelled between updates once the monotonic ``deadline``
+    passes (``SamplingCancelled``, saying so)."""
+    import torch
+
+    from .io import tensor_to_images
+
+    def in_time(done, total):
+        return time.monotonic() < deadline
+
+    try:
+        y = translator.run_tensor(x0, seed=seeds, callback=in_time, **overrides)
+    except SamplingCancelled:
+        raise SamplingCancelled(f"the translation did not finish within the service's {request_timeout_s:g} s: "
+                                "retry later, or ask for fewer updates (M, steps, repeats)") from None
+    return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
+
+
+def limits(config: ServeConfig, translator) -> dict:
+    """The bounds of one request, as /stats reports them."""
+    return {"max_upload_mb": config.max_upload_mb, "max_updates": config.max_updates,
+            "max_pixels": translator.max_pixels, "body_timeout_s": config.body_timeout_s,
+            "request_timeout_s": config.request_timeout_s}
 
 
 def _application(config: ServeConfig, actor_options: dict):
@@ -175,7 +263,7 @@ def _application(config: ServeConfig, actor_options: dict):
         # enough requests in each replica for a full batch while the previous one runs
         max_ongoing_requests=2 * config.max_batch_size, max_queued_requests=config.max_queued_requests,
         graceful_shutdown_timeout_s=config.graceful_shutdown_s, health_check_period_s=5,
-    )(_service_class(serve))
+    )(_service_class(serve, config))
     return deployment.bind(config)
 
 
@@ -187,6 +275,8 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     ray = require_ray()
     from ray import serve
 
+    if not config.allowed_hosts and host in LOOPBACK_HOSTS:
+        config = replace(config, allowed_hosts=LOOPBACK_HOSTS)
     config.check()
     from .engine import load_engine_dir
 
@@ -198,7 +288,8 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
         _started_ray = True
     _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
     app = _application(config, actor_options)
-    serve.start(http_options={"host": host, "port": int(port)})
+    serve.start(http_options={"host": host, "port": int(port),
+                              "request_timeout_s": config.request_timeout_s + PROXY_TIMEOUT_MARGIN_S})
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     except RuntimeError as err:  # a replica could not start (e.g. its backend is not usable there)

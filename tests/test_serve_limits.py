@@ -1,0 +1,216 @@
+"""The service's bounds, tried as an attacker would: over HTTP against a running service on
+loopback (Ray Serve's proxy is uvicorn, the app is the real one: the ``limited_service`` fixture,
+the tiny engine, small limits so that each bound is reached quickly). Requests go over raw
+sockets (``bench.serve_hostile.send``) so that chunked and slow bodies are sent as an attacker
+sends them. Every wait is bounded."""
+
+import json
+import time
+
+import pytest
+
+from egsde_rt.bench.serve_hostile import (EPS, Probe, claimed_size_png, hostile_load, hostile_probes, is_json_error,
+                                          png, send)
+
+pytest.importorskip("ray.serve")
+pytest.importorskip("onnxruntime")
+
+PORT = 8475
+LIMITS = dict(max_upload_mb=1.0, max_updates=48, body_timeout_s=2.0, request_timeout_s=30.0)
+TIMEOUT = 60.0
+# The hostile load: 16 clients x 19 requests, one in three hostile; what the replica may grow by.
+RSS_GROWTH_BOUND_MB = 300
+
+
+@pytest.fixture(scope="module")
+def limited_service(local_ray, tiny_engine):
+    from ray import serve
+
+    from egsde_rt import serve as service_module
+    from egsde_rt.bench.serve_load import wait_healthy
+
+    config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=50,
+                                        max_queued_requests=64, cpus_per_replica=0.5, **LIMITS)
+    service_module.start(config, port=PORT)
+    wait_healthy(PORT)
+    yield config
+    serve.delete(service_module.APP_NAME)
+
+
+def _post(query="M=2", body=None, **probe) -> "tuple[int, dict | bytes, float]":
+    answer = send(PORT, Probe("test", query, lambda: [png() if body is None else body], (), **probe), 1, TIMEOUT)
+    payload = json.loads(answer.body) if answer.status != 200 and is_json_error(answer.body) else answer.body
+    return answer.status, payload, answer.seconds
+
+
+def test_costly_settings_are_refused_before_any_work(limited_service):
+    """`?repeats=2147483647` pinned a replica; now every costly value has a bound, and a request's
+    network evaluations a cap (``max_updates``), checked before the body is read."""
+    for query, match in (("repeats=2147483647", "repeats must be at most 16"), ("repeats=17", "at most 16"),
+                         ("M=1001", "M must be at most 1000"), ("M=12&repeats=16", "192 network evaluations"),
+                         ("M=1000", "over this service's limit of 48")):
+        status, payload, seconds = _post(query)
+        assert status == 400 and match in payload["error"], (query, status, payload)
+        assert seconds < 10, (query, seconds)
+    assert _post("M=12&repeats=4")[0] == 200  # 48 evaluations: the cap itself is allowed
+
+
+def test_query_text_is_parsed_as_the_command_line_parses_it(limited_service):
+    for query, match in (("M=1.0", "M must be an integer"), ("ilvr=t", "ilvr must be true or false"),
+                         ("repeats=1e1", "repeats must be an integer")):
+        status, payload, _ = _post(query)
+        assert status == 400 and match in payload["error"], (query, payload)
+    assert _post("M=2&ilvr=true")[0] == 200
+
+
+def test_a_chunked_body_is_refused_as_it_crosses_the_limit(limited_service):
+    """An 8 MB chunked body with a 1 MB limit: 413 once about 1 MB has arrived, not after the
+    whole body was buffered."""
+    (flood,) = [p for p in hostile_probes(1.0, 2.0) if p.name == "chunked flood"]
+    answer = send(PORT, flood, 1, TIMEOUT)
+    assert answer.status == 413 and "1 MB limit" in json.loads(answer.body)["error"]
+    assert answer.sent < 3 * 2**20, f"{answer.sent} bytes were taken before the 413"
+
+
+def test_a_slow_body_gets_408_at_its_deadline(limited_service):
+    (slow,) = [p for p in hostile_probes(1.0, 2.0) if p.name == "slow body"]
+    answer = send(PORT, slow, 1, TIMEOUT)
+    assert answer.status == 408 and "did not arrive in time" in json.loads(answer.body)["error"]
+    assert LIMITS["body_timeout_s"] - 0.5 < answer.seconds < LIMITS["body_timeout_s"] + 5
+
+
+@pytest.mark.parametrize("content_type,status", [
+    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
+    ("", 415), ("image/png", 200), ("image/jpeg", 200), ("application/octet-stream", 200)])
+def test_the_body_must_be_sent_as_an_image(limited_service, content_type, status):
+    """A web page can make a browser send a cross-origin "simple" POST (text/plain, form types)
+    without a preflight: those are refused."""
+    got, payload, _ = _post(content_type=content_type)
+    assert got == status, payload
+    if status == 415:
+        assert "Content-Type must be image/* or application/octet-stream" in payload["error"]
+
+
+@pytest.mark.parametrize("host,status", [("attacker.example", 400), (f"attacker.example:{PORT}", 400),
+                                         (f"localhost:{PORT}", 200), (f"[::1]:{PORT}", 200), ("127.0.0.1", 200)])
+def test_a_service_on_loopback_answers_only_loopback_names(limited_service, host, status):
+    """DNS rebinding: a page of attacker.example resolving to 127.0.0.1 cannot read the service."""
+    got, payload, _ = _post(host=host)
+    assert got == status, payload
+    if status == 400:
+        assert "is not served here" in payload["error"]
+
+
+@pytest.mark.parametrize("name,body,status,match", [
+    ("EPS (Ghostscript)", EPS, 400, "format"),
+    ("10^10 pixels claimed", claimed_size_png(100_000, 100_000), 400, "pixels"),
+    ("over the engine's pixel cap", png((1100, 1000)), 400, "pixels"),
+    ("1 x 65535 strip", png((1, 65535)), 200, None),
+    ("65535 x 1 strip", png((65535, 1)), 200, None)])
+def test_uploads_are_decoded_safely(limited_service, name, body, status, match):
+    started = time.monotonic()
+    got, payload, _ = _post(body=body, content_type="application/octet-stream")
+    assert got == status, (name, payload)
+    if match:
+        assert match in payload["error"], (name, payload)
+    assert time.monotonic() - started < 20, name
+
+
+def test_one_group_failing_does_not_fail_another(limited_service):
+    """Two requests batched together with other settings: the one whose translation diverges gets
+    422, the other its image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        diverged, good = pool.map(lambda q: _post(q), ["M=2&ls=1e38&li=1e38", "M=2"])
+    assert diverged[0] == 422 and "NaN or infinite" in diverged[1]["error"], diverged
+    assert good[0] == 200
+
+
+def test_a_hostile_load_gets_only_the_expected_answers_within_deadlines(limited_service):
+    """300 requests at concurrency 16, one third hostile: every answer is 200 or the expected
+    JSON 4xx, none past its deadline, and the replica's peak memory grows by less than
+    ``RSS_GROWTH_BOUND_MB``."""
+    result = hostile_load(PORT, clients=16, requests=19, max_upload_mb=LIMITS["max_upload_mb"],
+                          body_timeout_s=LIMITS["body_timeout_s"], request_timeout_s=LIMITS["request_timeout_s"])
+    print(json.dumps(result, indent=1))
+    assert result["requests"] == 304
+    unexpected = {k: v for k, v in result["kinds"].items() if v["unexpected"] or v["not_json"]}
+    assert not unexpected, unexpected
+    assert result["slowest_s"] < LIMITS["request_timeout_s"]
+    assert result["peak_rss_mb_after"] - result["peak_rss_mb_before"] < RSS_GROWTH_BOUND_MB
+    assert _post()[0] == 200  # still serving
+
+
+def test_a_good_request_after_the_attacks_is_answered(limited_service):
+    status, payload, seconds = _post("M=3")
+    assert status == 200 and seconds < 30
+
+
+# --- the parts of the route, without Ray ----------------------------------------------------------
+
+def test_each_group_of_a_batch_gets_its_own_outcome():
+    """A batch of three groups: one raises an unexpected error (a TypeError), one an EgsdeError,
+    one succeeds. Each request gets its own group's outcome, and the unexpected one answers as a
+    JSON 500 that names no detail but the error's kind."""
+    import asyncio
+
+    import torch
+
+    from egsde_rt.errors import NativeError
+    from egsde_rt.serve import translate_groups
+    from egsde_rt.serve_http import translation_response
+
+    def run_group(x0, seeds, overrides, deadline):
+        if overrides.get("M") == 1:
+            raise TypeError("an int too large to convert")
+        if overrides.get("M") == 2:
+            raise NativeError("sampler: out of memory")
+        return [f"png {s}".encode() for s in seeds]
+
+    far = time.monotonic() + 60
+    items = [(torch.zeros(3, 4, 4), seed, {"M": m}, far) for seed, m in ((0, 1), (1, 3), (2, 2), (3, 3), (4, 1))]
+    results = asyncio.run(translate_groups(items, run_group))
+    assert results[1] == (b"png 1", 2) and results[3] == (b"png 3", 2)
+    assert isinstance(results[0], TypeError) and results[4] is results[0]
+    assert isinstance(results[2], NativeError)
+    unexpected, native = translation_response(results[0]), translation_response(results[2])
+    assert unexpected.status_code == 500
+    assert json.loads(unexpected.body)["error"].startswith("internal error (TypeError)")
+    assert native.status_code == 500 and "out of memory" in json.loads(native.body)["error"]
+
+
+def test_a_group_past_its_deadline_is_not_run_and_answers_503():
+    import asyncio
+
+    import torch
+
+    from egsde_rt.serve import translate_groups
+    from egsde_rt.serve_http import translation_response
+
+    ran = []
+    items = [(torch.zeros(3, 4, 4), 0, {}, time.monotonic() - 1)]
+    (result,) = asyncio.run(translate_groups(items, lambda *args: ran.append(args)))
+    assert not ran and translation_response(result).status_code == 503
+    assert "deadline passed while it was queued" in str(result)
+
+
+def test_a_translation_is_cancelled_between_updates_at_its_deadline(tiny_torch_engine):
+    """``translate_before`` stops the native loop at the deadline (the thread cannot be killed:
+    the progress callback cancels it), well before the run's end."""
+    from egsde_rt.errors import SamplingCancelled
+    from egsde_rt.runtime.translator import Translator
+    from egsde_rt.serve import translate_before
+
+    import torch
+
+    translator = Translator(tiny_torch_engine[0])
+    x0 = torch.zeros(1, 3, 32, 32)
+    started = time.monotonic()
+    translator.run_tensor(x0, M=12)  # warm up, and the time of 12 updates
+    full = time.monotonic() - started
+    started = time.monotonic()
+    with pytest.raises(SamplingCancelled, match="did not finish within the service's 5 s"):
+        translate_before(translator, x0, [0], {"M": 1000}, time.monotonic() + full, 5.0)
+    assert time.monotonic() - started < 20 * full + 1  # 1000 updates would take ~80x the 12-update run
+    assert len(translate_before(translator, x0, [0], {"M": 2}, time.monotonic() + 60, 5.0)) == 1
