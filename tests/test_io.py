@@ -45,9 +45,11 @@ def test_modes_are_converted_to_rgb():
     assert torch.allclose(image_to_tensor(floats, 32), image_to_tensor(_pattern(32, 32), 32))
 
 
-def test_resize_shorter_side_bicubic_then_center_crop():
+def test_center_crop_then_bicubic_resize():
+    # The centre 48 x 48 square (at 24) resized to 32: here the same as resizing to 64 x 32 and
+    # cropping at 16 (tests/test_safe_decoding.py covers the crop in depth).
     wide = Image.fromarray(_pattern(96, 48))
-    with pytest.warns(CenterCropWarning, match="96x48"):
+    with pytest.warns(CenterCropWarning, match="96x48 is not square: center-cropped to 48x48 and resized to 32x32"):
         x = image_to_tensor(wide, 32)
     assert x.shape == (3, 32, 32)
     resized = np.asarray(wide.resize((64, 32), Image.BICUBIC), dtype=np.float32)[:, 16:48] / 255

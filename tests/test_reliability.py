@@ -98,9 +98,9 @@ def test_run_decodes_batch_by_batch(translator, monkeypatch):
 
     decoded, real = [], module.images_to_batch
 
-    def recording(sources, image_size):
+    def recording(sources, image_size, max_pixels=None):
         decoded.append(len(sources))
-        return real(sources, image_size)
+        return real(sources, image_size, max_pixels)
 
     monkeypatch.setattr(module, "images_to_batch", recording)
     images = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(5)]

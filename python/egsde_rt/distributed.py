@@ -61,7 +61,8 @@ class TranslateFiles:
     def __call__(self, batch: dict) -> dict:
         tasks = _tasks_of(batch)
         report = JobReport()
-        for files, x0 in decoded_batches(tasks, self.translator.image_size, max(1, len(tasks)), report):
+        for files, x0 in decoded_batches(tasks, self.translator.image_size, max(1, len(tasks)), report,
+                                         self.translator.max_pixels):
             try:
                 report.merge(translate_batch(self.translator, files, x0, self.overrides))
             except EgsdeError as err:  # e.g. a native failure: these files fail, the job goes on

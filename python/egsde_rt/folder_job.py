@@ -129,16 +129,17 @@ def save_atomically(image, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int,
-                    report: JobReport) -> Iterator[tuple[list[FileTask], torch.Tensor]]:
+def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int, report: JobReport,
+                    max_pixels: int | None = None) -> Iterator[tuple[list[FileTask], torch.Tensor]]:
     """Batches of up to ``batch_size`` readable files, decoded just before they are needed; a
-    file that cannot be read goes to ``report.failed`` and the next one takes its place."""
+    file that cannot be read (or has more than ``max_pixels`` pixels; None: the engine's default,
+    ``io.max_pixels_for``) goes to ``report.failed`` and the next one takes its place."""
     check_batch_size(batch_size, "batch size")
     batch: list[FileTask] = []
     tensors: list[torch.Tensor] = []
     for task in tasks:
         try:
-            tensors.append(image_to_tensor(task.source, image_size))
+            tensors.append(image_to_tensor(task.source, image_size, max_pixels))
         except EgsdeError as err:
             report.failed.append((task.source, str(err)))
             continue
@@ -172,12 +173,13 @@ def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, ove
 
 def run_job(translator, tasks: Sequence[FileTask], *, batch_size: int = 1, overrides: dict | None = None,
             on_update: Callable[[float], None] | None = None) -> JobReport:
-    """Translate ``tasks`` in batches in this process. ``on_update(images)`` is called after every
-    sampling update with the fraction of an image (per file) it completed."""
+    """Translate ``tasks`` in batches in this process (files of at most ``translator.max_pixels``
+    pixels). ``on_update(images)`` is called after every sampling update with the fraction of an
+    image (per file) it completed."""
     overrides = overrides or {}
     translator.settings_with(**overrides)  # bad settings fail before any file is decoded
     report = JobReport()
-    for batch, x0 in decoded_batches(tasks, translator.image_size, batch_size, report):
+    for batch, x0 in decoded_batches(tasks, translator.image_size, batch_size, report, translator.max_pixels):
         callback = None
         if on_update is not None:
             def callback(done, total, n=len(batch)):

@@ -1,42 +1,136 @@
-"""Images in and out: validate, convert to RGB, resize as the original, to [-1, 1] and back.
+"""Images in and out: decode safely, validate, convert to RGB, crop and resize, to [-1, 1] and back.
 
-Loading follows the official data pipeline: ``Image.open(path).convert("RGB")``, the shorter
-side resized to ``image_size`` with PIL's bicubic filter (the long side to
-``int(image_size * long / short)``, as torchvision's ``Resize``), to [0, 1], then ``2x - 1``.
-Non-square inputs are then center-cropped to a square (the original has no crop and cannot
-batch them); a ``CenterCropWarning`` says so. Results go back with ``clamp((y + 1) / 2, 0, 1)``
-and 8-bit rounding ``floor(255 v + 0.5)``.
+Loading follows the official data pipeline (``Image.open(path).convert("RGB")``, bicubic resize to
+``image_size``, to [0, 1], then ``2x - 1``), with the decoding of untrusted files bounded:
+
+- Only the formats that ``IMAGE_EXTENSIONS`` names are decoded (JPEG, PNG, PPM, BMP, TIFF, WebP;
+  ``IMAGE_FORMATS`` maps each extension to its PIL format): PIL's other plugins are never tried,
+  so an EPS file never reaches Ghostscript, and GIF, PSD, ICO, JPEG 2000, ... are an
+  ``ImageError`` naming the format found. The content decides, not the extension. (Phone JPEGs
+  that PIL reads as MPO come through the JPEG plugin and are accepted.)
+- A file whose header declares more than ``max_pixels`` pixels is refused before its pixels are
+  decoded (``max_pixels_for``: 4096 x 4096 for a 256-px engine). PIL's own guard
+  (``PIL.Image.MAX_IMAGE_PIXELS``) still applies and is left as it is.
+- The EXIF orientation is applied (``ImageOps.exif_transpose``), so a phone photo is translated
+  upright. The official code ignores EXIF: it differs only for images with an orientation tag.
+- Wide modes are scaled to 8 bits in bounded chunks (16-bit integers in exact integer
+  arithmetic), never as a whole-image float64 copy.
+
+A non-square image is center-cropped to a square **in source coordinates** (the shorter side's
+length, offset ``(long - short) // 2``), and that square alone is resized to ``image_size`` x
+``image_size`` with PIL's bicubic filter (``center_square``); a ``CenterCropWarning`` says so. So
+no resize ever makes more than ``image_size`` x ``image_size`` pixels (a 1 x 65535 strip costs a
+1 x 1 square, not a 256 x 16776960 intermediate). Square images give bit for bit what the
+official pipeline (and the earlier resize-then-crop) gives. Non-square ones, which the official
+code cannot batch, differ slightly from the earlier resize-then-crop: its crop fell on whole
+resized pixels, this one falls on whole source pixels (on photos, a mean of 2 to 5 of 255 levels,
+up to 70 at edges; where both fall on the same pixels, e.g. 96 x 48 to 32, only the 8-bit
+rounding between PIL's two resize passes differs, at most a few levels).
+Grayscale images are resized in one channel and converted to RGB after, which gives the same
+bytes as converting first. Results go back with ``clamp((y + 1) / 2, 0, 1)`` and 8-bit rounding
+``floor(255 v + 0.5)``.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError
+from .settings import check_positive_int
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
+
+# The image files egsde-rt reads: extension -> PIL format. Only these formats are decoded.
+IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".ppm": "PPM", ".bmp": "BMP",
+                 ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+IMAGE_EXTENSIONS = tuple(IMAGE_FORMATS)
+DECODED_FORMATS = tuple(dict.fromkeys(IMAGE_FORMATS.values()))
+
+# The pixel limit of decoding: a source may have up to 16 times the engine's side (256 times its
+# pixels), and at least 2**20 pixels (1024 x 1024) for small engines.
+MAX_PIXELS_PER_ENGINE_PIXEL = 256
+MIN_MAX_PIXELS = 2**20
+# The size of every preset's engine: the limit of calls that know no engine (``load_image``,
+# ``decode_image_bytes``) is that of a 256-px engine.
+DEFAULT_ENGINE_IMAGE_SIZE = 256
+
+# Wide (16-bit, 32-bit) images are scaled to 8 bits this many pixels at a time.
+_CHUNK_PIXELS = 2**18
+UNSIGNED_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def max_pixels_for(image_size: int) -> int:
+    """The default pixel limit of the files decoded for an engine of ``image_size``:
+    ``max(2**20, 256 * image_size**2)``, 4096 x 4096 (16.8 Mpx) for a 256-px engine.
+
+    Why: the source is cropped to a square and resized to ``image_size``, so pixels beyond a
+    16-fold downscale add nothing to the translation, while each costs 4 bytes decoded (RGB):
+    at 256 px the limit bounds a decode to 64 MiB and passes every phone photo (12 Mpx is
+    4032 x 3024, 48 Mpx ones are refused: give them resized, or raise ``max_pixels``). The floor
+    of 1024 x 1024 lets small (test) engines read ordinary images. PIL's default guard (89.5 Mpx,
+    ``PIL.Image.MAX_IMAGE_PIXELS``) is 5 times this and acts at ``open`` only."""
+    return max(MIN_MAX_PIXELS, MAX_PIXELS_PER_ENGINE_PIXEL * image_size * image_size)
+
+
+DEFAULT_MAX_PIXELS = max_pixels_for(DEFAULT_ENGINE_IMAGE_SIZE)
+
+
+def check_max_pixels(value, name: str = "max_pixels") -> int | None:
+    """``value`` if it is None (the engine's default, ``max_pixels_for``) or a positive integer,
+    else a ``ConfigError``."""
+    if value is None:
+        return None
+    return check_positive_int(value, name, " (the most pixels a decoded image may have; None: the engine's default)")
 
 
 class CenterCropWarning(UserWarning):
     """A non-square image was center-cropped to a square."""
 
 
-def load_image(src: ImageInput) -> Image.Image:
+def load_image(src: ImageInput, max_pixels: int | None = None) -> Image.Image:
     """An RGB PIL image from a path, a PIL image, or an HxW / HxWx{1,3,4} uint8 or float array
-    (floats in [0, 1]). Alpha is dropped, as ``convert("RGB")`` does."""
+    (floats in [0, 1]). Alpha is dropped, as ``convert("RGB")`` does; the EXIF orientation is
+    applied. A file may have at most ``max_pixels`` pixels (None: ``DEFAULT_MAX_PIXELS``)."""
+    return _rgb(_load_8bit(src, DEFAULT_MAX_PIXELS if max_pixels is None else check_max_pixels(max_pixels)))
+
+
+def decode_image_bytes(data: bytes, name: str = "the uploaded image", max_pixels: int | None = None) -> Image.Image:
+    """An RGB PIL image from the bytes of an image file (an upload), with the file checks of
+    ``load_image``: empty, truncated, non-image data, formats outside ``DECODED_FORMATS``, more
+    than ``max_pixels`` pixels (None: ``DEFAULT_MAX_PIXELS``; an engine's own limit is
+    ``max_pixels_for(image_size)``) and decompression bombs are ``ImageError``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"{name}: expected the bytes of an image file, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError(f"{name}: empty (no image data)")
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else check_max_pixels(max_pixels)
+    return _rgb(_decode(BytesIO(bytes(data)), name, limit))
+
+
+def _load_8bit(src: ImageInput, max_pixels: int) -> Image.Image:
+    """An upright 8-bit image, mode "L" or "RGB" (grayscale stays one channel until the end)."""
     if isinstance(src, (str, os.PathLike)):
-        return _open_path(Path(src))
+        path = Path(src)
+        if not path.is_file():
+            raise ImageError(f"image not found: {path}")
+        return _decode(path, str(path), max_pixels)
     if isinstance(src, Image.Image):
-        return to_rgb(src, "the image")
+        if 0 in src.size:
+            raise ImageError(f"the image is empty: size {src.size[0]}x{src.size[1]}")
+        try:
+            return to_8bit(_upright(src), "the image")
+        except (OSError, SyntaxError, ValueError, struct.error) as err:
+            raise ImageError(f"the image cannot be read: {err}") from None
     if isinstance(src, np.ndarray):
         return _from_array(src)
     raise ImageError(
@@ -44,58 +138,136 @@ def load_image(src: ImageInput) -> Image.Image:
     )
 
 
-def _open_path(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    return _decode(path, str(path))
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says (a copy only when it must turn)."""
+    if img.getexif().get(ExifTags.Base.Orientation, 1) in (1, None):
+        return img
+    return ImageOps.exif_transpose(img)
 
 
-def decode_image_bytes(data: bytes, name: str = "the uploaded image") -> Image.Image:
-    """An RGB PIL image from the bytes of an image file (an upload), with the file checks of
-    ``load_image``: empty, truncated, non-image data and decompression bombs are ``ImageError``."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageError(f"{name}: expected the bytes of an image file, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ImageError(f"{name}: empty (no image data)")
-    return _decode(BytesIO(bytes(data)), name)
-
-
-def _decode(source, name: str) -> Image.Image:
+def _decode(source, name: str, max_pixels: int) -> Image.Image:
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=DECODED_FORMATS) as img:
+            check_pixels(img.size, max_pixels, name)
             img.load()
-            return to_rgb(img, name)
+            ImageOps.exif_transpose(img, in_place=True)
+            return to_8bit(img, name)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file PIL can read") from None
+        raise ImageError(_unidentified(source, name)) from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({err}); if the image is genuine, "
                          "raise PIL.Image.MAX_IMAGE_PIXELS") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, struct.error) as err:
         raise ImageError(f"{name}: corrupt or truncated image: {err}") from None
 
 
-def to_rgb(img: Image.Image, name: str) -> Image.Image:
-    """8-bit RGB, as the official ``convert("RGB")`` for 8-bit modes (grayscale, palette, RGBA,
-    CMYK, ...). Wide modes, which ``convert`` would clip rather than scale, are scaled: 16-bit
-    integers (``I;16*``, and ``I`` with values in 0..65535) by 255/65535; 32-bit floats (``F``)
-    must lie in [0, 1]."""
-    if img.mode == "RGB":
+def check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    """An ``ImageError`` if an image of ``size`` (w, h) has more than ``max_pixels`` pixels."""
+    w, h = size
+    if w * h > max_pixels:
+        side = int(max_pixels ** 0.5)
+        raise ImageError(f"{name}: {w}x{h} is {w * h / 1e6:.1f} Mpx, over the limit of {max_pixels} pixels "
+                         f"({max_pixels / 1e6:.1f} Mpx, e.g. {side}x{side}); give a smaller image or raise "
+                         "max_pixels")
+
+
+def _unidentified(source, name: str) -> str:
+    """Why PIL's accepted plugins could not open ``source``: the format its first bytes show, if
+    any plugin's signature check knows them (no plugin parses the file), and the accepted ones."""
+    accepted = ", ".join(DECODED_FORMATS)
+    Image.init()  # every plugin's signature check (importing a plugin parses nothing)
+    prefix = _prefix(source)
+    corrupt = _format_of(prefix, DECODED_FORMATS)
+    if corrupt is not None:
+        return f"{name}: not an image file PIL can read (its {corrupt} header is corrupt)"
+    found = _format_of(prefix, [f for f in Image.OPEN if f not in DECODED_FORMATS])
+    if found is None:
+        return f"{name}: not an image file egsde-rt reads (accepted formats: {accepted})"
+    return (f"{name}: the format {found} (by its first bytes) is not accepted; accepted formats: {accepted} (the "
+            f"extensions {' '.join(IMAGE_EXTENSIONS)}): convert it to PNG or JPEG first")
+
+
+def _prefix(source) -> bytes:
+    if isinstance(source, BytesIO):
+        return source.getvalue()[:16]
+    try:
+        with open(source, "rb") as file:
+            return file.read(16)
+    except OSError:
+        return b""
+
+
+def _format_of(prefix: bytes, formats) -> str | None:
+    """The first of ``formats`` whose PIL signature check (``accept``) takes ``prefix``, or None."""
+    for name in formats:
+        accept = Image.OPEN[name][1]
+        if accept is None:  # a plugin without a signature would claim anything
+            continue
+        try:
+            result = accept(prefix)
+        except (IndexError, TypeError, ValueError, struct.error):
+            continue
+        if result and not isinstance(result, str):
+            return name
+    return None
+
+
+def sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Integers in 0..65535 to 8 bits as ``floor(255 v / 65535 + 0.5)``, exactly, in integers:
+    ``(510 v + 65535) // 131070`` (equal since ``v / 257 + 1/2`` is never an integer)."""
+    return ((values.astype(np.uint32) * 510 + 65535) // 131070).astype(np.uint8)
+
+
+def to_8bit(img: Image.Image, name: str) -> Image.Image:
+    """An 8-bit image, "RGB" or "L", as the official ``convert("RGB")`` for 8-bit modes (palette,
+    RGBA, CMYK, ... to "RGB"; grayscale stays "L", which converts to the same RGB after resizing).
+    Wide modes, which ``convert`` would clip rather than scale, are scaled, ``_CHUNK_PIXELS`` at a
+    time: 16-bit integers (``I;16*``, and ``I`` with values in 0..65535) by 255/65535
+    (``sixteen_bit_to_uint8``); 32-bit floats (``F``) must lie in [0, 1] (``to_uint8``)."""
+    if img.mode in ("RGB", "L"):
         return img
     if img.mode.startswith("I"):
-        values = np.asarray(img, dtype=np.float64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ImageError(f"{name}: integer image values must lie in 0..65535 (16-bit), got "
-                             f"[{values.min():.0f}, {values.max():.0f}]; convert it to 8 or 16 bits first")
-        return Image.fromarray(to_uint8(values / 65535.0)).convert("RGB")
+        if img.mode not in UNSIGNED_16_BIT_MODES:
+            low = min(int(values.min()) for values in _row_chunks(img))
+            high = max(int(values.max()) for values in _row_chunks(img))
+            if low < 0 or high > 65535:
+                raise ImageError(f"{name}: integer image values must lie in 0..65535 (16-bit), got [{low}, {high}]; "
+                                 "convert it to 8 or 16 bits first")
+        return _scaled_to_8bit(img, sixteen_bit_to_uint8)
     if img.mode == "F":
-        values = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(values).all() or (values.size and (values.min() < 0.0 or values.max() > 1.0)):
-            raise ImageError(f"{name}: floating-point images must hold finite values in [0, 1]; convert it to "
-                             "8 or 16 bits first")
-        return Image.fromarray(to_uint8(values)).convert("RGB")
+        return _scaled_to_8bit(img, partial(_unit_floats_to_uint8, name=name))
     return img.convert("RGB")
+
+
+def _unit_floats_to_uint8(values: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:
+        raise ImageError(f"{name}: floating-point images must hold finite values in [0, 1]; convert it to "
+                         "8 or 16 bits first")
+    return to_uint8(values)
+
+
+def _row_chunks(img: Image.Image):
+    """The pixels of a one-band image as arrays of whole rows, about ``_CHUNK_PIXELS`` each."""
+    w, h = img.size
+    rows = max(1, _CHUNK_PIXELS // w)
+    for top in range(0, h, rows):
+        yield np.asarray(img.crop((0, top, w, min(h, top + rows))))
+
+
+def _scaled_to_8bit(img: Image.Image, scale: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    """A one-band wide image as "L", ``scale`` applied to one chunk of rows at a time."""
+    out = np.empty((img.size[1], img.size[0]), np.uint8)
+    top = 0
+    for values in _row_chunks(img):
+        out[top:top + len(values)] = scale(values)
+        top += len(values)
+    return Image.fromarray(out)
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -119,12 +291,12 @@ def _from_array(array: np.ndarray) -> Image.Image:
         array = to_uint8(array)
     else:
         raise ImageError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}")
-    img = Image.fromarray(np.ascontiguousarray(array))
-    return img.convert("RGB")
+    return Image.fromarray(np.ascontiguousarray(array))
 
 
 def resize_shorter_side(img: Image.Image, image_size: int) -> Image.Image:
-    """Shorter side to ``image_size`` with bicubic, as torchvision ``Resize(image_size)``."""
+    """Shorter side to ``image_size`` with bicubic, as torchvision ``Resize(image_size)`` (the
+    official evaluation's preprocessing; translation inputs are cropped first, ``center_square``)."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     if short == image_size:
@@ -134,34 +306,45 @@ def resize_shorter_side(img: Image.Image, image_size: int) -> Image.Image:
     return img.resize(size, Image.BICUBIC)
 
 
-def center_crop(img: Image.Image, image_size: int) -> Image.Image:
+def center_square(img: Image.Image, image_size: int) -> Image.Image:
+    """The centre square of ``img`` (side: the shorter side, offset ``(long - short) // 2``, in
+    source coordinates) resized to ``image_size`` x ``image_size`` with bicubic. The resize reads
+    the square alone (PIL's ``resize`` with a ``box``): no copy of the image is made, and at the
+    square's edges the filter reads the neighbouring pixels as a resize of the whole image would.
+    A square image is resized whole, as the official pipeline resizes it."""
     w, h = img.size
-    left, top = (w - image_size) // 2, (h - image_size) // 2
-    return img.crop((left, top, left + image_size, top + image_size))
+    short = min(w, h)
+    left, top = (w - short) // 2, (h - short) // 2
+    square = (left, top, left + short, top + short)
+    if short == image_size:
+        return img if w == h else img.crop(square)
+    return img.resize((image_size, image_size), Image.BICUBIC, box=square)
 
 
-def image_to_tensor(src: ImageInput, image_size: int) -> torch.Tensor:
-    """One image as a float32 [3, image_size, image_size] tensor in [-1, 1]."""
-    img = load_image(src)
-    original = img.size
-    img = resize_shorter_side(img, image_size)
-    if img.size != (image_size, image_size):
+def image_to_tensor(src: ImageInput, image_size: int, max_pixels: int | None = None) -> torch.Tensor:
+    """One image as a float32 [3, image_size, image_size] tensor in [-1, 1]. A file may have at
+    most ``max_pixels`` pixels (None: ``max_pixels_for(image_size)``)."""
+    limit = max_pixels_for(image_size) if max_pixels is None else check_max_pixels(max_pixels)
+    img = _load_8bit(src, limit)
+    w, h = img.size
+    if w != h:
+        short = min(w, h)
         warnings.warn(
-            f"image of {original[0]}x{original[1]} is not square: resized to {img.size[0]}x{img.size[1]} "
-            f"and center-cropped to {image_size}x{image_size}", CenterCropWarning, stacklevel=2,
+            f"image of {w}x{h} is not square: center-cropped to {short}x{short} and resized to "
+            f"{image_size}x{image_size}", CenterCropWarning, stacklevel=2,
         )
-        img = center_crop(img, image_size)
-    array = np.asarray(img, dtype=np.float32) / 255.0
+    array = np.asarray(_rgb(center_square(img, image_size)), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() * 2.0 - 1.0
 
 
-def images_to_batch(sources, image_size: int) -> torch.Tensor:
-    """A list of images (or one) as a float32 [B, 3, S, S] tensor in [-1, 1]."""
+def images_to_batch(sources, image_size: int, max_pixels: int | None = None) -> torch.Tensor:
+    """A list of images (or one) as a float32 [B, 3, S, S] tensor in [-1, 1] (``max_pixels``: as
+    ``image_to_tensor``)."""
     if not isinstance(sources, (list, tuple)):
         sources = [sources]
     if not sources:
         raise ImageError("no images given")
-    return torch.stack([image_to_tensor(s, image_size) for s in sources])
+    return torch.stack([image_to_tensor(s, image_size, max_pixels) for s in sources])
 
 
 SOURCE_DTYPES = (np.float16, np.float32, np.float64)

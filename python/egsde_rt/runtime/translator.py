@@ -29,7 +29,8 @@ import torch
 
 from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
-from ..io import ImageInput, check_source, images_to_batch, source_from_numpy, tensor_to_images
+from ..io import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
+                  tensor_to_images)
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
 from ..settings import MAX_BATCH_SIZE, RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
@@ -51,12 +52,18 @@ def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
 
 
 class Translator:
-    """``Translator(engine_dir, backend="auto", device="auto", precision="fp32")``;
-    ``.run(img, seed=0, **overrides)``."""
+    """``Translator(engine_dir, backend="auto", device="auto", precision="fp32", max_pixels=None)``;
+    ``.run(img, seed=0, **overrides)``.
+
+    ``max_pixels``: the most pixels an image file given to ``run`` (or a folder job) may have,
+    checked from its header before it is decoded; None: ``io.max_pixels_for(image_size)``
+    (4096 x 4096 for a 256-px engine). ``self.max_pixels`` holds the limit in force."""
 
     def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", max_pixels: int | None = None):
+        max_pixels = check_max_pixels(max_pixels)
         self.engine = load_engine_dir(engine_dir)
+        self.max_pixels: int = max_pixels_for(self.engine.image_size) if max_pixels is None else max_pixels
         self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
         # On CUDA the samplers and the runner share one stream of their own (not the legacy default
         # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
@@ -142,9 +149,10 @@ class Translator:
         ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
         runs in batches of ``batch_size`` (1..``MAX_BATCH_SIZE``; by default all at once, up to
         ``MAX_BATCH_SIZE`` images a batch), each decoded just before it runs (memory does not
-        grow with the list). An image's noise depends only on its seed:
-        ``run([a, b], seed=[1, 2])[1]`` is ``run(b, seed=2)`` (up to the network kernels' own
-        batch-size rounding, see the README's Translator section)."""
+        grow with the list); an image file may have at most ``self.max_pixels`` pixels. An
+        image's noise depends only on its seed: ``run([a, b], seed=[1, 2])[1]`` is
+        ``run(b, seed=2)`` (up to the network kernels' own batch-size rounding, see the README's
+        Translator section)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if not sources:
@@ -159,7 +167,7 @@ class Translator:
         size = batch_size or min(len(sources), MAX_BATCH_SIZE)
         results = []
         for start in range(0, len(sources), size):
-            batch = images_to_batch(sources[start:start + size], self.image_size)
+            batch = images_to_batch(sources[start:start + size], self.image_size, self.max_pixels)
             y = self.run_tensor(batch, seed=seeds[start:start + size], callback=callback, **overrides)
             results += tensor_to_images(y)
         return results[0] if single else results
