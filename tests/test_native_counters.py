@@ -53,7 +53,8 @@ def test_every_draw_of_the_largest_allowed_run_is_distinct():
     settings = EGSDESettings(M=MAX_M, repeats=MAX_REPEATS, ls=0.0, li=0.0, down_N=8)
     assert settings.num_updates == K
     rows = KERNELS.step_rows(step_table(StepCoefficients.from_schedule(Schedule.create(), K)), 0.0, 0.0, False)
-    state, scalars, t_now = np.zeros(1, np.int64), np.zeros(KERNELS.STEP_SCALARS_WORDS, np.float32), np.zeros(1, np.float32)
+    state, scalars = np.zeros(1, np.int64), np.zeros(KERNELS.STEP_SCALARS_WORDS, np.float32)
+    t_now = np.zeros(1, np.float32)
     sampling, perturb = [r * (K + 1) for r in range(R)], []
     for g in range(R * K):
         assert state[0] == g
@@ -141,6 +142,8 @@ def test_repeats_are_64_bit_in_the_binding():
         with pytest.raises(NativeError, match="repeats"):
             config.repeats = bad
     assert config.repeats == 2**31  # unchanged by the refused values
+    config.repeats = np.int64(3)  # any integer type
+    assert config.repeats == 3
     config.repeats = 2**62
     with pytest.raises(NativeError, match="too large"):
         _core.Sampler(config)

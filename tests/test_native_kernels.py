@@ -39,7 +39,8 @@ def test_philox_normal_and_integer_stream(batch, per_image):
 def test_philox_draws_are_64_bit(draw):
     """The kernels take the contract's 64-bit draw (noise.py): none wraps to a 32-bit draw."""
     batch, per_image, seeds = 2, 105, np.array([2**33 + 1, 9], np.uint64)
-    assert np.array_equal(K.philox_uint32(batch, per_image, seeds, 1, draw), philox_uint32(seeds, 1, draw, batch, per_image))
+    expected_bits = philox_uint32(seeds, 1, draw, batch, per_image)
+    assert np.array_equal(K.philox_uint32(batch, per_image, seeds, 1, draw), expected_bits)
     out = Guarded(batch * per_image)
     K.philox_normal(out.view, batch, per_image, seeds, 0, draw)
     assert out.intact() and np.abs(out.view - philox_normal(seeds, 0, draw, (batch, per_image)).ravel()).max() <= 1e-6

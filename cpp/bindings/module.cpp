@@ -135,8 +135,9 @@ void require_noise_stream(std::uint32_t stream, const py::object& step) {
           "stream: with step, the stream must be 0 (sampling) or 1 (perturbation)");
 }
 
-// A count of SamplerConfig (index_t) from Python: any integer in [0, 2^63), else a NativeError
-// naming the field (never pybind11's bare TypeError of a failed conversion).
+// A count of SamplerConfig (index_t) from Python: any integer (an int or a numpy integer, not a
+// bool) in [0, 2^63), else a NativeError naming the field (never pybind11's bare TypeError of a
+// failed conversion).
 template <index_t SamplerConfig::*Field>
 void def_count(py::class_<SamplerConfig>& cls, const char* name, const char* doc) {
   const std::string field(name);
@@ -144,9 +145,10 @@ void def_count(py::class_<SamplerConfig>& cls, const char* name, const char* doc
       name, [](const SamplerConfig& c) { return c.*Field; },
       [field](SamplerConfig& c, const py::object& value) {
         index_t v = -1;
-        if (py::isinstance<py::int_>(value) && !py::isinstance<py::bool_>(value)) {
+        if (!py::isinstance<py::bool_>(value) && py::hasattr(value, "__index__")) {
           try {
-            v = value.cast<index_t>();
+            v = py::int_(value.attr("__index__")()).cast<index_t>();
+          } catch (const py::error_already_set&) {
           } catch (const py::cast_error&) {
           }
         }

@@ -32,11 +32,16 @@ void check_config(const SamplerConfig& c) {
   // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.
   checked_mul(c.repeats, c.steps.size() + 1, "sampler: repeats * (updates + 1)");
   require(c.low_h >= 1 && c.low_w >= 1, "sampler: low-pass sizes must be >= 1");
-  require(c.down_h.size() == static_cast<size_t>(c.low_h * c.height) &&
-              c.up_h.size() == static_cast<size_t>(c.height * c.low_h) &&
-              c.down_w.size() == static_cast<size_t>(c.low_w * c.width) &&
-              c.up_w.size() == static_cast<size_t>(c.width * c.low_w),
+  const index_t rows = checked_mul(c.low_h, c.height, "sampler: low_h * height");
+  const index_t columns = checked_mul(c.low_w, c.width, "sampler: low_w * width");
+  require(c.down_h.size() == static_cast<size_t>(rows) && c.up_h.size() == static_cast<size_t>(rows) &&
+              c.down_w.size() == static_cast<size_t>(columns) && c.up_w.size() == static_cast<size_t>(columns),
           "sampler: low-pass matrices do not match the image and low-pass sizes");
+}
+
+index_t image_batch_numel(const SamplerConfig& c) {
+  const char* what = "sampler: batch * channels * height * width";
+  return checked_mul(checked_mul(checked_mul(c.batch, c.channels, what), c.height, what), c.width, what);
 }
 
 DeviceArray uploaded(const ExecutionContext& ctx, const std::vector<float>& host) {
@@ -76,9 +81,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   ctx_ = ExecutionContext{config_.device, config_.stream, config_.device_index};
   const DeviceScope scope(ctx_);
   const Device d = config_.device;
-  numel_ = checked_mul(checked_mul(checked_mul(config_.batch, config_.channels, "sampler: the image batch"),
-                                   config_.height, "sampler: the image batch"),
-                       config_.width, "sampler: the image batch");
+  numel_ = image_batch_numel(config_);
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
   if (config_.steps.multistep()) x0_prev_ = DeviceArray(d, numel_);

@@ -61,7 +61,8 @@ EGSDE_HD void set_step_draw(StepScalars& s, std::uint32_t stream, std::uint64_t 
 
 // `key` (its seeds and stream) with the current update's draw of its stream.
 EGSDE_HD NoiseKey step_noise_key(const StepScalars& s, NoiseKey key) {
-  key.draw = static_cast<std::uint64_t>(s.draw[key.stream][0]) | static_cast<std::uint64_t>(s.draw[key.stream][1]) << 32;
+  const std::uint32_t* words = s.draw[key.stream];
+  key.draw = static_cast<std::uint64_t>(words[0]) | static_cast<std::uint64_t>(words[1]) << 32;
   return key;
 }
 

@@ -19,8 +19,8 @@ struct StepBeginParams {
   index_t batch = 0;
 };
 
-// The whole op (one thread: a few dozen words).
-// The draws are 64-bit (computed in unsigned arithmetic: no signed overflow for any counter).
+// The whole op (one thread: a few dozen words). The draws are 64-bit, computed in unsigned
+// arithmetic (no signed overflow for any counter).
 EGSDE_HD void step_begin_body(const StepBeginParams& p) {
   const std::int64_t g = p.state->update;
   const std::int64_t K = p.steps;
