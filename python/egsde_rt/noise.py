@@ -14,8 +14,8 @@ Specification (the C++ and CUDA kernels implement exactly this):
   element ``k`` (flat C-order index within the image), with ``block = k // 4`` and
   ``lane = k % 4``, the counter is ``(block, draw >> 32, draw & 0xFFFFFFFF, stream)`` under the
   key of ``q_b`` (the draw is 64-bit; every draw below 2^32 has the counter
-  ``(block, 0, draw, stream)``). So an
-  image's noise depends only on its seed, never on the batch size or its position in the batch
+  ``(block, 0, draw, stream)``). So an image's noise depends only on its seed, never on the
+  batch size or its position in the batch
   (``run([a, b], seed=[1, 2])[1]`` draws exactly the noise of ``run(b, seed=2)``; the networks'
   own float kernels may still round differently at batch 1 than at 2: see the README).
 * Folders: ``derive_seed(seed, relative_path)`` gives each file its own seed from the run's seed
