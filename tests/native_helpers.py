@@ -24,6 +24,13 @@ class Guarded:
         return bool(np.all(self.storage[:GUARD] == SENTINEL) and np.all(self.storage[-GUARD:] == SENTINEL))
 
 
+def step_draws(scalars: np.ndarray) -> list[int]:
+    """The 64-bit noise draws of streams 0 and 1 in a step's scalars (float32 [STEP_SCALARS_WORDS]):
+    after the row, one (low, high) pair of uint32 words per stream."""
+    words = scalars.view(np.uint32)[_core.kernels.STEP_ROW_WORDS:].astype(np.uint64).reshape(-1, 2)
+    return [int(low) | int(high) << 32 for low, high in words]
+
+
 def cuda_ready() -> bool:
     return bool(_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count() > 0)
 

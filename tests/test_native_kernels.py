@@ -8,7 +8,7 @@ from egsde_rt import _core
 from egsde_rt.errors import EgsdeError, NativeError
 from egsde_rt.lowpass import LowPassFilter, lowpass_factors
 from egsde_rt.noise import philox_normal, philox_uint32
-from native_helpers import Guarded
+from native_helpers import Guarded, step_draws
 
 K = _core.kernels
 SHAPES = [(b, s) for b in (1, 3) for s in (32, 64, 256)]
@@ -33,6 +33,20 @@ def test_philox_normal_and_integer_stream(batch, per_image):
     assert np.array_equal(K.philox_uint32(batch, per_image, seeds, 0, 3), philox_uint32(seeds, 0, 3, batch, per_image))
     with pytest.raises(NativeError, match="one per image"):
         K.philox_normal(out.view, batch, per_image, np.zeros(batch + 1, np.uint64), 1, 17)
+
+
+@pytest.mark.parametrize("draw", [2**32 - 1, 2**32, 7 * 2**32 + 5, 2**64 - 1])
+def test_philox_draws_are_64_bit(draw):
+    """The kernels take the contract's 64-bit draw (noise.py): none wraps to a 32-bit draw."""
+    batch, per_image, seeds = 2, 105, np.array([2**33 + 1, 9], np.uint64)
+    expected_bits = philox_uint32(seeds, 1, draw, batch, per_image)
+    assert np.array_equal(K.philox_uint32(batch, per_image, seeds, 1, draw), expected_bits)
+    out = Guarded(batch * per_image)
+    K.philox_normal(out.view, batch, per_image, seeds, 0, draw)
+    assert out.intact() and np.abs(out.view - philox_normal(seeds, 0, draw, (batch, per_image)).ravel()).max() <= 1e-6
+    if draw >= 2**32:
+        wrapped = philox_normal(seeds, 0, draw % 2**32, (batch, per_image)).ravel()
+        assert np.abs(out.view - wrapped).max() > 0.1
 
 
 @pytest.mark.parametrize("batch,size", SHAPES)
@@ -213,8 +227,7 @@ def test_step_begin_gathers_the_counters_row(g):
     scalars, t_now, state = _step_scalars(rows, g, batch)
     r, k = divmod(g, n_steps)
     assert np.array_equal(scalars[:K.STEP_ROW_WORDS], rows[k])
-    words = scalars.view(np.uint32)[K.STEP_ROW_WORDS:]
-    assert list(words) == [r * (n_steps + 1) + k + 1, r * n_steps + k]
+    assert step_draws(scalars) == [r * (n_steps + 1) + k + 1, r * n_steps + k]
     assert np.array_equal(t_now, np.full(batch, coefs.t[k], np.float32))
     assert list(state) == [g + 1]
 
@@ -243,7 +256,7 @@ def test_philox_normal_reads_the_step_draw(stream):
     _, rows = _step_rows(M=6)
     batch, per_image, seeds, g = 2, 105, np.array([2**33 + 1, 2**64 - 2], np.uint64), 9
     scalars = _step_scalars(rows, g, batch)[0]
-    draw = int(scalars.view(np.uint32)[K.STEP_ROW_WORDS + stream])
+    draw = step_draws(scalars)[stream]
     out = Guarded(batch * per_image)
     K.philox_normal(out.view, batch, per_image, seeds, stream, 0, step=scalars)
     assert out.intact()
@@ -263,7 +276,7 @@ def test_egsde_update_reads_the_step(noise_source, g):
     n = batch * per_image
     y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
     scalars = _step_scalars(rows, g, batch)[0]
-    row, draw = rows[g], int(scalars.view(np.uint32)[K.STEP_ROW_WORDS])
+    row, draw = rows[g], step_draws(scalars)[0]
     table = _random((draw + 1, n), 10) if noise_source == "injected" else None
     c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5])
     expected, out = Guarded(n), Guarded(n)
@@ -280,7 +293,7 @@ def test_egsde_update_reads_the_multistep_columns_from_the_step():
     n = batch * per_image
     y, eps, gs, gi, prev = (_random(n, s) for s in (6, 7, 8, 9, 11))
     scalars = _step_scalars(rows, g, batch)[0]
-    row, draw = rows[g], int(scalars.view(np.uint32)[K.STEP_ROW_WORDS])
+    row, draw = rows[g], step_draws(scalars)[0]
     assert row[9] != 0  # a second-order update
     c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5], prev_coef=row[9],
              x0_y=row[10], x0_eps=row[11], ls_x0=row[12], li_x0=row[13])
@@ -292,6 +305,23 @@ def test_egsde_update_reads_the_multistep_columns_from_the_step():
     K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0,
                    li_w=0.0, sigma=0.0, seed=5, stream=0, step=scalars, x0_prev=prev_o.view)
     assert np.array_equal(out.view, expected.view) and np.array_equal(prev_o.view, prev_e.view)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_egsde_update_reads_no_previous_prediction_when_its_coefficient_is_0(bad):
+    """A first-order update (prev_coef 0) of a multistep solver ignores D_prev, even a non-finite
+    one (0 * NaN would be NaN), and still writes this update's D."""
+    batch, per_image = 2, 3 * 32 * 32
+    n = batch * per_image
+    y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
+    c = dict(inv_sqrt_alpha=1.01, eps_coef=0.02, ls_w=0.3, li_w=0.4, sigma=0.5, seed=5, stream=0, draw=3,
+             prev_coef=0.0, x0_y=1.2, x0_eps=0.7, ls_x0=0.1, li_x0=0.2)
+    expected, out = Guarded(n), Guarded(n)
+    prev_clean, prev_bad = Guarded(n, fill=0.0), Guarded(n, fill=bad)
+    K.egsde_update(y, eps, gs, gi, None, expected.view, batch, per_image, x0_prev=prev_clean.view, **c)
+    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=prev_bad.view, **c)
+    assert out.intact() and prev_bad.intact() and np.isfinite(out.view).all()
+    assert np.array_equal(out.view, expected.view) and np.array_equal(prev_bad.view, prev_clean.view)
 
 
 def test_step_kernels_refuse_bad_buffers():

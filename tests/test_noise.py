@@ -67,6 +67,21 @@ def test_counter_layout_block_zero_draw_stream_keyed_by_each_images_seed():
             assert np.array_equal(bits[b, 4 * block:4 * block + 4], direct)
 
 
+def test_a_64_bit_draw_puts_its_high_word_in_counter_word_1():
+    """Draw d: counter (block, d >> 32, d & 0xFFFFFFFF, stream), so every draw below 2^32 keeps
+    counter word 1 = 0 (the noise of the 32-bit contract) and no draw wraps onto a smaller one."""
+    seed = 2**40 + 3
+    key = (seed & 0xFFFFFFFF, seed >> 32)
+    for draw in (2**32, 5 * 2**32 + 7, 2**64 - 1):
+        bits = philox_uint32(seed, 1, draw, 1, 8)
+        for block in range(2):
+            counter = np.array([block, draw >> 32, draw & 0xFFFFFFFF, 1], dtype=np.uint32)
+            assert np.array_equal(bits[0, 4 * block:4 * block + 4], philox4x32_10(counter, key))
+    assert np.abs(philox_normal(seed, 0, 2**32 + 7, (1, 64)) - philox_normal(seed, 0, 7, (1, 64))).max() > 0.1
+    with pytest.raises(ConfigError, match="64 bits"):
+        philox_normal(seed, 0, 2**64, (1, 4))
+
+
 def test_image_noise_depends_only_on_its_seed():
     alone = philox_normal(5, 0, 3, (1, 3, 8, 8))
     same_seed = philox_normal(5, 0, 3, (4, 3, 8, 8))  # one integer: every image uses it

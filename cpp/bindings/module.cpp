@@ -76,20 +76,18 @@ ArrayArg image_arg(const Sampler& s, const py::handle& image, bool writable, con
 
 RunInputs run_inputs(const Sampler& s, const py::handle& x0, const py::object& noise,
                      const py::object& perturb_noise) {
-  const SamplerConfig& c = s.config();
   RunInputs in;
   in.x0 = image_arg(s, x0, false, "x0").data;
-  const int K = c.steps.size();
   if (!noise.is_none()) {
     const ArrayArg n = as_array(noise, false, "noise");
     require(n.device == Device::CPU, "noise: injected noise is a host array");
-    require_size(n, static_cast<index_t>(c.repeats) * (K + 1) * s.numel(), "noise");
+    require_size(n, s.injected_noise_floats(kStreamSampling), "noise");
     in.noise = n.data;
   }
   if (!perturb_noise.is_none()) {
     const ArrayArg n = as_array(perturb_noise, false, "perturb_noise");
     require(n.device == Device::CPU, "perturb_noise: injected noise is a host array");
-    require_size(n, static_cast<index_t>(c.repeats) * K * s.numel(), "perturb_noise");
+    require_size(n, s.injected_noise_floats(kStreamPerturb), "perturb_noise");
     in.perturb_noise = n.data;
   }
   return in;
@@ -137,6 +135,30 @@ void require_noise_stream(std::uint32_t stream, const py::object& step) {
           "stream: with step, the stream must be 0 (sampling) or 1 (perturbation)");
 }
 
+// A count of SamplerConfig (index_t) from Python: any integer (an int or a numpy integer, not a
+// bool) in [0, 2^63), else a NativeError naming the field (never pybind11's bare TypeError of a
+// failed conversion).
+template <index_t SamplerConfig::*Field>
+void def_count(py::class_<SamplerConfig>& cls, const char* name, const char* doc) {
+  const std::string field(name);
+  cls.def_property(
+      name, [](const SamplerConfig& c) { return c.*Field; },
+      [field](SamplerConfig& c, const py::object& value) {
+        index_t v = -1;
+        if (!py::isinstance<py::bool_>(value) && py::hasattr(value, "__index__")) {
+          try {
+            v = py::int_(value.attr("__index__")()).cast<index_t>();
+          } catch (const py::error_already_set&) {
+          } catch (const py::cast_error&) {
+          }
+        }
+        require(v >= 0, "SamplerConfig." + field + ": must be an integer in [0, 2^63), got " +
+                            std::string(py::repr(value)));
+        c.*Field = v;
+      },
+      doc);
+}
+
 py::array_t<float> image_array(const SamplerConfig& c) {
   return py::array_t<float>({c.batch, c.channels, c.height, c.width});
 }
@@ -145,7 +167,7 @@ py::array_t<float> image_array(const SamplerConfig& c) {
 // `progress` take it back for their calls), and return the result (None if cancelled). `out`:
 // the array to write into (host, or on the sampler's device), or None for a new host array.
 py::object run_sampler(Sampler& s, const py::handle& x0, Runner& runner, const py::handle& seed,
-                       const std::function<bool(int, int)>& progress, const py::object& noise,
+                       const ProgressFn& progress, const py::object& noise,
                        const py::object& perturb_noise, const py::object& out, StepTimes* times,
                        const ReplayFn& replay = nullptr) {
   const RunInputs in = run_inputs(s, x0, noise, perturb_noise);
@@ -242,22 +264,25 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("x0_guidance", &StepTable::x0_guidance)
       .def("__len__", &StepTable::size);
 
-  py::class_<SamplerConfig>(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).")
+  py::class_<SamplerConfig> sampler_config(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).");
+  def_count<&SamplerConfig::batch>(sampler_config, "batch", "images per run");
+  def_count<&SamplerConfig::channels>(sampler_config, "channels", "channels per image");
+  def_count<&SamplerConfig::height>(sampler_config, "height", "image height");
+  def_count<&SamplerConfig::width>(sampler_config, "width", "image width");
+  def_count<&SamplerConfig::repeats>(sampler_config, "repeats",
+                                     "the official sample_step repeats (64-bit; the sampler refuses a run whose "
+                                     "counts do not fit in 64 bits)");
+  sampler_config
       .def(py::init<>())
       .def_readwrite("device", &SamplerConfig::device)
       .def_readwrite("device_index", &SamplerConfig::device_index, "the CUDA device's ordinal (cuda:N)")
       .def_property("stream", [](const SamplerConfig& c) { return reinterpret_cast<std::uintptr_t>(c.stream); },
                     [](SamplerConfig& c, std::uintptr_t s) { c.stream = reinterpret_cast<void*>(s); },
                     "the caller's CUDA stream as an integer handle (0: the default stream)")
-      .def_readwrite("batch", &SamplerConfig::batch)
-      .def_readwrite("channels", &SamplerConfig::channels)
-      .def_readwrite("height", &SamplerConfig::height)
-      .def_readwrite("width", &SamplerConfig::width)
       .def_readwrite("steps", &SamplerConfig::steps)
       .def_readwrite("ls", &SamplerConfig::ls)
       .def_readwrite("li", &SamplerConfig::li)
       .def_readwrite("s2", &SamplerConfig::s2)
-      .def_readwrite("repeats", &SamplerConfig::repeats)
       .def_readwrite("fresh_perturb", &SamplerConfig::fresh_perturb)
       .def_readwrite("ilvr", &SamplerConfig::ilvr)
       .def("set_lowpass", [](SamplerConfig& c, const FloatArray& down_h, const FloatArray& up_h,
@@ -281,7 +306,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("config", &Sampler::config, "a copy of the configuration it was built for")
       .def_property_readonly("total_updates", &Sampler::total_updates)
       .def("run", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
-                     const std::function<bool(int, int)>& progress, const py::object& noise,
+                     const ProgressFn& progress, const py::object& noise,
                      const py::object& perturb_noise, const py::object& out, const ReplayFn& replay) {
              return run_sampler(s, x0, runner, seed, progress, noise, perturb_noise, out, nullptr, replay);
            },
@@ -293,7 +318,7 @@ PYBIND11_MODULE(_core, m) {
            "or a new host array), or None if progress cancelled it. `replay()`: runs every update but the "
            "first in place of step(runner) (the captured path's graph replay).")
       .def("run_profiled", [](Sampler& s, const py::handle& x0, Runner& runner, const py::object& seed,
-                              const std::function<bool(int, int)>& progress) {
+                              const ProgressFn& progress) {
              StepTimes times;
              py::object out = run_sampler(s, x0, runner, seed, progress, py::none(), py::none(), py::none(), &times);
              py::dict phases;
@@ -368,9 +393,10 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("table"), py::arg("state"), py::arg("scalars"), py::arg("t_now"), py::arg("batch"),
         py::arg("cuda_stream") = 0,
         "Gather the step counter's row: state int64 [1] (the counter g, advanced), scalars float32 "
-        "[STEP_SCALARS_WORDS] (the row, then the uint32 draws of streams 0 and 1), t_now [batch].");
+        "[STEP_SCALARS_WORDS] (the row, then the 64-bit draws of streams 0 and 1, each as uint32 (low, high) "
+        "words), t_now [batch].");
   k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, const py::object& seed,
-                            std::uint32_t stream, std::uint32_t draw, std::uintptr_t cuda_stream,
+                            std::uint32_t stream, std::uint64_t draw, std::uintptr_t cuda_stream,
                             const py::object& step, const py::object& injected) {
     const ArrayArg o = as_array(out, true, "out");
     require_size(o, batch * per_image, "out");
@@ -392,7 +418,7 @@ PYBIND11_MODULE(_core, m) {
         "Draw `draw` of `stream` for images with seeds `seed` (an integer for every image, or one per image; "
         "with `step`: the step's draw); with `injected`, copy that draw.");
   k.def("philox_uint32", [](index_t batch, index_t per_image, const py::object& seed, std::uint32_t stream,
-                            std::uint32_t draw) {
+                            std::uint64_t draw) {
     const index_t blocks = (per_image + 3) / 4;
     py::array_t<std::uint32_t> out({batch, blocks * 4});
     const SeedsArg seeds = seeds_arg(seed, batch);
@@ -453,7 +479,7 @@ PYBIND11_MODULE(_core, m) {
   k.def("egsde_update", [](const py::handle& y, const py::handle& eps, const py::object& grad_s,
                            const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
-                           float sigma, const py::object& seed, std::uint32_t stream, std::uint32_t draw,
+                           float sigma, const py::object& seed, std::uint32_t stream, std::uint64_t draw,
                            std::uintptr_t cuda_stream, const py::object& step, const py::object& x0_prev,
                            float prev_coef, float x0_y, float x0_eps, float ls_x0, float li_x0) {
     const index_t n = batch * per_image;

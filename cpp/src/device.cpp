@@ -81,6 +81,18 @@ void to_host(const ExecutionContext& ctx, Device device, void* host, const void*
 #endif
 }
 
+void zero(const ExecutionContext& ctx, Device device, void* dst, size_t bytes) {
+  if (device == Device::CPU) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#ifdef EGSDE_WITH_CUDA
+  check_cuda(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(ctx.stream)), "cudaMemsetAsync");
+#else
+  (void)ctx;
+#endif
+}
+
 }  // namespace memory
 
 int cuda_device_count(std::string* reason) {

@@ -16,7 +16,7 @@ namespace {
 constexpr int kMaxSegments = 8;                       // phase segments per step
 constexpr int kMarksPerStep = 1 + 2 * kMaxSegments;  // the step's start, then (begin, end) pairs
 
-int mark_index(int step, int slot) { return step * kMarksPerStep + slot; }
+index_t mark_index(index_t step, int slot) { return step * kMarksPerStep + slot; }
 
 #ifdef EGSDE_WITH_CUDA
 // Every failure is cleared where it happens (see cuda_status.h), so no later check blames a kernel.
@@ -41,13 +41,13 @@ PhaseClock::~PhaseClock() {
 #endif
 }
 
-void PhaseClock::start(const ExecutionContext& ctx, int updates) {
+void PhaseClock::start(const ExecutionContext& ctx, index_t updates) {
   active_ = true;
   ctx_ = ctx;
   updates_ = updates;
   step_ = -1;
-  const size_t marks = static_cast<size_t>(updates + 1) * kMarksPerStep;
-  segment_phase_.assign(static_cast<size_t>(updates + 1) * kMaxSegments, -1);
+  const size_t marks = static_cast<size_t>(checked_mul(updates + 1, kMarksPerStep, "PhaseClock: the updates"));
+  segment_phase_.assign(static_cast<size_t>(checked_mul(updates + 1, kMaxSegments, "PhaseClock: the updates")), -1);
   if (ctx.device == Device::CPU) {
     host_marks_.assign(marks, Clock::time_point{});
     return;
@@ -61,9 +61,9 @@ void PhaseClock::start(const ExecutionContext& ctx, int updates) {
 #endif
 }
 
-void* PhaseClock::event(int index) { return events_[static_cast<size_t>(index)]; }
+void* PhaseClock::event(index_t index) { return events_[static_cast<size_t>(index)]; }
 
-void PhaseClock::mark(int index) {
+void PhaseClock::mark(index_t index) {
   if (ctx_.device == Device::CPU) {
     host_marks_[static_cast<size_t>(index)] = Clock::now();
     return;
@@ -103,7 +103,7 @@ void PhaseClock::end(Phase phase) {
 #endif
 }
 
-double PhaseClock::elapsed_ms(int a, int b) {
+double PhaseClock::elapsed_ms(index_t a, index_t b) {
   if (ctx_.device == Device::CPU)
     return std::chrono::duration<double, std::milli>(host_marks_[static_cast<size_t>(b)] -
                                                      host_marks_[static_cast<size_t>(a)]).count();
@@ -123,10 +123,10 @@ void PhaseClock::finish(StepTimes* out) {
   active_ = false;
   synchronize(ctx_);
   if (!out) return;
-  const int steps = step_;  // completed updates (fewer when cancelled)
+  const index_t steps = step_;  // completed updates (fewer when cancelled)
   out->step.assign(static_cast<size_t>(steps), 0.0);
   for (auto& p : out->phases) p.assign(static_cast<size_t>(steps), 0.0);
-  for (int s = 0; s < steps; ++s) {
+  for (index_t s = 0; s < steps; ++s) {
     out->step[s] = elapsed_ms(mark_index(s, 0), mark_index(s + 1, 0));
     for (int g = 0; g < kMaxSegments; ++g) {
       const int phase = segment_phase_[static_cast<size_t>(s * kMaxSegments + g)];

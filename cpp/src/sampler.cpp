@@ -29,12 +29,19 @@ void check_config(const SamplerConfig& c) {
   c.steps.check();
   require(c.batch >= 1 && c.channels >= 1 && c.height >= 1 && c.width >= 1, "sampler: empty image shape");
   require(c.repeats >= 1, "sampler: repeats must be >= 1");
+  // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.
+  checked_mul(c.repeats, c.steps.size() + 1, "sampler: repeats * (updates + 1)");
   require(c.low_h >= 1 && c.low_w >= 1, "sampler: low-pass sizes must be >= 1");
-  require(c.down_h.size() == static_cast<size_t>(c.low_h * c.height) &&
-              c.up_h.size() == static_cast<size_t>(c.height * c.low_h) &&
-              c.down_w.size() == static_cast<size_t>(c.low_w * c.width) &&
-              c.up_w.size() == static_cast<size_t>(c.width * c.low_w),
+  const index_t rows = checked_mul(c.low_h, c.height, "sampler: low_h * height");
+  const index_t columns = checked_mul(c.low_w, c.width, "sampler: low_w * width");
+  require(c.down_h.size() == static_cast<size_t>(rows) && c.up_h.size() == static_cast<size_t>(rows) &&
+              c.down_w.size() == static_cast<size_t>(columns) && c.up_w.size() == static_cast<size_t>(columns),
           "sampler: low-pass matrices do not match the image and low-pass sizes");
+}
+
+index_t image_batch_numel(const SamplerConfig& c) {
+  const char* what = "sampler: batch * channels * height * width";
+  return checked_mul(checked_mul(checked_mul(c.batch, c.channels, what), c.height, what), c.width, what);
 }
 
 DeviceArray uploaded(const ExecutionContext& ctx, const std::vector<float>& host) {
@@ -74,7 +81,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   ctx_ = ExecutionContext{config_.device, config_.stream, config_.device_index};
   const DeviceScope scope(ctx_);
   const Device d = config_.device;
-  numel_ = config_.batch * config_.channels * config_.height * config_.width;
+  numel_ = image_batch_numel(config_);
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
   if (config_.steps.multistep()) x0_prev_ = DeviceArray(d, numel_);
@@ -109,21 +116,26 @@ TensorRef Sampler::ref(float* data, std::vector<index_t> shape) const {
   return TensorRef{data, std::move(shape), config_.device, config_.stream};
 }
 
+index_t Sampler::injected_noise_floats(std::uint32_t stream) const {
+  const index_t K = config_.steps.size();
+  const index_t draws = checked_mul(config_.repeats, stream == kStreamSampling ? K + 1 : K, "injected noise");
+  return checked_mul(draws, numel_, "injected noise");
+}
+
 void Sampler::begin(const float* x0, const std::uint64_t* seeds, const float* sampling_noise,
                     const float* perturb_noise) {
   const SamplerConfig& c = config_;
-  const int K = c.steps.size(), R = c.repeats;
   const DeviceScope scope(ctx_);
   require(sampling_noise == nullptr || !c.fresh_perturb || perturb_noise != nullptr,
           "sampler: fresh perturbation with injected noise needs perturb_noise");
   // Injected noise is uploaded once per run (parity tests); Philox noise is drawn in place.
   injected_ = sampling_noise != nullptr;
   if (injected_) {
-    const index_t count = static_cast<index_t>(R) * (K + 1) * numel_;
+    const index_t count = injected_noise_floats(kStreamSampling);
     if (injected_sampling_.size() != count) injected_sampling_ = DeviceArray(c.device, count);
     injected_sampling_.upload(ctx_, sampling_noise, count);
     if (c.fresh_perturb) {
-      const index_t pcount = static_cast<index_t>(R) * K * numel_;
+      const index_t pcount = injected_noise_floats(kStreamPerturb);
       if (injected_perturb_.size() != pcount) injected_perturb_ = DeviceArray(c.device, pcount);
       injected_perturb_.upload(ctx_, perturb_noise, pcount);
     }
@@ -139,6 +151,8 @@ void Sampler::seek(index_t update) {
   const DeviceScope scope(ctx_);
   require(begun_, "sampler: begin() a run first");
   require(update >= 0, "sampler: the step counter cannot be negative");
+  // An update past the run would read injected noise past its end.
+  require(update < total_updates(), "sampler: the step counter must be below total_updates (repeats * updates)");
   const StepState state{update};
   state_.upload(ctx_, &state, 1);  // ordered after the steps already queued
 }
@@ -150,19 +164,20 @@ index_t Sampler::step_counter() const {
   return state.update;
 }
 
-void Sampler::start_repeat(int r) {
+void Sampler::start_repeat(index_t r) {
   const DeviceScope scope(ctx_);
   const SamplerConfig& c = config_;
   const StepTable& s = c.steps;
-  const int K = s.size();
+  const index_t K = s.size();
   require(begun_, "sampler: begin() a run first");
   require(r >= 0 && r < c.repeats, "sampler: repeat index out of range");
-  seek(static_cast<index_t>(r) * K);
+  seek(r * K);
+  x0_prev_.zero(ctx_);  // D_prev = 0: the repeat's first update is first order (prev_coef 0)
   PhiloxNormalParams draw_e;
   draw_e.out = e_.data();
   draw_e.batch = c.batch;
   draw_e.per_image = numel_ / c.batch;
-  draw_e.key = NoiseKey{seeds_.data(), kStreamSampling, static_cast<std::uint32_t>(r * (K + 1))};
+  draw_e.key = NoiseKey{seeds_.data(), kStreamSampling, static_cast<std::uint64_t>(r * (K + 1))};
   draw_e.injected = injected_ ? injected_sampling_.data() : nullptr;
   philox_normal(ctx_, draw_e);
   const float* start = r == 0 ? x0_.data() : y_.data();
@@ -247,7 +262,7 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64
                   const float* sampling_noise, const float* perturb_noise, StepTimes* times,
                   const ReplayFn& replay) {
   const DeviceScope scope(ctx_);
-  const int K = config_.steps.size(), R = config_.repeats;
+  const index_t K = config_.steps.size(), R = config_.repeats;
   require(!(times && replay), "sampler: a replayed run cannot be timed by phase");
   begin(x0, seeds, sampling_noise, perturb_noise);
   if (times) clock_.start(ctx_, R * K);
@@ -264,9 +279,9 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64
     }
   } clock_guard{clock_, times};
 
-  for (int r = 0; r < R; ++r) {
+  for (index_t r = 0; r < R; ++r) {
     start_repeat(r);
-    for (int k = 0; k < K; ++k) {
+    for (index_t k = 0; k < K; ++k) {
       if (replay && (r > 0 || k > 0))
         replay();
       else

@@ -12,8 +12,10 @@ Specification (the C++ and CUDA kernels implement exactly this):
   ``(k0, k1) = (q & 0xFFFFFFFF, q >> 32)``.
 * A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` with seed ``q_b`` and
   element ``k`` (flat C-order index within the image), with ``block = k // 4`` and
-  ``lane = k % 4``, the counter is ``(block, 0, draw, stream)`` under the key of ``q_b``. So an
-  image's noise depends only on its seed, never on the batch size or its position in the batch
+  ``lane = k % 4``, the counter is ``(block, draw >> 32, draw & 0xFFFFFFFF, stream)`` under the
+  key of ``q_b`` (the draw is 64-bit; every draw below 2^32 has the counter
+  ``(block, 0, draw, stream)``). So an image's noise depends only on its seed, never on the
+  batch size or its position in the batch
   (``run([a, b], seed=[1, 2])[1]`` draws exactly the noise of ``run(b, seed=2)``; the networks'
   own float kernels may still round differently at batch 1 than at 2: see the README).
 * Folders: ``derive_seed(seed, relative_path)`` gives each file its own seed from the run's seed
@@ -118,10 +120,11 @@ def seed_keys(seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
 
 def philox_uint32(seed: Seeds, stream: int, draw: int, batch: int, per_image: int) -> np.ndarray:
     """The raw stream: uint32 [batch, ceil(per_image/4)*4], element k of image b at [b, k]."""
-    blocks = -(-per_image // 4)
+    blocks, draw = -(-per_image // 4), int(draw)
     counter = np.zeros((batch, blocks, 4), dtype=np.uint32)
     counter[..., 0] = np.arange(blocks, dtype=np.uint32)[None, :]
-    counter[..., 2] = np.uint32(draw)
+    counter[..., 1] = np.uint32(draw >> 32)
+    counter[..., 2] = np.uint32(draw & 0xFFFFFFFF)
     counter[..., 3] = np.uint32(stream)
     k0, k1 = seed_keys(check_seeds(seed, batch))
     return philox4x32_10(counter, (k0[:, None], k1[:, None])).reshape(batch, blocks * 4)
@@ -133,8 +136,8 @@ def philox_normal(seed: Seeds, stream: int, draw: int, shape) -> np.ndarray:
     shape = tuple(int(s) for s in shape)
     if len(shape) < 1:
         raise ConfigError("noise shape needs a batch dimension")
-    if not (0 <= stream < 2**32 and 0 <= draw < 2**32):
-        raise ConfigError(f"stream and draw must fit in 32 bits, got {stream}, {draw}")
+    if not (0 <= stream < 2**32 and 0 <= draw < 2**64):
+        raise ConfigError(f"the stream must fit in 32 bits and the draw in 64 bits, got {stream}, {draw}")
     batch, per_image = shape[0], int(np.prod(shape[1:], dtype=np.int64))
     bits = philox_uint32(seed, stream, draw, batch, per_image).reshape(batch, -1, 2, 2)
     u1 = (bits[..., 0].astype(np.float64) + 0.5) / _TWO_POW_32

@@ -34,4 +34,11 @@ inline void require(bool condition, const std::string& message) {
   if (!condition) throw Error(message);
 }
 
+// a * b for sizes and counts (a, b >= 0), refused where the product does not fit in index_t.
+inline index_t checked_mul(index_t a, index_t b, const std::string& what) {
+  index_t product = 0;
+  require(!__builtin_mul_overflow(a, b, &product), what + ": too large (does not fit in 64 bits)");
+  return product;
+}
+
 }  // namespace egsde

@@ -19,6 +19,8 @@ void release(Device device, void* data) noexcept;
 // (the copy's direction is found from the pointers): what device tensors in and out need.
 void to_device(const ExecutionContext& ctx, Device device, void* dst, const void* host, size_t bytes);
 void to_host(const ExecutionContext& ctx, Device device, void* host, const void* src, size_t bytes);
+// Zero-fills `bytes` of `dst`, ordered on ctx's stream (no host synchronisation).
+void zero(const ExecutionContext& ctx, Device device, void* dst, size_t bytes);
 }  // namespace memory
 
 // Waits for the work queued on ctx's stream (no-op on the CPU).
@@ -64,6 +66,10 @@ class DeviceBuffer {
   void download(const ExecutionContext& ctx, T* host, index_t count, index_t offset = 0) const {
     require(offset >= 0 && count >= 0 && offset + count <= size_, "DeviceBuffer::download out of range");
     if (count > 0) memory::to_host(ctx, device_, host, data_ + offset, sizeof(T) * static_cast<size_t>(count));
+  }
+  // Every value set to zero bits, ordered on ctx's stream (no host synchronisation, no allocation).
+  void zero(const ExecutionContext& ctx) {
+    if (size_ > 0) memory::zero(ctx, device_, data_, sizeof(T) * static_cast<size_t>(size_));
   }
 
  private:

@@ -29,7 +29,7 @@ class PhaseClock {
   PhaseClock& operator=(const PhaseClock&) = delete;
 
   // Starts timing `updates` updates on ctx (allocates its events here, never inside the loop).
-  void start(const ExecutionContext& ctx, int updates);
+  void start(const ExecutionContext& ctx, index_t updates);
   bool active() const { return active_; }
   void begin_step();
   void begin(Phase phase);  // phases of one step may not nest
@@ -39,13 +39,14 @@ class PhaseClock {
 
  private:
   using Clock = std::chrono::steady_clock;
-  void mark(int index);
-  double elapsed_ms(int a, int b);
-  void* event(int index);
+  void mark(index_t index);
+  double elapsed_ms(index_t a, index_t b);
+  void* event(index_t index);
 
   bool active_ = false;
   ExecutionContext ctx_;
-  int step_ = -1, updates_ = 0, segment_ = 0;
+  index_t step_ = -1, updates_ = 0;
+  int segment_ = 0;
   // Per step: its start mark, then up to kMaxSegments (begin, end) marks of phases (a phase may
   // occur more than once in a step: its times add up). CPU: host times; CUDA: recorded events.
   std::vector<Clock::time_point> host_marks_;

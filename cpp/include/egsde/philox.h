@@ -1,6 +1,7 @@
 // The noise contract (see python/egsde_rt/noise.py): Philox4x32-10 and Box-Muller, usable on
-// the host and in CUDA kernels. Element k of an image with seed q, draw d, stream s: counter
-// (k / 4, 0, d, s), key (q & 0xFFFFFFFF, q >> 32); lanes 0/1 pair words 0/1, lanes 2/3 words
+// the host and in CUDA kernels. Element k of an image with seed q, 64-bit draw d, stream s:
+// counter (k / 4, d >> 32, d & 0xFFFFFFFF, s) (for every draw below 2^32 the counter
+// (k / 4, 0, d, s)), key (q & 0xFFFFFFFF, q >> 32); lanes 0/1 pair words 0/1, lanes 2/3 words
 // 2/3; u = (x + 0.5) / 2^32 and the Gaussian in double, rounded once to float. Each image of a
 // batch has its own seed, and its noise depends on nothing else (not its batch position).
 #pragma once
@@ -50,12 +51,13 @@ constexpr int kNoiseStreams = 2;
 struct NoiseKey {
   const std::uint64_t* seeds = nullptr;  // [batch]: image b's seed is seeds[b]
   std::uint32_t stream = 0;
-  std::uint32_t draw = 0;
+  std::uint64_t draw = 0;
 };
 
 // Philox4x32-10 of block `block` of an image with seed `seed` under `key`'s stream and draw.
 EGSDE_HD Philox4 philox_block(std::uint64_t seed, const NoiseKey& key, std::uint64_t block) {
-  return philox4x32_10(static_cast<std::uint32_t>(block), 0u, key.draw, key.stream, static_cast<std::uint32_t>(seed),
+  return philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(key.draw >> 32),
+                       static_cast<std::uint32_t>(key.draw), key.stream, static_cast<std::uint32_t>(seed),
                        static_cast<std::uint32_t>(seed >> 32));
 }
 

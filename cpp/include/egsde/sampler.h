@@ -25,7 +25,7 @@ struct StepTable {
   std::vector<float> t, inv_sqrt_alpha, eps_coef, guidance_w, sigma, sqrt_abar, sqrt_one_minus_abar;
   std::vector<float> prev_coef, x0_y, x0_eps, x0_guidance;
   bool multistep() const;  // any prev_coef != 0: the sampler keeps D_prev
-  int size() const { return static_cast<int>(t.size()); }
+  index_t size() const { return static_cast<index_t>(t.size()); }
   void check() const;
 };
 
@@ -37,7 +37,7 @@ struct SamplerConfig {
   StepTable steps;
   float ls = 0.0f, li = 0.0f;
   EnergyKind s2 = EnergyKind::NegL2;
-  int repeats = 1;
+  index_t repeats = 1;
   bool fresh_perturb = false;
   bool ilvr = false;
   // The low-pass resize factors (row-major float32): D_h [low_h, height], U_h [height, low_h],
@@ -50,7 +50,7 @@ struct SamplerConfig {
 std::vector<StepRow> step_rows(const StepTable& steps, float ls, float li, bool ilvr);
 
 // Called after each update with (done, total); returning false cancels the run.
-using ProgressFn = std::function<bool(int, int)>;
+using ProgressFn = std::function<bool(index_t, index_t)>;
 // Runs one update in place of step(runner): the captured path's replay of a CUDA graph of one step.
 using ReplayFn = std::function<void()>;
 
@@ -60,7 +60,11 @@ class Sampler {
 
   const SamplerConfig& config() const { return config_; }
   index_t numel() const { return numel_; }
-  int total_updates() const { return config_.steps.size() * config_.repeats; }
+  // R * K (checked at construction: it and the draw indices fit in index_t).
+  index_t total_updates() const { return config_.steps.size() * config_.repeats; }
+  // The floats of a run's injected noise of `stream`: [R * (K + 1), B, C, H, W] (stream 0) or
+  // [R * K, B, C, H, W] (stream 1); refused (Error) where that does not fit in index_t.
+  index_t injected_noise_floats(std::uint32_t stream) const;
 
   // x0 and out are arrays [batch, channels, height, width] in host memory or (CUDA sampler) in
   // the memory of the sampler's device; `seeds` [batch] are the images' seeds (host or device).
@@ -82,9 +86,10 @@ class Sampler {
   // any) and sets the step counter to 0.
   void begin(const float* x0, const std::uint64_t* seeds, const float* sampling_noise = nullptr,
              const float* perturb_noise = nullptr);
-  // start_repeat: the counter to r * K, draws the repeat's e and forms the start point (from
-  // x0 for r = 0, from y after).
-  void start_repeat(int r);
+  // start_repeat: the counter to r * K, clears the multistep solvers' previous data prediction
+  // (so nothing of an earlier repeat or run, e.g. a diverged one's non-finite D, carries over),
+  // draws the repeat's e and forms the start point (from x0 for r = 0, from y after).
+  void start_repeat(index_t r);
   // step: the next update, whichever it is: every per-step value (t, the coefficients, the
   // noise draws, the ILVR flag, injected-noise offsets) is read by the kernels from the step
   // table through the device-side counter. Issues the same launches with the same arguments
@@ -95,7 +100,8 @@ class Sampler {
   void finish(float* out);
   // The step counter g = r * K + k of the next update (waits for the stream).
   index_t step_counter() const;
-  // Moves the step counter to `update` (start_repeat; tests: the next step runs row update % K).
+  // Moves the step counter to `update` in [0, total_updates) (start_repeat; tests: the next step
+  // runs row update % K).
   void seek(index_t update);
 
  private:

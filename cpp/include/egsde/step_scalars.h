@@ -35,7 +35,9 @@ struct StepRow {
 // replays the same graph.
 struct StepScalars {
   StepRow row;
-  std::uint32_t draw[kNoiseStreams];  // stream 0: r * (K + 1) + k + 1 (z); stream 1: r * K + k
+  // The 64-bit draw of each stream as (low, high) 32-bit words (4-byte words like the rest, so
+  // the struct needs no 8-byte alignment): stream 0 r * (K + 1) + k + 1 (z), stream 1 r * K + k.
+  std::uint32_t draw[kNoiseStreams][2];
 };
 
 // What a run keeps on the device between steps: the step counter.
@@ -45,15 +47,22 @@ struct StepState {
 
 // The kernels' bindings and tests see StepRow and StepScalars as arrays of 4-byte words.
 constexpr int kStepRowWords = 14;
-constexpr int kStepScalarsWords = kStepRowWords + kNoiseStreams;
+constexpr int kStepScalarsWords = kStepRowWords + 2 * kNoiseStreams;
 static_assert(sizeof(StepRow) == kStepRowWords * 4 && offsetof(StepRow, ilvr) == 8 * 4, "StepRow layout");
 static_assert(sizeof(StepScalars) == kStepScalarsWords * 4 && offsetof(StepScalars, draw) == kStepRowWords * 4,
               "StepScalars layout");
 static_assert(sizeof(StepState) == 8, "StepState layout");
 
+// Stores `draw` as stream `stream`'s (low, high) words.
+EGSDE_HD void set_step_draw(StepScalars& s, std::uint32_t stream, std::uint64_t draw) {
+  s.draw[stream][0] = static_cast<std::uint32_t>(draw);
+  s.draw[stream][1] = static_cast<std::uint32_t>(draw >> 32);
+}
+
 // `key` (its seeds and stream) with the current update's draw of its stream.
 EGSDE_HD NoiseKey step_noise_key(const StepScalars& s, NoiseKey key) {
-  key.draw = s.draw[key.stream];
+  const std::uint32_t* words = s.draw[key.stream];
+  key.draw = static_cast<std::uint64_t>(words[0]) | static_cast<std::uint64_t>(words[1]) << 32;
   return key;
 }
 

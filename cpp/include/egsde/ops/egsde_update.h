@@ -5,7 +5,9 @@
 //   mean = mean + prev_coef * x0_prev, and x0_prev <- D
 //                                   (multistep solvers only, x0_prev non-null: D = x0_y * y -
 //                                    x0_eps * eps - ls_x0 * grad_s - li_x0 * grad_i, this
-//                                    update's data prediction, read by the next update)
+//                                    update's data prediction, read by the next update; x0_prev
+//                                    is read only where prev_coef != 0, so a first-order update
+//                                    ignores a non-finite D_prev left by a diverged run)
 //   out  = mean + sigma * z         (z read from `noise` if given, else drawn with `key`;
 //                                    sigma = 0 on the last update: the mask at t = 0)
 // Inside the counter-driven step the coefficients and the draw come from the step's scalars in
@@ -76,7 +78,7 @@ EGSDE_HD void egsde_update_block(const UpdateParams& p, index_t b, index_t block
       float d = p.x0_y * y - p.x0_eps * eps;
       if (p.grad_s) d = d - p.ls_x0 * p.grad_s[i];
       if (p.grad_i) d = d - p.li_x0 * p.grad_i[i];
-      mean = mean + p.prev_coef * p.x0_prev[i];
+      if (p.prev_coef != 0.0f) mean = mean + p.prev_coef * p.x0_prev[i];
       p.x0_prev[i] = d;
     }
     const float zi = p.noise ? p.noise[i] : z[lane];

@@ -46,8 +46,8 @@ EGSDE_HD void philox_normal_block(const PhiloxNormalParams& p, index_t b, index_
 namespace cpu {
 void philox_normal(const PhiloxNormalParams& p);
 // The raw stream under the same counter layout: out[b, 4 * block + lane] = word `lane` of
-// Philox4x32-10 at counter (block, 0, draw, stream) and key seeds[b]; `per_image` rounded up to
-// whole blocks.
+// Philox4x32-10 at counter (block, draw >> 32, draw & 0xFFFFFFFF, stream) and key seeds[b];
+// `per_image` rounded up to whole blocks.
 void philox_uint32(std::uint32_t* out, index_t batch, index_t per_image, const NoiseKey& key);
 }
 namespace cuda {

@@ -19,15 +19,17 @@ struct StepBeginParams {
   index_t batch = 0;
 };
 
-// The whole op (one thread: a few dozen words).
+// The whole op (one thread: a few dozen words). The draws are 64-bit, computed in unsigned
+// arithmetic (no signed overflow for any counter).
 EGSDE_HD void step_begin_body(const StepBeginParams& p) {
   const std::int64_t g = p.state->update;
   const std::int64_t K = p.steps;
-  const std::int64_t r = g / K, k = g % K;
+  const std::uint64_t r = static_cast<std::uint64_t>(g / K), k = static_cast<std::uint64_t>(g % K);
+  const std::uint64_t K1 = static_cast<std::uint64_t>(K) + 1;
   StepScalars s;
   s.row = p.table[k];
-  s.draw[kStreamSampling] = static_cast<std::uint32_t>(r * (K + 1) + k + 1);
-  s.draw[kStreamPerturb] = static_cast<std::uint32_t>(r * K + k);
+  set_step_draw(s, kStreamSampling, r * K1 + k + 1);
+  set_step_draw(s, kStreamPerturb, static_cast<std::uint64_t>(g));  // r * K + k
   *p.scalars = s;
   for (index_t b = 0; b < p.batch; ++b) p.t_now[b] = s.row.t;
   p.state->update = g + 1;
