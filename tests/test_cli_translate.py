@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from egsde_rt.cli import main
-from egsde_rt.folder_job import save_atomically
+from egsde_rt.folder_job import plan_job, remove_partial_files, save_atomically, written_since_planned
 from egsde_rt.noise import derive_seed
 from egsde_rt.runtime.translator import Translator
 
@@ -104,6 +104,46 @@ def test_outputs_are_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_atomically(image, tmp_path / "a" / "x.png")
     assert list((tmp_path / "a").iterdir()) == []
+
+
+def _png(path):
+    return path.read_bytes()
+
+
+def test_an_output_is_written_once(tmp_path):
+    """A job writes an output at most once: a second write of it (a batch run again after its Ray
+    actor died) leaves the first as it is; with overwrite, only the file the plan saw is replaced."""
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    inputs = _images(tmp_path / "in", count=1)
+    out = tmp_path / "out"
+    (task,), _ = plan_job(inputs, out)
+    assert not written_since_planned(task)
+    assert save_atomically(red, task.output, task.replaces) is True and written_since_planned(task)
+    first = _png(task.output)
+    assert save_atomically(blue, task.output, task.replaces) is False and _png(task.output) == first
+
+    (task,), _ = plan_job(inputs, out, existing="overwrite")  # replaces the red output, once
+    assert task.replaces and not written_since_planned(task)
+    assert save_atomically(blue, task.output, task.replaces) is True and _png(task.output) != first
+    second = _png(task.output)
+    assert written_since_planned(task)
+    assert save_atomically(red, task.output, task.replaces) is False and _png(task.output) == second
+    assert sorted(p.name for p in out.iterdir()) == ["cat0.png"]  # no partial files
+
+
+def test_a_job_removes_the_partial_files_of_killed_writers(tiny_engine, tmp_path):
+    from egsde_rt.folder_job import run_job
+
+    inputs = _images(tmp_path / "in", count=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".cat1.png.4242-17.partial").write_bytes(b"half")  # a writer of cat1.png killed earlier
+    (out / ".notes.txt.4242-17.partial").write_bytes(b"not an output of the job")
+    tasks, _ = plan_job(inputs, out)
+    assert remove_partial_files(tasks[:1]) == []  # only the partial files of the tasks' outputs
+    report = run_job(Translator(tiny_engine[0]), tasks, overrides={"M": 2})
+    assert len(report.written) == 2
+    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.4242-17.partial", "cat0.png", "cat1.png"]
 
 
 def test_corrupt_engine_writes_nothing(tmp_path, capsys):

@@ -10,6 +10,17 @@ are the plain run's, file for file (each depends only on the engine, the file, i
 settings), a finished file is never translated again by a resumed job (``plan_job`` skips it),
 and a file that cannot be read is reported while the rest go on.
 
+A node lost mid-job loses no image and writes none twice: its actors are restarted on the nodes
+left (up to ``ACTOR_RESTARTS`` times each, ``max_restarts``) and the batches they were running
+are run again there (``max_task_retries``: as long as the actor comes back; results stored on the
+lost node are rebuilt the same way, by Ray's lineage reconstruction). A batch run again skips the
+outputs its earlier run wrote (``folder_job.written_since_planned``, reported written) and never
+writes an output twice (``folder_job.save_atomically``); the partial files of writers killed with
+their node are removed when the job ends. A job that still cannot finish fails with an
+``EgsdeError`` saying to rerun it with ``--resume``: an actor died more than ``ACTOR_RESTARTS``
+times (a file that kills its actor), or the lost actors cannot be placed on the nodes left (after
+``DataContext.execution_no_progress_timeout_s`` without progress, Ray Data's 30 minutes).
+
 Inputs and outputs are paths: on a cluster every node must see them at the same place (a shared
 file system). Without an address a local Ray instance is started (and stopped at the end).
 """
@@ -21,10 +32,12 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from .errors import ConfigError, EgsdeError
-from .folder_job import FileTask, JobReport, decoded_batches, translate_batch
+from .folder_job import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
+                         written_since_planned)
 from .settings import check_batch_size, check_positive_int
 
-STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
+STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
+ACTOR_RESTARTS = 3  # per actor: a lost node, or a crash (a bound: a file that kills its actor fails the job)
 
 
 def require_ray():
@@ -39,13 +52,13 @@ def require_ray():
 
 def _task_rows(tasks: Sequence[FileTask]) -> list[dict]:
     # Seeds are 64-bit unsigned: carried as text (Arrow's int64 cannot hold them all).
-    return [{"source": str(t.source), "relative": str(t.relative), "output": str(t.output), "seed": str(t.seed)}
-            for t in tasks]
+    return [{"source": str(t.source), "relative": str(t.relative), "output": str(t.output), "seed": str(t.seed),
+             "replaces": t.replaces} for t in tasks]
 
 
 def _tasks_of(batch: dict) -> list[FileTask]:
-    return [FileTask(Path(s), PurePosixPath(r), Path(o), int(q))
-            for s, r, o, q in zip(batch["source"], batch["relative"], batch["output"], batch["seed"])]
+    return [FileTask(Path(s), PurePosixPath(r), Path(o), int(q), str(x)) for s, r, o, q, x in
+            zip(batch["source"], batch["relative"], batch["output"], batch["seed"], batch["replaces"])]
 
 
 class TranslateFiles:
@@ -60,20 +73,21 @@ class TranslateFiles:
 
     def __call__(self, batch: dict) -> dict:
         tasks = _tasks_of(batch)
-        report = JobReport()
-        for files, x0 in decoded_batches(tasks, self.translator.image_size, max(1, len(tasks)), report,
+        # a batch run again (its actor died): what its earlier run wrote is done
+        report = JobReport(written=[t.output for t in tasks if written_since_planned(t)])
+        todo = [t for t in tasks if t.output not in report.written]
+        for files, x0 in decoded_batches(todo, self.translator.image_size, max(1, len(todo)), report,
                                          self.translator.max_pixels):
             try:
                 report.merge(translate_batch(self.translator, files, x0, self.overrides))
             except EgsdeError as err:  # e.g. a native failure: these files fail, the job goes on
                 report.failed += [(t.source, str(err)) for t in files]
-        written = {str(p) for p in report.written}
+        outcome = {str(p): STATUS_SKIPPED for p in report.skipped} | {str(p): STATUS_WRITTEN for p in report.written}
         failed = {str(source): why for source, why in report.failed}
         status, error = [], []
         for task in tasks:
-            ok = str(task.output) in written
-            status.append(STATUS_WRITTEN if ok else STATUS_FAILED)
-            error.append("" if ok else failed.get(str(task.source), "not written"))
+            status.append(outcome.get(str(task.output), STATUS_FAILED))
+            error.append("" if str(task.output) in outcome else failed.get(str(task.source), "not written"))
         return {"source": [str(t.source) for t in tasks], "output": [str(t.output) for t in tasks],
                 "status": status, "error": error}
 
@@ -131,6 +145,8 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
             compute=ray.data.ActorPoolStrategy(size=count),
             fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=device,
                                        precision=precision, overrides=overrides),
+            # an actor lost with its node comes back on another node and runs its batches again
+            max_restarts=ACTOR_RESTARTS, max_task_retries=-1,
             **resources)
         from tqdm import tqdm
 
@@ -140,13 +156,18 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
                 for row in results.iter_rows():
                     if row["status"] == STATUS_WRITTEN:
                         report.written.append(Path(row["output"]))
+                    elif row["status"] == STATUS_SKIPPED:
+                        report.skipped.append(Path(row["output"]))
                     else:
                         report.failed.append((Path(row["source"]), row["error"]))
                     bar.update(1)
-            except ray.exceptions.RayError as err:  # an actor could not start or died
+            # an actor could not start or died more than ACTOR_RESTARTS times, or no progress for
+            # DataContext.execution_no_progress_timeout_s (lost actors that cannot be placed again)
+            except (ray.exceptions.RayError, ray.data.exceptions.ExecutionTimeoutError) as err:
                 raise EgsdeError(f"the Ray job failed after {len(report.written)} file(s) were written (rerun with "
                                  f"--resume to finish it): {str(err).splitlines()[0]}") from None
     finally:
         if started:
             ray.shutdown()
+        remove_partial_files(tasks)  # those of actors killed with their node
     return report

@@ -10,13 +10,20 @@ its output bytes do not either, up to the networks' own float rounding at anothe
 
 Files are decoded batch by batch (memory does not grow with the folder). A file that cannot be
 read is reported and the rest go on; outputs are written atomically (a hidden partial file,
-renamed), so a crash never leaves half an image under an output's name. Existing outputs are
-an error unless ``existing="skip"`` (resume: they are left as they are) or ``"overwrite"``.
+renamed), so a crash never leaves half an image under an output's name, and a job removes the
+partial files of its outputs that crashed writers left when it ends. Existing outputs are an
+error unless ``existing="skip"`` (resume: they are left as they are) or ``"overwrite"``.
+
+A job writes each output at most once, even when a batch is run again (a Ray actor lost with its
+node): an output that did not exist when the job was planned is created, never replaced; one that
+did exist (``"overwrite"``) is replaced only while it is still the file the plan saw
+(``FileTask.replaces``). An output found written by the time it is to be written is left as it is.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,12 +41,15 @@ EXISTING_POLICIES = ("error", "skip", "overwrite")
 
 @dataclass(frozen=True)
 class FileTask:
-    """One file of a job: where it is, its path relative to its input folder, its output and seed."""
+    """One file of a job: where it is, its path relative to its input folder, its output and seed;
+    ``replaces``: the ``output_identity`` of the output it is to replace (``existing="overwrite"``),
+    "" when the output did not exist when the job was planned."""
 
     source: Path
     relative: PurePosixPath
     output: Path
     seed: int
+    replaces: str = ""
 
 
 @dataclass
@@ -108,25 +118,84 @@ def plan_job(items: str | os.PathLike | Iterable[str | os.PathLike], output_dir:
             raise ConfigError(f"{by_output[task.output].source} and {task.source} would both write {task.output}; "
                               "rename one or translate them into separate output folders")
         by_output[task.output] = task
-    done = [t for t in tasks if t.output.exists()]
+    identities = {t.output: output_identity(t.output) for t in tasks}
+    done = [t for t in tasks if identities[t.output]]
     if done and existing == "error":
         raise ConfigError(f"{len(done)} output(s) exist, e.g. {done[0].output}: pass --resume to skip them "
                           "or --overwrite to replace them")
     if existing == "skip":
-        return [t for t in tasks if not t.output.exists()], done
+        return [t for t in tasks if not identities[t.output]], done
+    if existing == "overwrite":
+        tasks = [FileTask(t.source, t.relative, t.output, t.seed, identities[t.output]) for t in tasks]
     return tasks, []
 
 
-def save_atomically(image, dst: Path) -> None:
-    """Write a PNG to a hidden partial file beside ``dst``, then rename it: a reader (or a resumed
-    job) never sees half an image, and concurrent writers never share a partial file."""
+def output_identity(path: Path) -> str:
+    """Which file is at ``path`` ("" when none): its inode, size and modification time, so a file
+    written in its place has another identity (the same on every node of a shared file system)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def written_since_planned(task: FileTask) -> bool:
+    """Whether ``task``'s output was written after the job was planned (by an earlier run of its
+    batch): it exists and is not the file the task is to replace."""
+    return output_identity(task.output) not in ("", task.replaces)
+
+
+_PARTIAL = re.compile(r"\.(.+)\.\d+-\d+\.partial")  # a partial file of output \1 (save_atomically's)
+
+
+def save_atomically(image, dst: Path, replaces: str = "") -> bool:
+    """Write a PNG to a hidden partial file beside ``dst``, then move it into place: a reader (or a
+    resumed job) never sees half an image, and concurrent writers never share a partial file.
+
+    ``dst`` is never written twice: without ``replaces`` it is created only if it does not exist
+    (a hard link, which fails if it does; on a file system without hard links, a check then a
+    rename), with ``replaces`` (an ``output_identity``) it is replaced only while it is still that
+    file. Returns False, writing nothing, when ``dst`` was already written."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}-{threading.get_ident()}.partial")  # matches _PARTIAL
     try:
         image.save(tmp, format="PNG")
-        os.replace(tmp, dst)
+        if replaces:
+            if output_identity(dst) != replaces:
+                return False
+            os.replace(tmp, dst)
+            return True
+        try:
+            os.link(tmp, dst)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            if dst.exists():
+                return False
+            os.replace(tmp, dst)
+        return True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_partial_files(tasks: Sequence[FileTask]) -> list[Path]:
+    """Remove the partial files that writers of ``tasks``' outputs left when they were killed
+    (``save_atomically`` removes its own otherwise); the paths removed. Call it when no writer of
+    these outputs runs any more: at the end of a job."""
+    names: dict[Path, set[str]] = {}
+    for task in tasks:
+        names.setdefault(task.output.parent, set()).add(task.output.name)
+    removed = []
+    for folder, outputs in names.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            match = _PARTIAL.fullmatch(entry.name)
+            if match and match[1] in outputs:
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int, report: JobReport,
@@ -153,7 +222,8 @@ def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int,
 
 def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, overrides: dict,
                     callback: Callable[[int, int], None] | None = None) -> JobReport:
-    """Translate one decoded batch with each file's seed and write its outputs atomically."""
+    """Translate one decoded batch with each file's seed and write its outputs atomically; an
+    output found written meanwhile is left as it is (reported skipped)."""
     report = JobReport()
     try:
         y = translator.run_tensor(x0, seed=[t.seed for t in batch], callback=callback, **overrides)
@@ -163,11 +233,11 @@ def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, ove
         return report
     for image, task in zip(images, batch):
         try:
-            save_atomically(image, task.output)
+            written = save_atomically(image, task.output, task.replaces)
         except OSError as err:
             report.failed.append((task.source, f"cannot write {task.output}: {err}"))
             continue
-        report.written.append(task.output)
+        (report.written if written else report.skipped).append(task.output)
     return report
 
 
@@ -179,10 +249,14 @@ def run_job(translator, tasks: Sequence[FileTask], *, batch_size: int = 1, overr
     overrides = overrides or {}
     translator.settings_with(**overrides)  # bad settings fail before any file is decoded
     report = JobReport()
-    for batch, x0 in decoded_batches(tasks, translator.image_size, batch_size, report, translator.max_pixels):
-        callback = None
-        if on_update is not None:
-            def callback(done, total, n=len(batch)):
-                on_update(n / total)
-        report.merge(translate_batch(translator, batch, x0, overrides, callback))
+    try:
+        for batch, x0 in decoded_batches(tasks, translator.image_size, batch_size, report,
+                                         translator.max_pixels):
+            callback = None
+            if on_update is not None:
+                def callback(done, total, n=len(batch)):
+                    on_update(n / total)
+            report.merge(translate_batch(translator, batch, x0, overrides, callback))
+    finally:
+        remove_partial_files(tasks)  # those of an earlier run of this job that was killed
     return report
