@@ -262,7 +262,9 @@ def _application(config: ServeConfig, actor_options: dict):
         name="translate", num_replicas=config.replicas, ray_actor_options=actor_options,
         # enough requests in each replica for a full batch while the previous one runs
         max_ongoing_requests=2 * config.max_batch_size, max_queued_requests=config.max_queued_requests,
-        graceful_shutdown_timeout_s=config.graceful_shutdown_s, health_check_period_s=5,
+        # a replica that hangs (not one that is busy: translations run off its event loop) is
+        # replaced after three missed health checks, about 45 s (Serve's default timeout: 30 s each)
+        graceful_shutdown_timeout_s=config.graceful_shutdown_s, health_check_period_s=5, health_check_timeout_s=10,
     )(_service_class(serve, config))
     return deployment.bind(config)
 
