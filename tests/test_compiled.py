@@ -66,14 +66,15 @@ def test_plans_are_cached_and_recorded(compiled_engine):
     logs = []
     build_compiled_plans(path, device="cpu", precision="fp32", max_batch=4, log=logs.append)
     assert logs and all("cached" in m for m in logs)  # nothing recompiled
-    plans = [p for p in load_engine_dir(path).manifest.plans.values() if p["kind"] == "compiled"]
+    plans = [p for p in load_engine_dir(path).manifest.plans.values() if p.kind == "compiled"]
     identity = compiled_identity("cpu")
-    assert {p["graph"] for p in plans} == {"score", "dse_grad"}
+    assert {p.graph for p in plans} == {"score", "dse_grad"}
     for plan in plans:
-        assert (plan["device"], plan["capability"], plan["runtime"]) == (identity.device, identity.capability,
-                                                                       f"torch {torch.__version__}")
-        assert plan["profile"] == [1, 4] and plan["precision"] == "fp32"
-        assert all(v["max_rel"] < 1e-3 for v in plan["validation"].values())
+        assert (plan.device, plan.capability, plan.runtime) == (identity.device, identity.capability,
+                                                                f"torch {torch.__version__}")
+        assert plan.profile == [1, 4] and plan.precision == "fp32"
+        assert plan.size == (path / plan.file).stat().st_size
+        assert all(v["max_rel"] < 1e-3 for v in plan.validation.values())
 
 
 def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):

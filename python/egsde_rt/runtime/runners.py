@@ -156,7 +156,7 @@ class OrtRunner(GraphRunner):
             providers = ["CPUExecutionProvider"]
         self.sessions = {}
         for contract in (SCORE, DSE_GRAD):
-            path = engine.file(engine.manifest.graphs[contract.name].file)
+            path = engine.file(engine.manifest.graphs[contract.name].file, f"graphs.{contract.name}.file")
             session = ort.InferenceSession(str(path), options, providers=providers)
             if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
                 raise EgsdeError("ONNX Runtime could not enable its CUDA execution provider "
