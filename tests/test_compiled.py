@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_M
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans
-from egsde_rt.errors import ConfigError
+from egsde_rt.errors import ConfigError, EngineDirError
 from egsde_rt.export.compiled_plans import build_compiled_plans
 from egsde_rt.runtime import runners
 from egsde_rt.runtime.backends import probe
@@ -91,6 +91,26 @@ def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):
     with pytest.raises(ConfigError, match="torch 2.0.0"):
         Translator(path, backend="compiled")
     assert Translator(path).backend == "torch"  # auto falls back (a torch-only engine), and says why in its log
+
+
+def test_a_corrupt_plan_is_refused_and_never_loaded(compiled_engine, tmp_path, monkeypatch):
+    """A plan's bytes changed after building (the same size): verified before a runner gets it,
+    refused with the file and the command that rebuilds it, by the named backend and by auto
+    (an error, as for any corrupt file the manifest lists, not a fallback); never loaded."""
+    path = tmp_path / "engine"
+    shutil.copytree(compiled_engine[0], path)
+    plan = next((path / "plans").glob("score-*.pt2"))
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    plan.write_bytes(bytes(data))
+    calls = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", _fake_loader(calls))
+    refusal = (rf"{plan.name} does not match its sha256 .*rebuild it: run "
+               r"`egsde-rt build .* --backend compiled --device cpu --precision fp32`")
+    for backend in ("compiled", "auto"):
+        with pytest.raises(EngineDirError, match=refusal):
+            Translator(path, backend=backend, device="cpu")
+    assert calls == []
 
 
 def _fake_loader(calls, *, with_flag=True):

@@ -67,7 +67,7 @@ PLAN_DEVICES = ("cpu", "cuda")
 Sha256 = Annotated[str, Check("a sha256 (64 lowercase hexadecimal digits)",
                               lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None)]
 ByteCount = Annotated[int, Check("a non-negative integer", lambda v: v >= 0)]
-Positive = Annotated[int, Check("a positive integer", lambda v: v >= 1)]
+Positive = Annotated[int, Check("positive", lambda v: v >= 1)]
 BatchProfile = Annotated[list[int], Check("a non-empty list of positive batch sizes",
                                           lambda v: bool(v) and all(b >= 1 for b in v))]
 # a graph's or plan's validation: {batch: {"max_abs": ..., "max_rel": ..., ...}}
@@ -187,7 +187,7 @@ class Manifest:
                 "with this egsde-rt (`egsde-rt export ...`)"
             )
         try:
-            manifest = typed_json.read(cls, data)
+            manifest = typed_json.read(cls, data, document="the manifest")
         except typed_json.ShapeError as err:
             raise EngineDirError(f"{where}: malformed manifest: {err}; export the engine again") from None
         manifest._check_values(where)

@@ -42,18 +42,20 @@ class ShapeError(ValueError):
     """A JSON value is not of its declared shape (the message says where and why)."""
 
 
-def read(cls, data, where: str = ""):
-    """``cls`` (a dataclass) from the JSON object ``data``; ``where``: the object's path, for messages."""
+def read(cls, data, where: str = "", document: str = "the document"):
+    """``cls`` (a dataclass) from the JSON object ``data``; ``where``: the object's path, for
+    messages (``document`` names the whole, at the top)."""
+    label = where or document
     if not isinstance(data, dict):
-        raise ShapeError(f"{where or 'the document'} must be an object, got {_REPR.repr(data)}")
+        raise ShapeError(f"{label} must be an object, got {_REPR.repr(data)}")
     declared = [f for f in fields(cls) if f.init]
     unknown = sorted(set(data) - {f.name for f in declared})
     if unknown:
-        raise ShapeError(f"{where or 'the document'} has unknown fields {unknown}")
+        raise ShapeError(f"{label} has unknown fields {unknown}")
     missing = [f.name for f in declared
                if f.name not in data and f.default is MISSING and f.default_factory is MISSING]
     if missing:
-        raise ShapeError(f"{where or 'the document'} lacks {missing}")
+        raise ShapeError(f"{label} lacks {missing}")
     hints = typing.get_type_hints(cls, include_extras=True)
     return cls(**{name: _read(hints[name], value, f"{where}.{name}" if where else name)
                   for name, value in data.items()})
