@@ -140,6 +140,17 @@ def test_an_entry_of_the_wrong_shape_is_an_engine_dir_error(tiny_engine, tmp_pat
     _refused_before_running(path, match)
 
 
+def test_plan_entries_of_the_first_format_are_left_out(tiny_engine, tmp_path):
+    """TensorRT plans recorded by the first engines (no "kind"; never matched since compiled plans
+    came) do not make the engine unreadable."""
+    path, manifest = _copy(tiny_engine, tmp_path)
+    manifest["plans"] = {"old": {"graph": "score", "file": "plans/score.plan", "sha256": "0" * 64,
+                                 "onnx_sha256": "0" * 64, "precision": "fp16", "profile": [1, 1, 8],
+                                 "compute_capability": "8.0", "tensorrt": "8.6.1", "built": "2026-11-22T00:00:00"}}
+    _write(path, manifest)
+    assert load_engine_dir(path).manifest.plans == {}
+
+
 # --- plans: verified before a runner gets them, built atomically --------------------------------
 
 def _fake_compile(onnx_path, contract, image_size, precision, profile, workspace, cache_path):

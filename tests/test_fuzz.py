@@ -99,11 +99,13 @@ def _mutated(document, mutations):
 
 @pytest.fixture(scope="module")
 def fuzz_engine(tiny_engine, tmp_path_factory):
-    """(engine dir, its manifest): the tiny engine's files (hard links), stand-in compiled plans of
+    """(engine dir, its manifest): the tiny engine's files (hard links; the manifest a copy), stand-in compiled plans of
     both graphs for this CPU on record (never loaded), and a link to a file outside the directory."""
     path = tmp_path_factory.mktemp("fuzz") / "engine"
     shutil.copytree(tiny_engine[0], path, copy_function=os.link)
     manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").unlink()  # a file of its own, rewritten by every example (not the tiny engine's)
+    (path / "manifest.json").write_text(json.dumps(manifest))
     engine = load_engine_dir(path)
     identity = compiled_identity("cpu")
     (path / "plans").mkdir()

@@ -33,8 +33,11 @@ def cache_root() -> Path:
 
 
 def not_private(status: os.stat_result) -> str | None:
-    """Why a file or directory with this status could have been written by another user, or None."""
-    if hasattr(os, "getuid") and status.st_uid != os.getuid():
+    """Why a file or directory with this status could have been written by another user, or None
+    (always None where there is no POSIX ownership to check: Windows)."""
+    if not hasattr(os, "getuid"):
+        return None
+    if status.st_uid != os.getuid():
         return f"owned by another user (uid {status.st_uid})"
     if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"writable by other users (mode {stat.S_IMODE(status.st_mode):o})"

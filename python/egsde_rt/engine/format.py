@@ -61,6 +61,9 @@ EXPORT_FORMATS = ("onnx", "torch")
 GRAPH_NAMES = ("score", "dse_grad")
 WEIGHT_NAMES = ("score", "dse")
 PLAN_KINDS = ("compiled", "tensorrt")
+# the TensorRT plan entries of the first format 1 engines (no "kind"): never matched since compiled
+# plans came, now left out on reading (a rebuild replaces them)
+LEGACY_PLAN_FIELDS = {"onnx_sha256", "compute_capability", "tensorrt"}
 PLAN_DEVICES = ("cpu", "cuda")
 
 # The manifest's value types beyond JSON's (see typed_json)
@@ -186,6 +189,10 @@ class Manifest:
                 f"(this egsde-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}): export the engine again "
                 "with this egsde-rt (`egsde-rt export ...`)"
             )
+        if isinstance(data.get("plans"), dict):  # plans of the first format, unused since: left out
+            data = {**data, "plans": {key: plan for key, plan in data["plans"].items()
+                                      if not (isinstance(plan, dict) and "kind" not in plan
+                                              and LEGACY_PLAN_FIELDS <= plan.keys())}}
         try:
             manifest = typed_json.read(cls, data, document="the manifest")
         except typed_json.ShapeError as err:

@@ -11,6 +11,7 @@ unknown or missing field, a wrong type, a failed check. A document that reads is
 
 from __future__ import annotations
 
+import functools
 import reprlib
 import types
 import typing
@@ -48,7 +49,7 @@ def read(cls, data, where: str = "", document: str = "the document"):
     label = where or document
     if not isinstance(data, dict):
         raise ShapeError(f"{label} must be an object, got {_REPR.repr(data)}")
-    declared = [f for f in fields(cls) if f.init]
+    declared, hints = _declared(cls)
     unknown = sorted(set(data) - {f.name for f in declared})
     if unknown:
         raise ShapeError(f"{label} has unknown fields {unknown}")
@@ -56,9 +57,14 @@ def read(cls, data, where: str = "", document: str = "the document"):
                if f.name not in data and f.default is MISSING and f.default_factory is MISSING]
     if missing:
         raise ShapeError(f"{label} lacks {missing}")
-    hints = typing.get_type_hints(cls, include_extras=True)
     return cls(**{name: _read(hints[name], value, f"{where}.{name}" if where else name)
                   for name, value in data.items()})
+
+
+@functools.cache
+def _declared(cls) -> tuple[list, dict]:
+    """(the init fields, their evaluated annotations) of a dataclass: evaluated once."""
+    return [f for f in fields(cls) if f.init], typing.get_type_hints(cls, include_extras=True)
 
 
 def _read(annotation, value, where: str):

@@ -1,5 +1,8 @@
 """Verifying an engine's files against their manifest entries, fully once and cheaply after.
 
+Every file the manifest lists is verified the same way: the graphs and weights when the engine
+is loaded, each plan before a runner gets it (``plans.matching_plans``), at the level the engine
+was loaded with; and each is first confined to the engine directory (``confinement``).
 Three levels (``VERIFY_LEVELS``):
 
 * ``"full"``: every file's size and sha256 (reads every byte). ``egsde-rt verify ENGINE`` and
