@@ -2,6 +2,7 @@
 either works sensibly (converted, as documented) or raises an EgsdeError naming the problem.
 Rows also covered in depth elsewhere say where."""
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -231,9 +232,10 @@ def test_row_plans_for_another_machine_or_export(tiny_engine, tmp_path, field, v
     for graph in ("score", "dse_grad"):
         (path / "plans").mkdir(exist_ok=True)
         (path / "plans" / f"{graph}.pt2").write_bytes(b"not loaded")
-        entry = plan_entry("compiled", graph, f"plans/{graph}.pt2", "0" * 64, graph_source(engine, graph, "compiled"),
-                           "fp32", (1, 8), compiled_identity("cpu"), "2026-11-22T00:00:00")
-        manifest["plans"][graph] = {**entry, field: value}
+        entry = plan_entry("compiled", graph, f"plans/{graph}.pt2", "0" * 64, 10,
+                           graph_source(engine, graph, "compiled"), "fp32", (1, 8), compiled_identity("cpu"),
+                           "2026-11-22T00:00:00")
+        manifest["plans"][graph] = {**dataclasses.asdict(entry), field: value}
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="egsde-rt build"):
         Translator(path, backend="compiled")

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_M
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans
-from egsde_rt.errors import ConfigError
+from egsde_rt.errors import ConfigError, EngineDirError
 from egsde_rt.export.compiled_plans import build_compiled_plans
 from egsde_rt.runtime import runners
 from egsde_rt.runtime.backends import probe
@@ -66,14 +66,15 @@ def test_plans_are_cached_and_recorded(compiled_engine):
     logs = []
     build_compiled_plans(path, device="cpu", precision="fp32", max_batch=4, log=logs.append)
     assert logs and all("cached" in m for m in logs)  # nothing recompiled
-    plans = [p for p in load_engine_dir(path).manifest.plans.values() if p["kind"] == "compiled"]
+    plans = [p for p in load_engine_dir(path).manifest.plans.values() if p.kind == "compiled"]
     identity = compiled_identity("cpu")
-    assert {p["graph"] for p in plans} == {"score", "dse_grad"}
+    assert {p.graph for p in plans} == {"score", "dse_grad"}
     for plan in plans:
-        assert (plan["device"], plan["capability"], plan["runtime"]) == (identity.device, identity.capability,
-                                                                       f"torch {torch.__version__}")
-        assert plan["profile"] == [1, 4] and plan["precision"] == "fp32"
-        assert all(v["max_rel"] < 1e-3 for v in plan["validation"].values())
+        assert (plan.device, plan.capability, plan.runtime) == (identity.device, identity.capability,
+                                                                f"torch {torch.__version__}")
+        assert plan.profile == [1, 4] and plan.precision == "fp32"
+        assert plan.size == (path / plan.file).stat().st_size
+        assert all(v["max_rel"] < 1e-3 for v in plan.validation.values())
 
 
 def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):
@@ -90,6 +91,26 @@ def test_a_stale_plan_is_detected_and_refused(compiled_engine, tmp_path):
     with pytest.raises(ConfigError, match="torch 2.0.0"):
         Translator(path, backend="compiled")
     assert Translator(path).backend == "torch"  # auto falls back (a torch-only engine), and says why in its log
+
+
+def test_a_corrupt_plan_is_refused_and_never_loaded(compiled_engine, tmp_path, monkeypatch):
+    """A plan's bytes changed after building (the same size): verified before a runner gets it,
+    refused with the file and the command that rebuilds it, by the named backend and by auto
+    (an error, as for any corrupt file the manifest lists, not a fallback); never loaded."""
+    path = tmp_path / "engine"
+    shutil.copytree(compiled_engine[0], path)
+    plan = next((path / "plans").glob("score-*.pt2"))
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    plan.write_bytes(bytes(data))
+    calls = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", _fake_loader(calls))
+    refusal = (rf"{plan.name} does not match its sha256 .*rebuild it: run "
+               r"`egsde-rt build .* --backend compiled --device cpu --precision fp32`")
+    for backend in ("compiled", "auto"):
+        with pytest.raises(EngineDirError, match=refusal):
+            Translator(path, backend=backend, device="cpu")
+    assert calls == []
 
 
 def _fake_loader(calls, *, with_flag=True):

@@ -1,10 +1,15 @@
 """Fuzzing (hypothesis, a bounded number of examples) of what reads untrusted bytes: the image
-loader and the engine manifest parser. Whatever the bytes, the result is an image or an
-EgsdeError, never another exception; headers may claim huge sizes and other formats' signatures
-(Ghostscript is never run)."""
+loader and the engine manifest (its parser and every reader of it, at any depth). Whatever the
+bytes, the result is an image, an engine, or an EgsdeError, never another exception; image
+headers may claim huge sizes and other formats' signatures (Ghostscript is never run)."""
 
+import contextlib
+import copy
+import hashlib
 import io
 import json
+import os
+import shutil
 import struct
 import zlib
 
@@ -13,9 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import EpsImagePlugin, Image
 
+from egsde_rt.cli import main
 from egsde_rt.engine import load_engine_dir
+from egsde_rt.engine.plans import compiled_identity, graph_source, matching_plans, stale_plans
 from egsde_rt.errors import EgsdeError
 from egsde_rt.io import decode_image_bytes, image_to_tensor
+from egsde_rt.runtime.backends import select_backend
+from egsde_rt.runtime.translator import engine_settings
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -114,29 +123,104 @@ JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-5, 2**40) | 
                            max_leaves=10)
 
 
+# Names a manifest may list that must never be read: outside the directory, or not plain names
+FILE_NAMES = st.sampled_from(["../outside.bin", "/etc/hostname", "weights\\score.safetensors", "C:score.onnx", "", ".",
+                              "weights/../score.onnx", "score.onnx\x00", "outside-link", "plans", "weights/",
+                              "plans/score.pt2", "weights/dse.safetensors"])
+DROP = object()  # a mutation that removes the field
+
+
+def _places(node, place=()):
+    """Every place in a JSON document (a tuple of keys), and in each object a key it lacks."""
+    yield place
+    if isinstance(node, dict):
+        yield (*place, "unexpected")
+        for key, value in node.items():
+            yield from _places(value, (*place, key))
+
+
+def _mutated(document, mutations):
+    document = copy.deepcopy(document)
+    for place, value in mutations:
+        if not place:
+            document = {} if value is DROP else value
+            continue
+        node = document
+        for key in place[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            if value is DROP:
+                node.pop(place[-1], None)
+            else:
+                node[place[-1]] = value
+    return document
+
+
 @pytest.fixture(scope="module")
-def manifest(tiny_engine):
-    return json.loads((tiny_engine[0] / "manifest.json").read_text())
+def fuzz_engine(tiny_engine, tmp_path_factory):
+    """(engine dir, its manifest): the tiny engine's files (hard links; the manifest a copy), stand-in compiled plans of
+    both graphs for this CPU on record (never loaded), and a link to a file outside the directory."""
+    path = tmp_path_factory.mktemp("fuzz") / "engine"
+    shutil.copytree(tiny_engine[0], path, copy_function=os.link)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").unlink()  # a file of its own, rewritten by every example (not the tiny engine's)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    engine = load_engine_dir(path)
+    identity = compiled_identity("cpu")
+    (path / "plans").mkdir()
+    manifest["plans"] = {}
+    for graph in ("score", "dse_grad"):
+        data = f"stand-in {graph} plan".encode()
+        (path / "plans" / f"{graph}.pt2").write_bytes(data)
+        manifest["plans"][f"key-{graph}"] = {
+            "kind": "compiled", "graph": graph, "file": f"plans/{graph}.pt2",
+            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "source_sha256": graph_source(engine, graph, "compiled"), "precision": "fp32", "profile": [1, 8],
+            "device": identity.device, "capability": identity.capability, "runtime": identity.runtime,
+            "built": "2026-11-22T00:00:00"}
+    (path.parent / "outside.bin").write_bytes(b"outside")
+    (path / "outside-link").symlink_to(path.parent / "outside.bin")
+    return path, manifest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EGSDE_RT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def _read_everything(path) -> None:
+    """What reads a manifest: loading, the settings and schedule, the plans (verified), backend
+    selection and ``egsde-rt info``."""
+    engine = load_engine_dir(path)
+    identity = compiled_identity("cpu")
+    for kind in ("compiled", "tensorrt"):
+        matching_plans(engine, identity, kind=kind)
+        stale_plans(engine, identity, kind=kind)
+    settings = engine_settings(engine)
+    engine.manifest.schedule.create(settings.var_type)
+    select_backend(engine, "auto", "cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["info", str(path)]) in (0, 2)
+
+
+def test_the_fuzzer_starts_from_a_manifest_that_reads(fuzz_engine):
+    _read_everything(fuzz_engine[0])
 
 
 @FUZZ
-@given(field=st.sampled_from(["format_version", "egsde_rt_version", "image_size", "settings", "schedule", "graphs",
-                              "export", "torch_weights", "plans", "preset", "extra"]),
-       value=JSON_VALUES, drop=st.booleans())
-def test_manifest_parser_gives_an_engine_or_an_egsde_error(tmp_path_factory, tiny_engine, manifest, field, value,
-                                                            drop):
-    path = tmp_path_factory.mktemp("fuzz")
-    for name in ("score.onnx", "dse_grad.onnx"):
-        (path / name).symlink_to(tiny_engine[0] / name)
-    (path / "torch").symlink_to(tiny_engine[0] / "torch")
-    data = dict(manifest)
-    if drop:
-        data.pop(field, None)
-    else:
-        data[field] = value
-    (path / "manifest.json").write_text(json.dumps(data))
+@given(data=st.data())
+def test_manifest_readers_give_an_engine_or_an_egsde_error(fuzz_engine, data):
+    """Any field at any depth (graph, weights and plan entries, the schedule, the settings)
+    replaced by any JSON value or a hostile file name, or removed, or a field added: loading and
+    every reader of the manifest give a result or an EgsdeError, never another exception."""
+    path, manifest = fuzz_engine
+    places = sorted(_places(manifest))
+    mutations = data.draw(st.lists(st.tuples(st.sampled_from(places), JSON_VALUES | FILE_NAMES | st.just(DROP)),
+                                   min_size=1, max_size=3))
+    (path / "manifest.json").write_text(json.dumps(_mutated(manifest, mutations)))
     try:
-        engine = load_engine_dir(path, check_hashes=False)
+        _read_everything(path)
     except EgsdeError:
-        return
-    assert engine.image_size >= 1 and engine.manifest.method.M >= 1
+        pass

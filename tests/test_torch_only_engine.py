@@ -34,7 +34,7 @@ def test_a_torch_only_export_writes_the_manifest_and_the_weights_only(tiny_torch
     engine = load_engine_dir(path)
     assert engine.formats == ("torch",) and engine.manifest.graphs == {}
     export = engine.manifest.export
-    assert export["formats"] == ["torch"] and export["onnx"] is None and export["opset"] is None
+    assert export.formats == ["torch"] and export.onnx is None and export.opset is None
 
 
 def test_the_torch_backend_translates_a_torch_only_engine(tiny_torch_engine):

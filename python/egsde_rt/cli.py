@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, EgsdeError, EngineDirError
+from .errors import ConfigError, EgsdeError
 from .network_fns import PRECISIONS
 from .runtime.backends import backend_names, parse_device, resolve_device
 from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE
@@ -160,19 +160,18 @@ def _cmd_verify(args) -> int:
     import time
 
     from .engine import load_engine_dir
-    from .engine.verification import sha256_file
+    from .engine.plans import build_command
 
     start = time.perf_counter()
     engine = load_engine_dir(args.engine_dir, verify="full")
     m = engine.manifest
     files = [*m.graphs.values(), *m.torch_weights.values()]
-    stale = [plan["file"] for plan in m.plans.values()
-             if engine.file(plan["file"]).is_file() and sha256_file(engine.file(plan["file"])) != plan["sha256"]]
-    if stale:
-        raise EngineDirError(f"{engine.path}: plans that do not match their sha256 (corrupt or replaced): {stale}; "
-                             "delete them and run `egsde-rt build` again")
+    plans = {key: plan for key, plan in m.plans.items() if engine.file(plan.file, f"plans.{key}.file").is_file()}
+    for key, plan in plans.items():
+        engine.verified(plan, f"plans.{key}", fix="rebuild it: run " + build_command(engine, plan.kind, plan.device,
+                                                                                    plan.precision))
     total = sum(engine.file(entry.file).stat().st_size for entry in files)
-    print(f"{engine.path}: {len(files)} files ({total / 2**20:.1f} MB) and {len(m.plans)} plans match their sha256 "
+    print(f"{engine.path}: {len(files)} files ({total / 2**20:.1f} MB) and {len(plans)} plans match their sha256 "
           f"({time.perf_counter() - start:.1f} s); recorded as verified on this machine")
     return 0
 
@@ -185,8 +184,7 @@ def _cmd_info(args) -> int:
     m = engine.manifest
     print(f"engine {engine.path}  (format {m.format_version}, egsde-rt {m.egsde_rt_version}, preset {m.preset})")
     print(f"image size {m.image_size}; settings: " + ", ".join(f"{k}={v}" for k, v in m.settings.items()))
-    print(f"exported with torch {m.export['torch']}, onnx {m.export.get('onnx')}, opset {m.export.get('opset')} "
-          f"on {m.export['date']}")
+    print(f"exported with torch {m.export.torch}, onnx {m.export.onnx}, opset {m.export.opset} on {m.export.date}")
     for name, graph in m.graphs.items():
         errors = ", ".join(f"batch {b}: {e['max_abs']:.2g}" for b, e in graph.validation.items())
         weights = f"; weights in {m.torch_weights[graph.weights].file}" if graph.weights else ""
@@ -197,9 +195,9 @@ def _cmd_info(args) -> int:
     for name, w in m.torch_weights.items():
         size = f"{w.size / 2**20:.1f} MB" if w.size is not None else ""
         print(f"  {w.file:14s} sha256 {w.sha256[:12]}  {size}  {w.model_class or 'not rebuildable by PyTorch'}")
-    for key, plan in m.plans.items():
-        print(f"  {plan['file']}  {plan['kind']} {plan['precision']} batch {plan['profile']} for {plan['device']} "
-              f"{plan['capability']}, {plan['runtime']}")
+    for plan in m.plans.values():
+        print(f"  {plan.file}  {plan.kind} {plan.precision} batch {plan.profile} for {plan.device} "
+              f"{plan.capability}, {plan.runtime}")
     print("backends on this machine:")
     for device in ("cuda", "cpu"):
         for name, (usable, why) in probe(engine, device).items():

@@ -22,6 +22,7 @@ from .solvers import check_eta, get_solver, step_columns
 
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
 VAR_TYPES = ("fixedsmall", "fixedlarge")
+MAX_TIMESTEPS = 100_000  # a schedule's length (the official one has 1000; M <= settings.MAX_M of them are used)
 
 
 def beta_schedule(
@@ -31,9 +32,11 @@ def beta_schedule(
     beta_end: float = 0.02,
     num_timesteps: int = 1000,
 ) -> np.ndarray:
-    """Return the betas of a named schedule as a float64 array of length ``num_timesteps``."""
-    if num_timesteps < 1:
-        raise ConfigError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    """Return the betas of a named schedule as a float64 array of length ``num_timesteps``, each
+    in (0, 1]; a ``ConfigError`` for an unknown kind, a length outside 1..``MAX_TIMESTEPS`` or
+    parameters that give betas outside (0, 1]."""
+    if not 1 <= num_timesteps <= MAX_TIMESTEPS:
+        raise ConfigError(f"num_timesteps must be in 1..{MAX_TIMESTEPS}, got {num_timesteps}")
     n = num_timesteps
     if kind == "linear":
         betas = np.linspace(beta_start, beta_end, n, dtype=np.float64)
@@ -48,6 +51,9 @@ def beta_schedule(
         betas = s * (beta_end - beta_start) + beta_start
     else:
         raise ConfigError(f"unknown beta schedule {kind!r}; expected one of {BETA_SCHEDULES}")
+    if not np.all((betas > 0) & (betas <= 1)):
+        raise ConfigError(f"the {kind} schedule from beta_start={beta_start} to beta_end={beta_end} has betas "
+                          "outside (0, 1]")
     return betas
 
 

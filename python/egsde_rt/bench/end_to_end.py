@@ -36,7 +36,6 @@ from ..network_fns import in_precision, network_dtype, tf32_mode
 from ..runtime.backends import auto_order, backend_names, probe
 from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator
-from ..schedule import Schedule
 from .machine import PeakMemory
 
 EAGER = "eager"
@@ -150,9 +149,7 @@ class _Runner:
     def __init__(self, backend: str, engine: EngineDir, device: str, precision: str, settings):
         self.backend, self.device, self.precision, self.settings = backend, device, precision, settings
         if backend == EAGER:
-            spec = engine.manifest.schedule
-            self.schedule = Schedule.create(spec["kind"], beta_start=spec["beta_start"], beta_end=spec["beta_end"],
-                                            num_timesteps=spec["num_timesteps"], var_type=settings.var_type)
+            self.schedule = engine.manifest.schedule.create(settings.var_type)
             self.score, self.dse = (in_precision(m, precision) for m in load_engine_models(engine, device))
         else:
             self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)

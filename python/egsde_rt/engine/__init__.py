@@ -1,8 +1,10 @@
 """The engine directory format, the floor that ``export`` writes and ``runtime`` reads.
 
-``format``: the manifest, loading and its checks; ``verification``: what is checked when;
-``weights_file``: the weights (safetensors) and their byte offsets; ``contracts``: the graphs'
-names and shapes; ``plans``: plan cache keys and machine identity.
+``format``: the manifest, its declared shape, loading and its checks; ``typed_json``: JSON read
+into dataclasses, every field checked; ``confinement``: manifest names as paths inside the
+directory; ``verification``: what is checked when; ``weights_file``: the weights (safetensors)
+and their byte offsets; ``contracts``: the graphs' names and shapes; ``plans``: plan cache keys,
+machine identity, and the verified plans a runner gets.
 """
 
 from ..errors import EngineDirError, MissingGraphsError

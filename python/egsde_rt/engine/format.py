@@ -20,20 +20,35 @@ from them (``model_class`` and ``config`` recorded, as for every egsde_rt networ
 and compiled backends run the engine. A torch-only engine (``egsde-rt export --formats torch``)
 has no graphs and is written in seconds; the ONNX Runtime and TensorRT backends need the graphs
 (``EngineDir.require_graphs`` refuses with ``MissingGraphsError``, saying how to export them).
-``load_engine_dir`` checks the format version and every listed file (``engine.verification``:
-sizes always, sha256 once per machine and file, every byte with ``verify="full"``), and raises
-``EngineDirError`` naming the problem otherwise.
+``load_engine_dir`` checks the format version, the manifest's every field against its declared
+type (the dataclasses below, read by ``typed_json``: an entry of the wrong shape is an
+``EngineDirError`` at loading, never a ``TypeError`` or ``KeyError`` later), every listed file's
+name (``confinement``: inside the directory) and every listed file (``engine.verification``:
+sizes always, sha256 once per machine and file, every byte with ``verify="full"``); plans are
+verified the same way, at the same level, before a runner gets them (``plans.matching_plans``).
+It raises ``EngineDirError`` naming the problem otherwise.
+
+Trust: an engine directory is code, like a Python package (compiled plans are shared objects that
+are loaded into the process, TensorRT plans are native code; the ONNX graphs and the weights are
+data, verified all the same): load only engine directories you exported or trust.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 from ..errors import ConfigError, EngineDirError, MissingGraphsError
+from ..models import MODEL_CLASSES
+from ..schedule import BETA_SCHEDULES, Schedule, beta_schedule
 from ..settings import EGSDESettings
+from . import typed_json
+from .confinement import confined
+from .typed_json import Check, one_of
 from .verification import check_level, verify_file
 
 FORMAT_VERSION = 2
@@ -45,29 +60,41 @@ MANIFEST_FILE = "manifest.json"
 EXPORT_FORMATS = ("onnx", "torch")
 GRAPH_NAMES = ("score", "dse_grad")
 WEIGHT_NAMES = ("score", "dse")
-# The manifest's fields and their JSON types (checked on loading: a wrong type is a clear error).
-FIELD_TYPES = {"format_version": int, "egsde_rt_version": str, "image_size": int, "settings": dict, "schedule": dict,
-               "graphs": dict, "export": dict, "torch_weights": dict, "plans": dict}
-JSON_TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object"}
+PLAN_KINDS = ("compiled", "tensorrt")
+# the TensorRT plan entries of the first format 1 engines (no "kind"): never matched since compiled
+# plans came, now left out on reading (a rebuild replaces them)
+LEGACY_PLAN_FIELDS = {"onnx_sha256", "compute_capability", "tensorrt"}
+PLAN_DEVICES = ("cpu", "cuda")
+
+# The manifest's value types beyond JSON's (see typed_json)
+Sha256 = Annotated[str, Check("a sha256 (64 lowercase hexadecimal digits)",
+                              lambda v: re.fullmatch(r"[0-9a-f]{64}", v) is not None)]
+ByteCount = Annotated[int, Check("a non-negative integer", lambda v: v >= 0)]
+Positive = Annotated[int, Check("positive", lambda v: v >= 1)]
+BatchProfile = Annotated[list[int], Check("a non-empty list of positive batch sizes",
+                                          lambda v: bool(v) and all(b >= 1 for b in v))]
+# a graph's or plan's validation: {batch: {"max_abs": ..., "max_rel": ..., ...}}
+Errors = dict[str, Annotated[dict[str, float], Check("an object with max_abs and max_rel",
+                                                     lambda v: {"max_abs", "max_rel"} <= v.keys())]]
 
 
 @dataclass
 class FileEntry:
-    file: str
-    sha256: str
-    size: int | None = None  # bytes (format 2; None in format 1)
+    file: str  # a name inside the engine directory (``confinement``)
+    sha256: Sha256
+    size: ByteCount | None = None  # bytes (format 2; None in format 1)
 
 
 @dataclass
 class GraphEntry(FileEntry):
-    inputs: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
-    shapes: dict = field(default_factory=dict)
-    validation: dict = field(default_factory=dict)  # batch -> {"max_abs": ..., "max_rel": ...}
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    shapes: dict[str, list[int | str]] = field(default_factory=dict)
+    validation: Errors = field(default_factory=dict)  # batch -> {"max_abs": ..., "max_rel": ...}
     # format 2: the torch_weights entry whose file holds the graph's external data, and how many
     # of the graph's initializer bytes are there (the rest, small constants, are in the graph)
     weights: str | None = None
-    external_bytes: int = 0
+    external_bytes: ByteCount = 0
 
 
 @dataclass
@@ -75,21 +102,68 @@ class TorchWeightsEntry(FileEntry):
     """A network's weights; ``model_class`` "" for a network the torch backend cannot rebuild
     (an ONNX-only export of a module that is not an egsde_rt network)."""
 
-    model_class: str = ""
-    config: dict = field(default_factory=dict)
+    model_class: Annotated[str, one_of(("", *MODEL_CLASSES))] = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class PlanEntry(FileEntry):
+    """A row of the plans table (``engine.plans``): a plan of one graph, built from ``source_sha256``
+    for a machine (``device``, ``capability``, ``runtime``) in a precision and batch profile.
+    ``size`` is recorded since this version; an older entry without it is checked by its sha256."""
+
+    kind: Annotated[str, one_of(PLAN_KINDS)]
+    graph: Annotated[str, one_of(GRAPH_NAMES)]
+    source_sha256: Sha256
+    precision: str
+    profile: BatchProfile
+    device: Annotated[str, one_of(PLAN_DEVICES)]
+    capability: str
+    runtime: str
+    built: str  # an ISO 8601 time (UTC): the newest plan of a graph wins
+    validation: Errors = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleSpec:
+    """The diffusion schedule the networks were trained with (``schedule.Schedule.create``'s arguments)."""
+
+    kind: Annotated[str, one_of(BETA_SCHEDULES)]
+    beta_start: float
+    beta_end: float
+    num_timesteps: Positive
+
+    def check(self) -> None:
+        """A ``ConfigError`` unless these make a schedule (``schedule.beta_schedule``)."""
+        beta_schedule(self.kind, beta_start=self.beta_start, beta_end=self.beta_end, num_timesteps=self.num_timesteps)
+
+    def create(self, var_type: str = "fixedsmall") -> Schedule:
+        return Schedule.create(self.kind, beta_start=self.beta_start, beta_end=self.beta_end,
+                               num_timesteps=self.num_timesteps, var_type=var_type)
+
+
+@dataclass
+class ExportInfo:
+    """What exported the engine (for ``egsde-rt info``)."""
+
+    torch: str
+    date: str
+    onnx: str | None = None
+    opset: int | None = None
+    formats: list[Annotated[str, one_of(EXPORT_FORMATS)]] | None = None
 
 
 @dataclass
 class Manifest:
     format_version: int
     egsde_rt_version: str
-    image_size: int
-    settings: dict
-    schedule: dict
-    graphs: dict  # name -> GraphEntry
-    export: dict  # torch, onnx, opset, date
-    torch_weights: dict = field(default_factory=dict)  # "score" / "dse" -> TorchWeightsEntry (the weights files)
-    plans: dict = field(default_factory=dict)  # cache key -> {"file", "sha256", "graph", ...}
+    image_size: Positive
+    settings: dict[str, Any]
+    schedule: ScheduleSpec
+    graphs: dict[str, GraphEntry]
+    export: ExportInfo
+    torch_weights: dict[str, TorchWeightsEntry] = field(default_factory=dict)  # "score" / "dse" -> the weights files
+    plans: dict[str, PlanEntry] = field(default_factory=dict)  # cache key -> plan (``engine.plans``)
     preset: str | None = None
 
     @property
@@ -107,39 +181,70 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "Manifest":
-        required = ("format_version", "egsde_rt_version", "image_size", "settings", "schedule", "graphs", "export")
-        missing = [k for k in required if k not in data]
-        if missing:
-            raise EngineDirError(f"{where}: manifest lacks {missing}")
-        for name, kind in FIELD_TYPES.items():
-            if name in data and not (isinstance(data[name], kind) and not isinstance(data[name], bool)):
-                raise EngineDirError(f"{where}: malformed manifest: {name} must be {JSON_TYPE_NAMES[kind]}, "
-                                     f"got {data[name]!r}; export the engine again")
-        if data["image_size"] < 1:
-            raise EngineDirError(f"{where}: malformed manifest: image_size must be positive, got {data['image_size']}")
-        if data["format_version"] not in READABLE_VERSIONS:
+        """The manifest in ``data`` with every field checked; an ``EngineDirError`` naming the first bad one."""
+        version = data.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version not in READABLE_VERSIONS:
             raise EngineDirError(
-                f"{where}: engine format version {data['format_version']} is not supported "
+                f"{where}: engine format version {version} is not supported "
                 f"(this egsde-rt reads versions {', '.join(map(str, READABLE_VERSIONS))}): export the engine again "
                 "with this egsde-rt (`egsde-rt export ...`)"
             )
+        if isinstance(data.get("plans"), dict):  # plans of the first format, unused since: left out
+            data = {**data, "plans": {key: plan for key, plan in data["plans"].items()
+                                      if not (isinstance(plan, dict) and "kind" not in plan
+                                              and LEGACY_PLAN_FIELDS <= plan.keys())}}
         try:
-            graphs = {k: GraphEntry(**v) for k, v in data["graphs"].items()}
-            weights = {k: TorchWeightsEntry(**v) for k, v in data.get("torch_weights", {}).items()}
-            manifest = cls(**{**data, "graphs": graphs, "torch_weights": weights})
-            manifest.method  # validates the settings
-        except (TypeError, AttributeError, ConfigError) as err:
-            raise EngineDirError(f"{where}: malformed manifest: {err}") from None
+            manifest = typed_json.read(cls, data, document="the manifest")
+        except typed_json.ShapeError as err:
+            raise EngineDirError(f"{where}: malformed manifest: {err}; export the engine again") from None
+        manifest._check_values(where)
         return manifest
+
+    def _check_values(self, where: str) -> None:
+        """What the types do not say: valid settings and schedule, the graphs and weights a format
+        needs, and references between entries."""
+        try:
+            self.schedule.check()
+            self.method.check_fits(self.image_size, self.schedule.num_timesteps)  # also validates the settings
+        except (ConfigError, TypeError, ValueError, ArithmeticError) as err:
+            raise EngineDirError(f"{where}: malformed manifest: {err}; export the engine again") from None
+        if not self.graphs and not self.torch_weights:
+            raise EngineDirError(f"{where}: the manifest lists neither ONNX graphs nor torch weights; "
+                                 "export the engine again")
+        for kind, names, listed in (("graph", GRAPH_NAMES, self.graphs),
+                                    ("torch weights", WEIGHT_NAMES, self.torch_weights)):
+            for name in names:
+                if listed and name not in listed:
+                    raise EngineDirError(f"{where}: the manifest lists no '{name}' {kind}")
+        for name, graph in self.graphs.items():
+            if graph.weights is not None and graph.weights not in self.torch_weights:
+                raise EngineDirError(f"{where}: the {name} graph reads its weights from '{graph.weights}', "
+                                     "which the manifest does not list; export the engine again")
+
+    def listed_files(self) -> dict[str, FileEntry]:
+        """{the manifest field that names it ("graphs.score"): entry} of every file the manifest lists,
+        plans included."""
+        return {**{f"graphs.{k}": e for k, e in self.graphs.items()},
+                **{f"torch_weights.{k}": e for k, e in self.torch_weights.items()},
+                **{f"plans.{k}": e for k, e in self.plans.items()}}
 
 
 @dataclass
 class EngineDir:
     path: Path
     manifest: Manifest
+    verify: str = "cached"  # the level its files and plans are verified at (``verification.VERIFY_LEVELS``)
 
-    def file(self, relative: str) -> Path:
-        return self.path / relative
+    def file(self, relative: str, entry: str = "a file entry") -> Path:
+        """The path of a name inside the engine directory (``confinement.confined``; ``entry``
+        names the manifest field, for messages)."""
+        return confined(self.path, relative, entry)
+
+    def verified(self, entry: FileEntry, name: str, fix: str = "export the engine again") -> Path:
+        """The path of a listed file, checked at the engine's level (``verification.verify_file``;
+        ``name``: the manifest field, e.g. "plans.<key>"); an ``EngineDirError`` saying ``fix`` otherwise."""
+        return verify_file(self.path, entry.file, entry.sha256, entry.size, self.verify, entry=f"{name}.file",
+                           fix=fix)
 
     @property
     def formats(self) -> tuple:
@@ -175,23 +280,14 @@ def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_ha
         raise EngineDirError(f"{path}: no {MANIFEST_FILE}: not an engine directory (run `egsde-rt export`)")
     try:
         data = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise EngineDirError(f"{manifest_path}: corrupt manifest: {err}") from None
     if not isinstance(data, dict):
         raise EngineDirError(f"{manifest_path}: corrupt manifest: not a JSON object")
-    manifest = Manifest.from_dict(data, str(manifest_path))
-    if not manifest.graphs and not manifest.torch_weights:
-        raise EngineDirError(f"{manifest_path}: the manifest lists neither ONNX graphs nor torch weights; "
-                             "export the engine again")
-    for kind, names, listed in (("graph", GRAPH_NAMES, manifest.graphs),
-                                ("torch weights", WEIGHT_NAMES, manifest.torch_weights)):
-        for name in names:
-            if listed and name not in listed:
-                raise EngineDirError(f"{manifest_path}: the manifest lists no '{name}' {kind}")
-    for name, graph in manifest.graphs.items():
-        if graph.weights is not None and graph.weights not in manifest.torch_weights:
-            raise EngineDirError(f"{manifest_path}: the {name} graph reads its weights from '{graph.weights}', "
-                                 "which the manifest does not list; export the engine again")
-    for entry in [*manifest.graphs.values(), *manifest.torch_weights.values()]:
-        verify_file(path, entry.file, entry.sha256, entry.size, level)
-    return EngineDir(path, manifest)
+    engine = EngineDir(path, Manifest.from_dict(data, str(manifest_path)), level)
+    for name, entry in engine.manifest.listed_files().items():
+        if name.startswith("plans."):
+            engine.file(entry.file, f"{name}.file")  # confined now; verified before a runner gets it
+        else:
+            engine.verified(entry, name)
+    return engine

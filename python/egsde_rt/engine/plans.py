@@ -11,8 +11,11 @@ Two kinds, recorded in the manifest's ``plans`` table (key -> entry):
   compute capability) and PyTorch version.
 
 ``plan_key`` hashes what a plan depends on; ``matching_plans`` finds the plans of one kind
-usable on this machine; ``stale_plans`` explains the plans that exist but were built for
-another machine or PyTorch / TensorRT version. ``egsde_rt.export`` builds them.
+usable on this machine and verifies their files (size and sha256, at the engine's verification
+level, as every listed file) before any runner gets them: a plan is loaded into the process, so a
+corrupt or replaced one is an ``EngineDirError`` naming the file and the command that rebuilds
+it, never loaded. ``stale_plans`` explains the plans that exist but were built for another
+machine or PyTorch / TensorRT version. ``egsde_rt.export`` builds them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import json
 from dataclasses import dataclass
 
 from .contracts import DSE_GRAD, SCORE
-from .format import EngineDir
+from .format import EngineDir, PlanEntry
 
 TENSORRT_PRECISIONS = ("fp32", "fp16", "bf16")
 PLANS_DIR = "plans"
@@ -81,47 +84,56 @@ def graph_source(engine: EngineDir, graph: str, kind: str) -> str:
     return hashlib.sha256(f"{onnx_sha}:{weights.sha256 if weights else ''}".encode()).hexdigest()
 
 
-def _identity_of(entry: dict) -> MachineIdentity:
-    return MachineIdentity(entry["device"], entry["capability"], entry["runtime"])
+def _identity_of(entry: PlanEntry) -> MachineIdentity:
+    return MachineIdentity(entry.device, entry.capability, entry.runtime)
 
 
-def plan_entry(kind: str, graph: str, file: str, sha256: str, source_sha256: str, precision: str, profile,
-               identity: MachineIdentity, built: str) -> dict:
-    """A row of the manifest's plans table (every kind has the same fields)."""
-    return {"kind": kind, "graph": graph, "file": file, "sha256": sha256, "source_sha256": source_sha256,
-            "precision": precision, "profile": list(profile), "device": identity.device,
-            "capability": identity.capability, "runtime": identity.runtime, "built": built}
+def plan_entry(kind: str, graph: str, file: str, sha256: str, size: int, source_sha256: str, precision: str,
+               profile, identity: MachineIdentity, built: str, **extra) -> PlanEntry:
+    """A row of the manifest's plans table (every kind has the same fields; ``extra``: e.g. ``validation``)."""
+    return PlanEntry(kind=kind, graph=graph, file=file, sha256=sha256, size=size, source_sha256=source_sha256,
+                     precision=precision, profile=list(profile), device=identity.device,
+                     capability=identity.capability, runtime=identity.runtime, built=built, **extra)
+
+
+def build_command(engine: EngineDir, kind: str, device: str, precision: str) -> str:
+    """The command that builds the plans of ``kind`` for ``device`` in ``precision``."""
+    device_flag = f" --device {device}" if kind == "compiled" else ""
+    return f"`egsde-rt build {engine.path} --backend {kind}{device_flag} --precision {precision}`"
 
 
 def _entries(engine: EngineDir, kind: str, precision: str | None):
-    for entry in engine.manifest.plans.values():
-        if entry.get("kind") == kind and (precision is None or entry["precision"] == precision):
-            yield entry
+    for key, entry in engine.manifest.plans.items():
+        if entry.kind == kind and (precision is None or entry.precision == precision):
+            yield key, entry
 
 
 def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = "tensorrt",
                    precision: str | None = None) -> dict | None:
-    """{graph name: plan path} of ``kind`` for this machine (newest build per graph), or None
-    unless every graph has one."""
+    """{graph name: plan path} of ``kind`` for this machine (newest build per graph), each file
+    verified (``EngineDir.verified``: an ``EngineDirError`` for a corrupt one), or None unless
+    every graph has one."""
     found = {}
-    for entry in _entries(engine, kind, precision):
+    for key, entry in _entries(engine, kind, precision):
         usable = (_identity_of(entry) == identity
-                  and entry["source_sha256"] == graph_source(engine, entry["graph"], kind))
-        path = engine.file(entry["file"])
-        if usable and path.is_file() and (entry["graph"] not in found or entry["built"] > found[entry["graph"]][0]):
-            found[entry["graph"]] = (entry["built"], path)
+                  and entry.source_sha256 == graph_source(engine, entry.graph, kind))
+        if (usable and engine.file(entry.file, f"plans.{key}.file").is_file()
+                and (entry.graph not in found or entry.built > found[entry.graph][1].built)):
+            found[entry.graph] = (key, entry)
     if set(found) != {SCORE.name, DSE_GRAD.name}:
         return None
-    return {name: path for name, (_, path) in found.items()}
+    return {graph: engine.verified(entry, f"plans.{key}", fix="rebuild it: run "
+                                   + build_command(engine, kind, identity.device, entry.precision))
+            for graph, (key, entry) in found.items()}
 
 
 def stale_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None) -> list:
     """Why the plans of ``kind`` on record do not serve this machine: one line per stale plan."""
     reasons = []
-    for entry in _entries(engine, kind, precision):
+    for _, entry in _entries(engine, kind, precision):
         theirs = _identity_of(entry)
         if theirs != identity:
-            reasons.append(f"{entry['file']} was built for {theirs.describe()}, this machine is {identity.describe()}")
-        elif entry["source_sha256"] != graph_source(engine, entry["graph"], kind):
-            reasons.append(f"{entry['file']} was built from another export of the {entry['graph']} graph")
+            reasons.append(f"{entry.file} was built for {theirs.describe()}, this machine is {identity.describe()}")
+        elif entry.source_sha256 != graph_source(engine, entry.graph, kind):
+            reasons.append(f"{entry.file} was built from another export of the {entry.graph} graph")
     return reasons

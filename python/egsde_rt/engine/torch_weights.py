@@ -17,7 +17,11 @@ def load_engine_models(engine: EngineDir, device: str = "cpu"):
     models = []
     for name in ("score", "dse"):
         entry = engine.manifest.torch_weights[name]
-        model = build_model(entry.model_class, entry.config)
-        load_checkpoint(model, engine.file(entry.file))
+        try:
+            model = build_model(entry.model_class, entry.config)
+        except Exception as err:  # noqa: BLE001 - a network's constructor may fail in many ways on a bad config
+            raise EngineDirError(f"{engine.path}: the manifest's config of the {name} network does not build a "
+                                 f"{entry.model_class} ({type(err).__name__}: {err}); export the engine again") from err
+        load_checkpoint(model, engine.file(entry.file, f"torch_weights.{name}.file"))
         models.append(model.to(device).eval())
     return tuple(models)

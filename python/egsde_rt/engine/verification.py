@@ -1,12 +1,15 @@
 """Verifying an engine's files against their manifest entries, fully once and cheaply after.
 
+Every file the manifest lists is verified the same way: the graphs and weights when the engine
+is loaded, each plan before a runner gets it (``plans.matching_plans``), at the level the engine
+was loaded with; and each is first confined to the engine directory (``confinement``).
 Three levels (``VERIFY_LEVELS``):
 
 * ``"full"``: every file's size and sha256 (reads every byte). ``egsde-rt verify ENGINE`` and
   ``load_engine_dir(..., verify="full")``.
 * ``"cached"`` (loading's default): every file's size; its sha256 only when this machine has not
   yet verified this very file. A file that matched its sha256 is recorded in the user cache
-  (``user_cache.cache_root()/verified/``) under its identity: device, inode, size, modification
+  (``user_cache.private_dir("verified")``) under its identity: device, inode, size, modification
   and status-change times in nanoseconds. Any write to the file, a replacement, a copy or a
   truncation changes that identity (the status-change time cannot be set back by a user), so
   the file is hashed again before it is used. What this does not catch is the medium changing
@@ -14,8 +17,11 @@ Three levels (``VERIFY_LEVELS``):
 * ``"size"``: existence and size only (``check_hashes=False``).
 
 The record is one small file per verified identity, written atomically: concurrent loaders
-(Ray actors, Serve replicas) at worst hash the same file twice. Where the cache cannot be
-written every load hashes, as ``"full"``.
+(Ray actors, Serve replicas) at worst hash the same file twice. Records are trusted only in a
+private cache (``user_cache.private_dir``: the directory and each record owned by this user and
+writable by no one else), since a record planted by another user would let a changed file pass
+unhashed; where the cache is not private (warned once) or cannot be written, every load hashes,
+as ``"full"``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, EngineDirError
-from ..user_cache import cache_root
+from ..user_cache import private_dir, read_private, write_private
+from .confinement import confined
 
 VERIFY_LEVELS = ("full", "cached", "size")
 RECORD_DIR = "verified"
@@ -49,26 +56,25 @@ def _identity(stat: os.stat_result) -> str:
     return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
-def _record_path(stat: os.stat_result) -> Path:
-    return cache_root() / RECORD_DIR / hashlib.sha256(_identity(stat).encode()).hexdigest()[:32]
+def _record_path(stat: os.stat_result) -> Path | None:
+    records = private_dir(RECORD_DIR)
+    return None if records is None else records / hashlib.sha256(_identity(stat).encode()).hexdigest()[:32]
 
 
 def _recorded(stat: os.stat_result) -> str | None:
-    try:
-        return _record_path(stat).read_text().strip()
-    except OSError:
-        return None
+    record = _record_path(stat)
+    data = read_private(record, 128) if record is not None else None
+    return data.decode("ascii", "replace").strip() if data else None
 
 
 def _write_record(stat: os.stat_result, sha256: str) -> None:
     record = _record_path(stat)
+    if record is None:
+        return  # no private cache: the next load hashes again
     try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}")
-        tmp.write_text(sha256 + "\n")
-        tmp.replace(record)
+        write_private(record, f"{sha256}\n".encode())
     except OSError:
-        pass  # no writable cache: the next load hashes again
+        pass  # a full disk: the next load hashes again
 
 
 def _hash_unchanged(path: Path) -> tuple[str, os.stat_result | None]:
@@ -80,7 +86,9 @@ def _hash_unchanged(path: Path) -> tuple[str, os.stat_result | None]:
 
 def forget(path: str | os.PathLike) -> None:
     """Drop the record of the file at ``path`` as it is now (it is hashed at its next check)."""
-    _record_path(os.stat(path)).unlink(missing_ok=True)
+    record = _record_path(os.stat(path))
+    if record is not None:
+        record.unlink(missing_ok=True)
 
 
 def hash_and_record(path: str | os.PathLike) -> str:
@@ -105,19 +113,23 @@ def matches(path: str | os.PathLike, sha256: str) -> bool:
     return digest == sha256
 
 
-def verify_file(root: Path, relative: str, sha256: str | None, size: int | None, level: str = "cached") -> None:
-    """Check one listed file at ``level``; an ``EngineDirError`` naming the file and the fix otherwise."""
-    file = root / relative
+def verify_file(root: Path, relative: str, sha256: str | None, size: int | None, level: str = "cached", *,
+                entry: str = "a file entry", fix: str = "export the engine again") -> Path:
+    """Check one listed file at ``level``: confined to ``root`` (``confinement``; ``entry`` names
+    the manifest field, for messages), present, of its size and sha256; its path, or an
+    ``EngineDirError`` naming the file and ``fix``."""
+    file = confined(root, relative, entry)
     if not file.is_file():
-        raise EngineDirError(f"{root}: missing file {relative} listed in the manifest")
+        raise EngineDirError(f"{root}: missing file {relative} listed in the manifest: {fix}")
     stat = file.stat()
     if size is not None and stat.st_size != size:
         raise EngineDirError(f"{root}: {relative} has {stat.st_size} bytes, the manifest says {size} "
-                             "(truncated, corrupt or replaced): export the engine again")
+                             f"(truncated, corrupt or replaced): {fix}")
     if sha256 is None or level == "size":
-        return
+        return file
     if not (matches(file, sha256) if level == "cached" else sha256_file(file) == sha256):
         raise EngineDirError(f"{root}: {relative} does not match its sha256 in the manifest (corrupt or replaced): "
-                             "export the engine again")
+                             f"{fix}")
     if level == "full":
         _write_record(stat, sha256)
+    return file

@@ -34,7 +34,7 @@ import torch
 from .._version import __version__
 from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
 from ..engine import DSE_GRAD, EXPORT_FORMATS, FORMAT_VERSION, SCORE, Manifest, load_engine_dir
-from ..engine.format import WEIGHTS_DIR, GraphEntry, TorchWeightsEntry
+from ..engine.format import WEIGHTS_DIR, ExportInfo, GraphEntry, ScheduleSpec, TorchWeightsEntry
 from ..engine.verification import hash_and_record
 from ..engine.weights_file import save_weights
 from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
@@ -66,8 +66,9 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     (before the ONNX Runtime checks: a lower peak), leaving the networks unusable: for callers
     that own them (``export_preset``). ``on_stage``: see ``progress``."""
     formats = check_formats(formats)
-    schedule = dict(schedule or LINEAR_SCHEDULE)
-    settings.check_fits(image_size, schedule["num_timesteps"])
+    schedule = ScheduleSpec(**(schedule or LINEAR_SCHEDULE))
+    schedule.check()
+    settings.check_fits(image_size, schedule.num_timesteps)
     if opset < 18:
         raise ConfigError(f"opset must be >= 18, got {opset}")
     out_dir = Path(out_dir)
@@ -95,9 +96,9 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
         manifest = Manifest(
             format_version=FORMAT_VERSION, egsde_rt_version=__version__, image_size=image_size,
             settings=settings.to_dict(), schedule=schedule, graphs=graphs, torch_weights=weights,
-            export={"torch": torch.__version__, "onnx": onnx_version, "opset": opset if "onnx" in formats else None,
-                    "formats": list(formats),
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+            export=ExportInfo(torch=torch.__version__, onnx=onnx_version, opset=opset if "onnx" in formats else None,
+                              formats=list(formats),
+                              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
             preset=preset,
         )
         manifest.write(staging)

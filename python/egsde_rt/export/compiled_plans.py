@@ -5,9 +5,10 @@ engine's weights (``weights/*.safetensors``), runs their torsos in the precision
 inputs, outputs and normalisations stay float32, as the sampler's state), exports the score graph and the DSE input
 gradient (the forward-only graph of ``gradient_graph``) with a dynamic batch through
 ``torch.export``, compiles each with ``torch._inductor.aoti_compile_and_package`` into a
-``.pt2`` package under ``plans/``, and checks it against the float32 eager networks at batch 1
-and 3 (float32 plans must match within the ONNX graphs' tolerance; reduced-precision plans must
-be finite and their DSE gradient must not underflow). Building takes about a minute per graph
+``.pt2`` package under ``plans/`` (under a temporary name, renamed once checked: ``plan_cache``),
+and checks it against the float32 eager networks at batch 1 and 3 (float32 plans must match
+within the ONNX graphs' tolerance; reduced-precision plans must be finite and their DSE gradient
+must not underflow). Building takes about a minute per graph
 for the demo networks on 2 CPU cores; loading a plan never recompiles.
 """
 
@@ -101,7 +102,6 @@ def build_compiled_plans(engine_dir, *, device: str = "cpu", precision: str = "f
                                               dynamic_shapes={name: {0: batch} for name in contract.inputs})
                 torch._inductor.aoti_compile_and_package(program, package_path=str(path))
             except Exception as err:  # noqa: BLE001 - the compiler's errors are many and internal
-                path.unlink(missing_ok=True)
                 raise EgsdeError(f"AOTInductor could not compile the {contract.name} graph: "
                                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
             return {"validation": _validate(path, contract, reference, engine.image_size, device, precision)}

@@ -1,17 +1,24 @@
 """Building plans into an engine's cache (``plans/``), for every kind (see ``engine.plans``):
 reuse a plan whose key (graph source, precision, batch profile, machine identity) and file hash
 match (``engine.verification``: hashed once per machine and file), build what is missing (a
-progress bar, stage "plans"), and record each plan in the manifest."""
+progress bar, stage "plans"), and record each plan in the manifest.
+
+A plan is built under a temporary name in ``plans/`` (``.<name>.<pid>.tmp<suffix>``), checked
+there by its builder, and only then renamed to its final name (atomically, ``os.replace``): a
+build that fails or is interrupted leaves nothing under the final name, and its temporary file
+is removed."""
 
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Callable
 
 from ..engine import DSE_GRAD, SCORE, EngineDir
 from ..engine.plans import PLANS_DIR, MachineIdentity, graph_source, plan_entry, plan_key
 from ..engine.verification import hash_and_record, matches
+from ..errors import EgsdeError
 from .progress import stage
 
 
@@ -19,8 +26,9 @@ def build_cached_plans(engine: EngineDir, *, kind: str, identity: MachineIdentit
                        suffix: str, build_one: Callable[[object, Path], "dict | None"],
                        log: Callable[[str], None] = print) -> dict:
     """{graph name: plan path} for both graphs; ``build_one(contract, path)`` writes a missing plan
-    and may return extra fields for its manifest entry (e.g. its validation errors)."""
-    (engine.path / PLANS_DIR).mkdir(exist_ok=True)
+    at ``path`` (a temporary name, see the module docstring), checks it, and may return extra
+    fields for its manifest entry (e.g. its validation errors)."""
+    engine.file(PLANS_DIR, "the plans directory").mkdir(exist_ok=True)
     manifest = engine.manifest
     paths = {}
     with stage("plans", 2) as bar:
@@ -29,20 +37,36 @@ def build_cached_plans(engine: EngineDir, *, kind: str, identity: MachineIdentit
             key = plan_key(kind, source, precision, tuple(profile), identity.device, identity.capability,
                            identity.runtime)
             entry = manifest.plans.get(key)
-            path = paths[contract.name] = engine.file(f"{PLANS_DIR}/{contract.name}-{key}{suffix}")
-            if entry and path.is_file() and matches(path, entry["sha256"]):
+            name = f"{PLANS_DIR}/{contract.name}-{key}{suffix}"
+            path = paths[contract.name] = engine.file(name, f"plans.{key}.file")
+            if entry and entry.file == name and path.is_file() and matches(path, entry.sha256):
                 log(f"{contract.name}: cached {kind} plan {path.name}")
                 bar.update()
                 continue
             log(f"{contract.name}: building a {precision} {kind} plan for {identity.describe()} "
                 f"(batch {profile[0]}..{profile[-1]}) ...")
-            extra = build_one(contract, path) or {}
-            manifest.plans[key] = {**plan_entry(kind, contract.name, f"{PLANS_DIR}/{path.name}",
-                                                hash_and_record(path), source, precision, profile, identity,
-                                                _now()), **extra}
+            extra = _build_atomically(path, lambda tmp: build_one(contract, tmp))
+            manifest.plans[key] = plan_entry(kind, contract.name, name, hash_and_record(path), path.stat().st_size,
+                                             source, precision, profile, identity, _now(), **extra)
             manifest.write(engine.path)  # each plan is recorded as soon as it exists
             bar.update()
     return paths
+
+
+def _build_atomically(path: Path, build: Callable[[Path], "dict | None"]) -> dict:
+    """``build(tmp)`` a file at a temporary name beside ``path``, then rename it to ``path``; a
+    failed build leaves neither (an old file at ``path``, which did not match its record, is
+    removed first)."""
+    path.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        extra = build(tmp) or {}
+        if not tmp.is_file():
+            raise EgsdeError(f"building {path.name} wrote no file")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return extra
 
 
 def _now() -> str:

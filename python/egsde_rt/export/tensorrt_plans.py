@@ -33,8 +33,9 @@ def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_
 
     def build_one(contract, path: Path) -> None:
         graph = engine.manifest.graphs[contract.name]
-        path.write_bytes(compile_fn(engine.file(graph.file), contract, engine.image_size, precision, profile,
-                                    workspace_gib, engine.file(TIMING_CACHE)))
+        path.write_bytes(compile_fn(engine.file(graph.file, f"graphs.{contract.name}.file"), contract,
+                                    engine.image_size, precision, profile, workspace_gib,
+                                    engine.file(TIMING_CACHE, "the timing cache")))
 
     return build_cached_plans(engine, kind="tensorrt", identity=identity or tensorrt_identity(), precision=precision,
                               profile=profile, suffix=".plan", build_one=build_one, log=log)

@@ -23,7 +23,8 @@ from typing import Callable
 
 from .. import _core
 from ..engine import EngineDir
-from ..engine.plans import TENSORRT_PRECISIONS, compiled_identity, matching_plans, stale_plans, tensorrt_identity
+from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, matching_plans, stale_plans,
+                            tensorrt_identity)
 from ..errors import ConfigError
 from ..network_fns import PRECISIONS, network_dtype
 
@@ -96,8 +97,7 @@ _NO_GRAPHS = ("the engine holds only torch weights (exported with --formats torc
 
 
 def _build_hint(engine: EngineDir, backend: str, device: str, precision: str) -> str:
-    device_flag = f" --device {device}" if backend == "compiled" else ""
-    return f"run `egsde-rt build {engine.path} --backend {backend}{device_flag} --precision {precision}`"
+    return "run " + build_command(engine, backend, device, precision)
 
 
 def _probe_compiled(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:

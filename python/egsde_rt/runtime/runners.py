@@ -27,7 +27,7 @@ import torch
 
 from .. import _core
 from ..engine import DSE_GRAD, SCORE, EngineDir
-from ..errors import EgsdeError
+from ..errors import EgsdeError, EngineDirError
 from ..network_fns import dse_gradient, score_function, tf32_mode
 
 log = logging.getLogger("egsde_rt")
@@ -118,7 +118,14 @@ class CompiledRunner(GraphRunner):
     def __init__(self, plan_files: dict, precision: str = "fp32"):
         super().__init__()
         self.precision = precision
-        self.graphs = {name: load_compiled_package(path) for name, path in plan_files.items()}
+        self.graphs = {}
+        for name, path in plan_files.items():
+            try:
+                self.graphs[name] = load_compiled_package(path)
+            except Exception as err:  # noqa: BLE001 - the loader's errors are many and internal
+                raise EngineDirError(f"{path}: PyTorch cannot load this compiled plan ({type(err).__name__}: "
+                                     f"{str(err).splitlines()[0] if str(err) else ''}): rebuild it "
+                                     "(`egsde-rt build ENGINE_DIR --backend compiled ...`)") from err
 
     def _run(self, contract, inputs, output) -> None:
         with on_stream(output), torch.no_grad(), tf32_mode(self.precision):
@@ -156,7 +163,7 @@ class OrtRunner(GraphRunner):
             providers = ["CPUExecutionProvider"]
         self.sessions = {}
         for contract in (SCORE, DSE_GRAD):
-            path = engine.file(engine.manifest.graphs[contract.name].file)
+            path = engine.file(engine.manifest.graphs[contract.name].file, f"graphs.{contract.name}.file")
             session = ort.InferenceSession(str(path), options, providers=providers)
             if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
                 raise EgsdeError("ONNX Runtime could not enable its CUDA execution provider "

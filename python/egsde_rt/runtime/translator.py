@@ -47,7 +47,7 @@ def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
         raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
                           f"overridable: {RUNTIME_OVERRIDABLE}")
     settings = engine.manifest.method.with_overrides(**overrides)
-    settings.check_fits(engine.image_size, engine.manifest.schedule["num_timesteps"])
+    settings.check_fits(engine.image_size, engine.manifest.schedule.num_timesteps)
     return settings
 
 
@@ -76,7 +76,6 @@ class Translator:
         self.step_graph = CudaStepGraph
         self.settings: EGSDESettings = self.engine.manifest.method
         self._schedules: dict[str, Schedule] = {}
-        self._schedule_spec = self.engine.manifest.schedule
         self._samplers: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
 
@@ -93,9 +92,7 @@ class Translator:
 
     def _schedule(self, var_type: str) -> Schedule:
         if var_type not in self._schedules:
-            s = self._schedule_spec
-            self._schedules[var_type] = Schedule.create(s["kind"], beta_start=s["beta_start"], beta_end=s["beta_end"],
-                                                        num_timesteps=s["num_timesteps"], var_type=var_type)
+            self._schedules[var_type] = self.engine.manifest.schedule.create(var_type)
         return self._schedules[var_type]
 
     def sampler_for(self, settings: EGSDESettings, shape):
