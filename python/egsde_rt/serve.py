@@ -140,6 +140,10 @@ def _service_class(serve, config: ServeConfig):
             self.config = config
             self.translator = Translator(config.engine_dir, backend=config.backend, device=config.device,
                                          precision=config.precision, max_pixels=config.max_pixels)
+            if config.max_batch_size > self.translator.max_batch:
+                raise ConfigError(f"--max-batch-size {config.max_batch_size} exceeds the {self.translator.backend} "
+                                  f"plans' batch range 1..{self.translator.max_batch}: lower it, or rebuild the plans "
+                                  "for larger batches (egsde-rt build --max-batch N)")
             self.batch_sizes: Counter = Counter()
             self._translate.set_max_batch_size(config.max_batch_size)
             self._translate.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)

@@ -113,6 +113,17 @@ def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = 
     """{graph name: plan path} of ``kind`` for this machine (newest build per graph), each file
     verified (``EngineDir.verified``: an ``EngineDirError`` for a corrupt one), or None unless
     every graph has one."""
+    found = _matching_entries(engine, identity, kind, precision)
+    if found is None:
+        return None
+    return {graph: engine.verified(entry, f"plans.{key}", fix="rebuild it: run "
+                                   + build_command(engine, kind, identity.device, entry.precision))
+            for graph, (key, entry) in found.items()}
+
+
+def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, precision: str | None) -> dict | None:
+    """{graph name: (key, entry)} of the newest usable plan of ``kind`` per graph, or None unless
+    every graph has one (files not yet verified)."""
     found = {}
     for key, entry in _entries(engine, kind, precision):
         usable = (_identity_of(entry) == identity
@@ -120,11 +131,14 @@ def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = 
         if (usable and engine.file(entry.file, f"plans.{key}.file").is_file()
                 and (entry.graph not in found or entry.built > found[entry.graph][1].built)):
             found[entry.graph] = (key, entry)
-    if set(found) != {SCORE.name, DSE_GRAD.name}:
-        return None
-    return {graph: engine.verified(entry, f"plans.{key}", fix="rebuild it: run "
-                                   + build_command(engine, kind, identity.device, entry.precision))
-            for graph, (key, entry) in found.items()}
+    return found if set(found) == {SCORE.name, DSE_GRAD.name} else None
+
+
+def plans_batch_limit(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None):
+    """The largest batch the plans ``matching_plans`` picks all take (their batch profiles' upper
+    end), or None where there are none."""
+    found = _matching_entries(engine, identity, kind, precision)
+    return min(int(entry.profile[-1]) for _, entry in found.values()) if found else None
 
 
 def stale_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None) -> list:

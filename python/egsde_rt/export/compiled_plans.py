@@ -26,6 +26,7 @@ from ..engine.plans import compiled_identity
 from ..engine.torch_weights import load_engine_models
 from ..errors import ConfigError, EgsdeError
 from ..network_fns import gradient_scale, in_precision, network_dtype, tf32_mode
+from ..settings import check_batch_size
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError
 from .plan_cache import build_cached_plans
@@ -83,8 +84,7 @@ def build_compiled_plans(engine_dir, *, device: str = "cpu", precision: str = "f
         raise ConfigError(f"precision {precision} needs a CUDA device; on the CPU choose fp32 or bf16")
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("no CUDA device for a cuda plan (this PyTorch sees none)")
-    if not 1 <= max_batch <= 64:
-        raise ConfigError(f"max_batch must be in 1..64, got {max_batch}")
+    check_batch_size(max_batch, "max_batch")
     engine = load_engine_dir(engine_dir)
     modules = {}
 

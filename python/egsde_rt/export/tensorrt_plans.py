@@ -15,6 +15,7 @@ from typing import Callable
 from ..engine import load_engine_dir
 from ..engine.plans import TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, tensorrt_identity
 from ..errors import ConfigError, EgsdeError
+from ..settings import check_batch_size
 from .plan_cache import build_cached_plans
 
 
@@ -24,6 +25,7 @@ def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_
     """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}."""
     if precision not in TENSORRT_PRECISIONS:
         raise ConfigError(f"precision must be one of {TENSORRT_PRECISIONS}, got {precision!r}")
+    check_batch_size(max_batch, "max_batch")
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     engine = load_engine_dir(engine_dir)

@@ -23,10 +23,11 @@ from typing import Callable
 
 from .. import _core
 from ..engine import EngineDir
-from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, matching_plans, stale_plans,
-                            tensorrt_identity)
+from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, matching_plans, plans_batch_limit,
+                            stale_plans, tensorrt_identity)
 from ..errors import ConfigError
 from ..network_fns import PRECISIONS, network_dtype
+from ..settings import MAX_BATCH_SIZE
 
 log = logging.getLogger("egsde_rt")
 
@@ -178,12 +179,25 @@ class Backend:
     capturable: bool
     probe: Callable[[EngineDir, str, str], tuple[bool, str]]
     runner: Callable[[BackendChoice, EngineDir, int], object]
+    # the largest batch its runner takes for a choice (plans are built for a batch range)
+    batch_limit: Callable[[BackendChoice, EngineDir], int] = lambda choice, engine: MAX_BATCH_SIZE
+
+
+def _compiled_batch_limit(choice: BackendChoice, engine: EngineDir) -> int:
+    return min(MAX_BATCH_SIZE, plans_batch_limit(engine, compiled_identity(choice.device), kind="compiled",
+                                                 precision=choice.precision) or MAX_BATCH_SIZE)
+
+
+def _tensorrt_batch_limit(choice: BackendChoice, engine: EngineDir) -> int:
+    return min(MAX_BATCH_SIZE, plans_batch_limit(engine, tensorrt_identity(), kind="tensorrt",
+                                                 precision=choice.precision) or MAX_BATCH_SIZE)
 
 
 # In auto's order of preference (measured: README "Performance").
 REGISTRY = (
-    Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner),
-    Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, False, _probe_tensorrt, _tensorrt_runner),
+    Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner, _compiled_batch_limit),
+    Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, False, _probe_tensorrt, _tensorrt_runner,
+            _tensorrt_batch_limit),
     Backend("onnxruntime-cuda", ("cuda",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("onnxruntime-cpu", ("cpu",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("torch", ("cpu", "cuda"), PRECISIONS, True, _probe_torch, _torch_runner),

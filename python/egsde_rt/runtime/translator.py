@@ -33,7 +33,7 @@ from ..io import (ImageInput, check_max_pixels, check_source, images_to_batch, m
                   tensor_to_images)
 from ..noise import Seeds, check_seeds
 from ..schedule import Schedule
-from ..settings import MAX_BATCH_SIZE, RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
+from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
@@ -70,6 +70,8 @@ class Translator:
         self.device = torch.device(self.choice.torch_device)
         self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
+        # the largest batch this backend runs (plans are built for a batch range), at most MAX_BATCH_SIZE
+        self.max_batch: int = get_backend(self.choice.name).batch_limit(self.choice, self.engine)
         # One CUDA graph per step, replayed for every update (runners whose work can be captured;
         # injected noise runs uncaptured). `step_graph`: the graph type of the captured path.
         self.captures = self.choice.device == "cuda" and get_backend(self.choice.name).capturable
@@ -120,6 +122,10 @@ class Translator:
         settings = self.settings_with(**overrides)
         check_source(x0)
         check_batch_size(int(x0.shape[0]), "the batch (x0's first size)", " (split it into smaller batches)")
+        if x0.shape[0] > self.max_batch:
+            raise ConfigError(f"a batch of {x0.shape[0]} exceeds the {self.backend} plans' batch range "
+                              f"1..{self.max_batch}: split it, or rebuild the plans for larger batches "
+                              "(egsde-rt build --max-batch N)")
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
@@ -145,7 +151,7 @@ class Translator:
 
         ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
         runs in batches of ``batch_size`` (1..``MAX_BATCH_SIZE``; by default all at once, up to
-        ``MAX_BATCH_SIZE`` images a batch), each decoded just before it runs (memory does not
+        ``max_batch`` images a batch), each decoded just before it runs (memory does not
         grow with the list); an image file may have at most ``self.max_pixels`` pixels. An
         image's noise depends only on its seed: ``run([a, b], seed=[1, 2])[1]`` is
         ``run(b, seed=2)`` (up to the network kernels' own batch-size rounding, see the README's
@@ -161,7 +167,7 @@ class Translator:
                               "(a list of seeds goes with a list of images)")
         seeds = check_seeds(seed, len(sources))
         self.settings_with(**overrides)  # bad settings and seeds fail before any image is decoded
-        size = batch_size or min(len(sources), MAX_BATCH_SIZE)
+        size = batch_size or min(len(sources), self.max_batch)
         results = []
         for start in range(0, len(sources), size):
             batch = images_to_batch(sources[start:start + size], self.image_size, self.max_pixels)
