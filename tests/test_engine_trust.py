@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from egsde_rt.engine import load_engine_dir, verification
-from egsde_rt.engine.plans import MachineIdentity, compiled_identity, graph_source, matching_plans
+from engine_helpers import with_stand_in_plans
+from egsde_rt.engine.plans import MachineIdentity, matching_plans
 from egsde_rt.errors import EngineDirError
 from egsde_rt.export.tensorrt_plans import build_plans
 from egsde_rt.runtime.translator import Translator
@@ -32,24 +33,6 @@ def _copy(engine, tmp_path):
     path = tmp_path / "engine"
     shutil.copytree(engine[0], path)
     return path, json.loads((path / "manifest.json").read_text())
-
-
-def _with_plans(path, manifest):
-    """Stand-in compiled plans of both graphs for this CPU, recorded with their sha256 (never loaded)."""
-    engine = load_engine_dir(path)
-    identity = compiled_identity("cpu")
-    manifest["plans"] = {}
-    (path / "plans").mkdir(exist_ok=True)
-    for graph in ("score", "dse_grad"):
-        data = f"stand-in {graph} plan".encode()
-        (path / "plans" / f"{graph}.pt2").write_bytes(data)
-        manifest["plans"][f"key-{graph}"] = {
-            "kind": "compiled", "graph": graph, "file": f"plans/{graph}.pt2",
-            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-            "source_sha256": graph_source(engine, graph, "compiled"), "precision": "fp32", "profile": [1, 8],
-            "device": identity.device, "capability": identity.capability, "runtime": identity.runtime,
-            "built": "2026-11-22T00:00:00"}
-    return manifest
 
 
 def _write(path, manifest):
@@ -73,7 +56,7 @@ def _refused_before_running(path, match):
 ])
 def test_a_name_outside_the_engine_dir_is_refused(tiny_engine, tmp_path, entry, name, why):
     path, manifest = _copy(tiny_engine, tmp_path)
-    manifest = _with_plans(path, manifest)
+    manifest = with_stand_in_plans(path, manifest)
     (tmp_path / "outside.onnx").write_bytes(b"elsewhere")
     (path / "outside-link").symlink_to(tmp_path / "outside.onnx")
     table, key = entry.split(".")
@@ -134,7 +117,7 @@ def _set(manifest, dotted, value):
 ])
 def test_an_entry_of_the_wrong_shape_is_an_engine_dir_error(tiny_engine, tmp_path, dotted, value, match):
     path, manifest = _copy(tiny_engine, tmp_path)
-    manifest = _with_plans(path, manifest)
+    manifest = with_stand_in_plans(path, manifest)
     _set(manifest, dotted, value)
     _write(path, manifest)
     _refused_before_running(path, match)

@@ -5,7 +5,6 @@ headers may claim huge sizes and other formats' signatures (Ghostscript is never
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import os
@@ -19,8 +18,9 @@ from hypothesis import strategies as st
 from PIL import EpsImagePlugin, Image
 
 from egsde_rt.cli import main
+from engine_helpers import with_stand_in_plans
 from egsde_rt.engine import load_engine_dir
-from egsde_rt.engine.plans import compiled_identity, graph_source, matching_plans, stale_plans
+from egsde_rt.engine.plans import compiled_identity, matching_plans, stale_plans
 from egsde_rt.errors import EgsdeError
 from egsde_rt.io import decode_image_bytes, image_to_tensor
 from egsde_rt.runtime.backends import select_backend
@@ -165,19 +165,7 @@ def fuzz_engine(tiny_engine, tmp_path_factory):
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").unlink()  # a file of its own, rewritten by every example (not the tiny engine's)
     (path / "manifest.json").write_text(json.dumps(manifest))
-    engine = load_engine_dir(path)
-    identity = compiled_identity("cpu")
-    (path / "plans").mkdir()
-    manifest["plans"] = {}
-    for graph in ("score", "dse_grad"):
-        data = f"stand-in {graph} plan".encode()
-        (path / "plans" / f"{graph}.pt2").write_bytes(data)
-        manifest["plans"][f"key-{graph}"] = {
-            "kind": "compiled", "graph": graph, "file": f"plans/{graph}.pt2",
-            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-            "source_sha256": graph_source(engine, graph, "compiled"), "precision": "fp32", "profile": [1, 8],
-            "device": identity.device, "capability": identity.capability, "runtime": identity.runtime,
-            "built": "2026-11-22T00:00:00"}
+    manifest = with_stand_in_plans(path, manifest)
     (path.parent / "outside.bin").write_bytes(b"outside")
     (path / "outside-link").symlink_to(path.parent / "outside.bin")
     return path, manifest

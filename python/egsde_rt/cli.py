@@ -71,12 +71,15 @@ def _run_with_progress(translator, tasks, batch_size: int, overrides: dict | Non
 
 
 class _EagerTranslator:
-    """The eager reference sampler behind what a folder job calls (``image_size``,
+    """The eager reference sampler behind what a folder job calls (``image_size``, ``max_pixels``,
     ``settings_with``, ``run_tensor``), so ``reference`` runs folders as ``translate`` does."""
 
     def __init__(self, score, dse, settings, image_size: int, device: str):
+        from .io import max_pixels_for
+
         self.score, self.dse, self.settings = score, dse, settings
         self.image_size, self.device = image_size, device
+        self.max_pixels = max_pixels_for(image_size)
 
     def settings_with(self, **overrides):
         return self.settings.with_overrides(**overrides)
