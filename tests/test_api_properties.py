@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
@@ -79,8 +79,24 @@ def translator(tiny_torch_engine):
     return Translator(tiny_torch_engine[0])
 
 
-FAST_OVERRIDES = st.dictionaries(st.sampled_from(["M", "steps", "solver", "eta", "ls", "down_N", "s1", "foo"]),
-                                 st.one_of(st.integers(0, 3), JUNK), max_size=3)
+# Every overridable setting, however costly its value (M=1000, repeats=16 ...), and fixed or unknown
+# names: a run is bounded by the settings' own bounds, and here by a budget of updates (``budget``:
+# a run past it is cancelled, a SamplingCancelled, which is an EgsdeError), never by leaving a
+# parameter out.
+OVERRIDES = st.dictionaries(st.sampled_from([*RUNTIME_OVERRIDABLE, "s1", "foo"]),
+                            st.one_of(st.integers(0, 3), st.sampled_from([16, 17, 1000, 1001, 2**31, 10**9]), JUNK),
+                            max_size=4)
+UPDATE_BUDGET = 24
+
+
+def budget():
+    """A progress callback that cancels a run after ``UPDATE_BUDGET`` updates."""
+    done = [0]
+
+    def callback(*progress):
+        done[0] += 1
+        return done[0] <= UPDATE_BUDGET
+    return callback
 SEEDS = st.one_of(st.integers(-2, 2**64 + 1), JUNK, st.lists(st.integers(0, 9), max_size=3),
                   arrays(np.int64, st.integers(0, 3), elements=st.integers(0, 9)))
 SHAPES = st.tuples(st.integers(0, 2), st.sampled_from([1, 3, 4]), st.sampled_from([8, 32]), st.sampled_from([32, 33]))
@@ -108,9 +124,12 @@ def sources(draw):
 
 
 @PROPERTIES
-@given(x0=sources(), seed=SEEDS, overrides=FAST_OVERRIDES)
+@given(x0=sources(), seed=SEEDS, overrides=OVERRIDES)
+@example(x0=np.zeros((1, 3, 32, 32), np.float32), seed=0, overrides={"M": 1000, "repeats": 16})  # budget cancels
+@example(x0=np.zeros((2, 3, 32, 32), np.float32), seed=[1, 2], overrides={"M": 3, "repeats": 2, "steps": 2,
+                                                                           "solver": "dpmpp-2m-sde"})
 def test_run_tensor_gives_an_image_batch_or_an_egsde_error(translator, x0, seed, overrides):
-    y = _is_egsde_error_or_returns(lambda: translator.run_tensor(x0, seed=seed, **overrides))
+    y = _is_egsde_error_or_returns(lambda: translator.run_tensor(x0, seed=seed, callback=budget(), **overrides))
     if y is not None:
         assert tuple(y.shape) == tuple(x0.shape) and bool(np.isfinite(np.asarray(y)).all())
 
@@ -124,9 +143,10 @@ IMAGES = st.one_of(
 
 @PROPERTIES
 @given(img=st.one_of(IMAGES, st.lists(IMAGES, max_size=3)), seed=SEEDS,
-       batch_size=st.one_of(st.none(), st.integers(-1, 3), JUNK), overrides=FAST_OVERRIDES)
+       batch_size=st.one_of(st.none(), st.integers(-1, 3), JUNK), overrides=OVERRIDES)
 def test_run_gives_images_or_an_egsde_error(translator, img, seed, batch_size, overrides):
-    result = _is_egsde_error_or_returns(lambda: translator.run(img, seed=seed, batch_size=batch_size, **overrides))
+    result = _is_egsde_error_or_returns(lambda: translator.run(img, seed=seed, batch_size=batch_size,
+                                                               callback=budget(), **overrides))
     if result is not None:
         images = result if isinstance(img, (list, tuple)) else [result]
         assert len(images) == (len(img) if isinstance(img, (list, tuple)) else 1)
@@ -150,7 +170,7 @@ PATHS = st.one_of(JUNK, st.sampled_from(["in", "in/a.png", "missing", "out", "."
 @PROPERTIES
 @given(items=st.one_of(PATHS, st.lists(PATHS, max_size=3)), output=PATHS, seed=SEEDS,
        existing=st.one_of(st.sampled_from(["error", "skip", "overwrite"]), JUNK),
-       batch_size=st.one_of(st.integers(-1, 3), JUNK), overrides=FAST_OVERRIDES)
+       batch_size=st.one_of(st.integers(-1, 3), JUNK), overrides=OVERRIDES)
 def test_folder_job_runs_or_gives_an_egsde_error(translator, tmp_path, monkeypatch, items, output, seed, existing,
                                                  batch_size, overrides):
     monkeypatch.chdir(_fresh_folder(tmp_path / "job"))
@@ -158,8 +178,9 @@ def test_folder_job_runs_or_gives_an_egsde_error(translator, tmp_path, monkeypat
     if planned is None:
         return
     tasks, _ = planned
+    within = budget()
     report = _is_egsde_error_or_returns(lambda: run_job(translator, tasks, batch_size=batch_size,
-                                                        overrides=overrides))
+                                                        overrides=overrides, on_update=lambda images: within()))
     if report is not None:
         assert len(report.written) + len(report.failed) == len(tasks)
         assert all(f.name == "b.png" for f, _ in report.failed)

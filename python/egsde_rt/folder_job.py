@@ -245,7 +245,8 @@ def run_job(translator, tasks: Sequence[FileTask], *, batch_size: int = 1, overr
             on_update: Callable[[float], None] | None = None) -> JobReport:
     """Translate ``tasks`` in batches in this process (files of at most ``translator.max_pixels``
     pixels). ``on_update(images)`` is called after every sampling update with the fraction of an
-    image (per file) it completed."""
+    image (per file) it completed; returning False cancels the job (``SamplingCancelled``; the
+    outputs written so far stay)."""
     overrides = overrides or {}
     translator.settings_with(**overrides)  # bad settings fail before any file is decoded
     report = JobReport()
@@ -255,7 +256,7 @@ def run_job(translator, tasks: Sequence[FileTask], *, batch_size: int = 1, overr
             callback = None
             if on_update is not None:
                 def callback(done, total, n=len(batch)):
-                    on_update(n / total)
+                    return on_update(n / total)
             report.merge(translate_batch(translator, batch, x0, overrides, callback))
     finally:
         remove_partial_files(tasks)  # those of an earlier run of this job that was killed
