@@ -118,10 +118,16 @@ def tiny_torch_engine(tmp_path_factory):
 # --- the service (tests/test_ray.py, tests/test_serve_contract.py; helpers in serve_helpers.py) ----
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A small local Ray instance (2 CPUs, no dashboard) for one test module."""
+def local_ray(request):
+    """A small local Ray instance (2 CPUs, no dashboard) for one test module, its Serve proxy
+    guarded (``serve_proxy``) with the module's ``PROXY_GUARD`` limits (default: a service's
+    default limits on loopback), as ``serve.start`` guards the Ray it starts."""
     import ray
 
+    from egsde_rt.serve import LOOPBACK_HOSTS, ServeConfig, proxy_guard
+
+    limits = getattr(request.module, "PROXY_GUARD", ServeConfig("", allowed_hosts=LOOPBACK_HOSTS))
+    os.environ.update(proxy_guard(limits))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never another cluster
     yield
     from ray import serve

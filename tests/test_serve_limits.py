@@ -17,6 +17,15 @@ pytest.importorskip("onnxruntime")
 
 PORT = 8475
 LIMITS = dict(max_upload_mb=1.0, max_updates=48, body_timeout_s=2.0, request_timeout_s=30.0)
+
+
+def _proxy_guard():
+    from egsde_rt.serve import LOOPBACK_HOSTS, ServeConfig
+
+    return ServeConfig("", allowed_hosts=LOOPBACK_HOSTS, **LIMITS)
+
+
+PROXY_GUARD = _proxy_guard()  # the limits of Serve's proxy (tests/conftest.py local_ray): the service's
 TIMEOUT = 60.0
 # The hostile load: 16 clients x 19 requests, one in three hostile; what the replica may grow by.
 RSS_GROWTH_BOUND_MB = 300
@@ -227,3 +236,107 @@ def test_a_translation_is_cancelled_between_updates_at_its_deadline(tiny_torch_e
         translate_before(translator, x0, [0], {"M": 1000}, time.monotonic() + full, 5.0)
     assert time.monotonic() - started < 20 * full + 1  # 1000 updates would take ~80x the 12-update run
     assert len(translate_before(translator, x0, [0], {"M": 2}, time.monotonic() + 60, 5.0)) == 1
+
+
+# --- the guard in Serve's proxy, as an ASGI middleware (serve_proxy) -------------------------------
+
+def _guard_run(guard_kwargs, messages, *, headers=(), app_sends_after=None):
+    """Run ``ProxyGuard`` around an app that, like Serve's proxy, reads the body until the client
+    goes away (keeping what it reads), then answers 200 after ``app_sends_after`` seconds (None:
+    never). ``messages``: what the client's receive gives, in order (None: wait forever).
+    (what the app kept, the headers it saw, the answers sent, seconds)."""
+    import asyncio
+
+    from egsde_rt.serve_proxy import ProxyGuard
+
+    kept, sent, seen = [], [], {}
+
+    async def app(scope, receive, send):
+        seen.update(dict(scope["headers"]))
+
+        async def drain():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                kept.append(message.get("body", b""))
+
+        async def answer():
+            await asyncio.sleep(app_sends_after)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"image"})
+
+        tasks = [asyncio.ensure_future(drain())] + ([asyncio.ensure_future(answer())] if app_sends_after else [])
+        await asyncio.wait(tasks, timeout=5, return_when=asyncio.ALL_COMPLETED)
+        for task in tasks:
+            task.cancel()
+
+    async def main():
+        queue = list(messages)
+
+        async def receive():
+            if not queue or queue[0] is None:
+                await asyncio.sleep(3600)
+            return queue.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "headers": [(b"host", b"127.0.0.1:8000"), *headers]}
+        started = time.monotonic()
+        await ProxyGuard(app, **guard_kwargs)(scope, receive, send)
+        return time.monotonic() - started
+
+    seconds = asyncio.run(main())
+    return kept, seen, sent, seconds
+
+
+GUARD = dict(max_upload_bytes=2**20, body_timeout_s=0.3, allowed_hosts=("127.0.0.1", "localhost"))
+
+
+def _status(sent):
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def test_the_proxy_guard_stops_buffering_a_flood_at_the_limit():
+    chunk = {"type": "http.request", "body": b"\0" * 65536, "more_body": True}
+    kept, _, sent, seconds = _guard_run(GUARD, [chunk] * 200)  # 12.5 MB offered
+    assert _status(sent) == 413 and "1 MB limit" in json.loads(sent[1]["body"])["error"]
+    assert sum(map(len, kept)) <= 2**20 and seconds < 5
+
+
+def test_the_proxy_guard_answers_a_slow_body_at_its_deadline_and_only_then():
+    first = {"type": "http.request", "body": b"\x89PNG", "more_body": True}
+    kept, _, sent, seconds = _guard_run(GUARD, [first, None])
+    assert _status(sent) == 408 and 0.25 < seconds < 3
+    whole = {"type": "http.request", "body": b"\x89PNG", "more_body": False}  # complete: no deadline after it
+    _, _, sent, _ = _guard_run(GUARD, [whole, None], app_sends_after=0.8)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+
+
+def test_the_proxy_guard_refuses_before_forwarding_and_drops_rays_timeout_headers():
+    body = [{"type": "http.request", "body": b"x", "more_body": False}]
+    kept, seen, sent, _ = _guard_run(GUARD, body, headers=[(b"content-length", str(2**21).encode())])
+    assert _status(sent) == 413 and not seen  # never forwarded
+    for host in (b"attacker.example", b"attacker.example:8000", b"[::1]evil", b""):
+        _, seen, sent, _ = _guard_run({**GUARD}, body, headers=[(b"host", host)])
+        # the second host header wins in a dict: the scope's own is replaced
+        assert _status(sent) == 400 and not seen, host
+    _, seen, sent, _ = _guard_run(GUARD, body, headers=[(b"x-request-timeout-seconds", b"0"),
+                                                        (b"x-request-disconnect-disabled", b"?1")],
+                                  app_sends_after=0.1)
+    assert _status(sent) == 200 and b"x-request-timeout-seconds" not in seen
+    assert b"x-request-disconnect-disabled" not in seen
+
+
+def test_serves_proxy_runs_the_guard(limited_service):
+    """Serve's own routes are answered by its proxy, never by the app: a foreign Host refused
+    there shows the guard is installed in the proxy (``serve.start`` sets its environment)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", PORT), timeout=30) as sock:
+        sock.sendall(b"GET /-/routes HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"is not served here" in answer

@@ -3,15 +3,18 @@
 from ._version import __version__
 from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, ConfigError,
                      EgsdeError, EngineDirError, ImageError, NativeError, SamplingCancelled)
-from .presets import PRESETS, get_preset
-from .settings import EGSDESettings
+
+# Loaded on first use: importing egsde_rt (or a light module of it, such as serve_proxy, which
+# Serve's HTTP proxy imports) loads neither PyTorch, ONNX Runtime nor the native core.
+_LAZY = {"Translator": ".runtime.translator", "PRESETS": ".presets", "get_preset": ".presets",
+         "EGSDESettings": ".settings"}
 
 
-def __getattr__(name):  # lazy: importing egsde_rt does not load ONNX Runtime or the native core
-    if name == "Translator":
-        from .runtime.translator import Translator
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
 
-        return Translator
+        return getattr(import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'egsde_rt' has no attribute {name!r}")
 
 

@@ -647,7 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--clients", type=int, default=8, help="concurrent clients")
     load.add_argument("--requests", type=int, default=4, help="requests per client, sent one after the other")
     load.add_argument("--batchings", nargs="+", default=["1:0", "4:10", "8:50"],
-                      help="batching settings to compare, MAX_BATCH:WAIT_MS each")
+                      help="batching settings to compare, MAX_BATCH:WAIT_MS each (they replace --max-batch-size and "
+                      "--batch-wait-ms; not with --hostile)")
     load.add_argument("--port", type=int, default=8471)
     load.add_argument("--query", help="settings for every request, as a query string (e.g. M=100)")
     load.add_argument("--hostile", action="store_true", help="one request in three hostile (huge repeats, strips, "

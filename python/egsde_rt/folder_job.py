@@ -22,6 +22,7 @@ did exist (``"overwrite"``) is replaced only while it is still the file the plan
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -147,6 +148,8 @@ def written_since_planned(task: FileTask) -> bool:
 
 
 _PARTIAL = re.compile(r"\.(.+)\.\d+-\d+\.partial")  # a partial file of output \1 (save_atomically's)
+# What os.link raises on a file system that has no hard links (or not across these paths).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
 def save_atomically(image, dst: Path, replaces: str = "") -> bool:
@@ -170,8 +173,10 @@ def save_atomically(image, dst: Path, replaces: str = "") -> bool:
             os.link(tmp, dst)
         except FileExistsError:
             return False
-        except OSError:  # no hard links here
-            if dst.exists():
+        except OSError as err:
+            if err.errno not in _NO_HARD_LINKS:
+                raise  # a real failure (no space, no permission ...): this file fails, reported
+            if dst.exists():  # a file system without hard links here
                 return False
             os.replace(tmp, dst)
         return True
@@ -182,7 +187,9 @@ def save_atomically(image, dst: Path, replaces: str = "") -> bool:
 def remove_partial_files(tasks: Sequence[FileTask]) -> list[Path]:
     """Remove the partial files that writers of ``tasks``' outputs left when they were killed
     (``save_atomically`` removes its own otherwise); the paths removed. Call it when no writer of
-    these outputs runs any more: at the end of a job."""
+    these outputs runs any more: at the end of a job. (Two jobs writing the same outputs at once
+    are a mistake that write-once already answers: if one removed the other's partial file, that
+    file's writer reports it as failed, and a rerun with --resume finishes it.)"""
     names: dict[Path, set[str]] = {}
     for task in tasks:
         names.setdefault(task.output.parent, set()).add(task.output.name)

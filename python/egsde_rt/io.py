@@ -48,7 +48,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from .errors import ConfigError, ImageError
 from .settings import check_positive_int
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
 # The image files egsde-rt reads: extension -> PIL format. Only these formats are decoded.
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".ppm": "PPM", ".bmp": "BMP",
@@ -98,9 +98,10 @@ class CenterCropWarning(UserWarning):
 
 
 def load_image(src: ImageInput, max_pixels: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image, or an HxW / HxWx{1,3,4} uint8 or float array
-    (floats in [0, 1]). Alpha is dropped, as ``convert("RGB")`` does; the EXIF orientation is
-    applied. A file may have at most ``max_pixels`` pixels (None: ``DEFAULT_MAX_PIXELS``)."""
+    """An RGB PIL image from a path, an image file's bytes, a PIL image, or an HxW / HxWx{1,3,4}
+    uint8 or float array (floats in [0, 1]). Alpha is dropped, as ``convert("RGB")`` does; the
+    EXIF orientation is applied. A file may have at most ``max_pixels`` pixels (None:
+    ``DEFAULT_MAX_PIXELS``)."""
     return _rgb(_load_8bit(src, DEFAULT_MAX_PIXELS if max_pixels is None else check_max_pixels(max_pixels)))
 
 
@@ -111,10 +112,13 @@ def decode_image_bytes(data: bytes, name: str = "the uploaded image", max_pixels
     ``max_pixels_for(image_size)``) and decompression bombs are ``ImageError``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError(f"{name}: expected the bytes of an image file, got {type(data).__name__}")
+    return _rgb(_decode_bytes(data, name, DEFAULT_MAX_PIXELS if max_pixels is None else check_max_pixels(max_pixels)))
+
+
+def _decode_bytes(data, name: str, max_pixels: int) -> Image.Image:
     if len(data) == 0:
         raise ImageError(f"{name}: empty (no image data)")
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else check_max_pixels(max_pixels)
-    return _rgb(_decode(BytesIO(bytes(data)), name, limit))
+    return _decode(BytesIO(bytes(data)), name, max_pixels)
 
 
 def _load_8bit(src: ImageInput, max_pixels: int) -> Image.Image:
@@ -133,8 +137,11 @@ def _load_8bit(src: ImageInput, max_pixels: int) -> Image.Image:
             raise ImageError(f"the image cannot be read: {err}") from None
     if isinstance(src, np.ndarray):
         return _from_array(src)
+    if isinstance(src, (bytes, bytearray, memoryview)):  # an image file's bytes (an upload)
+        return _decode_bytes(src, "the uploaded image", max_pixels)
     raise ImageError(
-        f"unsupported image input of type {type(src).__name__}: give a path, a PIL image or an HxWx3 array"
+        f"unsupported image input of type {type(src).__name__}: give a path, a PIL image, an HxWx3 array or "
+        "an image file's bytes"
     )
 
 

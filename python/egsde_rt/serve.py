@@ -21,9 +21,11 @@ A bad image, seed or setting gets 400 with the ``EgsdeError`` message (JSON ``{"
 a body over ``max_upload_mb`` 413 (counted as it streams in), one slower than ``body_timeout_s``
 408, a body that is not an image type 415, more network evaluations than ``max_updates`` 400,
 a result that is not an image 422, a request not answered within ``request_timeout_s`` 503
-(its translation is cancelled between updates once no request of its batch waits for it), a
+(its group's translation is cancelled between updates once the group's last deadline passes), a
 fault of the server 500 (logged with its traceback); the requests of one batch with other
-settings are not affected by a failing group. More requests than the replicas can queue
+settings are not affected by a failing group. Serve's HTTP proxy runs ``serve_proxy``'s guard
+(the upload limit and deadline, the Host check, Ray's timeout headers dropped), installed through
+the environment when ``start`` starts Ray. More requests than the replicas can queue
 (``max_queued_requests``) get 503 from Serve, never a crash. On SIGINT or SIGTERM the service
 stops taking requests, lets the ones in flight finish (up to ``graceful_shutdown_s``), and
 shuts down. Bound to loopback (the default), the service answers only requests whose ``Host``
@@ -36,6 +38,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import resource
 import signal
 import threading
@@ -46,7 +49,8 @@ from io import BytesIO
 
 from .distributed import actor_resources, init_ray, require_ray
 from .errors import ConfigError, EgsdeError, SamplingCancelled
-from .settings import MAX_BATCH_SIZE, MAX_M, check_positive_int
+from .serve_proxy import guard_environment
+from .settings import MAX_BATCH_SIZE, check_positive_int
 
 APP_NAME = "egsde-rt"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -78,17 +82,22 @@ class ServeConfig:
     max_queued_requests: int = option(64, "beyond this, requests get 503")
     cpus_per_replica: float = option(1.0, "CPU slots each replica reserves")
     max_upload_mb: float = option(32.0, "the largest upload (MB), counted as it streams in (413 beyond)")
-    max_updates: int = option(MAX_M, "network evaluations (updates x repeats) one request may ask for (400 beyond)")
+    max_updates: int | None = option(None, "network evaluations (updates x repeats) one request may ask for (400 "
+                                           "beyond; default: the engine's own run, its settings' updates x repeats)")
+    decodes: int = option(2, "uploads a replica decodes at once (the rest wait, within their deadline)")
     max_pixels: int | None = option(None, "the largest image (pixels) a request may upload, checked from its header "
                                           "before decoding (default: the engine's, see egsde_rt.io)")
     body_timeout_s: float = option(30.0, "seconds an upload may take to arrive (408 beyond)")
-    request_timeout_s: float = option(120.0, "seconds a request may take in all, queueing and translation included "
-                                             "(503 beyond; its translation is cancelled)")
+    request_timeout_s: float = option(120.0, "seconds a request may take in the replica, decoding, queueing and "
+                                             "translation included (503 beyond; the translation of its group is "
+                                             "cancelled once the group's last deadline passes)")
     graceful_shutdown_s: float = option(30.0, "seconds the requests in flight get to finish on SIGTERM")
     allowed_hosts: tuple = option((), "Host names the service answers (empty: any; start() sets the loopback "
                                       "names when it listens on loopback)", flag=False)
 
     def check(self) -> "ServeConfig":
+        if not (isinstance(self.allowed_hosts, tuple) and all(isinstance(h, str) and h for h in self.allowed_hosts)):
+            raise ConfigError(f"allowed_hosts must be a tuple of host names, got {self.allowed_hosts!r}")
         for f in fields(self):
             value, bounds = getattr(self, f.name), f.metadata
             if f.type is int or (f.type == (int | None) and value is not None):
@@ -145,6 +154,9 @@ def _service_class(serve, config: ServeConfig):
                                   f"plans' batch range 1..{self.translator.max_batch}: lower it, or rebuild the plans "
                                   "for larger batches (egsde-rt build --max-batch N)")
             self.batch_sizes: Counter = Counter()
+            # the work one request may ask for: by default the engine's own run
+            self.max_updates = config.max_updates or self.translator.settings.network_evaluations
+            self.decoding = asyncio.Semaphore(config.decodes)
             self._translate.set_max_batch_size(config.max_batch_size)
             self._translate.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
 
@@ -153,6 +165,12 @@ def _service_class(serve, config: ServeConfig):
             """One batch of (x0, seed, overrides, deadline) (see ``translate_groups``)."""
             self.batch_sizes[len(items)] += 1
             return await translate_groups(items, self._run_group)
+
+        async def _decode(self, body: bytes):
+            """The upload as x0, decoded off the event loop, at most ``config.decodes`` at once."""
+            async with self.decoding:
+                return await asyncio.to_thread(http.decode_upload, body, self.translator.image_size,
+                                               self.translator.max_pixels)
 
         def _run_group(self, x0, seeds, overrides, deadline: float) -> list:
             return translate_before(self.translator, x0, seeds, overrides, deadline, self.config.request_timeout_s)
@@ -166,13 +184,12 @@ def _service_class(serve, config: ServeConfig):
             http.check_content_type(request.headers.get("content-type"))
             http.check_upload_size(http.declared_length(request.headers), config.max_upload_mb)
             overrides = query.model_dump(exclude={"seed"}, exclude_none=True)
-            http.check_work(self.translator.settings_with(**overrides), config.max_updates)
+            http.check_work(self.translator.settings_with(**overrides), self.max_updates)
             deadline = arrived + config.request_timeout_s
             body = await http.read_body(request, config.max_upload_mb, min(deadline, arrived + config.body_timeout_s))
-            x0 = await asyncio.to_thread(  # decoding off the event loop
-                http.decode_upload, body, self.translator.image_size, self.translator.max_pixels)
-            del body
             try:
+                x0 = await asyncio.wait_for(self._decode(body), max(0.0, deadline - time.monotonic()))
+                del body
                 result = await asyncio.wait_for(self._translate((x0, query.seed, overrides, deadline)),
                                                 max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
@@ -196,7 +213,7 @@ def _service_class(serve, config: ServeConfig):
                     "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},
                     "backend": self.translator.backend, "device": self.translator.choice.device,
                     "image_size": self.translator.image_size, "settings": self.translator.settings.to_dict(),
-                    "limits": limits(self.config, self.translator),
+                    "limits": limits(self.config, self.translator, self.max_updates),
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     return TranslationService
@@ -251,9 +268,9 @@ def translate_before(translator, x0, seeds, overrides: dict, deadline: float, re
     return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
 
 
-def limits(config: ServeConfig, translator) -> dict:
+def limits(config: ServeConfig, translator, max_updates: int) -> dict:
     """The bounds of one request, as /stats reports them."""
-    return {"max_upload_mb": config.max_upload_mb, "max_updates": config.max_updates,
+    return {"max_upload_mb": config.max_upload_mb, "max_updates": max_updates,
             "max_pixels": translator.max_pixels, "body_timeout_s": config.body_timeout_s,
             "request_timeout_s": config.request_timeout_s}
 
@@ -273,6 +290,12 @@ def _application(config: ServeConfig, actor_options: dict):
     return deployment.bind(config)
 
 
+def proxy_guard(config: ServeConfig) -> dict:
+    """The environment that installs ``serve_proxy``'s guard, with ``config``'s limits, in Serve's
+    HTTP proxy (a Ray cluster started elsewhere needs it where it starts: README)."""
+    return guard_environment(int(config.max_upload_mb * 2**20), config.body_timeout_s, config.allowed_hosts)
+
+
 def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
           ray_init_args: dict | None = None) -> None:
     """Start Ray (local without ``address``), Serve's HTTP proxy on host:port, and the service.
@@ -289,9 +312,17 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     load_engine_dir(config.engine_dir)  # a bad engine fails here, before Ray starts, not in a replica
     _http()  # and so does a missing FastAPI
     global _started_ray
+    guard = proxy_guard(config)
     if not ray.is_initialized():
+        if address is None:  # Ray starts here: its Serve proxy inherits the guard
+            os.environ.update(guard)
         init_ray(ray, address, ray_init_args)
         _started_ray = True
+    if any(os.environ.get(name) != value for name, value in guard.items()):
+        log.warning("egsde-rt serve: Serve's HTTP proxy may run without egsde-rt's guard (it bounds what a request "
+                    "costs the proxy: the upload limit and deadline, the Host check, Ray's timeout headers dropped): "
+                    "start Ray with these environment variables: %s",
+                    " ".join(f"{name}='{value}'" for name, value in guard.items()))
     _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
     app = _application(config, actor_options)
     serve.start(http_options={"host": host, "port": int(port),

@@ -38,11 +38,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ._version import __version__
 from .errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
-from .io import decode_image_bytes, image_to_tensor
+from .io import image_to_tensor
 from .noise import check_seed
+from .serve_proxy import host_name
 from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 
 SEED_HELP = "the noise seed: a translation depends only on the image and its seed (an integer in [0, 2^64))"
@@ -58,6 +60,10 @@ class UploadTooLarge(ImageError):
 
 class UploadTimeout(ImageError):
     """An upload that did not arrive within the service's body deadline (408)."""
+
+
+class UploadAborted(ImageError):
+    """An upload whose client went away before it was complete (400; nobody reads it)."""
 
 
 class UnsupportedMediaType(ImageError):
@@ -150,6 +156,8 @@ async def read_body(request: Request, max_upload_mb: float, deadline: float) -> 
             chunk = await asyncio.wait_for(stream.__anext__(), remaining)
         except StopAsyncIteration:
             return b"".join(chunks)
+        except ClientDisconnect:  # nobody is left to answer: a quiet 400, not a logged fault
+            raise UploadAborted(f"the client went away after {total} bytes of the upload") from None
         except asyncio.TimeoutError:
             raise UploadTimeout(f"the upload did not arrive in time ({total} bytes received before the deadline): "
                                 "send the whole image at once") from None
@@ -159,9 +167,9 @@ async def read_body(request: Request, max_upload_mb: float, deadline: float) -> 
 
 
 def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None):
-    """The upload as x0 [3, S, S], or an ``EgsdeError`` naming what is wrong (its format, size,
-    pixels: ``egsde_rt.io``)."""
-    return image_to_tensor(decode_image_bytes(body, max_pixels=max_pixels), image_size, max_pixels=max_pixels)
+    """The upload as x0 [3, S, S] (cropped and resized before it becomes RGB: ``egsde_rt.io``), or
+    an ``EgsdeError`` naming what is wrong (its format, size, pixels)."""
+    return image_to_tensor(body, image_size, max_pixels=max_pixels)
 
 
 def translation_response(result: BaseException) -> JSONResponse:
@@ -219,9 +227,8 @@ class HostCheck:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-            name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
-            if name not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(host) not in self.allowed:
                 response = error_response(f"Host {host!r} is not served here (allowed: {sorted(self.allowed)}); "
                                           "to serve other names, bind to them (egsde-rt serve --host)", 400)
                 await response(scope, receive, send)

@@ -1,0 +1,133 @@
+"""The guard Serve's HTTP proxy runs in front of the service: a Starlette middleware installed with
+Ray's own hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=egsde_rt.serve_proxy:middlewares``).
+
+Serve's proxy reads a request's body ahead of any replica (while the request waits for one, too)
+into an unbounded buffer, answers its own routes (``/-/routes``, ``/-/healthz``) without the
+app, and lets a client header turn its request timeout off (``x-request-timeout-seconds: 0``) or
+its handling of a client that went away (``x-request-disconnect-disabled``). So the app's bounds
+(``serve_http``) alone do not bound what one request costs the proxy. In the proxy, before
+anything is forwarded, the guard
+
+* answers a ``Host`` that is not allowed with 400 and a declared ``Content-Length`` over the
+  upload limit with 413;
+* drops the two client headers above, so Serve's own timeout stays on;
+* counts the body as the proxy reads it: once the total crosses the limit it answers 413, once
+  the body is slower than the body deadline 408, and from then on the proxy sees the client as
+  gone (it stops reading and cancels the request), so the proxy buffers at most about the
+  upload limit per request.
+
+Its limits come from the environment variable ``GUARD_ENV`` (JSON), which ``serve.start`` sets
+with the hook before it starts Ray; a cluster started with ``ray start`` needs both variables set
+there (README). This module imports nothing heavy: the proxy process loads no PyTorch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+GUARD_ENV = "EGSDE_RT_PROXY_GUARD"
+HOOK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+HOOK = "egsde_rt.serve_proxy:middlewares"
+# Client headers that would turn Serve's proxy timeout or disconnect handling off.
+DROPPED_HEADERS = (b"x-request-timeout-seconds", b"x-request-disconnect-disabled")
+
+
+def guard_environment(max_upload_bytes: int, body_timeout_s: float, allowed_hosts=()) -> dict:
+    """The environment variables that install the guard with these limits in Serve's proxy."""
+    limits = {"max_upload_bytes": int(max_upload_bytes), "body_timeout_s": float(body_timeout_s),
+              "allowed_hosts": list(allowed_hosts)}
+    return {HOOK_ENV: HOOK, GUARD_ENV: json.dumps(limits)}
+
+
+def middlewares() -> list:
+    """Ray's proxy hook: the guard with the limits of ``GUARD_ENV`` (none: no guard)."""
+    from starlette.middleware import Middleware
+
+    text = os.environ.get(GUARD_ENV)
+    return [Middleware(ProxyGuard, **json.loads(text))] if text else []
+
+
+def host_name(host: str) -> str | None:
+    """The name of a ``Host`` header value (``name``, ``name:port``, ``[v6]``, ``[v6]:port``),
+    lower-case; None for a malformed one."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name if rest == "" or (rest.startswith(":") and rest[1:].isdigit()) else None
+    name, colon, port = host.partition(":")
+    return name if not colon or port.isdigit() else None
+
+
+async def send_error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ProxyGuard:
+    """The pure ASGI middleware (see the module docstring)."""
+
+    def __init__(self, app, max_upload_bytes: int, body_timeout_s: float, allowed_hosts=()):
+        self.app, self.max_upload_bytes, self.body_timeout_s = app, max_upload_bytes, body_timeout_s
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in DROPPED_HEADERS]
+        scope = {**scope, "headers": headers}
+        values = dict(headers)
+        host = values.get(b"host", b"").decode("latin-1")
+        if self.allowed_hosts and host_name(host) not in self.allowed_hosts:
+            return await send_error(send, 400, f"Host {host!r} is not served here (allowed: "
+                                               f"{sorted(self.allowed_hosts)})")
+        limit_mb = self.max_upload_bytes / 2**20
+        declared = values.get(b"content-length", b"0").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_upload_bytes:
+            return await send_error(send, 413, f"the upload is over the service's {limit_mb:g} MB limit "
+                                               f"({int(declared) / 2**20:.1f} MB declared): send a smaller image")
+        await self.app(scope, *self._guarded(receive, send, limit_mb))
+
+    def _guarded(self, receive, send, limit_mb: float):
+        """(receive, send) for the proxy: the body counted against the limit and the deadline; once
+        the guard has answered, the proxy sees a client that went away, and its own answer is dropped."""
+        deadline = time.monotonic() + self.body_timeout_s
+        state = {"received": 0, "complete": False, "answered": False, "started": False}
+
+        async def refuse(status: int, message: str):
+            if not state["started"]:  # the app has not answered yet: the guard does
+                state["started"] = state["answered"] = True
+                await send_error(send, status, message)
+            return {"type": "http.disconnect"}
+
+        async def guarded_receive():
+            if state["answered"]:
+                return {"type": "http.disconnect"}
+            if state["complete"]:  # the body is in: the proxy now only waits for a disconnect
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await refuse(408, f"the upload did not arrive in time ({state['received']} bytes received "
+                                         "before the deadline): send the whole image at once")
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_upload_bytes:
+                    return await refuse(413, f"the upload is over the service's {limit_mb:g} MB limit: send a "
+                                             "smaller image")
+                state["complete"] = not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message):
+            if state["answered"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        return guarded_receive, guarded_send
