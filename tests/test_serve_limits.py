@@ -340,3 +340,23 @@ def test_serves_proxy_runs_the_guard(limited_service):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400") and b"is not served here" in answer
+
+
+def test_a_client_that_goes_away_mid_upload_is_a_quiet_400_not_a_logged_fault():
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    from egsde_rt.serve_http import UploadAborted, read_body, request_error_status
+
+    class GoneClient:
+        async def _chunks(self):
+            yield b"\x89PNG"
+            raise ClientDisconnect()
+
+        def stream(self):
+            return self._chunks()
+
+    with pytest.raises(UploadAborted, match="went away after 4 bytes") as raised:
+        asyncio.run(read_body(GoneClient(), 1.0, time.monotonic() + 5))
+    assert request_error_status(raised.value) == 400
