@@ -2,20 +2,16 @@
 fixtures ``local_ray`` and ``service`` are in conftest.py). Every network call is bounded by a
 timeout."""
 
-import io
 import urllib.request
 
-import numpy as np
-from PIL import Image
+from egsde_rt.bench.serve_load import sample_png
 
 PORT = 8473
 URL = f"http://127.0.0.1:{PORT}"
 
 
 def png(seed=0, size=(32, 32)) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(seed).random((*size, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
+    return sample_png(size, seed)
 
 
 def post(query, body, timeout=120):

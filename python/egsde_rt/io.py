@@ -237,8 +237,8 @@ def to_8bit(img: Image.Image, name: str) -> Image.Image:
         return img
     if img.mode.startswith("I"):
         if img.mode not in UNSIGNED_16_BIT_MODES:
-            low = min(int(values.min()) for values in _row_chunks(img))
-            high = max(int(values.max()) for values in _row_chunks(img))
+            extremes = [(int(values.min()), int(values.max())) for values in _row_chunks(img)]  # one pass
+            low, high = min(e[0] for e in extremes), max(e[1] for e in extremes)
             if low < 0 or high > 65535:
                 raise ImageError(f"{name}: integer image values must lie in 0..65535 (16-bit), got [{low}, {high}]; "
                                  "convert it to 8 or 16 bits first")

@@ -44,7 +44,7 @@ from ._version import __version__
 from .errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
 from .io import image_to_tensor
 from .noise import check_seed
-from .serve_proxy import host_name
+from .serve_proxy import refused_host, upload_too_large, upload_too_slow
 from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 
 SEED_HELP = "the noise seed: a translation depends only on the image and its seed (an integer in [0, 2^64))"
@@ -68,10 +68,6 @@ class UploadAborted(ImageError):
 
 class UnsupportedMediaType(ImageError):
     """A body whose Content-Type is not an image type or application/octet-stream (415)."""
-
-
-class HostNotAllowed(ConfigError):
-    """A request whose Host header is not one the service answers (400)."""
 
 
 # The status of each request error (the first class that matches; any other EgsdeError: 400).
@@ -106,8 +102,7 @@ class Stats(BaseModel):
 
 def check_upload_size(nbytes: int, max_upload_mb: float) -> None:
     if nbytes > max_upload_mb * 2**20:
-        raise UploadTooLarge(f"the upload is over the service's {max_upload_mb:g} MB limit "
-                             f"({nbytes / 2**20:.1f} MB at least): send a smaller image")
+        raise UploadTooLarge(upload_too_large(max_upload_mb, nbytes))
 
 
 def declared_length(headers) -> int:
@@ -159,8 +154,7 @@ async def read_body(request: Request, max_upload_mb: float, deadline: float) -> 
         except ClientDisconnect:  # nobody is left to answer: a quiet 400, not a logged fault
             raise UploadAborted(f"the client went away after {total} bytes of the upload") from None
         except asyncio.TimeoutError:
-            raise UploadTimeout(f"the upload did not arrive in time ({total} bytes received before the deadline): "
-                                "send the whole image at once") from None
+            raise UploadTimeout(upload_too_slow(total)) from None
         total += len(chunk)
         check_upload_size(total, max_upload_mb)
         chunks.append(chunk)
@@ -226,13 +220,9 @@ class HostCheck:
         self.app, self.allowed = app, {h.lower() for h in allowed}
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            if host_name(host) not in self.allowed:
-                response = error_response(f"Host {host!r} is not served here (allowed: {sorted(self.allowed)}); "
-                                          "to serve other names, bind to them (egsde-rt serve --host)", 400)
-                await response(scope, receive, send)
-                return
+        refusal = refused_host(scope["headers"], self.allowed) if scope["type"] == "http" else None
+        if refusal:
+            return await error_response(refusal, 400)(scope, receive, send)
         await self.app(scope, receive, send)
 
 

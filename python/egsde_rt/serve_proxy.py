@@ -61,6 +61,31 @@ def host_name(host: str) -> str | None:
     return name if not colon or port.isdigit() else None
 
 
+def refused_host(headers, allowed) -> str | None:
+    """Why a request with these ASGI ``headers`` is not answered, when ``allowed`` (lower-case
+    host names; empty: any) does not name its ``Host``; else None. The one Host rule, of the
+    guard and of the app (``serve_http``: where Serve's proxy runs no guard)."""
+    if not allowed:
+        return None
+    host = dict(headers).get(b"host", b"").decode("latin-1")
+    if host_name(host) in allowed:
+        return None
+    return (f"Host {host!r} is not served here (allowed: {sorted(allowed)}); to serve other names, bind to them "
+            "(egsde-rt serve --host)")
+
+
+def upload_too_large(limit_mb: float, nbytes: int | None = None, declared: bool = False) -> str:
+    """The message of an upload over the limit (``nbytes``: what is known of its size)."""
+    known = "" if nbytes is None else f" ({nbytes / 2**20:.1f} MB {'declared' if declared else 'at least'})"
+    return f"the upload is over the service's {limit_mb:g} MB limit{known}: send a smaller image"
+
+
+def upload_too_slow(received: int) -> str:
+    """The message of an upload that did not arrive within the body deadline."""
+    return (f"the upload did not arrive in time ({received} bytes received before the deadline): send the whole "
+            "image at once")
+
+
 async def send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -81,16 +106,13 @@ class ProxyGuard:
             return await self.app(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in DROPPED_HEADERS]
         scope = {**scope, "headers": headers}
-        values = dict(headers)
-        host = values.get(b"host", b"").decode("latin-1")
-        if self.allowed_hosts and host_name(host) not in self.allowed_hosts:
-            return await send_error(send, 400, f"Host {host!r} is not served here (allowed: "
-                                               f"{sorted(self.allowed_hosts)})")
+        refusal = refused_host(headers, self.allowed_hosts)
+        if refusal:
+            return await send_error(send, 400, refusal)
         limit_mb = self.max_upload_bytes / 2**20
-        declared = values.get(b"content-length", b"0").decode("latin-1")
+        declared = dict(headers).get(b"content-length", b"0").decode("latin-1")
         if declared.isdigit() and int(declared) > self.max_upload_bytes:
-            return await send_error(send, 413, f"the upload is over the service's {limit_mb:g} MB limit "
-                                               f"({int(declared) / 2**20:.1f} MB declared): send a smaller image")
+            return await send_error(send, 413, upload_too_large(limit_mb, int(declared), declared=True))
         await self.app(scope, *self._guarded(receive, send, limit_mb))
 
     def _guarded(self, receive, send, limit_mb: float):
@@ -113,13 +135,11 @@ class ProxyGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                return await refuse(408, f"the upload did not arrive in time ({state['received']} bytes received "
-                                         "before the deadline): send the whole image at once")
+                return await refuse(408, upload_too_slow(state["received"]))
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > self.max_upload_bytes:
-                    return await refuse(413, f"the upload is over the service's {limit_mb:g} MB limit: send a "
-                                             "smaller image")
+                    return await refuse(413, upload_too_large(limit_mb))
                 state["complete"] = not message.get("more_body", False)
             return message
 

@@ -23,13 +23,11 @@ import urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Callable, Iterable
 
-import numpy as np
-from PIL import Image
+from ..serve import start, stop
+from .serve_load import LOOPBACK, sample_png, wait_healthy
 
-LOOPBACK = "127.0.0.1"
 HOSTILE_EVERY = 3  # one request in three is hostile
 WAIT = None  # a chunk of a body that means: send nothing for a while (a slow sender)
 
@@ -49,17 +47,14 @@ class Probe:
     declared_length: int | None = None  # None: the body's real length (not for chunked bodies)
 
 
-def png(size=(32, 32), seed=0, mode="RGB") -> bytes:
-    h, w = size
-    array = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
-    buffer = BytesIO()
-    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
-    return buffer.getvalue()
+def png(size=(32, 32)) -> bytes:
+    """The image of the good requests (and of most hostile ones): ``serve_load.sample_png``."""
+    return sample_png(size)
 
 
 def claimed_size_png(width: int, height: int) -> bytes:
     """A small PNG whose header claims ``width`` x ``height`` pixels (its data is one row)."""
-    data = bytearray(png((1, 1), mode="L"))
+    data = bytearray(sample_png(1, mode="L"))
     # IHDR starts at byte 8: length (4), type (4), width (4), height (4), ...; then its CRC
     import zlib
 
@@ -214,9 +209,6 @@ def run_hostile(service, *, port: int, clients: int, requests: int, query: str =
                 ray_init_args: dict | None = None) -> dict:
     """Start the service (``ServeConfig`` ``service``) on loopback, warm it up, run
     ``hostile_load`` against it with its limits, and stop it."""
-    from ..serve import start, stop
-    from .serve_load import wait_healthy
-
     start(service, host=LOOPBACK, port=port, ray_init_args=ray_init_args)
     try:
         wait_healthy(port)

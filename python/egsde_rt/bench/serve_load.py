@@ -47,10 +47,12 @@ class LoadConfig:
         return self
 
 
-def _sample_png(size: int, seed: int = 0) -> bytes:
-    array = (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.uint8)
+def sample_png(size, seed: int = 0, mode: str = "RGB") -> bytes:
+    """A PNG of random pixels (``seed``), ``size`` (h, w) or a side, converted to ``mode``."""
+    h, w = (size, size) if isinstance(size, int) else size
+    array = (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
     buffer = BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).convert(mode).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -125,7 +127,7 @@ def load_test(service: ServeConfig, load: LoadConfig, *, image_size: int, log=pr
               ray_init_args: dict | None = None) -> list[dict]:
     """One run of ``run_load`` per batching setting, each against a freshly deployed service."""
     load.check()
-    body = _sample_png(image_size)
+    body = sample_png(image_size)
     url = f"http://{LOOPBACK}:{load.port}/translate" + (f"?{load.query}" if load.query else "")
     runs = []
     try:

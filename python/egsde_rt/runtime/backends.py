@@ -183,21 +183,20 @@ class Backend:
     batch_limit: Callable[[BackendChoice, EngineDir], int] = lambda choice, engine: MAX_BATCH_SIZE
 
 
-def _compiled_batch_limit(choice: BackendChoice, engine: EngineDir) -> int:
-    return min(MAX_BATCH_SIZE, plans_batch_limit(engine, compiled_identity(choice.device), kind="compiled",
-                                                 precision=choice.precision) or MAX_BATCH_SIZE)
-
-
-def _tensorrt_batch_limit(choice: BackendChoice, engine: EngineDir) -> int:
-    return min(MAX_BATCH_SIZE, plans_batch_limit(engine, tensorrt_identity(), kind="tensorrt",
-                                                 precision=choice.precision) or MAX_BATCH_SIZE)
+def _plans_batch_limit(kind: str, identity: Callable[[BackendChoice], object]):
+    """The ``batch_limit`` of a backend that runs plans of ``kind`` built for ``identity(choice)``."""
+    def batch_limit(choice: BackendChoice, engine: EngineDir) -> int:
+        found = plans_batch_limit(engine, identity(choice), kind=kind, precision=choice.precision)
+        return min(MAX_BATCH_SIZE, found or MAX_BATCH_SIZE)
+    return batch_limit
 
 
 # In auto's order of preference (measured: README "Performance").
 REGISTRY = (
-    Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner, _compiled_batch_limit),
+    Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner,
+            _plans_batch_limit("compiled", lambda choice: compiled_identity(choice.device))),
     Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, False, _probe_tensorrt, _tensorrt_runner,
-            _tensorrt_batch_limit),
+            _plans_batch_limit("tensorrt", lambda choice: tensorrt_identity())),
     Backend("onnxruntime-cuda", ("cuda",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("onnxruntime-cpu", ("cpu",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("torch", ("cpu", "cuda"), PRECISIONS, True, _probe_torch, _torch_runner),
