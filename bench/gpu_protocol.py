@@ -70,7 +70,7 @@ REFERENCE_DIR = ROOT / ".reference"  # git-ignored; the caller copies ../shared/
 # The goldens the GPU tests read (tests/conftest.py's small models).
 REQUIRED_GOLDENS = ("golden_adm_unet_small.npz", "golden_dse_small.npz")
 GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_solvers.py", "tests/test_reliability.py",
-             "tests/test_sampling_path_cuda.py")
+             "tests/test_sampling_path_cuda.py", "tests/test_stable_lowpass.py")
 KERNEL_TESTS_K = "philox or lowpass or step_begin or step_pointer"
 HEADLINE_ENGINE = "/tmp/egsde-protocol-cat2dog"
 HEADLINE_STEPS = 20

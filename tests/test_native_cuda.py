@@ -164,6 +164,8 @@ CAPTURE_MODES = {
     "cosine_s2": dict(s2="cosine", li=30.0),
     "dpmpp_2m_sde": dict(solver="dpmpp-2m-sde", steps=5, repeats=2),  # the multistep buffer in the graph
     "ddim": dict(solver="ddim", eta=0.5, steps=5),
+    "implicit_lowpass": dict(solver="dpmpp-2m-sde", steps=5, lowpass="implicit", li=500.0),  # the pull in the graph
+    "exact_lowpass_ilvr": dict(lowpass="exact", li=500.0, ilvr=True),
 }
 
 

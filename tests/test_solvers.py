@@ -42,6 +42,14 @@ CASES = {
     "dpmpp_repeats": dict(solver="dpmpp-2m-sde", steps=4, repeats=2),
     "dpmpp_fresh_ilvr": dict(solver="dpmpp-2m-sde", steps=4, perturb="fresh", ilvr=True),
     "dpmpp_cosine_s2": dict(solver="dpmpp-2m-sde", steps=4, s2="cosine", li=30.0),
+    # the low-pass expert's stable forms (settings.lowpass), at a weight the gradient form diverges with
+    "ddpm_implicit": dict(solver="ddpm", steps=5, lowpass="implicit", li=500.0),
+    "ddpm_exact_full": dict(solver="ddpm", lowpass="exact", li=50.0),
+    "ddim_implicit": dict(solver="ddim", eta=0.5, steps=5, lowpass="implicit", li=500.0),
+    "dpmpp_implicit": dict(solver="dpmpp-2m-sde", steps=5, lowpass="implicit", li=500.0),
+    "dpmpp_exact_fresh_ilvr": dict(solver="dpmpp-2m-sde", steps=4, lowpass="exact", li=500.0, perturb="fresh",
+                                   ilvr=True),
+    "dpmpp_exact_repeats": dict(solver="dpmpp-2m-sde", steps=4, lowpass="exact", li=10_000.0, repeats=2),
 }
 
 

@@ -229,6 +229,10 @@ PYBIND11_MODULE(_core, m) {
 
   py::enum_<Device>(m, "Device").value("CPU", Device::CPU).value("CUDA", Device::CUDA);
   py::enum_<EnergyKind>(m, "EnergyKind").value("NEG_L2", EnergyKind::NegL2).value("COSINE", EnergyKind::Cosine);
+  py::enum_<LowpassForm>(m, "LowpassForm")
+      .value("GRADIENT", LowpassForm::Gradient)
+      .value("IMPLICIT", LowpassForm::Implicit)
+      .value("EXACT", LowpassForm::Exact);
 
   py::class_<TensorRef>(m, "TensorRef", "A view of a sampler buffer, valid during a runner call.")
       .def_property_readonly("ptr", [](const TensorRef& t) { return reinterpret_cast<std::uintptr_t>(t.data); })
@@ -283,6 +287,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("ls", &SamplerConfig::ls)
       .def_readwrite("li", &SamplerConfig::li)
       .def_readwrite("s2", &SamplerConfig::s2)
+      .def_readwrite("lowpass_form", &SamplerConfig::lowpass_form)
       .def_readwrite("fresh_perturb", &SamplerConfig::fresh_perturb)
       .def_readwrite("ilvr", &SamplerConfig::ilvr)
       .def("set_lowpass", [](SamplerConfig& c, const FloatArray& down_h, const FloatArray& up_h,
@@ -297,6 +302,17 @@ PYBIND11_MODULE(_core, m) {
              c.up_w = to_vector(up_w);
            }, py::arg("down_h"), py::arg("up_h"), py::arg("down_w"), py::arg("up_w"),
            "The low-pass resize matrices D_h [low_h, H], U_h [H, low_h], D_w [low_w, W], U_w [W, low_w].")
+      .def("set_lowpass_eigen", [](SamplerConfig& c, const FloatArray& eig_h, const FloatArray& lambda_h,
+                                   const FloatArray& eig_w, const FloatArray& lambda_w) {
+             require(eig_h.ndim() == 2 && eig_w.ndim() == 2 && lambda_h.ndim() == 1 && lambda_w.ndim() == 1,
+                     "set_lowpass_eigen: eigenvectors 2-D, eigenvalues 1-D");
+             c.eig_h = to_vector(eig_h);
+             c.lambda_h = to_vector(lambda_h);
+             c.eig_w = to_vector(eig_w);
+             c.lambda_w = to_vector(lambda_w);
+           }, py::arg("eig_h"), py::arg("lambda_h"), py::arg("eig_w"), py::arg("lambda_w"),
+           "The stable low-pass forms' eigenpairs of A = L^T L per axis: Q_h [H, low_h], lambda_h [low_h], "
+           "Q_w [W, low_w], lambda_w [low_w] (egsde_rt.lowpass.lowpass_eigen).")
       .def_readonly("low_h", &SamplerConfig::low_h)
       .def_readonly("low_w", &SamplerConfig::low_w);
 

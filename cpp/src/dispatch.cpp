@@ -32,6 +32,7 @@ void philox_normal(const ExecutionContext& ctx, const PhiloxNormalParams& p) { E
 void axpby(const ExecutionContext& ctx, const AxpbyParams& p) { EGSDE_DISPATCH(axpby, ctx, p); }
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p) { EGSDE_DISPATCH(plane_gemm, ctx, p); }
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p) { EGSDE_DISPATCH(cosine_pixel_grad, ctx, p); }
+void pull_scale(const ExecutionContext& ctx, const PullScaleParams& p) { EGSDE_DISPATCH(pull_scale, ctx, p); }
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p) { EGSDE_DISPATCH(egsde_update, ctx, p); }
 void step_begin(const ExecutionContext& ctx, const StepBeginParams& p) { EGSDE_DISPATCH(step_begin, ctx, p); }
 

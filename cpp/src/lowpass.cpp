@@ -1,6 +1,7 @@
 // The low-pass filter composed from plane_gemm (see egsde/ops/lowpass.h), for either backend.
 //   apply:   L(X)   = U_h (D_h X D_w^T) U_w^T
 //   adjoint: L^T(G) = D_h^T (U_h^T G U_w) D_w
+//   pull:    Y     += Q_h (F o (Q_h^T (Y - X) Q_w)) Q_w^T
 #include "egsde/ops/lowpass.h"
 
 #include "egsde/dispatch.h"
@@ -95,6 +96,33 @@ void lowpass_energy_grad(const ExecutionContext& ctx, const LowpassParams& p, En
   c.pixels = p.height * p.width;
   cosine_pixel_grad(ctx, c);
   adjoint(ctx, p, w, grad, grad);
+}
+
+void lowpass_pull(const ExecutionContext& ctx, const LowpassParams& p, LowpassForm form, float* y, const float* x,
+                  float c, const StepScalars* step) {
+  check(p);
+  require(form != LowpassForm::Gradient, "lowpass_pull: the gradient form has no pull");
+  require(p.eig_h && p.eig_w && p.lambda_h && p.lambda_w, "lowpass_pull: the eigenpairs are not set");
+  const Workspace w = split(p);
+  const index_t P = p.batch * p.channels, H = p.height, W = p.width, lh = p.low_h, lw = p.low_w;
+  const index_t n = P * H * W;
+  axpby(ctx, AxpbyParams{y, x, w.full1, n, 1.0f, -1.0f});                                        // V = Y - X
+  gemm(ctx, P, lh, W, H, shared(p.eig_h, 1, lh), planes_of(w.full1, H * W, W), w.t1);          // Q_h^T V
+  gemm(ctx, P, lh, lw, W, planes_of(w.t1, lh * W, W), shared(p.eig_w, lw, 1), w.t2);           // .. Q_w
+  PullScaleParams s;
+  s.low = w.t2;
+  s.lambda_h = p.lambda_h;
+  s.lambda_w = p.lambda_w;
+  s.planes = P;
+  s.low_h = lh;
+  s.low_w = lw;
+  s.form = form;
+  s.c = c;
+  s.step = step;
+  pull_scale(ctx, s);                                                                            // F o ..
+  gemm(ctx, P, H, lw, lh, shared(p.eig_h, lh, 1), planes_of(w.t2, lh * lw, lw), w.t3);         // Q_h ..
+  gemm(ctx, P, H, W, lw, planes_of(w.t3, H * lw, lw), shared(p.eig_w, 1, lw), w.full2);        // .. Q_w^T
+  axpby(ctx, AxpbyParams{y, w.full2, y, n, 1.0f, 1.0f});
 }
 
 }  // namespace egsde

@@ -37,6 +37,14 @@ void check_config(const SamplerConfig& c) {
   require(c.down_h.size() == static_cast<size_t>(rows) && c.up_h.size() == static_cast<size_t>(rows) &&
               c.down_w.size() == static_cast<size_t>(columns) && c.up_w.size() == static_cast<size_t>(columns),
           "sampler: low-pass matrices do not match the image and low-pass sizes");
+  if (c.pulls()) {
+    require(c.s2 == EnergyKind::NegL2, "sampler: the stable low-pass forms integrate the squared-distance energy "
+                                       "(s2 neg_l2) only");
+    require(c.eig_h.size() == static_cast<size_t>(rows) && c.eig_w.size() == static_cast<size_t>(columns) &&
+                c.lambda_h.size() == static_cast<size_t>(c.low_h) &&
+                c.lambda_w.size() == static_cast<size_t>(c.low_w),
+            "sampler: the stable low-pass forms need the eigenpairs of the image and low-pass sizes");
+  }
 }
 
 index_t image_batch_numel(const SamplerConfig& c) {
@@ -103,6 +111,16 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
                            config_.low_h, config_.low_w, nullptr};
   lowpass_workspace_ = DeviceArray(d, lowpass_workspace_floats(lowpass_));
   lowpass_.workspace = lowpass_workspace_.data();
+  if (config_.pulls()) {
+    eig_h_ = uploaded(ctx_, config_.eig_h);
+    eig_w_ = uploaded(ctx_, config_.eig_w);
+    lambda_h_ = uploaded(ctx_, config_.lambda_h);
+    lambda_w_ = uploaded(ctx_, config_.lambda_w);
+    lowpass_.eig_h = eig_h_.data();
+    lowpass_.eig_w = eig_w_.data();
+    lowpass_.lambda_h = lambda_h_.data();
+    lowpass_.lambda_w = lambda_w_.data();
+  }
 
   const std::vector<index_t> image_shape{config_.batch, config_.channels, config_.height, config_.width};
   y_ref_ = ref(y_.data(), image_shape);
@@ -219,7 +237,8 @@ void Sampler::step(Runner& runner) {
     runner.dse_grad(y_ref_, x_t_ref_, t_now_ref_, grad_s_ref_);
     clock_.end(Phase::DseGrad);
   }
-  if (c.li != 0.0f) {
+  const bool gradient_i = c.li != 0.0f && !c.pulls();
+  if (gradient_i) {
     clock_.begin(Phase::LowpassGrad);
     lowpass_energy_grad(ctx_, lowpass_, c.s2, y_.data(), x_t_.data(), grad_i_.data());
     clock_.end(Phase::LowpassGrad);
@@ -229,7 +248,7 @@ void Sampler::step(Runner& runner) {
   u.y = y_.data();
   u.eps = eps_.data();
   u.grad_s = c.ls != 0.0f ? grad_s_.data() : nullptr;
-  u.grad_i = c.li != 0.0f ? grad_i_.data() : nullptr;
+  u.grad_i = gradient_i ? grad_i_.data() : nullptr;
   u.noise = injected_ ? injected_sampling_.data() : nullptr;
   u.out = y_.data();
   u.x0_prev = x0_prev_.size() ? x0_prev_.data() : nullptr;
@@ -240,15 +259,22 @@ void Sampler::step(Runner& runner) {
   u.step = step;
   clock_.begin(Phase::UpdateNoise);
   egsde_update(ctx_, u);
-  if (c.ilvr) {  // y <- y - L(y - x_t) = y - L(y) + L(x_t), where the step's ILVR flag is set
+  clock_.end(Phase::UpdateNoise);
+  if (c.pulls()) {  // the low-pass expert in its stable form, after the update
+    clock_.begin(Phase::LowpassGrad);
+    lowpass_pull(ctx_, lowpass_, c.lowpass_form, y_.data(), x_t_.data(), 0.0f, step);
+    clock_.end(Phase::LowpassGrad);
+  }
+  if (c.ilvr) {
+    clock_.begin(Phase::UpdateNoise);  // y <- y - L(y - x_t) = y - L(y) + L(x_t), where the step's ILVR flag is set
     axpby(ctx_, AxpbyParams{y_.data(), x_t_.data(), scratch_.data(), numel_, 1.0f, -1.0f});
     lowpass_apply(ctx_, lowpass_, scratch_.data(), scratch_.data());
     AxpbyParams correction{y_.data(), scratch_.data(), y_.data(), numel_};
     correction.step = step;
     correction.mix = StepMix::IlvrCorrection;  // b = 0 at t = 0: y is kept as it is
     axpby(ctx_, correction);
+    clock_.end(Phase::UpdateNoise);
   }
-  clock_.end(Phase::UpdateNoise);
 }
 
 void Sampler::finish(float* out) {

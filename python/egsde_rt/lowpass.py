@@ -11,6 +11,18 @@ out-of-range taps reflect with the edge repeated (index sequence ``0..n-1, n-1..
 The filter of one channel is ``L(Y) = U_h D_h Y D_w^T U_w^T``, with ``D`` of shape (n/N, n) and
 ``U`` of shape (n, n/N): O(H W n/N) work, never a dense (H W)^2 operator. The energy gradients
 have closed forms (``LowPassFilter.energy_grad``) that the native kernels reproduce.
+
+The stable forms of the expert (``settings.lowpass``). With the squared-distance energy
+``E = ||L y - L x||^2`` the expert's gradient ``2 A (y - x)``, ``A = L^T L``, is a linear pull, and
+the official update steps it explicitly: ``y' = y_bar - c A (y - x)`` with ``c = 2 li w`` (``w``
+the update's guidance weight, ``y_bar`` the update without the expert), stable only while
+``c lambda_max(A)`` stays below about 2. ``implicit`` steps it backward instead (the proximal
+step, ``y' = x + (I + c A)^-1 (y_bar - x)``) and ``exact`` integrates the pull exactly
+(``y' = x + exp(-c A) (y_bar - x)``): both are stable at any ``c`` and equal the gradient step to
+first order in ``c``. Since ``A = A_h (x) A_w`` with ``A_h = (U_h D_h)^T U_h D_h`` of rank ``n/N``,
+``f(A) v = v + Q_h (F o (Q_h^T v Q_w)) Q_w^T`` with ``Q`` the eigenvectors of the ``n/N`` nonzero
+eigenvalues (one host eigendecomposition per axis, ``lowpass_eigen``) and
+``F_ij = f(c lambda_i mu_j) - 1``: the plane GEMMs of the filter and one small scaling.
 """
 
 from __future__ import annotations
@@ -22,6 +34,11 @@ import torch
 
 from .errors import ConfigError
 from .similarity import COSINE_EPS, check_kind, lowpass_energy
+
+
+LOWPASS_FORMS = ("gradient", "implicit", "exact")
+# F(z) = f(z) - 1 of each stable form, z = c * lambda_i * mu_j >= 0 (the native pull_scale_at twin).
+_PULL_FACTORS = {"implicit": lambda z: -z / (1.0 + z), "exact": lambda z: torch.expm1(-z)}
 
 
 def _triangle(d: np.ndarray) -> np.ndarray:
@@ -66,6 +83,16 @@ def lowpass_factors(n: int, down_N: int) -> tuple[np.ndarray, np.ndarray]:
     return down, up
 
 
+def lowpass_eigen(n: int, down_N: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q [n, n/N], lambda [n/N]): the eigenpairs of ``A = (U D)^T (U D)`` of one axis with the
+    n/N largest eigenvalues (A's rank is at most n/N; the rest are zero), float64."""
+    down, up = lowpass_factors(n, down_N)
+    filt = up @ down
+    values, vectors = np.linalg.eigh(filt.T @ filt)
+    rank = down.shape[0]
+    return np.ascontiguousarray(vectors[:, -rank:]), np.clip(values[-rank:], 0.0, None)
+
+
 class LowPassFilter:
     """``L = up(down(.))`` on [..., H, W] tensors, with its adjoint and energy gradients."""
 
@@ -78,9 +105,11 @@ class LowPassFilter:
             return torch.as_tensor(a, dtype=torch.float32, device=device)
 
         self.down_h, self.up_h, self.down_w, self.up_w = t(dh), t(uh), t(dw), t(uw)
+        (qh, lh), (qw, lw) = lowpass_eigen(height, down_N), lowpass_eigen(width, down_N)
+        self.eig_h, self.lambda_h, self.eig_w, self.lambda_w = t(qh), t(lh), t(qw), t(lw)
 
     def to(self, device) -> "LowPassFilter":
-        for name in ("down_h", "up_h", "down_w", "up_w"):
+        for name in ("down_h", "up_h", "down_w", "up_w", "eig_h", "lambda_h", "eig_w", "lambda_w"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -121,3 +150,11 @@ class LowPassFilter:
         pixels = self.height * self.width
         d_b = -(a_hat - cos * b_hat) / norm_b / pixels
         return self.adjoint(d_b)
+
+    def pull(self, y: torch.Tensor, x: torch.Tensor, c, form: str) -> torch.Tensor:
+        """The squared-distance expert's pull of ``y`` towards ``x`` with strength ``c`` in a
+        stable form: ``x + f(c A) (y - x)``, f(z) = 1 / (1 + z) (implicit) or exp(-z) (exact)."""
+        self._check(y)
+        low = self.eig_h.T @ (y - x) @ self.eig_w
+        z = c * self.lambda_h[:, None] * self.lambda_w[None, :]
+        return y + self.eig_h @ (_PULL_FACTORS[form](z) * low) @ self.eig_w.T

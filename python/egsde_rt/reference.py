@@ -103,6 +103,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     eps_fn = score_function(score_model, settings.score_kind, class_label)
     lowpass = LowPassFilter(shape[2], shape[3], settings.down_N, device=device)
     timer = timer or Untimed()
+    stable = settings.lowpass != "gradient"  # the low-pass expert's pull after the step (lowpass.LowPassFilter.pull)
 
     def scalar(table, k):
         return torch.tensor(table[k], dtype=torch.float32, device=device)
@@ -123,7 +124,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
             if settings.ls:
                 with timer.phase("dse_grad"):
                     grad_s = dse_gradient(dse, settings.s1, y, x_t, t)
-            if settings.li:
+            if settings.li and not stable:
                 with timer.phase("lowpass_grad"):
                     low_x = lowpass.apply(x_t)
                     grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
@@ -134,20 +135,28 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     w = scalar(coefs.guidance_w, k)
                     if settings.ls:
                         mean = mean - settings.ls * w * grad_s
-                    if settings.li:
+                    if settings.li and not stable:
                         mean = mean - settings.li * w * grad_i
                     y = (mean + scalar(coefs.sigma, k) * z).float()
+                    pull_w = w
                 else:  # guidance in eps form, then the solver's step
                     abar_t, abar_s = float(abar[k]), float(abar[k + 1]) if k + 1 < K else 1.0
                     sigma_t = math.sqrt(1 - abar_t)
                     eps_hat = eps
                     if settings.ls:
                         eps_hat = eps_hat + sigma_t * settings.ls * grad_s
-                    if settings.li:
+                    if settings.li and not stable:
                         eps_hat = eps_hat + sigma_t * settings.li * grad_i
                     x0_pred = (y - sigma_t * eps_hat) / math.sqrt(abar_t)
                     y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, settings.eta, z, previous)
                     y = y.float()
+                    # the guidance weight of the first-order step: how far it moves y per unit of eps_hat
+                    pull_w = -sigma_t * solver_step(0.0, 1.0, -sigma_t / math.sqrt(abar_t), abar_t, abar_s,
+                                                    settings.eta, 0.0, None)[0]
+            if settings.li and stable:  # the low-pass expert integrated implicitly or exactly, after the step
+                with timer.phase("lowpass_grad"):
+                    y = lowpass.pull(y, x_t, 2.0 * settings.li * pull_w, settings.lowpass).float()
+            with timer.phase("update_noise"):
                 if settings.ilvr and coefs.t[k] > 0:
                     y = y - lowpass.apply(y) + lowpass.apply(x_t)
             if callback is not None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 from .errors import ConfigError
+from .lowpass import LOWPASS_FORMS
 from .schedule import VAR_TYPES
 from .similarity import SIMILARITY_KINDS
 from .solvers import SOLVERS, check_eta
@@ -127,6 +128,11 @@ class EGSDESettings:
     s1: str = setting("cosine", str, "similarity of the DSE features: cosine or neg_l2 (baked into the DSE "
                                      "gradient graph)", overridable=False, choices=SIMILARITY_KINDS)
     s2: str = setting("neg_l2", str, "energy of the low-pass filter: neg_l2 or cosine", choices=SIMILARITY_KINDS)
+    lowpass: str = setting("gradient", str, "how an update applies the low-pass expert (s2 neg_l2): gradient (the "
+                                            "official explicit step, stable only for small steps), implicit "
+                                            "(the proximal step) or exact (the pull integrated exactly); the two "
+                                            "stable forms equal the gradient step to first order and stay stable "
+                                            "at any li and step size", choices=LOWPASS_FORMS)
     down_N: int = setting(32, int, "low-pass factor", maximum=MAX_DOWN_N)
     var_type: str = setting("fixedsmall", str, "fixedsmall or fixedlarge (the ddpm solver's variance)",
                             choices=VAR_TYPES)
@@ -151,6 +157,9 @@ class EGSDESettings:
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
                                        or not 1 <= self.steps <= self.M):
             raise ConfigError(f"steps must be None or an integer in 1..M ({self.M}), got {self.steps!r}")
+        if self.lowpass != "gradient" and self.s2 != "neg_l2":
+            raise ConfigError(f"lowpass={self.lowpass!r} integrates the squared-distance expert (s2='neg_l2'), got "
+                              f"s2={self.s2!r}: pass lowpass='gradient' for the cosine energy")
         if self.solver == "ddpm" and self.eta != 1.0:
             raise ConfigError(f"eta={self.eta!r} does not apply to the ddpm solver (its noise is the schedule's "
                               "variance, var_type): pass solver='ddim' or 'dpmpp-2m-sde' to set eta")

@@ -16,6 +16,7 @@ void philox_normal(const ExecutionContext& ctx, const PhiloxNormalParams& p);
 void axpby(const ExecutionContext& ctx, const AxpbyParams& p);
 void plane_gemm(const ExecutionContext& ctx, const PlaneGemmParams& p);
 void cosine_pixel_grad(const ExecutionContext& ctx, const CosineGradParams& p);
+void pull_scale(const ExecutionContext& ctx, const PullScaleParams& p);
 void egsde_update(const ExecutionContext& ctx, const UpdateParams& p);
 void step_begin(const ExecutionContext& ctx, const StepBeginParams& p);
 

@@ -37,6 +37,10 @@ struct SamplerConfig {
   StepTable steps;
   float ls = 0.0f, li = 0.0f;
   EnergyKind s2 = EnergyKind::NegL2;
+  // Gradient: the expert's gradient inside the update (the official form). Implicit / Exact:
+  // the update without it, then the stable pull (lowpass_pull, s2 NegL2 only), which needs the
+  // eigenpairs below.
+  LowpassForm lowpass_form = LowpassForm::Gradient;
   index_t repeats = 1;
   bool fresh_perturb = false;
   bool ilvr = false;
@@ -44,6 +48,10 @@ struct SamplerConfig {
   // D_w [low_w, width], U_w [width, low_w].
   index_t low_h = 0, low_w = 0;
   std::vector<float> down_h, up_h, down_w, up_w;
+  // The stable forms: A's eigenvectors Q_h [height, low_h], Q_w [width, low_w] (row-major) and
+  // eigenvalues lambda_h [low_h], lambda_w [low_w].
+  std::vector<float> eig_h, eig_w, lambda_h, lambda_w;
+  bool pulls() const { return li != 0.0f && lowpass_form != LowpassForm::Gradient; }
 };
 
 // The device-side step table: row k of `steps` with ls and li folded in and the ILVR flag.
@@ -114,6 +122,7 @@ class Sampler {
   DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
   DeviceArray x0_prev_;  // multistep solvers: the previous update's data prediction
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
+  DeviceArray eig_h_, eig_w_, lambda_h_, lambda_w_;  // the stable forms only
   DeviceArray injected_sampling_, injected_perturb_;
   // The counter-driven step: the table (uploaded once), the counter, the per-image seeds, the
   // current step's scalars and the runners' t input (the same pointers every step).

@@ -1,4 +1,4 @@
-// lowpass primitives, CPU: plane_gemm and the per-pixel cosine gradient.
+// lowpass primitives, CPU: plane_gemm, the per-pixel cosine gradient and the stable pull's scaling.
 #include "egsde/ops/lowpass.h"
 #include "parallel.h"
 
@@ -25,6 +25,12 @@ void plane_gemm(const PlaneGemmParams& p) {
 void cosine_pixel_grad(const CosineGradParams& p) {
 #pragma omp parallel for schedule(static) if (worth_threads(p.batch * p.channels * p.pixels))
   for (index_t g = 0; g < p.batch * p.pixels; ++g) cosine_pixel_grad_at(p, g);
+}
+
+void pull_scale(const PullScaleParams& p) {
+  const index_t n = p.planes * p.low_h * p.low_w;
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+  for (index_t g = 0; g < n; ++g) pull_scale_at(p, g);
 }
 
 }  // namespace egsde::cpu

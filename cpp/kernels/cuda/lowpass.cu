@@ -1,5 +1,5 @@
 // lowpass primitives, CUDA: plane_gemm (one thread per output element) and the per-pixel
-// cosine gradient (one thread per pixel).
+// cosine gradient (one thread per pixel), the stable pull's scaling (one thread per element).
 #include "cuda_check.cuh"
 #include "egsde/ops/lowpass.h"
 
@@ -34,6 +34,18 @@ void cosine_pixel_grad(const CosineGradParams& p, void* stream) {
   if (n == 0) return;
   cosine_pixel_grad_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(p);
   check_launch("cosine_pixel_grad");
+}
+
+__global__ void pull_scale_kernel(PullScaleParams p) {
+  const index_t g = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (g < p.planes * p.low_h * p.low_w) pull_scale_at(p, g);
+}
+
+void pull_scale(const PullScaleParams& p, void* stream) {
+  const index_t n = p.planes * p.low_h * p.low_w;
+  if (n == 0) return;
+  pull_scale_kernel<<<blocks_for(n), kThreads, 0, as_stream(stream)>>>(p);
+  check_launch("pull_scale");
 }
 
 }  // namespace egsde::cuda

@@ -25,7 +25,7 @@ import torch
 
 from .. import _core
 from ..errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
-from ..lowpass import lowpass_factors
+from ..lowpass import lowpass_eigen, lowpass_factors
 from ..noise import Seeds, check_noise, check_seeds
 from ..schedule import Schedule, StepCoefficients
 from ..settings import EGSDESettings
@@ -98,6 +98,10 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
     height_factors = lowpass_factors(config.height, settings.down_N)
     width_factors = lowpass_factors(config.width, settings.down_N)
     config.set_lowpass(*(np.ascontiguousarray(m, dtype=np.float32) for m in (*height_factors, *width_factors)))
+    config.lowpass_form = getattr(_core.LowpassForm, settings.lowpass.upper())
+    if settings.lowpass != "gradient":
+        config.set_lowpass_eigen(*(np.ascontiguousarray(m, dtype=np.float32) for m in (
+            *lowpass_eigen(config.height, settings.down_N), *lowpass_eigen(config.width, settings.down_N))))
     return _core.Sampler(config)
 
 
