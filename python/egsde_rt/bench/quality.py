@@ -1,11 +1,11 @@
 """The quality-cost curve: ``egsde-rt bench --quality``.
 
-Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta``) on the demo's tuning split,
-picks the cheapest setting that matches the official sampler (ddpm, all M updates) there, and
-reports the official sampler, the chosen setting and each solver's best setting per update count
-on the held-out split (images that neither training nor the tuning saw): realism, the
-judge-feature Frechet distance, PSNR / SSIM to the source and to the paired true target, network
-evaluations and seconds per image. The match:
+Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta`` x step spacing) on the demo's
+tuning split, picks the cheapest setting that matches the official sampler (ddpm, all M updates)
+there, and reports the official sampler, the chosen setting and each solver's (and spacing's)
+best setting per update count on the held-out split (images that neither training nor the tuning
+saw): realism, the judge-feature Frechet distance, PSNR / SSIM to the source and to the paired
+true target, network evaluations and seconds per image. The match:
 
 - realism at least the official's minus 0.02, the Frechet distance no worse,
 - PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
@@ -34,6 +34,7 @@ class QualityConfig:
     ls: tuple = (250.0, 500.0, 750.0, 1000.0)
     li: tuple = ()  # empty: the engine's li only
     eta: tuple = (1.0,)  # of the solvers that take one (ddpm: 1 only)
+    spacing: tuple = ("uniform",)  # where the updates fall (schedule.SPACINGS)
     tuning_count: int = 128
     held_out_count: int = 256
     reference_count: int = 1024
@@ -48,11 +49,12 @@ def grid(config: QualityConfig, M: int) -> list[dict]:
         for updates in config.updates:
             if updates >= M:
                 continue
-            for ls in config.ls:
-                for li in config.li or (None,):
-                    for eta in (1.0,) if solver == "ddpm" else config.eta:
-                        point = {"solver": solver, "steps": updates, "ls": ls, "eta": eta}
-                        points.append(point if li is None else {**point, "li": li})
+            for spacing in config.spacing:
+                for ls in config.ls:
+                    for li in config.li or (None,):
+                        for eta in (1.0,) if solver == "ddpm" else config.eta:
+                            point = {"solver": solver, "steps": updates, "spacing": spacing, "ls": ls, "eta": eta}
+                            points.append(point if li is None else {**point, "li": li})
     return points
 
 
@@ -69,11 +71,11 @@ def choose(rows: list[dict], official: dict) -> dict | None:
 
 
 def best_per_budget(rows: list[dict], official: dict) -> list[dict]:
-    """For each (solver, updates): the setting whose row matches, else the one with the lowest FD among
-    those faithful to the source (PSNR within the match's bound), else the lowest FD."""
+    """For each (solver, spacing, updates): the setting whose row matches, else the one with the lowest FD
+    among those faithful to the source (PSNR within the match's bound), else the lowest FD."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["settings"]["solver"], r["settings"]["steps"]), []).append(r)
+        groups.setdefault((r["settings"]["solver"], r["settings"]["spacing"], r["settings"]["steps"]), []).append(r)
     best = []
     for key in sorted(groups):
         group = groups[key]
@@ -101,7 +103,7 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
     log("held-out split (settings chosen on the tuning split):")
 
     def overrides_of(row):
-        return {k: row["settings"][k] for k in ("solver", "steps", "eta", "ls", "li")}
+        return {k: row["settings"][k] for k in ("solver", "steps", "spacing", "eta", "ls", "li")}
 
     official = evaluate("held_out", OFFICIAL)
     held_out = [evaluate("held_out", overrides_of(r)) for r in curve]
@@ -145,18 +147,23 @@ def format_quality(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _method(row: dict) -> tuple[str, str]:
+    return row["settings"]["solver"], row["settings"]["spacing"]
+
+
 def plot_quality(record: dict, path) -> Path:
     """Realism, the Frechet distance and the PSNR to the true target against network evaluations,
-    per solver (held-out split)."""
+    per solver and spacing (held-out split)."""
     plt = pyplot()
     held = record["held_out"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, metric, label in zip(axes, ("realism", "fd", "psnr_target"),
                                  ("realism (judge)", "Frechet distance (judge features)", "PSNR to true target dB")):
-        for solver in dict.fromkeys(r["settings"]["solver"] for r in held["curve"]):
-            rows = sorted((r for r in held["curve"] if r["settings"]["solver"] == solver),
+        for solver, spacing in dict.fromkeys(_method(r) for r in held["curve"]):
+            rows = sorted((r for r in held["curve"] if _method(r) == (solver, spacing)),
                           key=lambda r: r["network_evaluations"])
-            ax.plot([r["network_evaluations"] for r in rows], [r[metric] for r in rows], "o-", label=solver)
+            ax.plot([r["network_evaluations"] for r in rows], [r[metric] for r in rows], "o-",
+                    label=solver if spacing == "uniform" else f"{solver} {spacing}")
         off = held["official"]
         ax.axhline(off[metric], color="gray", linestyle="--", label=f"official ({off['network_evaluations']} evals)")
         if held.get("chosen"):
