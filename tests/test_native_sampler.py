@@ -11,7 +11,7 @@ from sampling_helpers import native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError, SamplingCancelled
 from egsde_rt.runtime.native_sampler import STEP_TABLE_COLUMNS, build_sampler, step_table
-from egsde_rt.schedule import Schedule, StepCoefficients
+from egsde_rt.schedule import Schedule, StepCoefficients, kept_timesteps
 from egsde_rt.settings import EGSDESettings
 from egsde_rt.lowpass import lowpass_factors
 
@@ -45,6 +45,8 @@ MODES = {
     "repeats": dict(repeats=2),
     "ilvr": dict(ilvr=True, ls=0.0, li=0.0),
     "respaced": dict(M=200, steps=6),
+    "logsnr": dict(M=200, steps=6, spacing="logsnr"),
+    "karras": dict(M=200, steps=6, spacing="karras"),
     "cosine_s2": dict(s2="cosine", li=30.0),
     "neg_l2_s1": dict(s1="neg_l2", ls=0.05),
     "fixedlarge": dict(var_type="fixedlarge"),
@@ -69,6 +71,24 @@ def test_modes_agree_with_the_reference(mode, noise_source, small_unet, small_ds
     a = native_translate(x0, small_unet, small_dse, **kwargs)
     b = reference_translate(x0, small_unet, small_dse, **kwargs)
     assert (a - b).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("solver", ["ddpm", "dpmpp-2m-sde"])
+@pytest.mark.parametrize("spacing", ["logsnr", "karras"])
+def test_both_loops_run_at_the_spacings_timesteps(spacing, solver, small_unet, small_dse):
+    abar = np.cumprod(1 - Schedule.create().betas_f64)
+    kept = kept_timesteps(abar, 200, 6, spacing)
+    assert not np.array_equal(kept, kept_timesteps(abar, 200, 6, "uniform"))
+    for translate in (native_translate, reference_translate):
+        calls = []
+
+        def recording(y, t):
+            calls.append(float(t[0]))
+            return small_unet(y, t)
+
+        translate(_x0(batch=1), recording, small_dse, M=200, steps=6, spacing=spacing, solver=solver, ls=1.0,
+                  li=1.0, down_N=8, seed=5)
+        assert calls == kept.tolist(), translate.__name__
 
 
 def test_ddpm_score_model(small_dse):

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from egsde_rt.bench.quality import QualityConfig, choose, format_quality, matches, plot_quality, run_quality
+from egsde_rt.bench.quality import (QualityConfig, best_per_budget, choose, format_quality, grid, matches, plot_quality,
+                                    run_quality)
+from egsde_rt.demo import setting_label
 
 OFFICIAL = {"realism": 0.87, "fd": 312.0, "psnr_source": 27.05, "psnr_target": 24.0, "network_evaluations": 60,
             "settings": {"solver": "ddpm", "steps": 60, "ls": 1000.0}}
@@ -32,21 +34,64 @@ def test_choose_takes_the_fewest_evaluations_that_match():
     assert choose([_row(6, realism=0.5)], OFFICIAL) is None
 
 
+def test_the_sweep_has_a_spacing_axis(monkeypatch):
+    config = QualityConfig(solvers=("ddpm", "dpmpp-2m-sde"), updates=(4,), ls=(500.0,), spacing=("uniform", "karras"))
+    points = grid(config, M=12)
+    assert [(p["solver"], p["spacing"]) for p in points] == [("ddpm", "uniform"), ("ddpm", "karras"),
+                                                              ("dpmpp-2m-sde", "uniform"), ("dpmpp-2m-sde", "karras")]
+    assert "karras" in setting_label({**points[1], "steps": 4}) and "uniform" not in setting_label(points[0])
+    rows = [_row(4, settings={**p, "steps": 4}) for p in points]
+    assert len(best_per_budget(rows, OFFICIAL)) == 4  # one per solver and spacing
+    import egsde_rt.bench.quality as quality
+    from egsde_rt.cli import main
+
+    def capture(config, log):
+        raise SystemExit(config.spacing)
+
+    monkeypatch.setattr(quality, "run_quality", capture)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--quality", "--spacings", "logsnr", "karras"])
+    assert exit_.value.code == ("logsnr", "karras")
+
+
+def test_the_sweep_has_a_lowpass_axis(monkeypatch):
+    config = QualityConfig(solvers=("dpmpp-2m-sde",), updates=(4, 6), ls=(500.0,), li=(50.0, 200.0),
+                           lowpass=("gradient", "implicit"))
+    points = grid(config, M=12)
+    assert len(points) == 8 and {p["lowpass"] for p in points} == {"gradient", "implicit"}
+    assert "implicit" in setting_label(points[2]) and "gradient" not in setting_label(points[0])
+    rows = [_row(p["steps"], settings=p) for p in points]
+    assert len(best_per_budget(rows, OFFICIAL)) == 4  # one per low-pass form and update count
+    import egsde_rt.bench.quality as quality
+    from egsde_rt.cli import main
+
+    def capture(config, log):
+        raise SystemExit(config.lowpass)
+
+    monkeypatch.setattr(quality, "run_quality", capture)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--quality", "--lowpass-forms", "implicit", "exact"])
+    assert exit_.value.code == ("implicit", "exact")
+
+
 def test_a_small_sweep_end_to_end(tiny_engine, tmp_path):
     path, _, _ = tiny_engine
     config = QualityConfig(engine_dir=path, backend="torch", solvers=("dpmpp-2m-sde",), updates=(4, 99), ls=(500.0,),
-                           tuning_count=4, held_out_count=4, reference_count=16, batch_size=2)
+                           spacing=("logsnr",), lowpass=("implicit",), tuning_count=4, held_out_count=4, reference_count=16, batch_size=2)
     logs = []
     record = run_quality(config, log=logs.append)
     json.dumps(record)  # serialisable
     official = record["held_out"]["official"]
     assert official["settings"]["solver"] == "ddpm" and official["network_evaluations"] == 12  # all M updates
     assert [r["settings"]["steps"] for r in record["tuning"]["sweep"]] == [4]  # 99 >= M is left out
+    assert [r["settings"]["spacing"] for r in record["held_out"]["curve"]] == ["logsnr"]  # carried to held-out
+    assert [r["settings"]["lowpass"] for r in record["held_out"]["curve"]] == ["implicit"]
     for row in (official, *record["held_out"]["curve"]):
         assert row["split"] == "held_out"
         for key in ("realism", "fd", "psnr_source", "ssim_source", "psnr_target", "ssim_target", "seconds_per_image"):
             assert isinstance(row[key], float), key
     assert record["config"]["splits"]["tuning"] != record["config"]["splits"]["held_out"]
-    assert "held-out split" in format_quality(record)
+    assert "held-out split" in format_quality(record) and "dpmpp-2m-sde 4 logsnr" in format_quality(record)
+    assert "implicit" in format_quality(record)
     pytest.importorskip("matplotlib")
     assert plot_quality(record, tmp_path / "q.png").stat().st_size > 1000

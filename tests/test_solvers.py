@@ -13,7 +13,7 @@ from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds
 from egsde_rt.runtime.runners import TorchRunner
-from egsde_rt.schedule import Schedule, StepCoefficients
+from egsde_rt.schedule import SPACINGS, Schedule, StepCoefficients
 from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 from egsde_rt.solvers import SOLVERS
 
@@ -38,6 +38,9 @@ CASES = {
     "ddim_eta0.5_respaced": dict(solver="ddim", eta=0.5, steps=5),
     "dpmpp": dict(solver="dpmpp-2m-sde"),
     "dpmpp_respaced": dict(solver="dpmpp-2m-sde", steps=5),
+    "dpmpp_logsnr": dict(solver="dpmpp-2m-sde", steps=5, spacing="logsnr"),
+    "dpmpp_karras": dict(solver="dpmpp-2m-sde", steps=6, spacing="karras"),
+    "ddim_karras": dict(solver="ddim", eta=0.5, steps=4, spacing="karras"),
     "dpmpp_eta0": dict(solver="dpmpp-2m-sde", eta=0.0, steps=5),
     "dpmpp_repeats": dict(solver="dpmpp-2m-sde", steps=4, repeats=2),
     "dpmpp_fresh_ilvr": dict(solver="dpmpp-2m-sde", steps=4, perturb="fresh", ilvr=True),
@@ -159,10 +162,15 @@ def test_guidance_in_eps_form_is_the_official_update():
 
 
 def test_solver_and_eta_are_declared_once():
-    for name in ("solver", "eta", "steps"):
+    for name in ("solver", "eta", "steps", "spacing"):
         assert name in DECLARATIONS and name in RUNTIME_OVERRIDABLE
     assert DECLARATIONS["solver"].choices == tuple(SOLVERS)
+    assert DECLARATIONS["spacing"].choices == SPACINGS and EGSDESettings().spacing == "uniform"
     assert overrides_from_text({"solver": "ddim", "eta": "0.5"}) == {"solver": "ddim", "eta": 0.5}
+    assert overrides_from_text({"spacing": "logsnr"}) == {"spacing": "logsnr"}
+    for bad in (lambda: EGSDESettings(spacing="cosine"), lambda: overrides_from_text({"spacing": "Karras"})):
+        with pytest.raises(ConfigError, match=r"spacing must be one of \['uniform', 'logsnr', 'karras'\]"):
+            bad()
     with pytest.raises(ConfigError, match="solver must be one of"):
         EGSDESettings(solver="euler")
     with pytest.raises(ConfigError, match="eta must be"):
@@ -174,8 +182,8 @@ def test_solver_and_eta_are_declared_once():
     from egsde_rt.cli import build_parser
 
     args = build_parser().parse_args(["translate", "engine", "x.png", "--output-dir", "o", "--solver",
-                                      "dpmpp-2m-sde", "--eta", "0.5", "--steps", "8"])
-    assert (args.solver, args.eta, args.steps) == ("dpmpp-2m-sde", 0.5, 8)
+                                      "dpmpp-2m-sde", "--eta", "0.5", "--steps", "8", "--spacing", "karras"])
+    assert (args.solver, args.eta, args.steps, args.spacing) == ("dpmpp-2m-sde", 0.5, 8, "karras")
 
 
 def test_the_translator_takes_the_solver_at_run_time(tiny_engine):

@@ -367,7 +367,8 @@ def _bench_quality(args) -> int:
     from .bench.quality import QualityConfig, format_quality, plot_quality, run_quality
 
     given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "li": args.li_sweep,
-             "eta": args.eta_sweep, "tuning_count": args.tuning_count,
+             "eta": args.eta_sweep, "spacing": args.spacings, "lowpass": args.lowpass_forms,
+             "tuning_count": args.tuning_count,
              "held_out_count": args.held_out_count, "backend": args.quality_backend,
              "batch_size": args.quality_batch_size}
     config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
@@ -666,6 +667,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "the engine's)")
     quality.add_argument("--eta-sweep", type=float, nargs="+", help="eta values swept for ddim and dpmpp-2m-sde "
                          "(default: 1)")
+    quality.add_argument("--spacings", nargs="+", choices=DECLARATIONS["spacing"].choices,
+                         help="step spacings swept (default: uniform)")
+    quality.add_argument("--lowpass-forms", nargs="+", choices=DECLARATIONS["lowpass"].choices,
+                         help="forms of the low-pass expert swept (default: gradient)")
     quality.add_argument("--tuning-count", type=int, help="images of the tuning split (default 128)")
     quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
     quality.add_argument("--quality-backend", choices=["auto", *backend_names()], help="default: auto")

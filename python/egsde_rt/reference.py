@@ -89,9 +89,10 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     check_source(x0)
     x0 = x0.float()
     schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
-    coefs = StepCoefficients.from_schedule(schedule, settings.M, settings.steps)  # the official tables
+    respaced = schedule.respace(settings.M, settings.steps, settings.spacing)
+    coefs = StepCoefficients.from_schedule(respaced, respaced.num_timesteps)  # the official tables
     solver_step = SOLVER_STEPS.get(settings.solver)
-    abar = np.cumprod(1.0 - schedule.respace(settings.M, settings.steps).betas_f64)[::-1]  # sampling order
+    abar = np.cumprod(1.0 - respaced.betas_f64)[::-1]  # sampling order
     K, R, shape, device = coefs.num_updates, settings.repeats, tuple(x0.shape), x0.device
     if noise is not None:
         source = InjectedNoise(noise, perturb_noise)

@@ -6,8 +6,9 @@ float32 betas with float32 torch ops, in the same order as the original. (torch'
 ``cumprod`` accumulates in double and rounds each entry; the C++ twin does the same.)
 
 ``Schedule`` holds the per-timestep tables; ``Schedule.respace`` keeps a subset of timesteps
-(fewer sampling steps); ``StepCoefficients`` turns a schedule into the plain per-step scalars
-that a sampling loop needs (the loop in Python, C++ or CUDA reads nothing else).
+(fewer sampling steps, placed by ``kept_timesteps``); ``StepCoefficients`` turns a schedule
+into the plain per-step scalars that a sampling loop needs (the loop in Python, C++ or CUDA
+reads nothing else).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .solvers import check_eta, get_solver, step_columns
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
 VAR_TYPES = ("fixedsmall", "fixedlarge")
 MAX_TIMESTEPS = 100_000  # a schedule's length (the official one has 1000; M <= settings.MAX_M of them are used)
+SPACINGS = ("uniform", "logsnr", "karras")  # where the kept timesteps of fewer updates fall (``kept_timesteps``)
+KARRAS_RHO = 7.0  # Karras et al. (2022), eq. 5
 
 
 def beta_schedule(
@@ -131,26 +134,23 @@ class Schedule:
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
 
-    def respace(self, M: int, steps: int | None) -> "Schedule":
-        """The schedule restricted to ``steps`` timesteps spread evenly over ``0 .. M-1``.
+    def respace(self, M: int, steps: int | None, spacing: str = "uniform") -> "Schedule":
+        """The schedule restricted to ``steps`` timesteps of ``0 .. M-1``, placed by ``spacing``
+        (``kept_timesteps``).
 
         ``M-1`` and ``0`` are always kept, so the start point of a translation is unchanged.
         The kept timesteps get new betas ``1 - abar[t_j] / abar[t_{j-1}]`` (as guided-diffusion's
         respacing), computed in float64 from the exact betas. ``steps`` of None or ``M`` returns
-        the first ``M`` entries of this schedule unchanged.
+        the first ``M`` entries of this schedule unchanged (whatever the spacing).
         """
         check_start_time(M, self.num_timesteps)
+        check_spacing(spacing)
         if steps is None or steps == M:
             betas64 = self.betas_f64[:M]
             return Schedule.from_betas(betas64, var_type=self.var_type,
                                        timesteps=self.timesteps.numpy()[:M])
-        if not 1 <= steps <= M:
-            raise ConfigError(f"steps must be in 1..M (M={M}), got {steps}")
-        if steps == 1:
-            kept = np.array([M - 1])
-        else:
-            kept = np.round(np.arange(steps) * (M - 1) / (steps - 1)).astype(np.int64)
         abar64 = np.cumprod(1.0 - self.betas_f64)
+        kept = kept_timesteps(abar64, M, steps, spacing)[::-1]  # increasing, as the tables
         prev = 1.0
         new_betas = []
         for t in kept:
@@ -163,6 +163,73 @@ class Schedule:
 def check_start_time(M: int, num_timesteps: int) -> None:
     if not 1 <= M <= num_timesteps:
         raise ConfigError(f"M (the start time) must be in 1..{num_timesteps}, got {M}")
+
+
+def check_spacing(spacing: str) -> None:
+    if spacing not in SPACINGS:
+        raise ConfigError(f"spacing must be one of {list(SPACINGS)}, got {spacing!r}")
+
+
+def kept_timesteps(abar: np.ndarray, M: int, steps: int | None, spacing: str = "uniform") -> np.ndarray:
+    """The timesteps that ``steps`` updates from the start time ``M`` run at, in sampling order:
+    strictly decreasing int64 timesteps, the first ``M-1`` and the last 0 (one update: ``[M-1]``;
+    ``steps`` of None or ``M``: all of ``M-1 .. 0``, whatever the spacing).
+
+    ``abar``: the float64 cumulative products of the schedule (at least ``M`` of them). ``spacing``:
+
+    - ``uniform``: evenly in t, rounded (guided-diffusion's respacing; the official code's),
+    - ``logsnr``: evenly in the log-SNR ``log(abar / (1 - abar))`` from t = M-1 to t = 0,
+    - ``karras``: Karras et al. (2022)'s rho = 7 steps in ``sigma = sqrt((1 - abar) / abar)``
+      from sigma(M-1) to sigma(0): denser near t = 0.
+
+    ``logsnr`` and ``karras`` take, for each target noise level, the timestep nearest to it in
+    log-SNR (k-diffusion's quantisation: nearest in log sigma). Where targets crowd (near t = 0
+    with ``karras``, or ``steps`` close to ``M``) two may meet at one timestep; in sampling order,
+    a timestep not below the previous kept one moves to the next free one below it, and one that
+    would leave fewer timesteps than updates to come moves up to leave one each. The kept
+    timesteps are thus distinct and in order, each as near its target as these two rules allow.
+    """
+    check_start_time(M, len(abar))
+    check_spacing(spacing)
+    if steps is None or steps == M:
+        return np.arange(M - 1, -1, -1, dtype=np.int64)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= M:
+        raise ConfigError(f"steps must be in 1..M (M={M}), got {steps!r}")
+    if steps == 1:
+        return np.array([M - 1], dtype=np.int64)
+    if spacing == "uniform":
+        return np.round(np.arange(steps) * (M - 1) / (steps - 1)).astype(np.int64)[::-1]
+    log_snr = _log_snr(abar[:M], spacing)  # decreasing in t
+    if spacing == "logsnr":
+        targets = np.linspace(log_snr[M - 1], log_snr[0], steps)
+    else:  # karras: sigma = exp(-log_snr / 2)
+        inv_max, inv_min = np.exp(-log_snr[[M - 1, 0]] / (2 * KARRAS_RHO))  # sigma ** (1 / rho)
+        sigmas = (inv_max + np.linspace(0.0, 1.0, steps) * (inv_min - inv_max)) ** KARRAS_RHO
+        targets = -2.0 * np.log(sigmas)
+    nearest = _nearest_in(log_snr, targets)
+    nearest[0], nearest[-1] = M - 1, 0
+    # t_k + k is non-increasing for strictly decreasing t_k; at least steps - 1 leaves room for the rest
+    k = np.arange(steps)
+    return np.maximum(np.minimum.accumulate(nearest + k), steps - 1) - k
+
+
+def _log_snr(abar: np.ndarray, spacing: str) -> np.ndarray:
+    """``log(abar / (1 - abar))`` per timestep; a ``ConfigError`` where it is not finite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_snr = np.log(abar) - np.log1p(-abar)
+    bad = np.flatnonzero(~np.isfinite(log_snr))
+    if bad.size:
+        raise ConfigError(f"spacing={spacing!r} needs 0 < abar < 1 at every timestep below M, but abar at t={bad[0]} "
+                          f"is {abar[bad[0]]!r}: use spacing='uniform' or a smaller M")
+    return log_snr
+
+
+def _nearest_in(log_snr: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target, the timestep whose log-SNR (non-increasing in t) is nearest (ties: the larger t)."""
+    ascending = log_snr[::-1]
+    i = np.clip(np.searchsorted(ascending, targets), 1, len(ascending) - 1)
+    j = np.where(targets - ascending[i - 1] <= ascending[i] - targets, i - 1, i)
+    return (len(log_snr) - 1 - j).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -196,9 +263,9 @@ class StepCoefficients:
 
     @classmethod
     def from_schedule(cls, schedule: Schedule, M: int, steps: int | None = None, *, solver: str = "ddpm",
-                      eta: float = 1.0) -> "StepCoefficients":
+                      eta: float = 1.0, spacing: str = "uniform") -> "StepCoefficients":
         method = get_solver(solver)
-        s = schedule.respace(M, steps)
+        s = schedule.respace(M, steps, spacing)
         order = torch.arange(s.num_timesteps - 1, -1, -1)
 
         def ordered(a: torch.Tensor) -> np.ndarray:

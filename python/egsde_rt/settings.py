@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import ConfigError
 from .lowpass import LOWPASS_FORMS
-from .schedule import VAR_TYPES
+from .schedule import SPACINGS, VAR_TYPES
 from .similarity import SIMILARITY_KINDS
 from .solvers import SOLVERS, check_eta
 
@@ -138,7 +138,10 @@ class EGSDESettings:
                             choices=VAR_TYPES)
     score_kind: str = setting("adm", str, "the score network's kind (baked into the engine)", overridable=False,
                               choices=SCORE_KINDS, flag=False)
-    steps: int | None = setting(None, int, "number of updates, spread evenly over 0..M-1 (default: all M)")
+    steps: int | None = setting(None, int, "number of updates, from M-1 to 0 as spacing places them (default: all M)")
+    spacing: str = setting("uniform", str, "where fewer updates than M fall (always M-1 first, 0 last): uniform: "
+                           "evenly in t (the official respacing); logsnr: evenly in log-SNR; karras: Karras et al. "
+                           "(2022)'s rho=7 steps in sigma, denser near t=0", choices=SPACINGS)
     solver: str = setting("ddpm", str, "the sampling solver: " + "; ".join(
         f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
     eta: float = setting(1.0, float, "stochasticity of the ddim and dpmpp-2m-sde solvers (0 deterministic, 1 the "

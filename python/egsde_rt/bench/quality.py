@@ -1,11 +1,11 @@
 """The quality-cost curve: ``egsde-rt bench --quality``.
 
-Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta``) on the demo's tuning split,
-picks the cheapest setting that matches the official sampler (ddpm, all M updates) there, and
-reports the official sampler, the chosen setting and each solver's best setting per update count
-on the held-out split (images that neither training nor the tuning saw): realism, the
-judge-feature Frechet distance, PSNR / SSIM to the source and to the paired true target, network
-evaluations and seconds per image. The match:
+Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta`` x step spacing) on the demo's
+tuning split, picks the cheapest setting that matches the official sampler (ddpm, all M updates)
+there, and reports the official sampler, the chosen setting and each solver's (and spacing's)
+best setting per update count on the held-out split (images that neither training nor the tuning
+saw): realism, the judge-feature Frechet distance, PSNR / SSIM to the source and to the paired
+true target, network evaluations and seconds per image. The match:
 
 - realism at least the official's minus 0.02, the Frechet distance no worse,
 - PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
@@ -15,6 +15,7 @@ evaluations and seconds per image. The match:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import product
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,8 @@ class QualityConfig:
     ls: tuple = (250.0, 500.0, 750.0, 1000.0)
     li: tuple = ()  # empty: the engine's li only
     eta: tuple = (1.0,)  # of the solvers that take one (ddpm: 1 only)
+    spacing: tuple = ("uniform",)  # where the updates fall (schedule.SPACINGS)
+    lowpass: tuple = ("gradient",)  # how an update applies the low-pass expert (lowpass.LOWPASS_FORMS)
     tuning_count: int = 128
     held_out_count: int = 256
     reference_count: int = 1024
@@ -41,19 +44,28 @@ class QualityConfig:
     seed: int = 0
 
 
+# The settings a sweep varies (run-time overrides of the engine's), in the order a grid nests them;
+# a row's method is its settings but ls, li and eta (the weights a method is tuned with).
+SWEPT = ("solver", "steps", "spacing", "lowpass", "ls", "li", "eta")
+METHOD = ("solver", "spacing", "lowpass")
+
+
 def grid(config: QualityConfig, M: int) -> list[dict]:
-    """The swept settings (run-time overrides of the engine's), the official sampler first."""
+    """The swept settings (run-time overrides of the engine's): every combination of the axes with
+    fewer than M updates (ddpm at eta 1 only; no ``li`` key where the engine's li is kept)."""
     points = []
     for solver in config.solvers:
-        for updates in config.updates:
-            if updates >= M:
-                continue
-            for ls in config.ls:
-                for li in config.li or (None,):
-                    for eta in (1.0,) if solver == "ddpm" else config.eta:
-                        point = {"solver": solver, "steps": updates, "ls": ls, "eta": eta}
-                        points.append(point if li is None else {**point, "li": li})
+        etas = (1.0,) if solver == "ddpm" else config.eta
+        for values in product([solver], config.updates, config.spacing, config.lowpass, config.ls,
+                              config.li or (None,), etas):
+            point = dict(zip(SWEPT, values))
+            if point["steps"] < M:
+                points.append({k: v for k, v in point.items() if v is not None})
     return points
+
+
+def method_of(row: dict) -> tuple:
+    return tuple(row["settings"][k] for k in METHOD)
 
 
 def matches(row: dict, official: dict) -> bool:
@@ -69,11 +81,12 @@ def choose(rows: list[dict], official: dict) -> dict | None:
 
 
 def best_per_budget(rows: list[dict], official: dict) -> list[dict]:
-    """For each (solver, updates): the setting whose row matches, else the one with the lowest FD among
-    those faithful to the source (PSNR within the match's bound), else the lowest FD."""
+    """For each method (solver, spacing, low-pass form) and update count: the setting whose row
+    matches, else the one with the lowest FD among those faithful to the source (PSNR within the
+    match's bound), else the lowest FD."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["settings"]["solver"], r["settings"]["steps"]), []).append(r)
+        groups.setdefault((*method_of(r), r["settings"]["steps"]), []).append(r)
     best = []
     for key in sorted(groups):
         group = groups[key]
@@ -101,7 +114,7 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
     log("held-out split (settings chosen on the tuning split):")
 
     def overrides_of(row):
-        return {k: row["settings"][k] for k in ("solver", "steps", "eta", "ls", "li")}
+        return {k: row["settings"][k] for k in SWEPT}
 
     official = evaluate("held_out", OFFICIAL)
     held_out = [evaluate("held_out", overrides_of(r)) for r in curve]
@@ -147,16 +160,16 @@ def format_quality(record: dict) -> str:
 
 def plot_quality(record: dict, path) -> Path:
     """Realism, the Frechet distance and the PSNR to the true target against network evaluations,
-    per solver (held-out split)."""
+    per method (held-out split)."""
     plt = pyplot()
     held = record["held_out"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, metric, label in zip(axes, ("realism", "fd", "psnr_target"),
                                  ("realism (judge)", "Frechet distance (judge features)", "PSNR to true target dB")):
-        for solver in dict.fromkeys(r["settings"]["solver"] for r in held["curve"]):
-            rows = sorted((r for r in held["curve"] if r["settings"]["solver"] == solver),
-                          key=lambda r: r["network_evaluations"])
-            ax.plot([r["network_evaluations"] for r in rows], [r[metric] for r in rows], "o-", label=solver)
+        for method in dict.fromkeys(method_of(r) for r in held["curve"]):
+            rows = sorted((r for r in held["curve"] if method_of(r) == method), key=lambda r: r["network_evaluations"])
+            ax.plot([r["network_evaluations"] for r in rows], [r[metric] for r in rows], "o-",
+                    label=" ".join(v for v in method if v not in ("uniform", "gradient")))
         off = held["official"]
         ax.axhline(off[metric], color="gray", linestyle="--", label=f"official ({off['network_evaluations']} evals)")
         if held.get("chosen"):

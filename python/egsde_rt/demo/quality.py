@@ -23,7 +23,7 @@ from .networks import JudgeNet, load_judge
 
 QUALITY_SPLITS = {"tuning": 30001, "held_out": 30002, "reference_target": 30003}
 SPLIT_SIZES = {"tuning": 128, "held_out": 256, "reference_target": 1024}
-REPORTED_SETTINGS = ("solver", "steps", "eta", "ls", "li", "M", "ilvr")
+REPORTED_SETTINGS = ("solver", "steps", "spacing", "lowpass", "eta", "ls", "li", "M", "ilvr")
 
 
 def judge_features(judge: JudgeNet, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -104,7 +104,10 @@ class SplitEvaluator:
 
 def setting_label(s: dict) -> str:
     li = f" li {s['li']:g}" if "li" in s else ""
-    return f"{s['solver']} {s['steps']} ls {s['ls']:g}{li} eta {s['eta']:g}{' ilvr' if s.get('ilvr') else ''}"
+    spacing = f" {s['spacing']}" if s.get("spacing", "uniform") != "uniform" else ""
+    lowpass = f" {s['lowpass']}" if s.get("lowpass", "gradient") != "gradient" else ""
+    return (f"{s['solver']} {s['steps']}{spacing} ls {s['ls']:g}{li}{lowpass} eta {s['eta']:g}"
+            f"{' ilvr' if s.get('ilvr') else ''}")
 
 
 def describe(row: dict) -> str:
