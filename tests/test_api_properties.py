@@ -30,8 +30,8 @@ PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[Hea
 JUNK = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 20), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=6), st.binary(max_size=4), st.lists(st.integers(0, 3), max_size=3), st.just({}),
-    st.sampled_from(["ddim", "ddpm", "dpmpp-2m-sde", "cosine", "neg_l2", "fresh", "shared", "fixedlarge", "1e3",
-                     "logsnr", "karras"]),
+    # every declared choice (a valid value of one setting is junk for another), and a number as text
+    st.sampled_from(sorted({str(c) for d in DECLARATIONS.values() for c in d.choices or ()} | {"1e3"})),
 )
 SETTING_NAMES = st.sampled_from([*DECLARATIONS, "m", "", "seed"])
 
