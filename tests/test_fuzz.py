@@ -186,8 +186,8 @@ def _read_everything(path) -> None:
     for kind in ("compiled", "tensorrt"):
         matching_plans(engine, identity, kind=kind)
         stale_plans(engine, identity, kind=kind)
-    settings = engine_settings(engine)
-    engine.manifest.schedule.create(settings.var_type)
+    engine_settings(engine)
+    engine.manifest.schedule.create()
     select_backend(engine, "auto", "cpu")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert main(["info", str(path)]) in (0, 2)

@@ -1,6 +1,7 @@
 """The C++ loop (egsde_rt.native) against the goldens and the eager reference sampler."""
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from conftest import golden_model, load_golden
 from sampling_helpers import native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError, SamplingCancelled
-from egsde_rt.runtime.native_sampler import STEP_TABLE_COLUMNS, build_sampler, step_table
+from egsde_rt.runtime.native_sampler import build_sampler, step_table
 from egsde_rt.schedule import Schedule, StepCoefficients, kept_timesteps
 from egsde_rt.settings import EGSDESettings
 from egsde_rt.lowpass import lowpass_factors
@@ -148,8 +149,38 @@ def test_the_sampler_uses_the_python_step_table():
     settings = EGSDESettings(M=200, steps=7, down_N=8)
     sampler = build_sampler(settings, (1, 3, 32, 32), "cpu")
     coefs = StepCoefficients.from_schedule(Schedule.create(), 200, 7)
-    for name in STEP_TABLE_COLUMNS:
+    for name in _core.STEP_TABLE_COLUMNS:
         assert np.array_equal(np.array(getattr(sampler.config.steps, name), np.float32), getattr(coefs, name)), name
+
+
+def test_the_step_table_columns_are_declared_once():
+    """The core declares the step table's columns (cpp/include/egsde/step_table.h); Python's table
+    (StepCoefficients) has exactly those, in that order, and so has the bound StepTable."""
+    assert [f.name for f in fields(StepCoefficients)] == list(_core.STEP_TABLE_COLUMNS)
+    table = _core.StepTable()
+    for name in _core.STEP_TABLE_COLUMNS:
+        assert getattr(table, name) == []
+
+
+@pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp-2m-sde"])
+def test_multistep_is_the_solvers(solver):
+    """build_sampler passes the solver's multistep to the core (which keeps D_prev for it)."""
+    settings = EGSDESettings(M=20, steps=5, down_N=8, solver=solver, **({} if solver == "ddpm" else {"eta": 0.5}))
+    assert build_sampler(settings, (1, 3, 32, 32), "cpu").config.multistep == (solver == "dpmpp-2m-sde")
+
+
+def test_a_multistep_table_without_multistep_is_refused():
+    config = _core.SamplerConfig()
+    config.height = config.width = 32
+    config.steps = step_table(StepCoefficients.from_schedule(Schedule.create(), 20, 5, solver="dpmpp-2m-sde"))
+    config.set_lowpass(*(m.astype(np.float32) for m in (*lowpass_factors(32, 8), *lowpass_factors(32, 8))))
+    with pytest.raises(NativeError, match="nonzero prev_coef .* multistep is false"):
+        _core.Sampler(config)
+    config.multistep = True
+    assert _core.Sampler(config).config.multistep
+    config.steps = step_table(StepCoefficients.from_schedule(Schedule.create(), 20, 5, solver="ddim"))
+    config.multistep = False  # a single-step table needs no D_prev
+    _core.Sampler(config)
 
 
 def test_cuda_status_never_raises():

@@ -157,7 +157,7 @@ def test_per_image_seeds_match_the_reference_sampler(tiny_engine):
     x0, seeds = _x0(batch=2, seed=3), [5, 2**40 + 1]
     settings = tr.settings_with(M=3)
     expected = reference_translate(x0, score, dse, settings, seed=seeds,
-                                   schedule=tr._schedule(settings.var_type)).numpy()
+                                   schedule=tr.schedule).numpy()
     got = tr.run_tensor(x0, seed=seeds, M=3)
     assert np.abs(got - expected).max() < 1e-5
     # Exact where the networks are: the same batch size, another position.

@@ -45,16 +45,20 @@ def test_tables_match_the_reference_formulas_in_float64():
     assert s.betas.dtype == torch.float32
     assert np.allclose(s.abar.numpy(), abar, rtol=2e-5)
     assert np.allclose(s.abar_prev.numpy(), abar_prev, rtol=2e-5)
-    assert np.allclose(s.logvar.numpy()[1:], logvar[1:], rtol=1e-4)
-    assert s.logvar[0].item() == pytest.approx(math.log(1e-20))
-    large = Schedule.create("linear", var_type="fixedlarge")
-    assert np.allclose(large.logvar.numpy(), np.log(betas), rtol=1e-6)
+    # ddpm's noise (sampling order; none on the last update): the posterior's variance, or beta
+    small = StepCoefficients.from_schedule(s, 1000)
+    assert np.allclose(2 * np.log(small.sigma[:-1]), logvar[1:][::-1], rtol=1e-4)
+    large = StepCoefficients.from_schedule(s, 1000, var_type="fixedlarge")
+    assert np.allclose(large.sigma[:-1] ** 2, betas[1:][::-1], rtol=1e-6)
+    assert small.sigma[-1] == large.sigma[-1] == 0
+    with pytest.raises(ConfigError, match="var_type"):
+        StepCoefficients.from_schedule(s, 10, var_type="learned")
 
 
 def test_respace_full_is_identity_and_partial_keeps_endpoints():
     s = Schedule.create("linear")
     same = s.respace(300, None)
-    assert torch.equal(same.abar, s.abar[:300]) and torch.equal(same.logvar, s.logvar[:300])
+    assert torch.equal(same.abar, s.abar[:300]) and torch.equal(same.abar_prev, s.abar_prev[:300])
     assert torch.equal(s.respace(300, 300).abar, same.abar)
     r = s.respace(300, 7)
     kept = r.timesteps.numpy().astype(int)
@@ -78,7 +82,7 @@ def test_step_coefficients_follow_the_update_formulas():
     assert np.allclose(c.guidance_w, betas / np.sqrt(1 - betas), rtol=1e-6)
     assert np.allclose(c.sqrt_abar, np.sqrt(abar), rtol=1e-6)
     assert c.sigma[-1] == 0 and np.all(c.sigma[:-1] > 0)
-    assert np.allclose(c.sigma[:-1] ** 2, np.exp(s.logvar.numpy()[1:40][::-1]), rtol=1e-5)
+    assert np.allclose(c.sigma, StepCoefficients.from_schedule(s, 1000).sigma[-40:], rtol=1e-6)
 
 
 LINEAR_ABAR = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <iterator>
 
 #include "buffers.h"
 #include "egsde/device.h"
@@ -253,20 +254,14 @@ PYBIND11_MODULE(_core, m) {
       .def("score", &Runner::score, py::arg("y"), py::arg("t"), py::arg("eps_out"))
       .def("dse_grad", &Runner::dse_grad, py::arg("y"), py::arg("x_t"), py::arg("t"), py::arg("grad_out"));
 
-  py::class_<StepTable>(m, "StepTable")
-      .def(py::init<>())
-      .def_readwrite("t", &StepTable::t)
-      .def_readwrite("inv_sqrt_alpha", &StepTable::inv_sqrt_alpha)
-      .def_readwrite("eps_coef", &StepTable::eps_coef)
-      .def_readwrite("guidance_w", &StepTable::guidance_w)
-      .def_readwrite("sigma", &StepTable::sigma)
-      .def_readwrite("sqrt_abar", &StepTable::sqrt_abar)
-      .def_readwrite("sqrt_one_minus_abar", &StepTable::sqrt_one_minus_abar)
-      .def_readwrite("prev_coef", &StepTable::prev_coef)
-      .def_readwrite("x0_y", &StepTable::x0_y)
-      .def_readwrite("x0_eps", &StepTable::x0_eps)
-      .def_readwrite("x0_guidance", &StepTable::x0_guidance)
-      .def("__len__", &StepTable::size);
+  py::class_<StepTable> step_table(m, "StepTable", "The per-update columns (egsde/step_table.h), float32 lists.");
+  step_table.def(py::init<>()).def("__len__", &StepTable::size);
+#define EGSDE_BIND_COLUMN(name) step_table.def_readwrite(#name, &StepTable::name);
+  EGSDE_STEP_TABLE_COLUMNS(EGSDE_BIND_COLUMN)
+#undef EGSDE_BIND_COLUMN
+  py::tuple column_names(std::size(kStepTableColumns));
+  for (size_t i = 0; i < std::size(kStepTableColumns); ++i) column_names[i] = kStepTableColumns[i];
+  m.attr("STEP_TABLE_COLUMNS") = column_names;
 
   py::class_<SamplerConfig> sampler_config(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).");
   def_count<&SamplerConfig::batch>(sampler_config, "batch", "images per run");
@@ -284,6 +279,9 @@ PYBIND11_MODULE(_core, m) {
                     [](SamplerConfig& c, std::uintptr_t s) { c.stream = reinterpret_cast<void*>(s); },
                     "the caller's CUDA stream as an integer handle (0: the default stream)")
       .def_readwrite("steps", &SamplerConfig::steps)
+      .def_readwrite("multistep", &SamplerConfig::multistep,
+                     "whether the sampler keeps the previous update's data prediction (a multistep solver; "
+                     "egsde_rt.solvers.Solver.multistep): needed by a table with a nonzero prev_coef")
       .def_readwrite("ls", &SamplerConfig::ls)
       .def_readwrite("li", &SamplerConfig::li)
       .def_readwrite("s2", &SamplerConfig::s2)

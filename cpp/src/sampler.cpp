@@ -3,6 +3,7 @@
 // the caller's stream. Each update is the same counter-driven step (see Sampler::step).
 #include "egsde/sampler.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "egsde/dispatch.h"
@@ -12,21 +13,20 @@ namespace egsde {
 void StepTable::check() const {
   const size_t n = t.size();
   require(n > 0, "sampler: the step table is empty");
-  for (const auto* v : {&inv_sqrt_alpha, &eps_coef, &guidance_w, &sigma, &sqrt_abar, &sqrt_one_minus_abar,
-                        &prev_coef, &x0_y, &x0_eps, &x0_guidance})
-    require(v->size() == n, "sampler: the step table's columns differ in length");
-}
-
-bool StepTable::multistep() const {
-  for (const float c : prev_coef)
-    if (c != 0.0f) return true;
-  return false;
+#define EGSDE_CHECK_COLUMN(name) \
+  require(name.size() == n, "sampler: the step table's column " #name " differs in length from t");
+  EGSDE_STEP_TABLE_COLUMNS(EGSDE_CHECK_COLUMN)
+#undef EGSDE_CHECK_COLUMN
 }
 
 namespace {
 
 void check_config(const SamplerConfig& c) {
   c.steps.check();
+  const auto& prev = c.steps.prev_coef;
+  require(c.multistep || std::all_of(prev.begin(), prev.end(), [](float coef) { return coef == 0.0f; }),
+          "sampler: the step table has a nonzero prev_coef (a multistep solver's) but multistep is false: "
+          "set SamplerConfig.multistep (egsde_rt.solvers.get_solver(name).multistep)");
   require(c.batch >= 1 && c.channels >= 1 && c.height >= 1 && c.width >= 1, "sampler: empty image shape");
   require(c.repeats >= 1, "sampler: repeats must be >= 1");
   // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.
@@ -92,7 +92,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   numel_ = image_batch_numel(config_);
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
-  if (config_.steps.multistep()) x0_prev_ = DeviceArray(d, numel_);
+  if (config_.multistep) x0_prev_ = DeviceArray(d, numel_);
 
   const std::vector<StepRow> rows = step_rows(config_.steps, config_.ls, config_.li, config_.ilvr);
   step_table_ = DeviceBuffer<StepRow>(d, static_cast<index_t>(rows.size()));
@@ -190,7 +190,7 @@ void Sampler::start_repeat(index_t r) {
   require(begun_, "sampler: begin() a run first");
   require(r >= 0 && r < c.repeats, "sampler: repeat index out of range");
   seek(r * K);
-  x0_prev_.zero(ctx_);  // D_prev = 0: the repeat's first update is first order (prev_coef 0)
+  if (c.multistep) x0_prev_.zero(ctx_);  // D_prev = 0: the repeat's first update is first order (prev_coef 0)
   PhiloxNormalParams draw_e;
   draw_e.out = e_.data();
   draw_e.batch = c.batch;
@@ -251,7 +251,7 @@ void Sampler::step(Runner& runner) {
   u.grad_i = gradient_i ? grad_i_.data() : nullptr;
   u.noise = injected_ ? injected_sampling_.data() : nullptr;
   u.out = y_.data();
-  u.x0_prev = x0_prev_.size() ? x0_prev_.data() : nullptr;
+  u.x0_prev = c.multistep ? x0_prev_.data() : nullptr;
   u.batch = c.batch;
   u.per_image = numel_ / c.batch;
   u.key.seeds = seeds_.data();

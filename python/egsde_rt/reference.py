@@ -17,14 +17,12 @@ import math
 from contextlib import nullcontext
 from typing import Callable
 
-import numpy as np
-
 import torch
 
 from .io import check_source
 from .lowpass import LowPassFilter
 from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, check_seeds
-from .schedule import Schedule, StepCoefficients
+from .schedule import Schedule, StepCoefficients, run_input
 from .network_fns import dse_gradient, input_gradient, score_function
 from .settings import EGSDESettings
 from .similarity import lowpass_energy
@@ -83,16 +81,14 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     noise comes from the Philox contract (``egsde_rt.noise``) with ``seed`` (one integer for every
     image, or a list with one per image). ``perturb_noise``
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
-    linear 1e-4..0.02 schedule of 1000 steps with ``settings.var_type``. ``callback(k, K, y)``
+    linear 1e-4..0.02 schedule of 1000 steps. ``callback(k, K, y)``
     is called after each update; ``timer`` times the phases of each update (see ``Untimed``).
     """
     check_source(x0)
     x0 = x0.float()
-    schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
-    respaced = schedule.respace(settings.M, settings.steps, settings.spacing)
-    coefs = StepCoefficients.from_schedule(respaced, respaced.num_timesteps)  # the official tables
+    updates = run_input(schedule, settings)  # the run's schedule, as the native loop's (float64 abar in sampling order)
+    coefs = StepCoefficients.from_input(updates, settings.solver)  # t, the source's mix; ddpm: the official tables
     solver_step = SOLVER_STEPS.get(settings.solver)
-    abar = np.cumprod(1.0 - respaced.betas_f64)[::-1]  # sampling order
     K, R, shape, device = coefs.num_updates, settings.repeats, tuple(x0.shape), x0.device
     if noise is not None:
         source = InjectedNoise(noise, perturb_noise)
@@ -141,7 +137,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     y = (mean + scalar(coefs.sigma, k) * z).float()
                     pull_w = w
                 else:  # guidance in eps form, then the solver's step
-                    abar_t, abar_s = float(abar[k]), float(abar[k + 1]) if k + 1 < K else 1.0
+                    abar_t, abar_s = float(updates.abar_t[k]), float(updates.abar_s[k])
                     sigma_t = math.sqrt(1 - abar_t)
                     eps_hat = eps
                     if settings.ls:

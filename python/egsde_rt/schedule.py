@@ -1,28 +1,33 @@
 """Diffusion schedule tables, computed once and apart from the step.
 
 The tables follow the official EGSDE code exactly: betas are built in float64, cast to
-float32, and every derived table (alphas, abar, posterior variances) is computed from the
-float32 betas with float32 torch ops, in the same order as the original. (torch's float32
+float32, and every derived table (alphas, abar, and from them ddpm's posterior variances, in
+``solvers``) is computed from the float32 betas with float32 torch ops, in the same order as the
+original. (torch's float32
 ``cumprod`` accumulates in double and rounds each entry; the C++ twin does the same.)
 
 ``Schedule`` holds the per-timestep tables; ``Schedule.respace`` keeps a subset of timesteps
-(fewer sampling steps, placed by ``kept_timesteps``); ``StepCoefficients`` turns a schedule
-into the plain per-step scalars that a sampling loop needs (the loop in Python, C++ or CUDA
-reads nothing else).
+(fewer sampling steps, placed by ``kept_timesteps``); ``solver_input`` gives a run's updates over
+a schedule (the one place a run's schedule is respaced), and ``StepCoefficients`` turns them into
+the plain per-step scalars that a sampling loop needs (the loop in Python, C++ or CUDA reads
+nothing else).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
-from .solvers import check_eta, get_solver, step_columns
+from .solvers import SolverInput, get_solver
+
+if TYPE_CHECKING:
+    from .settings import EGSDESettings
 
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
-VAR_TYPES = ("fixedsmall", "fixedlarge")
 MAX_TIMESTEPS = 100_000  # a schedule's length (the official one has 1000; M <= settings.MAX_M of them are used)
 SPACINGS = ("uniform", "logsnr", "karras")  # where the kept timesteps of fewer updates fall (``kept_timesteps``)
 KARRAS_RHO = 7.0  # Karras et al. (2022), eq. 5
@@ -70,13 +75,11 @@ class Schedule:
 
     betas: torch.Tensor
     timesteps: torch.Tensor
-    var_type: str = "fixedsmall"
     betas_f64: np.ndarray = field(repr=False, default=None)  # the exact betas, for respacing
     spec: dict | None = None  # kind, beta_start, beta_end, num_timesteps when made by create()
     alphas: torch.Tensor = field(init=False, repr=False)
     abar: torch.Tensor = field(init=False, repr=False)
     abar_prev: torch.Tensor = field(init=False, repr=False)
-    logvar: torch.Tensor = field(init=False, repr=False)
 
     @classmethod
     def create(
@@ -86,7 +89,6 @@ class Schedule:
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         num_timesteps: int = 1000,
-        var_type: str = "fixedsmall",
     ) -> "Schedule":
         betas64 = beta_schedule(
             kind, beta_start=beta_start, beta_end=beta_end, num_timesteps=num_timesteps
@@ -95,40 +97,29 @@ class Schedule:
         return cls(
             betas=torch.from_numpy(betas64).float(),
             timesteps=torch.arange(num_timesteps, dtype=torch.float32),
-            var_type=var_type,
             betas_f64=betas64,
             spec=spec,
         )
 
     @classmethod
-    def from_betas(cls, betas64: np.ndarray, *, var_type: str = "fixedsmall",
-                   timesteps: np.ndarray | None = None) -> "Schedule":
+    def from_betas(cls, betas64: np.ndarray, *, timesteps: np.ndarray | None = None) -> "Schedule":
         betas64 = np.asarray(betas64, dtype=np.float64)
         if timesteps is None:
             timesteps = np.arange(len(betas64))
         return cls(
             betas=torch.from_numpy(betas64).float(),
             timesteps=torch.as_tensor(np.asarray(timesteps), dtype=torch.float32),
-            var_type=var_type,
             betas_f64=betas64,
         )
 
     def __post_init__(self) -> None:
-        if self.var_type not in VAR_TYPES:
-            raise ConfigError(f"unknown var_type {self.var_type!r}; expected one of {VAR_TYPES}")
         betas = self.betas
         alphas = 1.0 - betas
         abar = alphas.cumprod(dim=0)
         abar_prev = torch.cat([torch.ones(1), abar[:-1]], dim=0)
-        if self.var_type == "fixedsmall":
-            posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
-            logvar = posterior_variance.clamp(min=1e-20).log()
-        else:
-            logvar = betas.log()
         object.__setattr__(self, "alphas", alphas)
         object.__setattr__(self, "abar", abar)
         object.__setattr__(self, "abar_prev", abar_prev)
-        object.__setattr__(self, "logvar", logvar)
 
     @property
     def num_timesteps(self) -> int:
@@ -147,8 +138,7 @@ class Schedule:
         check_spacing(spacing)
         if steps is None or steps == M:
             betas64 = self.betas_f64[:M]
-            return Schedule.from_betas(betas64, var_type=self.var_type,
-                                       timesteps=self.timesteps.numpy()[:M])
+            return Schedule.from_betas(betas64, timesteps=self.timesteps.numpy()[:M])
         abar64 = np.cumprod(1.0 - self.betas_f64)
         kept = kept_timesteps(abar64, M, steps, spacing)[::-1]  # increasing, as the tables
         prev = 1.0
@@ -156,8 +146,7 @@ class Schedule:
         for t in kept:
             new_betas.append(1.0 - abar64[t] / prev)
             prev = abar64[t]
-        return Schedule.from_betas(np.array(new_betas), var_type=self.var_type,
-                                   timesteps=self.timesteps.numpy()[kept])
+        return Schedule.from_betas(np.array(new_betas), timesteps=self.timesteps.numpy()[kept])
 
 
 def check_start_time(M: int, num_timesteps: int) -> None:
@@ -232,9 +221,28 @@ def _nearest_in(log_snr: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (len(log_snr) - 1 - j).astype(np.int64)
 
 
+def solver_input(schedule: Schedule, M: int, steps: int | None = None, *, spacing: str = "uniform",
+                 eta: float = 1.0, var_type: str = "fixedsmall") -> SolverInput:
+    """The updates of a run over ``schedule``: ``steps`` updates from the start time ``M``, placed
+    by ``spacing`` (``Schedule.respace``), with a solver's ``eta`` and ``var_type``."""
+    respaced = schedule.respace(M, steps, spacing)
+    abar = np.cumprod(1.0 - respaced.betas_f64)[::-1]  # float64, sampling order
+    return SolverInput(abar_t=abar, abar_s=np.append(abar[1:], 1.0), respaced=respaced, eta=eta, var_type=var_type)
+
+
+def run_input(schedule: Schedule | None, settings: "EGSDESettings") -> SolverInput:
+    """The updates of a run with ``settings`` (M, steps, spacing, eta, var_type) over ``schedule``
+    (None: the linear 1e-4..0.02 schedule of 1000 timesteps): the one place a run's schedule is
+    made, for the oracle and the native loop alike (``StepCoefficients.from_settings``)."""
+    return solver_input(schedule or Schedule.create(), settings.M, settings.steps, spacing=settings.spacing,
+                        eta=settings.eta, var_type=settings.var_type)
+
+
 @dataclass(frozen=True)
 class StepCoefficients:
-    """Plain per-update scalars, in sampling order (the first row is the start time).
+    """Plain per-update scalars, in sampling order (the first row is the start time): the step
+    table, whose columns (these fields, in this order) are the native core's
+    (``egsde_rt._core.STEP_TABLE_COLUMNS``).
 
     For update ``k`` (0-based) at model timestep ``t[k]``, with ``G = ls * grad_s + li * grad_i``:
       ``mean = inv_sqrt_alpha[k] * (y - eps_coef[k] * eps)``
@@ -244,8 +252,9 @@ class StepCoefficients:
     and, for multistep solvers, ``D = x0_y[k] * y - x0_eps[k] * eps - x0_guidance[k] * G`` (the
     update's data prediction, read by the next one); the perturbed source is
     ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``. The start point uses row 0's
-    ``sqrt_abar`` / ``sqrt_one_minus_abar``. ``solver`` picks the columns (``egsde_rt.solvers``;
-    ``ddpm``, the default, is the official update computed with the official float32 ops).
+    ``sqrt_abar`` / ``sqrt_one_minus_abar``. ``t`` and the perturbed source's mix are the
+    schedule's (the official float32 ops); the other columns are the solver's
+    (``egsde_rt.solvers``: ``ddpm``, the default, is the official update).
     All arrays are float32 numpy arrays of length K (the number of updates).
     """
 
@@ -262,28 +271,24 @@ class StepCoefficients:
     x0_guidance: np.ndarray
 
     @classmethod
+    def from_input(cls, updates: SolverInput, solver: str) -> "StepCoefficients":
+        """The table of ``solver`` (a name in ``solvers.SOLVERS``) for a run's ``updates``."""
+        columns = get_solver(solver).columns(updates)
+        s, ordered = updates.respaced, updates.ordered
+        return cls(t=ordered(s.timesteps), sqrt_abar=ordered(s.abar.sqrt()),
+                   sqrt_one_minus_abar=ordered((1.0 - s.abar).sqrt()),
+                   **{name: value.astype(np.float32) for name, value in vars(columns).items()})
+
+    @classmethod
+    def from_settings(cls, schedule: Schedule | None, settings: "EGSDESettings") -> "StepCoefficients":
+        """The table of a run with ``settings`` over ``schedule`` (``run_input``)."""
+        return cls.from_input(run_input(schedule, settings), settings.solver)
+
+    @classmethod
     def from_schedule(cls, schedule: Schedule, M: int, steps: int | None = None, *, solver: str = "ddpm",
-                      eta: float = 1.0, spacing: str = "uniform") -> "StepCoefficients":
-        method = get_solver(solver)
-        s = schedule.respace(M, steps, spacing)
-        order = torch.arange(s.num_timesteps - 1, -1, -1)
-
-        def ordered(a: torch.Tensor) -> np.ndarray:
-            return a[order].numpy().astype(np.float32)
-
-        common = dict(t=ordered(s.timesteps), sqrt_abar=ordered(s.abar.sqrt()),
-                      sqrt_one_minus_abar=ordered((1.0 - s.abar).sqrt()))
-        if method.coefficients is None:  # the official update: the same float32 ops as egsde_sample
-            sigma = torch.exp(0.5 * s.logvar)
-            sigma[0] = 0.0  # the update at table index 0 (the last one) adds no noise
-            zeros = np.zeros(s.num_timesteps, dtype=np.float32)
-            return cls(inv_sqrt_alpha=ordered(1 / torch.sqrt(s.alphas)),
-                       eps_coef=ordered(s.betas / torch.sqrt(1 - s.abar)),
-                       guidance_w=ordered(s.betas / torch.sqrt(s.alphas)), sigma=ordered(sigma),
-                       prev_coef=zeros, x0_y=zeros, x0_eps=zeros, x0_guidance=zeros, **common)
-        abar = np.cumprod(1.0 - s.betas_f64)[::-1]  # float64, sampling order
-        columns = step_columns(method, abar, np.append(abar[1:], 1.0), check_eta(eta))
-        return cls(**{name: value.astype(np.float32) for name, value in vars(columns).items()}, **common)
+                      eta: float = 1.0, spacing: str = "uniform", var_type: str = "fixedsmall") -> "StepCoefficients":
+        """The table of ``solver`` for ``steps`` updates from ``M`` over ``schedule`` (``solver_input``)."""
+        return cls.from_input(solver_input(schedule, M, steps, spacing=spacing, eta=eta, var_type=var_type), solver)
 
     @property
     def num_updates(self) -> int:

@@ -16,9 +16,9 @@ from typing import Callable
 
 from .errors import ConfigError
 from .lowpass import LOWPASS_FORMS
-from .schedule import SPACINGS, VAR_TYPES
+from .schedule import SPACINGS
 from .similarity import SIMILARITY_KINDS
-from .solvers import SOLVERS, check_eta
+from .solvers import SOLVERS, VAR_TYPES, check_eta
 
 SCORE_KINDS = ("adm", "ddpm")
 PERTURB_MODES = ("shared", "fresh")

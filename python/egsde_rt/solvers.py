@@ -11,13 +11,17 @@ Every solver here is a linear step in the sample ``y``, the guided ``eps_hat`` a
 solvers) the previous update's data prediction ``D_prev``, plus fresh noise:
 ``y' = c_y * y + c_e * eps_hat + c_p * D_prev + noise * z``, where
 ``D = (y - sigma_t * eps_hat) / alpha_t`` (``alpha_t = sqrt(abar_t)``,
-``sigma_t = sqrt(1 - abar_t)``) is the data (x0) prediction of the update. A solver is only the
-function giving ``(c_y, c_e, c_p, noise)`` per update from the cumulative products of its
-timesteps; ``step_columns`` turns those into the columns of the sampler's table, so the native
-loop, its CUDA graph and the kernels need nothing per solver.
+``sigma_t = sqrt(1 - abar_t)``) is the data (x0) prediction of the update. A solver is one
+function of a run's updates (``SolverInput``: the cumulative products of its timesteps, the
+respaced schedule's float32 tables, ``eta`` and ``var_type``) giving either its step
+``(c_y, c_e, c_p, noise)`` per update (``SolverStep``, which ``step_columns`` turns into the
+table's columns) or its columns as they are (``StepColumns``). ``schedule.StepCoefficients``
+adds the schedule's columns (t, the perturbed source's mix); the column list itself is the native
+core's (``egsde_rt._core.STEP_TABLE_COLUMNS``, declared in cpp/include/egsde/step_table.h), so
+the native loop, its CUDA graph and the kernels need nothing per solver.
 
-- ``ddpm``: the official update (the posterior mean and the schedule's variance): its table
-  comes from ``schedule.StepCoefficients`` with the official float32 ops (the parity path).
+- ``ddpm``: the official update (the posterior mean and the ``var_type`` variance), its columns
+  computed with the official float32 ops (the parity path).
 - ``ddim``: DDIM with ``eta`` (0: deterministic; 1: the DDPM posterior, i.e. respaced DDPM).
 - ``dpmpp-2m-sde``: SDE-DPM-Solver++(2M) (the midpoint form of k-diffusion's
   ``sample_dpmpp_2m_sde`` and diffusers' ``sde-dpmsolver++``) with ``eta`` (1: the SDE; 0: the
@@ -31,11 +35,47 @@ columns; the tests hold the two together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import torch
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .schedule import Schedule
+
+VAR_TYPES = ("fixedsmall", "fixedlarge")  # ddpm's variance: the posterior's, or beta
+
+
+@dataclass(frozen=True)
+class SolverInput:
+    """A run's K updates, what a solver's columns are computed from (``schedule.solver_input``).
+
+    ``abar_t`` [K]: the cumulative product at each update's timestep; ``abar_s`` [K]: at the next
+    update's (1 after the last); float64, in sampling order. ``respaced``: the respaced schedule,
+    whose float32 torch tables are in table order (index ``j`` is update ``K - 1 - j``; the official
+    ops run in that order, ``ordered`` puts a table in sampling order). ``eta``: the stochasticity
+    of ddim and dpmpp-2m-sde; ``var_type``: ddpm's variance (both checked)."""
+
+    abar_t: np.ndarray
+    abar_s: np.ndarray
+    respaced: "Schedule"
+    eta: float = 1.0
+    var_type: str = "fixedsmall"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eta", check_eta(self.eta))
+        check_var_type(self.var_type)
+
+    @property
+    def num_updates(self) -> int:
+        return len(self.abar_t)
+
+    @staticmethod
+    def ordered(table: torch.Tensor) -> np.ndarray:
+        """A float32 table of the respaced schedule (table order) in sampling order."""
+        return table[torch.arange(len(table) - 1, -1, -1)].numpy().astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -50,16 +90,56 @@ class SolverStep:
 
 
 @dataclass(frozen=True)
+class StepColumns:
+    """A solver's step as the sampler's table columns (sampling order; cast to float32 in the table):
+    ``inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G + prev_coef * D_prev + sigma * z``
+    and, for multistep solvers, the data prediction ``D = x0_y * y - x0_eps * eps -
+    x0_guidance * G`` that the next update reads as ``D_prev``."""
+
+    inv_sqrt_alpha: np.ndarray
+    eps_coef: np.ndarray
+    guidance_w: np.ndarray
+    sigma: np.ndarray
+    prev_coef: np.ndarray
+    x0_y: np.ndarray
+    x0_eps: np.ndarray
+    x0_guidance: np.ndarray
+
+
+@dataclass(frozen=True)
 class Solver:
     name: str
     help: str
-    multistep: bool
-    # (abar_t, abar_s, eta) -> SolverStep: abar_t [K] at each update's timestep, abar_s [K] at the
-    # next one (1 after the last update), float64, in sampling order. None: the official table.
-    coefficients: Callable[[np.ndarray, np.ndarray, float], SolverStep] | None
+    multistep: bool  # keeps the previous update's data prediction (SamplerConfig.multistep; nonzero prev_coef)
+    # The solver's function: its linear step (SolverStep, made columns by step_columns) or its columns as they are.
+    step: Callable[[SolverInput], "SolverStep | StepColumns"]
+
+    def columns(self, updates: SolverInput) -> StepColumns:
+        """This solver's columns of the step table for ``updates``."""
+        step = self.step(updates)
+        return step if isinstance(step, StepColumns) else step_columns(step, updates.abar_t, self.multistep)
 
 
-def _ddim(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverStep:
+def _ddpm(updates: SolverInput) -> StepColumns:
+    """The official update: the same float32 ops as the official ``egsde_sample``, in table order."""
+    s = updates.respaced
+    if updates.var_type == "fixedsmall":
+        posterior_variance = s.betas * (1.0 - s.abar_prev) / (1.0 - s.abar)
+        logvar = posterior_variance.clamp(min=1e-20).log()
+    else:
+        logvar = s.betas.log()
+    sigma = torch.exp(0.5 * logvar)
+    sigma[0] = 0.0  # the update at table index 0 (the last one) adds no noise
+    zeros = np.zeros(updates.num_updates, dtype=np.float32)
+    ordered = updates.ordered
+    return StepColumns(inv_sqrt_alpha=ordered(1 / torch.sqrt(s.alphas)),
+                       eps_coef=ordered(s.betas / torch.sqrt(1 - s.abar)),
+                       guidance_w=ordered(s.betas / torch.sqrt(s.alphas)), sigma=ordered(sigma),
+                       prev_coef=zeros, x0_y=zeros, x0_eps=zeros, x0_guidance=zeros)
+
+
+def _ddim(updates: SolverInput) -> SolverStep:
+    abar_t, abar_s, eta = updates.abar_t, updates.abar_s, updates.eta
     alpha_t, sigma_t, alpha_s = np.sqrt(abar_t), np.sqrt(1 - abar_t), np.sqrt(abar_s)
     noise = eta * np.sqrt((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s))
     direction = np.sqrt(np.maximum(1 - abar_s - noise**2, 0.0))
@@ -67,7 +147,8 @@ def _ddim(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverStep:
                       noise=noise)
 
 
-def _dpmpp_2m_sde(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverStep:
+def _dpmpp_2m_sde(updates: SolverInput) -> SolverStep:
+    abar_t, abar_s, eta = updates.abar_t, updates.abar_s, updates.eta
     K = len(abar_t)
     alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
     c_y, c_e, c_p, noise = (np.zeros(K) for _ in range(4))
@@ -91,10 +172,10 @@ def _dpmpp_2m_sde(abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> SolverS
 
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver("ddpm", "the official update: the DDPM posterior mean and the schedule's variance (the default; "
-                   "eta does not apply)", multistep=False, coefficients=None),
-    Solver("ddim", "DDIM with eta (0 deterministic, 1 = respaced DDPM)", multistep=False, coefficients=_ddim),
+                   "eta does not apply)", multistep=False, step=_ddpm),
+    Solver("ddim", "DDIM with eta (0 deterministic, 1 = respaced DDPM)", multistep=False, step=_ddim),
     Solver("dpmpp-2m-sde", "SDE-DPM-Solver++(2M) with eta (1 the SDE, 0 the deterministic DPM-Solver++(2M)); "
-                           "the few-step solver", multistep=True, coefficients=_dpmpp_2m_sde),
+                           "the few-step solver", multistep=True, step=_dpmpp_2m_sde),
 )}
 
 
@@ -111,28 +192,16 @@ def check_eta(eta) -> float:
     return float(eta)
 
 
-@dataclass(frozen=True)
-class StepColumns:
-    """A solver's step as the sampler's table columns (float64, sampling order):
-    ``inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G + prev_coef * D_prev + sigma * z``
-    and, for multistep solvers, the data prediction ``D = x0_y * y - x0_eps * eps -
-    x0_guidance * G`` that the next update reads as ``D_prev``."""
-
-    inv_sqrt_alpha: np.ndarray
-    eps_coef: np.ndarray
-    guidance_w: np.ndarray
-    sigma: np.ndarray
-    prev_coef: np.ndarray
-    x0_y: np.ndarray
-    x0_eps: np.ndarray
-    x0_guidance: np.ndarray
+def check_var_type(var_type) -> str:
+    if var_type not in VAR_TYPES:
+        raise ConfigError(f"unknown var_type {var_type!r} (the ddpm solver's variance); expected one of {VAR_TYPES}")
+    return var_type
 
 
-def step_columns(solver: Solver, abar_t: np.ndarray, abar_s: np.ndarray, eta: float) -> StepColumns:
-    """The table columns of ``solver`` (not ``ddpm``, whose table is the official one)."""
-    step = solver.coefficients(abar_t, abar_s, eta)
+def step_columns(step: SolverStep, abar_t: np.ndarray, multistep: bool) -> StepColumns:
+    """The table columns of a solver's linear ``step`` at the cumulative products ``abar_t``."""
     alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
     zeros = np.zeros_like(abar_t)
-    x0 = (1 / alpha_t, sigma_t / alpha_t, (1 - abar_t) / alpha_t) if solver.multistep else (zeros,) * 3
+    x0 = (1 / alpha_t, sigma_t / alpha_t, (1 - abar_t) / alpha_t) if multistep else (zeros,) * 3
     return StepColumns(inv_sqrt_alpha=step.c_y, eps_coef=-step.c_e / step.c_y, guidance_w=-step.c_e * sigma_t,
                        sigma=step.noise, prev_coef=step.c_p, x0_y=x0[0], x0_eps=x0[1], x0_guidance=x0[2])

@@ -14,27 +14,19 @@
 #include "egsde/phase_clock.h"
 #include "egsde/runner.h"
 #include "egsde/step_scalars.h"
+#include "egsde/step_table.h"
 
 namespace egsde {
-
-// Per-update scalars in sampling order (row 0 is the start time). Computed in Python
-// (egsde_rt.schedule.StepCoefficients, the one source of the schedule) and handed over as is.
-// The solver is only columns (egsde_rt.solvers): prev_coef and the x0_* columns are all 0 for
-// single-step solvers (ddpm, ddim).
-struct StepTable {
-  std::vector<float> t, inv_sqrt_alpha, eps_coef, guidance_w, sigma, sqrt_abar, sqrt_one_minus_abar;
-  std::vector<float> prev_coef, x0_y, x0_eps, x0_guidance;
-  bool multistep() const;  // any prev_coef != 0: the sampler keeps D_prev
-  index_t size() const { return static_cast<index_t>(t.size()); }
-  void check() const;
-};
 
 struct SamplerConfig {
   Device device = Device::CPU;
   void* stream = nullptr;  // the caller's CUDA stream (null: the default stream); unused on the CPU
   int device_index = 0;    // the CUDA device (cuda:N) the buffers live on and the work runs on
   index_t batch = 1, channels = 3, height = 0, width = 0;
-  StepTable steps;
+  StepTable steps;  // the columns of every update (step_table.h)
+  // A multistep solver (egsde_rt.solvers.Solver.multistep): the sampler keeps the previous
+  // update's data prediction D_prev. A table with a nonzero prev_coef needs it (refused otherwise).
+  bool multistep = false;
   float ls = 0.0f, li = 0.0f;
   EnergyKind s2 = EnergyKind::NegL2;
   // Gradient: the expert's gradient inside the update (the official form). Implicit / Exact:

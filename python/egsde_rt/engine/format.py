@@ -137,9 +137,9 @@ class ScheduleSpec:
         """A ``ConfigError`` unless these make a schedule (``schedule.beta_schedule``)."""
         beta_schedule(self.kind, beta_start=self.beta_start, beta_end=self.beta_end, num_timesteps=self.num_timesteps)
 
-    def create(self, var_type: str = "fixedsmall") -> Schedule:
+    def create(self) -> Schedule:
         return Schedule.create(self.kind, beta_start=self.beta_start, beta_end=self.beta_end,
-                               num_timesteps=self.num_timesteps, var_type=var_type)
+                               num_timesteps=self.num_timesteps)
 
 
 @dataclass

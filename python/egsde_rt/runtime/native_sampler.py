@@ -1,8 +1,9 @@
 """The bridge to the native loop: build an ``egsde_rt._core.Sampler`` for settings and a batch
 shape, and run it with a runner.
 
-The step table comes from ``schedule.StepCoefficients`` (the one source of the schedule); the
-low-pass matrices from ``lowpass.lowpass_factors``. On CUDA the sampler orders its kernels and
+The step table comes from ``schedule.StepCoefficients.from_settings`` (the one source of the
+schedule; its columns are the core's ``_core.STEP_TABLE_COLUMNS``); the low-pass matrices from
+``lowpass.lowpass_factors``. On CUDA the sampler orders its kernels and
 copies on the caller's current PyTorch stream (or the stream given to ``build_sampler``), and
 hands that stream to the runners.
 
@@ -29,16 +30,16 @@ from ..lowpass import lowpass_eigen, lowpass_factors
 from ..noise import Seeds, check_noise, check_seeds
 from ..schedule import Schedule, StepCoefficients
 from ..settings import EGSDESettings
+from ..solvers import get_solver
 
 ProgressCallback = Callable[[int, int], "bool | None"]
-STEP_TABLE_COLUMNS = ("t", "inv_sqrt_alpha", "eps_coef", "guidance_w", "sigma", "sqrt_abar", "sqrt_one_minus_abar",
-                      "prev_coef", "x0_y", "x0_eps", "x0_guidance")
 
 
 def step_table(coefs: StepCoefficients) -> "_core.StepTable":
-    """The per-update coefficients as the sampler's table (the same float32 values)."""
+    """The per-update coefficients as the sampler's table (the same float32 values), column by
+    column as the core declares them (``_core.STEP_TABLE_COLUMNS``)."""
     table = _core.StepTable()
-    for name in STEP_TABLE_COLUMNS:
+    for name in _core.STEP_TABLE_COLUMNS:
         setattr(table, name, getattr(coefs, name).tolist())
     return table
 
@@ -70,7 +71,8 @@ def sampler_device(sampler: "_core.Sampler") -> torch.device:
 
 def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
                   schedule: Schedule | None = None, *, stream: "torch.cuda.Stream | None" = None) -> "_core.Sampler":
-    """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``.
+    """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``, over ``schedule``
+    (None: the linear 1e-4..0.02 schedule of 1000 timesteps).
 
     On CUDA (``"cuda"``: the current device, or ``"cuda:N"``) the sampler orders all its work on
     ``stream`` (a ``torch.cuda.Stream`` of that device; default: its current PyTorch stream).
@@ -78,7 +80,6 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
     ``build_sampler(..., "cuda", stream=torch.cuda.Stream())``: the legacy default stream cannot
     be captured into a CUDA graph. The caller keeps the stream alive as long as the sampler.
     """
-    schedule = schedule or Schedule.create("linear", var_type=settings.var_type)
     config = _core.SamplerConfig()
     config.device, config.device_index = native_device(device)
     if config.device == _core.Device.CUDA:
@@ -90,9 +91,8 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
     elif stream is not None:
         raise ConfigError("a CUDA stream was given for a CPU sampler")
     config.batch, config.channels, config.height, config.width = (int(s) for s in shape)
-    config.steps = step_table(StepCoefficients.from_schedule(schedule, settings.M, settings.steps,
-                                                             solver=settings.solver, eta=settings.eta,
-                                                             spacing=settings.spacing))
+    config.steps = step_table(StepCoefficients.from_settings(schedule, settings))
+    config.multistep = get_solver(settings.solver).multistep
     config.ls, config.li = float(settings.ls), float(settings.li)
     config.s2 = _core.EnergyKind.COSINE if settings.s2 == "cosine" else _core.EnergyKind.NEG_L2
     config.repeats, config.fresh_perturb, config.ilvr = settings.repeats, settings.perturb == "fresh", settings.ilvr

@@ -77,7 +77,7 @@ class Translator:
         self.captures = self.choice.device == "cuda" and get_backend(self.choice.name).capturable
         self.step_graph = CudaStepGraph
         self.settings: EGSDESettings = self.engine.manifest.method
-        self._schedules: dict[str, Schedule] = {}
+        self.schedule: Schedule = self.engine.manifest.schedule.create()  # the networks' schedule
         self._samplers: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
 
@@ -92,17 +92,11 @@ class Translator:
     def settings_with(self, **overrides) -> EGSDESettings:
         return engine_settings(self.engine, **overrides)
 
-    def _schedule(self, var_type: str) -> Schedule:
-        if var_type not in self._schedules:
-            self._schedules[var_type] = self.engine.manifest.schedule.create(var_type)
-        return self._schedules[var_type]
-
     def sampler_for(self, settings: EGSDESettings, shape):
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            self._samplers[key] = build_sampler(settings, shape, self.device,
-                                                self._schedule(settings.var_type), stream=self.stream)
+            self._samplers[key] = build_sampler(settings, shape, self.device, self.schedule, stream=self.stream)
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)

@@ -1,0 +1,49 @@
+// The step table: per-update float32 scalars in sampling order (row 0 is the start time), computed
+// in Python (egsde_rt.schedule.StepCoefficients; a solver is only the function giving its columns,
+// egsde_rt.solvers) and handed over as is. Its columns are declared once, here:
+// EGSDE_STEP_TABLE_COLUMNS generates StepTable's members, StepTable::check(), the Python binding
+// and the ordered names egsde_rt._core.STEP_TABLE_COLUMNS that Python builds the table from (and
+// tests StepCoefficients against). A new column is a line here, its values in the solver functions
+// (egsde_rt.solvers) and the kernel that reads it (through StepRow, step_scalars.h).
+#pragma once
+
+#include <vector>
+
+#include "egsde/common.h"
+
+// X(name): every column of the table, in order. For update k (see StepCoefficients):
+//   y' = inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G + prev_coef * D_prev + sigma * z
+//   D  = x0_y * y - x0_eps * eps - x0_guidance * G   (multistep solvers: this update's data
+//        prediction, the next update's D_prev; SamplerConfig::multistep)
+//   x_t = sqrt_abar * x0 + sqrt_one_minus_abar * e   (the perturbed source; row 0's is the start point)
+// with t the model timestep and G = ls * grad_s + li * grad_i.
+#define EGSDE_STEP_TABLE_COLUMNS(X) \
+  X(t)                              \
+  X(inv_sqrt_alpha)                 \
+  X(eps_coef)                       \
+  X(guidance_w)                     \
+  X(sigma)                          \
+  X(sqrt_abar)                      \
+  X(sqrt_one_minus_abar)            \
+  X(prev_coef)                      \
+  X(x0_y)                           \
+  X(x0_eps)                         \
+  X(x0_guidance)
+
+namespace egsde {
+
+struct StepTable {
+#define EGSDE_STEP_TABLE_MEMBER(name) std::vector<float> name;
+  EGSDE_STEP_TABLE_COLUMNS(EGSDE_STEP_TABLE_MEMBER)
+#undef EGSDE_STEP_TABLE_MEMBER
+  index_t size() const { return static_cast<index_t>(t.size()); }
+  // Not empty, and every column as long as t (an Error otherwise).
+  void check() const;
+};
+
+// The column names in order (egsde_rt._core.STEP_TABLE_COLUMNS).
+#define EGSDE_STEP_TABLE_NAME(name) #name,
+inline constexpr const char* kStepTableColumns[] = {EGSDE_STEP_TABLE_COLUMNS(EGSDE_STEP_TABLE_NAME)};
+#undef EGSDE_STEP_TABLE_NAME
+
+}  // namespace egsde
