@@ -165,6 +165,7 @@ CAPTURE_MODES = {
     "dpmpp_2m_sde": dict(solver="dpmpp-2m-sde", steps=5, repeats=2),  # the multistep buffer in the graph
     "ddim": dict(solver="ddim", eta=0.5, steps=5),
     "implicit_lowpass": dict(solver="dpmpp-2m-sde", steps=5, lowpass="implicit", li=500.0),  # the pull in the graph
+    "sa_solver_3": dict(solver="sa-solver-3", steps=6, repeats=2),  # three earlier D's in the graph
     "exact_lowpass_ilvr": dict(lowpass="exact", li=500.0, ilvr=True),
 }
 

@@ -155,6 +155,37 @@ def test_egsde_update_multistep_term(guided):
     assert np.abs(y_in_place - expected).max() <= 1e-5 and np.abs(x0_prev.view - d).max() <= 1e-5
 
 
+def test_egsde_update_reads_and_shifts_the_history():
+    """x0_prev [3, n]: mean += prev_coef * D_{k-1} + prev_coef2 * D_{k-2} + prev_coef3 * D_{k-3},
+    then the history shifts by one with this update's D first; a zero coefficient reads nothing."""
+    batch, per_image = 2, 3 * 16 * 16
+    n = batch * per_image
+    y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
+    history = np.stack([_random(n, s) for s in (11, 12, 13)])
+    c = dict(inv_sqrt_alpha=1.02, eps_coef=0.3, ls_w=0.51, li_w=0.0021, sigma=0.0)
+    m = dict(prev_coef=-0.37, prev_coef2=0.21, prev_coef3=-0.05, x0_y=1.3, x0_eps=0.8, ls_x0=0.25, li_x0=0.003)
+    f = {k: np.float32(v) for k, v in m.items()}
+    expected = _update_reference(y, eps, gs, gi, 0, c)
+    for j, name in enumerate(("prev_coef", "prev_coef2", "prev_coef3")):
+        expected = expected + f[name] * history[j]
+    d = f["x0_y"] * y - f["x0_eps"] * eps - f["ls_x0"] * gs - f["li_x0"] * gi
+    out, x0_prev = Guarded(n), Guarded(3 * n)
+    x0_prev.view[:] = history.ravel()
+    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    assert out.intact() and x0_prev.intact()
+    assert np.abs(out.view - expected).max() <= 1e-5
+    shifted = x0_prev.view.reshape(3, n)
+    assert np.abs(shifted[0] - d).max() <= 1e-5
+    assert np.array_equal(shifted[1], history[0]) and np.array_equal(shifted[2], history[1])
+    x0_prev.view[:] = history.ravel()
+    x0_prev.view[2 * n:] = np.nan  # D_{k-3} read with coefficient 0: ignored
+    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c,
+                   **{**m, "prev_coef3": 0.0})
+    assert np.isfinite(out.view).all()
+    with pytest.raises(NativeError, match="earlier data predictions"):
+        K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=np.zeros(4 * n, np.float32), **c)
+
+
 def test_update_in_place():
     y, eps = _random(64, 1), _random(64, 2)
     expected = _update_reference(y, eps, None, None, 0, dict(inv_sqrt_alpha=2.0, eps_coef=0.5, sigma=0.0))
@@ -196,19 +227,21 @@ def _step_rows(M=6, steps=None, ls=500.0, li=2.0, ilvr=True, solver="ddpm"):
     return coefs, K.step_rows(step_table(coefs), ls, li, ilvr)
 
 
-@pytest.mark.parametrize("solver", ["ddpm", "dpmpp-2m-sde"])
+@pytest.mark.parametrize("solver", ["ddpm", "dpmpp-2m-sde", "sa-solver-3"])
 def test_step_rows_are_the_schedule(solver):
     coefs, rows = _step_rows(ls=500.0, li=2.0, solver=solver)
     assert rows.shape == (len(coefs.t), K.STEP_ROW_WORDS) and rows.dtype == np.float32
     ls, li = np.float32(500.0), np.float32(2.0)
     columns = [coefs.t, coefs.inv_sqrt_alpha, coefs.eps_coef, ls * coefs.guidance_w, li * coefs.guidance_w,
                coefs.sigma, coefs.sqrt_abar, coefs.sqrt_one_minus_abar, (coefs.t > 0).astype(np.float32),
-               coefs.prev_coef, coefs.x0_y, coefs.x0_eps, ls * coefs.x0_guidance, li * coefs.x0_guidance]
+               coefs.prev_coef, coefs.x0_y, coefs.x0_eps, ls * coefs.x0_guidance, li * coefs.x0_guidance,
+               coefs.prev_coef2, coefs.prev_coef3, li * coefs.lowpass_w]
     assert len(columns) == K.STEP_ROW_WORDS
     for i, column in enumerate(columns):  # column 8: ILVR, off at t = 0
         assert np.array_equal(rows[:, i], column), i
     assert not _step_rows(ilvr=False)[1][:, 8].any()
-    assert (coefs.prev_coef != 0).any() == (solver == "dpmpp-2m-sde")
+    assert (coefs.prev_coef != 0).any() == (solver != "ddpm")
+    assert (coefs.prev_coef3 != 0).any() == (solver == "sa-solver-3")
 
 
 def _step_scalars(rows, g, batch):

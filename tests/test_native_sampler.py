@@ -162,24 +162,36 @@ def test_the_step_table_columns_are_declared_once():
         assert getattr(table, name) == []
 
 
-@pytest.mark.parametrize("solver", ["ddpm", "ddim", "dpmpp-2m-sde"])
-def test_multistep_is_the_solvers(solver):
-    """build_sampler passes the solver's multistep to the core (which keeps D_prev for it)."""
+HISTORY = {"ddpm": 0, "ddim": 0, "dpmpp-2m-sde": 1, "sa-solver-1": 1, "sa-solver-2": 2, "sa-solver-3": 3}
+
+
+@pytest.mark.parametrize("solver", sorted(HISTORY))
+def test_the_history_is_the_solvers(solver):
+    """build_sampler passes the solver's history to the core (which keeps that many earlier data
+    predictions), and the solver's table reads exactly that many."""
     settings = EGSDESettings(M=20, steps=5, down_N=8, solver=solver, **({} if solver == "ddpm" else {"eta": 0.5}))
-    assert build_sampler(settings, (1, 3, 32, 32), "cpu").config.multistep == (solver == "dpmpp-2m-sde")
+    assert build_sampler(settings, (1, 3, 32, 32), "cpu").config.history == HISTORY[solver]
+    table = StepCoefficients.from_settings(None, settings)
+    read = [name for name in ("prev_coef", "prev_coef2", "prev_coef3") if getattr(table, name).any()]
+    assert read == ["prev_coef", "prev_coef2", "prev_coef3"][:HISTORY[solver]]
 
 
-def test_a_multistep_table_without_multistep_is_refused():
+def test_a_table_reading_more_than_the_history_is_refused():
     config = _core.SamplerConfig()
     config.height = config.width = 32
-    config.steps = step_table(StepCoefficients.from_schedule(Schedule.create(), 20, 5, solver="dpmpp-2m-sde"))
+    config.steps = step_table(StepCoefficients.from_schedule(Schedule.create(), 20, 5, solver="sa-solver-3"))
     config.set_lowpass(*(m.astype(np.float32) for m in (*lowpass_factors(32, 8), *lowpass_factors(32, 8))))
-    with pytest.raises(NativeError, match="nonzero prev_coef .* multistep is false"):
+    for history, beyond in ((0, "prev_coef"), (1, "prev_coef2"), (2, "prev_coef3")):
+        config.history = history
+        with pytest.raises(NativeError, match=rf"nonzero {beyond}\) beyond the {history} the sampler keeps"):
+            _core.Sampler(config)
+    config.history = 3
+    assert _core.Sampler(config).config.history == 3
+    config.history = 4
+    with pytest.raises(NativeError, match="history must be in 0..3"):
         _core.Sampler(config)
-    config.multistep = True
-    assert _core.Sampler(config).config.multistep
     config.steps = step_table(StepCoefficients.from_schedule(Schedule.create(), 20, 5, solver="ddim"))
-    config.multistep = False  # a single-step table needs no D_prev
+    config.history = 0  # a single-step table needs no earlier D
     _core.Sampler(config)
 
 

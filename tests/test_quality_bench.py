@@ -77,7 +77,8 @@ def test_the_sweep_has_a_lowpass_axis(monkeypatch):
 def test_a_small_sweep_end_to_end(tiny_engine, tmp_path):
     path, _, _ = tiny_engine
     config = QualityConfig(engine_dir=path, backend="torch", solvers=("dpmpp-2m-sde",), updates=(4, 99), ls=(500.0,),
-                           spacing=("logsnr",), lowpass=("implicit",), tuning_count=4, held_out_count=4, reference_count=16, batch_size=2)
+                           spacing=("logsnr",), lowpass=("implicit",), tuning_count=4, held_out_count=4,
+                           reference_count=16, batch_size=2)
     logs = []
     record = run_quality(config, log=logs.append)
     json.dumps(record)  # serialisable

@@ -53,6 +53,14 @@ CASES = {
     "dpmpp_exact_fresh_ilvr": dict(solver="dpmpp-2m-sde", steps=4, lowpass="exact", li=500.0, perturb="fresh",
                                    ilvr=True),
     "dpmpp_exact_repeats": dict(solver="dpmpp-2m-sde", steps=4, lowpass="exact", li=10_000.0, repeats=2),
+    # SA-Solver: the predictor-corrector folded into the table against its textbook form
+    "sa1": dict(solver="sa-solver-1", steps=5),
+    "sa2_eta0.5": dict(solver="sa-solver-2", eta=0.5, steps=6),
+    "sa3": dict(solver="sa-solver-3"),
+    "sa3_eta0_spacing": dict(solver="sa-solver-3", eta=0.0, steps=7, spacing="karras"),
+    "sa3_repeats_fresh_ilvr": dict(solver="sa-solver-3", steps=5, repeats=2, perturb="fresh", ilvr=True),
+    "sa2_implicit": dict(solver="sa-solver-2", steps=5, lowpass="implicit", li=500.0),
+    "sa3_exact_ilvr": dict(solver="sa-solver-3", steps=6, lowpass="exact", li=500.0, ilvr=True),
 }
 
 
@@ -97,18 +105,19 @@ def _after_first_update(solver, eta, x0, unet, dse, settings):
     return seen[0], torch.from_numpy(sampler.finish())
 
 
+@pytest.mark.parametrize("solver", ["dpmpp-2m-sde", "sa-solver-2", "sa-solver-3"])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_a_multistep_solvers_first_update_is_its_single_step_form(eta, small_unet, small_dse):
-    """SDE-DPM-Solver++(2M)'s first update is first order: DDIM with the same eta (at eta 1 the
-    DDPM posterior, at eta 0 deterministic DDIM); its second update is not."""
+def test_a_multistep_solvers_first_update_is_its_single_step_form(solver, eta, small_unet, small_dse):
+    """SDE-DPM-Solver++(2M)'s and SA-Solver's first update is first order: DDIM with the same eta
+    (at eta 1 the DDPM posterior, at eta 0 deterministic DDIM); their second update is not."""
     x0 = _x0()
     settings = EGSDESettings(M=12, steps=5, ls=500.0, li=2.0, down_N=8)
-    dpm_oracle, dpm_native = _after_first_update("dpmpp-2m-sde", eta, x0, small_unet, small_dse, settings)
+    dpm_oracle, dpm_native = _after_first_update(solver, eta, x0, small_unet, small_dse, settings)
     ddim_oracle, ddim_native = _after_first_update("ddim", eta, x0, small_unet, small_dse, settings)
     assert (dpm_oracle - ddim_oracle).abs().max() <= TOL
     assert (dpm_native - ddim_native).abs().max() <= TOL
     assert (dpm_native - dpm_oracle).abs().max() <= TOL
-    coefs = StepCoefficients.from_schedule(Schedule.create(), 12, 5, solver="dpmpp-2m-sde", eta=eta)
+    coefs = StepCoefficients.from_schedule(Schedule.create(), 12, 5, solver=solver, eta=eta)
     assert coefs.prev_coef[0] == 0 and (coefs.prev_coef[1:-1] != 0).all() and coefs.prev_coef[-1] == 0
 
 
@@ -149,6 +158,30 @@ def test_dpmpp_2m_is_second_order_and_ddim_first_order():
     assert 1.7 < ddim[0] / ddim[1] < 2.4
     assert dpm[0] / dpm[1] > 3.2
     assert dpm[1] < ddim[1] / 1.2
+
+
+@pytest.mark.parametrize("solver", ["sa-solver-2", "sa-solver-3"])
+def test_sa_solver_converges_faster_than_second_order(solver):
+    """SA-Solver's predictor-corrector of order 2 and 3 on the exact Gaussian flow: halving the
+    step divides the error by more than 4.5 (a second-order method such as DPM-Solver++(2M), or
+    SA-Solver with its corrector broken, gives about 4 or less)."""
+    errors = [_ode_error(solver, K) for K in (40, 80, 160)]
+    assert errors[0] / errors[1] > 4.5 and errors[1] / errors[2] > 4.5
+    dpm = [_ode_error("dpmpp-2m-sde", K) for K in (80, 160)]
+    assert dpm[0] / dpm[1] < 4.5
+
+
+def test_sa_solver_weights_are_the_closed_form_integrals():
+    """The quadrature of the exponential against the Lagrange basis (solvers) equals the oracle's
+    closed form, and the weights of a step sum to its first-order weight (the integral of 1)."""
+    from egsde_rt.reference import _exponential_lagrange_integrals
+    from egsde_rt.solvers import exponential_lagrange_weights
+
+    for nodes, lo, hi, tau2 in (([0.3], 0.3, 0.9, 1.0), ([0.3, 0.1], 0.3, 1.1, 0.5),
+                                ([-1.0, -1.4, -2.2], -1.0, -0.2, 0.0), ([2.0, 1.5, 0.7], 1.5, 2.0, 1.0)):
+        quadrature = exponential_lagrange_weights(np.array(nodes), lo, hi, tau2)
+        assert np.abs(quadrature - np.array(_exponential_lagrange_integrals(nodes, lo, hi, tau2))).max() < 1e-12
+        assert abs(quadrature.sum() + math.expm1(-(1 + tau2) * (hi - lo))) < 1e-12
 
 
 def test_guidance_in_eps_form_is_the_official_update():
@@ -201,7 +234,7 @@ def test_the_translator_takes_the_solver_at_run_time(tiny_engine):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(_core.cuda_device_count() == 0, reason="needs a CUDA device")
-@pytest.mark.parametrize("solver", ["ddim", "dpmpp-2m-sde"])
+@pytest.mark.parametrize("solver", ["ddim", "dpmpp-2m-sde", "sa-solver-3"])
 def test_cuda_loop_equals_the_cpu_loop(solver, small_unet, small_dse):
     x0 = _x0()
     kwargs = dict(M=12, steps=6, ls=500.0, li=2.0, down_N=8, solver=solver, seed=[1, 2])

@@ -279,9 +279,10 @@ PYBIND11_MODULE(_core, m) {
                     [](SamplerConfig& c, std::uintptr_t s) { c.stream = reinterpret_cast<void*>(s); },
                     "the caller's CUDA stream as an integer handle (0: the default stream)")
       .def_readwrite("steps", &SamplerConfig::steps)
-      .def_readwrite("multistep", &SamplerConfig::multistep,
-                     "whether the sampler keeps the previous update's data prediction (a multistep solver; "
-                     "egsde_rt.solvers.Solver.multistep): needed by a table with a nonzero prev_coef")
+      .def_readwrite("history", &SamplerConfig::history,
+                     "how many earlier data predictions the sampler keeps (0..3; a multistep solver's, "
+                     "egsde_rt.solvers.Solver.history): needed by a table with a nonzero prev_coef (1), "
+                     "prev_coef2 (2) or prev_coef3 (3)")
       .def_readwrite("ls", &SamplerConfig::ls)
       .def_readwrite("li", &SamplerConfig::li)
       .def_readwrite("s2", &SamplerConfig::s2)
@@ -495,7 +496,8 @@ PYBIND11_MODULE(_core, m) {
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
                            float sigma, const py::object& seed, std::uint32_t stream, std::uint64_t draw,
                            std::uintptr_t cuda_stream, const py::object& step, const py::object& x0_prev,
-                           float prev_coef, float x0_y, float x0_eps, float ls_x0, float li_x0) {
+                           float prev_coef, float x0_y, float x0_eps, float ls_x0, float li_x0,
+                           float prev_coef2, float prev_coef3) {
     const index_t n = batch * per_image;
     const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
     require_size(ya, n, "y");
@@ -515,9 +517,13 @@ PYBIND11_MODULE(_core, m) {
     ArrayArg prev;
     if (!x0_prev.is_none()) {
       prev = as_array(x0_prev, true, "x0_prev");
-      require_size(prev, n, "x0_prev");
+      require(prev.size >= n && prev.size % n == 0 && prev.size / n <= kMaxHistory,
+              "x0_prev: the earlier data predictions [history (1..3), batch, per_image]");
+      u.history = static_cast<int>(prev.size / n);
     }
     u.x0_prev = prev.data;
+    u.prev_coef2 = prev_coef2;
+    u.prev_coef3 = prev_coef3;
     u.prev_coef = prev_coef;
     u.x0_y = x0_y;
     u.x0_eps = x0_eps;
@@ -547,8 +553,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("li_w"), py::arg("sigma"), py::arg("seed") = 0, py::arg("stream") = 0, py::arg("draw") = 0,
         py::arg("cuda_stream") = 0, py::arg("step") = py::none(), py::arg("x0_prev") = py::none(),
         py::arg("prev_coef") = 0.0f, py::arg("x0_y") = 0.0f, py::arg("x0_eps") = 0.0f, py::arg("ls_x0") = 0.0f,
-        py::arg("li_x0") = 0.0f,
+        py::arg("li_x0") = 0.0f, py::arg("prev_coef2") = 0.0f, py::arg("prev_coef3") = 0.0f,
         "The fused update, images seeded by `seed` (an integer for every image, or one per image; with "
         "`step`: the step's coefficients and draw; `noise` then holds the injected draws [draws, batch, "
-        "per_image]); `x0_prev`: a multistep solver's D_prev, replaced by this update's D).");
+        "per_image]); `x0_prev`: a multistep solver's earlier data predictions [history, batch, per_image], "
+        "newest first, shifted and this update's D put first).");
 }

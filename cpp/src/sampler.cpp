@@ -23,10 +23,13 @@ namespace {
 
 void check_config(const SamplerConfig& c) {
   c.steps.check();
-  const auto& prev = c.steps.prev_coef;
-  require(c.multistep || std::all_of(prev.begin(), prev.end(), [](float coef) { return coef == 0.0f; }),
-          "sampler: the step table has a nonzero prev_coef (a multistep solver's) but multistep is false: "
-          "set SamplerConfig.multistep (egsde_rt.solvers.get_solver(name).multistep)");
+  require(c.history >= 0 && c.history <= kMaxHistory, "sampler: history must be in 0..3");
+  const std::vector<float>* prev[kMaxHistory] = {&c.steps.prev_coef, &c.steps.prev_coef2, &c.steps.prev_coef3};
+  for (index_t j = c.history; j < kMaxHistory; ++j)
+    require(std::all_of(prev[j]->begin(), prev[j]->end(), [](float coef) { return coef == 0.0f; }),
+            "sampler: the step table reads an earlier update's data prediction (a nonzero prev_coef" +
+                (j ? std::to_string(j + 1) : std::string()) + ") beyond the " + std::to_string(c.history) +
+                " the sampler keeps: set SamplerConfig.history (egsde_rt.solvers.get_solver(name).history)");
   require(c.batch >= 1 && c.channels >= 1 && c.height >= 1 && c.width >= 1, "sampler: empty image shape");
   require(c.repeats >= 1, "sampler: repeats must be >= 1");
   // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.
@@ -79,6 +82,9 @@ std::vector<StepRow> step_rows(const StepTable& s, float ls, float li, bool ilvr
     row.x0_eps = s.x0_eps[k];
     row.ls_x0 = ls * s.x0_guidance[k];
     row.li_x0 = li * s.x0_guidance[k];
+    row.prev_coef2 = s.prev_coef2[k];
+    row.prev_coef3 = s.prev_coef3[k];
+    row.li_pull = li * s.lowpass_w[k];
   }
   return rows;
 }
@@ -92,7 +98,7 @@ Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   numel_ = image_batch_numel(config_);
   for (DeviceArray* a : {&x0_, &y_, &e_, &x_t_, &eps_, &grad_s_, &grad_i_, &scratch_}) *a = DeviceArray(d, numel_);
   if (config_.fresh_perturb) e_fresh_ = DeviceArray(d, numel_);
-  if (config_.multistep) x0_prev_ = DeviceArray(d, numel_);
+  if (config_.history) x0_prev_ = DeviceArray(d, checked_mul(config_.history, numel_, "sampler: history * images"));
 
   const std::vector<StepRow> rows = step_rows(config_.steps, config_.ls, config_.li, config_.ilvr);
   step_table_ = DeviceBuffer<StepRow>(d, static_cast<index_t>(rows.size()));
@@ -190,7 +196,7 @@ void Sampler::start_repeat(index_t r) {
   require(begun_, "sampler: begin() a run first");
   require(r >= 0 && r < c.repeats, "sampler: repeat index out of range");
   seek(r * K);
-  if (c.multistep) x0_prev_.zero(ctx_);  // D_prev = 0: the repeat's first update is first order (prev_coef 0)
+  if (c.history) x0_prev_.zero(ctx_);  // no earlier D: the repeat's first update is first order (prev_coef 0)
   PhiloxNormalParams draw_e;
   draw_e.out = e_.data();
   draw_e.batch = c.batch;
@@ -251,7 +257,8 @@ void Sampler::step(Runner& runner) {
   u.grad_i = gradient_i ? grad_i_.data() : nullptr;
   u.noise = injected_ ? injected_sampling_.data() : nullptr;
   u.out = y_.data();
-  u.x0_prev = c.multistep ? x0_prev_.data() : nullptr;
+  u.x0_prev = c.history ? x0_prev_.data() : nullptr;
+  u.history = static_cast<int>(c.history);
   u.batch = c.batch;
   u.per_image = numel_ / c.batch;
   u.key.seeds = seeds_.data();

@@ -6,9 +6,9 @@ low-pass filter for the domain-independent gradient, and the masked noise. It is
 oracle of the native sampler and the engine, and the baseline they are profiled against.
 
 The other solvers (``settings.solver``) are written here in their textbook form, from the
-cumulative products of the timesteps (the guided eps, the data prediction, then the DDIM or
-SDE-DPM-Solver++(2M) step), independently of the step-table columns that the native loop runs
-(``egsde_rt.solvers``): the tests hold the two together.
+cumulative products of the timesteps (the guided eps, the data prediction, then the DDIM,
+SDE-DPM-Solver++(2M) or SA-Solver step), independently of the step-table columns that the native
+loop runs (``egsde_rt.solvers``): the tests hold the two together.
 """
 
 from __future__ import annotations
@@ -53,8 +53,64 @@ def dpmpp_2m_sde_step(y, eps_hat, x0_pred, abar_t: float, abar_s: float, eta: fl
     return out, (x0_pred, h)
 
 
+def _exponential_lagrange_integrals(nodes: list, lo: float, hi: float, tau2: float) -> list:
+    """``(1 + tau2) * int_lo^hi exp(-(1 + tau2)(hi - l)) ell_j(l) dl`` for the Lagrange basis of
+    ``nodes``, in closed form: with ``u = l - hi``, ``J_n = int_{-h}^0 exp(k u) u^n du`` by parts."""
+    kappa, h = 1.0 + tau2, hi - lo
+    J = [-math.expm1(-kappa * h) / kappa]
+    for n in range(1, len(nodes)):
+        J.append(-((-h) ** n) * math.exp(-kappa * h) / kappa - n / kappa * J[-1])
+    shifted = [node - hi for node in nodes]
+    integrals = []
+    for j, uj in enumerate(shifted):
+        poly = [1.0]  # ell_j(u) = prod_{m != j} (u - u_m) / (u_j - u_m), lowest power first
+        for m, um in enumerate(shifted):
+            if m != j:
+                poly = [(poly[i - 1] if i else 0.0) - um * (poly[i] if i < len(poly) else 0.0)
+                        for i in range(len(poly) + 1)]
+                poly = [c / (uj - um) for c in poly]
+        integrals.append(kappa * sum(c * J[n] for n, c in enumerate(poly)))
+    return integrals
+
+
+def sa_solver_step(order: int):
+    """SA-Solver (Xue et al. 2023) with predictor and corrector of ``order`` and tau^2 = eta, in
+    its textbook form: the corrected point ``x_k^c = a x_{k-1}^c + alpha_k sum_j c_j D_{k-j} +
+    noise z_{k-1}`` (the last step again, with the data prediction at its end and the same draw),
+    then the predictor ``y' = a x_k^c + alpha_s sum_j b_j D_{k-j} + noise z``. Whatever moved
+    ``y`` after the last step (the stable low-pass pull, ILVR) moves the corrected point too.
+    ``previous``: the last step's state, or None (the first update: no corrector)."""
+
+    def step(y, eps_hat, x0_pred, abar_t: float, abar_s: float, eta: float, z, previous):
+        alpha_t, sigma_t = math.sqrt(abar_t), math.sqrt(1 - abar_t)
+        lams = [0.5 * math.log(abar_t / (1 - abar_t))] + (previous["lams"] if previous else [])
+        predictions = [x0_pred] + (previous["predictions"] if previous else [])
+        corrected = y
+        if previous is not None:
+            n = min(order, len(lams))
+            weights = _exponential_lagrange_integrals(lams[:n], lams[1], lams[0], eta)
+            corrected = previous["keep"] * previous["corrected"] + previous["noise"] * previous["z"] + (
+                y - previous["out"])
+            for w, d in zip(weights, predictions):
+                corrected = corrected + alpha_t * w * d
+        if abar_s >= 1.0:  # to t = 0: the data prediction
+            return x0_pred, None
+        alpha_s, sigma_s = math.sqrt(abar_s), math.sqrt(1 - abar_s)
+        lam_s = 0.5 * math.log(abar_s / (1 - abar_s))
+        h = lam_s - lams[0]
+        keep, noise = sigma_s / sigma_t * math.exp(-eta * h), sigma_s * math.sqrt(-math.expm1(-2 * eta * h))
+        n = min(order, len(lams))
+        out = keep * corrected + noise * z
+        for w, d in zip(_exponential_lagrange_integrals(lams[:n], lams[0], lam_s, eta), predictions):
+            out = out + alpha_s * w * d
+        return out, {"lams": lams[:order], "predictions": predictions[:order], "corrected": corrected,
+                     "keep": keep, "noise": noise, "z": z, "out": out}
+    return step
+
+
 # The oracle's step of each solver but ddpm (whose update is the official code's, inline below).
-SOLVER_STEPS = {"ddim": ddim_step, "dpmpp-2m-sde": dpmpp_2m_sde_step}
+SOLVER_STEPS = {"ddim": ddim_step, "dpmpp-2m-sde": dpmpp_2m_sde_step,
+                **{f"sa-solver-{order}": sa_solver_step(order) for order in (1, 2, 3)}}
 
 
 class Untimed:

@@ -247,10 +247,12 @@ class StepCoefficients:
     For update ``k`` (0-based) at model timestep ``t[k]``, with ``G = ls * grad_s + li * grad_i``:
       ``mean = inv_sqrt_alpha[k] * (y - eps_coef[k] * eps)``
       ``mean -= guidance_w[k] * G``
-      ``mean += prev_coef[k] * D_prev``  (multistep solvers: the previous update's D)
+      ``mean += prev_coef[k] * D_{k-1} + prev_coef2[k] * D_{k-2} + prev_coef3[k] * D_{k-3}``
+      (multistep solvers: the earlier updates' D)
       ``y = mean + sigma[k] * z``  (``sigma`` is 0 on the last update: the mask at t = 0)
     and, for multistep solvers, ``D = x0_y[k] * y - x0_eps[k] * eps - x0_guidance[k] * G`` (the
-    update's data prediction, read by the next one); the perturbed source is
+    update's data prediction, read by the next ones); ``lowpass_w[k]`` is the guidance weight of
+    the update's first-order step (the stable low-pass pull's strength); the perturbed source is
     ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``. The start point uses row 0's
     ``sqrt_abar`` / ``sqrt_one_minus_abar``. ``t`` and the perturbed source's mix are the
     schedule's (the official float32 ops); the other columns are the solver's
@@ -269,6 +271,9 @@ class StepCoefficients:
     x0_y: np.ndarray
     x0_eps: np.ndarray
     x0_guidance: np.ndarray
+    prev_coef2: np.ndarray
+    prev_coef3: np.ndarray
+    lowpass_w: np.ndarray
 
     @classmethod
     def from_input(cls, updates: SolverInput, solver: str) -> "StepCoefficients":

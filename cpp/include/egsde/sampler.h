@@ -24,9 +24,10 @@ struct SamplerConfig {
   int device_index = 0;    // the CUDA device (cuda:N) the buffers live on and the work runs on
   index_t batch = 1, channels = 3, height = 0, width = 0;
   StepTable steps;  // the columns of every update (step_table.h)
-  // A multistep solver (egsde_rt.solvers.Solver.multistep): the sampler keeps the previous
-  // update's data prediction D_prev. A table with a nonzero prev_coef needs it (refused otherwise).
-  bool multistep = false;
+  // A multistep solver's history (egsde_rt.solvers.Solver.history, 0..kMaxHistory): how many
+  // earlier data predictions D_{k-1}, D_{k-2}, ... the sampler keeps. A table that reads more
+  // (a nonzero prev_coef, prev_coef2, prev_coef3 beyond it) is refused.
+  index_t history = 0;
   float ls = 0.0f, li = 0.0f;
   EnergyKind s2 = EnergyKind::NegL2;
   // Gradient: the expert's gradient inside the update (the official form). Implicit / Exact:
@@ -112,7 +113,7 @@ class Sampler {
   index_t numel_ = 0;
   bool begun_ = false, injected_ = false;
   DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
-  DeviceArray x0_prev_;  // multistep solvers: the previous update's data prediction
+  DeviceArray x0_prev_;  // multistep solvers: the earlier data predictions [history, numel], newest first
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;
   DeviceArray eig_h_, eig_w_, lambda_h_, lambda_w_;  // the stable forms only
   DeviceArray injected_sampling_, injected_perturb_;

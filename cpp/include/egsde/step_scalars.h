@@ -22,11 +22,14 @@ struct StepRow {
   float sigma = 0.0f;                // 0 on the last update: the mask at t = 0
   float sqrt_abar = 1.0f, sqrt_one_minus_abar = 0.0f;  // the perturbed source's mix
   float ilvr = 0.0f;                 // 1 where the ILVR correction applies (ilvr and t > 0), else 0
-  // Multistep solvers (egsde_rt.solvers): the previous update's data prediction D_prev enters
-  // with prev_coef, and this update's D = x0_y * y - x0_eps * eps - ls_x0 * grad_s - li_x0 * grad_i
-  // is kept for the next one. All 0 for single-step solvers.
+  // Multistep solvers (egsde_rt.solvers): the earlier updates' data predictions D_{k-1} (and
+  // D_{k-2}, D_{k-3}: prev_coef2, prev_coef3 below) enter with prev_coef, and this update's
+  // D = x0_y * y - x0_eps * eps - ls_x0 * grad_s - li_x0 * grad_i is kept for the next ones. All 0
+  // for single-step solvers.
   float prev_coef = 0.0f, x0_y = 0.0f, x0_eps = 0.0f;
   float ls_x0 = 0.0f, li_x0 = 0.0f;  // ls * x0_guidance, li * x0_guidance
+  float prev_coef2 = 0.0f, prev_coef3 = 0.0f;
+  float li_pull = 0.0f;  // li * lowpass_w: the stable low-pass pull's strength is 2 li_pull
 };
 
 // What the kernels of one step read (written by step_begin): the row of update k = g % K and the
@@ -46,7 +49,7 @@ struct StepState {
 };
 
 // The kernels' bindings and tests see StepRow and StepScalars as arrays of 4-byte words.
-constexpr int kStepRowWords = 14;
+constexpr int kStepRowWords = 17;
 constexpr int kStepScalarsWords = kStepRowWords + 2 * kNoiseStreams;
 static_assert(sizeof(StepRow) == kStepRowWords * 4 && offsetof(StepRow, ilvr) == 8 * 4, "StepRow layout");
 static_assert(sizeof(StepScalars) == kStepScalarsWords * 4 && offsetof(StepScalars, draw) == kStepRowWords * 4,

@@ -12,11 +12,13 @@
 #include "egsde/common.h"
 
 // X(name): every column of the table, in order. For update k (see StepCoefficients):
-//   y' = inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G + prev_coef * D_prev + sigma * z
-//   D  = x0_y * y - x0_eps * eps - x0_guidance * G   (multistep solvers: this update's data
-//        prediction, the next update's D_prev; SamplerConfig::multistep)
+//   y' = inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G
+//        + prev_coef * D_{k-1} + prev_coef2 * D_{k-2} + prev_coef3 * D_{k-3} + sigma * z
+//   D_k = x0_y * y - x0_eps * eps - x0_guidance * G  (multistep solvers: this update's data
+//        prediction, kept for the next updates; SamplerConfig::history of them)
 //   x_t = sqrt_abar * x0 + sqrt_one_minus_abar * e   (the perturbed source; row 0's is the start point)
-// with t the model timestep and G = ls * grad_s + li * grad_i.
+// with t the model timestep and G = ls * grad_s + li * grad_i; lowpass_w: the guidance weight of
+// the update's first-order step, the strength of the low-pass expert's stable pull (2 li lowpass_w).
 #define EGSDE_STEP_TABLE_COLUMNS(X) \
   X(t)                              \
   X(inv_sqrt_alpha)                 \
@@ -28,7 +30,10 @@
   X(prev_coef)                      \
   X(x0_y)                           \
   X(x0_eps)                         \
-  X(x0_guidance)
+  X(x0_guidance)                    \
+  X(prev_coef2)                     \
+  X(prev_coef3)                     \
+  X(lowpass_w)
 
 namespace egsde {
 

@@ -92,7 +92,7 @@ def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
         raise ConfigError("a CUDA stream was given for a CPU sampler")
     config.batch, config.channels, config.height, config.width = (int(s) for s in shape)
     config.steps = step_table(StepCoefficients.from_settings(schedule, settings))
-    config.multistep = get_solver(settings.solver).multistep
+    config.history = get_solver(settings.solver).history
     config.ls, config.li = float(settings.ls), float(settings.li)
     config.s2 = _core.EnergyKind.COSINE if settings.s2 == "cosine" else _core.EnergyKind.NEG_L2
     config.repeats, config.fresh_perturb, config.ilvr = settings.repeats, settings.perturb == "fresh", settings.ilvr

@@ -83,9 +83,8 @@ struct LowpassParams {
 };
 
 // low[p, i, j] *= F(c lambda_h[i] lambda_w[j]) with F(z) = -z / (1 + z) (implicit) or
-// expm1(-z) (exact). With `step`, c = 2 (li_w + prev_coef li_x0) of the step's row: 2 li times
-// the guidance weight of the update's first-order step (prev_coef and li_x0 are 0 for a
-// single-step solver; for a multistep one the D_prev term's share is taken out).
+// expm1(-z) (exact). With `step`, c = 2 li_pull of the step's row: 2 li times the guidance weight
+// of the update's first-order step (the lowpass_w column).
 struct PullScaleParams {
   float* low = nullptr;  // [planes, low_h, low_w]
   const float* lambda_h = nullptr;
@@ -98,7 +97,7 @@ struct PullScaleParams {
 
 // The scaling of element `g` (flat over planes x low_h x low_w): the body both backends run.
 EGSDE_HD void pull_scale_at(const PullScaleParams& p, index_t g) {
-  const float c = p.step ? 2.0f * (p.step->row.li_w + p.step->row.prev_coef * p.step->row.li_x0) : p.c;
+  const float c = p.step ? 2.0f * p.step->row.li_pull : p.c;
   const index_t ij = g % (p.low_h * p.low_w);
   const float z = c * p.lambda_h[ij / p.low_w] * p.lambda_w[ij % p.low_w];
   p.low[g] *= p.form == LowpassForm::Exact ? expm1f(-z) : -z / (1.0f + z);
