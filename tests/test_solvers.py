@@ -163,10 +163,10 @@ def test_dpmpp_2m_is_second_order_and_ddim_first_order():
 @pytest.mark.parametrize("solver", ["sa-solver-2", "sa-solver-3"])
 def test_sa_solver_converges_faster_than_second_order(solver):
     """SA-Solver's predictor-corrector of order 2 and 3 on the exact Gaussian flow: halving the
-    step divides the error by more than 4.5 (a second-order method such as DPM-Solver++(2M), or
-    SA-Solver with its corrector broken, gives about 4 or less)."""
+    step divides the error by more than 5.2 (about 6 measured; a second-order method such as
+    DPM-Solver++(2M) gives about 4, and order 2 without its corrector 4.5: the corrector counts)."""
     errors = [_ode_error(solver, K) for K in (40, 80, 160)]
-    assert errors[0] / errors[1] > 4.5 and errors[1] / errors[2] > 4.5
+    assert errors[0] / errors[1] > 5.2 and errors[1] / errors[2] > 5.2
     dpm = [_ode_error("dpmpp-2m-sde", K) for K in (80, 160)]
     assert dpm[0] / dpm[1] < 4.5
 
