@@ -14,6 +14,7 @@ from egsde_rt.cli import main
 from egsde_rt.errors import ConfigError
 from egsde_rt.folder_job import plan_job
 from egsde_rt.runtime.translator import Translator
+from egsde_rt.settings import overrides_from_text
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
@@ -34,11 +35,16 @@ def _tree(out):
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+# The few-step settings (a solver with a corrector, a stable low-pass form, a spacing) as flags and as a query.
+FEW_STEP = {"solver": "sa-solver-2", "steps": "2", "lowpass": "implicit", "li": "300", "spacing": "karras"}
+
+
 def test_a_ray_folder_run_equals_a_plain_one_byte_for_byte(local_ray, tiny_engine, tmp_path):
     inputs = _images(tmp_path / "in")
     _images(inputs / "sub", count=2, start=7)
     plain, distributed = tmp_path / "plain", tmp_path / "ray"
-    common = [str(tiny_engine[0]), str(inputs), "--seed", "11", "--batch-size", "2", "--M", "3"]
+    flags = [arg for name, value in FEW_STEP.items() for arg in (f"--{name}", value)]
+    common = [str(tiny_engine[0]), str(inputs), "--seed", "11", "--batch-size", "2", "--M", "6", *flags]
     assert main(["translate", *common, "--output-dir", str(plain)]) == 0
     assert main(["translate", *common, "--output-dir", str(distributed), "--ray", "--ray-actors", "2"]) == 0
     files = _tree(plain)
@@ -76,11 +82,18 @@ def test_ray_arguments_are_checked(local_ray, tiny_engine, tmp_path):
 
 # --- the service ----------------------------------------------------------------------------------
 
-def test_the_service_returns_what_translator_run_returns(service, tiny_engine):
-    status, headers, body = _post("seed=5&M=3", _png(1))
+@pytest.mark.parametrize("overrides", [{}, FEW_STEP])
+def test_the_service_returns_what_translator_run_returns(service, tiny_engine, overrides):
+    query = "&".join(["seed=5", "M=6", *(f"{k}={v}" for k, v in overrides.items())])
+    status, headers, body = _post(query, _png(1))
     assert status == 200 and headers["content-type"] == "image/png" and headers["x-egsde-seed"] == "5"
-    expected = Translator(tiny_engine[0]).run(Image.open(io.BytesIO(_png(1))), seed=5, M=3)
+    translator = Translator(tiny_engine[0])
+    typed = overrides_from_text(overrides)
+    expected = translator.run(Image.open(io.BytesIO(_png(1))), seed=5, M=6, **typed)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(expected))
+    if overrides:  # the settings took effect
+        assert not np.array_equal(np.asarray(expected), np.asarray(
+            translator.run(Image.open(io.BytesIO(_png(1))), seed=5, M=6)))
     assert _get("/healthz") == b"ok"
 
 

@@ -95,6 +95,21 @@ def best_per_budget(rows: list[dict], official: dict) -> list[dict]:
     return best
 
 
+# What the front trades: fewer network evaluations against the quality the match rule binds on.
+PARETO = (("network_evaluations", -1), ("psnr_target", 1), ("fd", -1), ("realism", 1))
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The rows no other row dominates (as few network evaluations, as close to the true target,
+    as low a Frechet distance and as realistic, and better in one), by network evaluations."""
+    def dominates(a, b):
+        at_least = all(sign * a[key] >= sign * b[key] for key, sign in PARETO)
+        return at_least and any(sign * a[key] > sign * b[key] for key, sign in PARETO)
+
+    front = [r for r in rows if not any(dominates(other, r) for other in rows)]
+    return sorted(front, key=lambda r: (r["network_evaluations"], -r["psnr_target"]))
+
+
 def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> dict:
     from ..runtime.translator import Translator
 
@@ -127,7 +142,8 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
                    "device": translator.choice.device, "splits": QUALITY_SPLITS, "match": MATCH,
                    "official": {"solver": "ddpm", "updates": M, "ls": translator.settings.ls}},
         "tuning": {"official": official_tuning, "sweep": tuning, "chosen": chosen_tuning},
-        "held_out": {"official": official, "curve": held_out, "chosen": chosen},
+        "held_out": {"official": official, "curve": held_out, "chosen": chosen,
+                     "pareto_front": pareto_front([official, *held_out])},
     }
     if chosen is not None:
         record["held_out"]["chosen_matches_official"] = matches(chosen, official)
@@ -160,7 +176,7 @@ def format_quality(record: dict) -> str:
 
 def plot_quality(record: dict, path) -> Path:
     """Realism, the Frechet distance and the PSNR to the true target against network evaluations,
-    per method (held-out split)."""
+    per method (held-out split), with the Pareto front ringed and the match rule's bounds dotted."""
     plt = pyplot()
     held = record["held_out"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
@@ -172,6 +188,12 @@ def plot_quality(record: dict, path) -> Path:
                     label=" ".join(v for v in method if v not in ("uniform", "gradient")))
         off = held["official"]
         ax.axhline(off[metric], color="gray", linestyle="--", label=f"official ({off['network_evaluations']} evals)")
+        bound = {"realism": -MATCH["realism"], "psnr_target": -MATCH["psnr_target"]}.get(metric)
+        if bound is not None:
+            ax.axhline(off[metric] + bound, color="gray", linestyle=":", label="match bound")
+        front = held.get("pareto_front", [])
+        ax.plot([r["network_evaluations"] for r in front], [r[metric] for r in front], "o", markersize=11,
+                markerfacecolor="none", markeredgecolor="black", label="Pareto front")
         if held.get("chosen"):
             ax.plot([held["chosen"]["network_evaluations"]], [held["chosen"][metric]], "k*", markersize=12,
                     label="chosen")
