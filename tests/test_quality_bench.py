@@ -42,16 +42,21 @@ def test_the_sweep_has_a_spacing_axis(monkeypatch):
     assert "karras" in setting_label({**points[1], "steps": 4}) and "uniform" not in setting_label(points[0])
     rows = [_row(4, settings={**p, "steps": 4}) for p in points]
     assert len(best_per_budget(rows, OFFICIAL)) == 4  # one per solver and spacing
+    assert _config_of(monkeypatch, "--spacings", "logsnr", "karras").spacing == ("logsnr", "karras")
+
+
+def _config_of(monkeypatch, *flags) -> QualityConfig:
+    """The QualityConfig that ``egsde-rt bench --quality *flags`` would run."""
     import egsde_rt.bench.quality as quality
     from egsde_rt.cli import main
 
     def capture(config, log):
-        raise SystemExit(config.spacing)
+        raise SystemExit(config)
 
     monkeypatch.setattr(quality, "run_quality", capture)
     with pytest.raises(SystemExit) as exit_:
-        main(["bench", "--quality", "--spacings", "logsnr", "karras"])
-    assert exit_.value.code == ("logsnr", "karras")
+        main(["bench", "--quality", *flags])
+    return exit_.value.code
 
 
 def test_the_sweep_has_a_lowpass_axis(monkeypatch):
@@ -62,16 +67,7 @@ def test_the_sweep_has_a_lowpass_axis(monkeypatch):
     assert "implicit" in setting_label(points[2]) and "gradient" not in setting_label(points[0])
     rows = [_row(p["steps"], settings=p) for p in points]
     assert len(best_per_budget(rows, OFFICIAL)) == 4  # one per low-pass form and update count
-    import egsde_rt.bench.quality as quality
-    from egsde_rt.cli import main
-
-    def capture(config, log):
-        raise SystemExit(config.lowpass)
-
-    monkeypatch.setattr(quality, "run_quality", capture)
-    with pytest.raises(SystemExit) as exit_:
-        main(["bench", "--quality", "--lowpass-forms", "implicit", "exact"])
-    assert exit_.value.code == ("implicit", "exact")
+    assert _config_of(monkeypatch, "--lowpass-forms", "implicit", "exact").lowpass == ("implicit", "exact")
 
 
 def test_a_small_sweep_end_to_end(tiny_engine, tmp_path):

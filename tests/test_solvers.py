@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sampling_helpers import native_translate, reference_translate
+from sampling_helpers import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds
@@ -121,20 +121,6 @@ def test_a_multistep_solvers_first_update_is_its_single_step_form(solver, eta, s
     assert coefs.prev_coef[0] == 0 and (coefs.prev_coef[1:-1] != 0).all() and coefs.prev_coef[-1] == 0
 
 
-class _GaussianScore(torch.nn.Module):
-    """The exact eps of data x0 ~ N(mu, s^2 I) under the linear schedule (an independent truth)."""
-
-    def __init__(self, mu: float, s: float):
-        super().__init__()
-        self.mu, self.s = mu, s
-        self.abar = torch.from_numpy(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)))
-
-    def forward(self, x, t):
-        ab = self.abar[t.long()].view(-1, 1, 1, 1)
-        a, sg = ab.sqrt(), (1 - ab).sqrt()
-        return (sg * (x.double() - a * self.mu) / (a * a * self.s**2 + sg * sg)).float()
-
-
 def _ode_error(solver: str, K: int, M: int = 600, mu: float = 0.3, s: float = 0.5) -> float:
     """Max error of the native loop's deterministic (eta 0) solve against the exact flow."""
     x0 = torch.zeros(1, 3, 8, 8)
@@ -143,7 +129,7 @@ def _ode_error(solver: str, K: int, M: int = 600, mu: float = 0.3, s: float = 0.
     settings = EGSDESettings(M=M, steps=K, ls=0.0, li=0.0, down_N=8, score_kind="ddpm", solver=solver, eta=0.0)
     from egsde_rt import native
 
-    y = native.translate(x0, _GaussianScore(mu, s), torch.nn.Identity(), settings, noise=noise)
+    y = native.translate(x0, GaussianScore(mu, s), torch.nn.Identity(), settings, noise=noise)
     abar_T = float(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[M - 1])
     y_T = math.sqrt(abar_T) * x0 + math.sqrt(1 - abar_T) * noise[0]
     exact = mu + s * (y_T - math.sqrt(abar_T) * mu) / math.sqrt(abar_T * s * s + 1 - abar_T)

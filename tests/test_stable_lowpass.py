@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from sampling_helpers import native_translate, reference_translate
+from sampling_helpers import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.lowpass import LOWPASS_FORMS, LowPassFilter, lowpass_eigen, lowpass_factors
@@ -24,17 +24,20 @@ def _dense_energy_matrix(height, width, down_N):
     return filt.T @ filt
 
 
+def _float64_case(H, W, N, batch, seed):
+    """(y, x, the float64 filter) of a random H x W case."""
+    gen = torch.Generator().manual_seed(seed)
+    y, x = (torch.randn(batch, 3, H, W, generator=gen, dtype=torch.float64) for _ in range(2))
+    return y, x, LowPassFilter(H, W, N, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("form", ["implicit", "exact"])
 @pytest.mark.parametrize("c", [1e-3, 0.7, 30.0, 1e4])
 def test_the_pull_is_the_dense_solve_or_exponential(form, c):
     """x + (I + cA)^-1 (y - x) (implicit) and x + expm(-cA) (y - x) (exact), computed densely."""
     H, W, N = 8, 12, 4
-    gen = torch.Generator().manual_seed(3)
-    y, x = (torch.randn(2, 3, H, W, generator=gen, dtype=torch.float64) for _ in range(2))
-    lp = LowPassFilter(H, W, N)
-    (lp.eig_h, lp.lambda_h), (lp.eig_w, lp.lambda_w) = (
-        tuple(torch.from_numpy(a) for a in lowpass_eigen(n, N)) for n in (H, W))
-    A = _dense_energy_matrix(H, W, N)  # the eigenpairs above in float64, for a tight check
+    y, x, lp = _float64_case(H, W, N, batch=2, seed=3)
+    A = _dense_energy_matrix(H, W, N)
     op = np.linalg.inv(np.eye(H * W) + c * A) if form == "implicit" else scipy.linalg.expm(-c * A)
     v = (y - x).reshape(6, H * W).numpy()
     expected = x.reshape(6, H * W).numpy() + v @ op.T
@@ -55,33 +58,12 @@ def test_the_eigenpairs_span_the_filter():
 def test_the_pull_agrees_with_the_gradient_step_to_first_order(form):
     """Against y - c A (y - x) (the official step of the energy's gradient 2 A (y - x) with weight
     c / 2): the gap is O(c^2), so halving c quarters it."""
-    H, W, N = 16, 16, 4
-    gen = torch.Generator().manual_seed(5)
-    y, x = (torch.randn(1, 3, H, W, generator=gen, dtype=torch.float64) for _ in range(2))
-    lp = LowPassFilter(H, W, N)
-    (lp.eig_h, lp.lambda_h), (lp.eig_w, lp.lambda_w) = (
-        tuple(torch.from_numpy(a) for a in lowpass_eigen(n, N)) for n in (H, W))
-    for name in ("down_h", "up_h", "down_w", "up_w"):
-        setattr(lp, name, getattr(lp, name).double())
+    y, x, lp = _float64_case(16, 16, 4, batch=1, seed=5)
     gaps = []
     for c in (0.04, 0.02, 0.01):
         gradient_step = y - 0.5 * c * lp.energy_grad(y, x)
         gaps.append(float((lp.pull(y, x, c, form) - gradient_step).abs().max()))
     assert 3.6 < gaps[0] / gaps[1] < 4.4 and 3.6 < gaps[1] / gaps[2] < 4.4
-
-
-class _GaussianScore(torch.nn.Module):
-    """The exact eps of data x0 ~ N(mu, s^2 I) under the linear schedule."""
-
-    def __init__(self, mu: float, s: float):
-        super().__init__()
-        self.mu, self.s = mu, s
-        self.abar = torch.from_numpy(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)))
-
-    def forward(self, x, t):
-        ab = self.abar[t.long()].view(-1, 1, 1, 1)
-        a, sg = ab.sqrt(), (1 - ab).sqrt()
-        return (sg * (x.double() - a * self.mu) / (a * a * self.s**2 + sg * sg)).float()
 
 
 def _gaussian_translation(lowpass: str, solver: str, K: int, li: float, M: int = 400):
@@ -96,7 +78,7 @@ def _gaussian_translation(lowpass: str, solver: str, K: int, li: float, M: int =
                              lowpass=lowpass, **eta)
     from egsde_rt import native
 
-    return native.translate(x0, _GaussianScore(0.1, 0.5), torch.nn.Identity(), settings, noise=noise).double()
+    return native.translate(x0, GaussianScore(0.1, 0.5), torch.nn.Identity(), settings, noise=noise).double()
 
 
 @pytest.mark.parametrize("form", ["implicit", "exact"])
@@ -112,17 +94,21 @@ def test_translations_converge_to_the_gradient_form_as_the_step_shrinks(form, so
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_no_weight_makes_a_stable_form_diverge(solver, small_unet, small_dse):
-    """li up to 10^4 with 5 updates: the stable forms stay in range, the gradient form does not."""
+    """li up to 10^4 with 5 updates: the stable forms stay in the range of the same run without the
+    expert (li 0; the small random networks leave sa-solver-3 at about 20 there), the gradient form
+    does not."""
     x0 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    eta = {"eta": 1.0}
+
+    def peak(li, form):
+        y = native_translate(x0, small_unet, small_dse, M=200, steps=5, ls=500.0, li=li, down_N=8, solver=solver,
+                             lowpass=form, seed=4, eta=1.0)
+        return float(y.abs().max()) if torch.isfinite(y).all() else float("inf")
+
+    unguided = peak(0.0, "gradient")
     for li in (200.0, 1e4):
         for form in ("implicit", "exact"):
-            y = native_translate(x0, small_unet, small_dse, M=200, steps=5, ls=500.0, li=li, down_N=8,
-                                 solver=solver, lowpass=form, seed=4, **eta)
-            assert torch.isfinite(y).all() and y.abs().max() < 10, (form, li)
-    y = native_translate(x0, small_unet, small_dse, M=200, steps=5, ls=500.0, li=1e4, down_N=8, solver=solver,
-                         lowpass="gradient", seed=4, **eta)
-    assert not (torch.isfinite(y).all() and y.abs().max() < 10)  # the official step overshoots
+            assert peak(li, form) < 1.5 * unguided + 1, (form, li)
+    assert peak(1e4, "gradient") > 100 * unguided  # the official step overshoots
 
 
 def test_the_oracle_pulls_with_the_first_order_weight(small_unet, small_dse):

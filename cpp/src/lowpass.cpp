@@ -109,17 +109,7 @@ void lowpass_pull(const ExecutionContext& ctx, const LowpassParams& p, LowpassFo
   axpby(ctx, AxpbyParams{y, x, w.full1, n, 1.0f, -1.0f});                                        // V = Y - X
   gemm(ctx, P, lh, W, H, shared(p.eig_h, 1, lh), planes_of(w.full1, H * W, W), w.t1);          // Q_h^T V
   gemm(ctx, P, lh, lw, W, planes_of(w.t1, lh * W, W), shared(p.eig_w, lw, 1), w.t2);           // .. Q_w
-  PullScaleParams s;
-  s.low = w.t2;
-  s.lambda_h = p.lambda_h;
-  s.lambda_w = p.lambda_w;
-  s.planes = P;
-  s.low_h = lh;
-  s.low_w = lw;
-  s.form = form;
-  s.c = c;
-  s.step = step;
-  pull_scale(ctx, s);                                                                            // F o ..
+  pull_scale(ctx, PullScaleParams{w.t2, p.lambda_h, p.lambda_w, P, lh, lw, form, c, step});    // F o ..
   gemm(ctx, P, H, lw, lh, shared(p.eig_h, lh, 1), planes_of(w.t2, lh * lw, lw), w.t3);         // Q_h ..
   gemm(ctx, P, H, W, lw, planes_of(w.t3, H * lw, lw), shared(p.eig_w, 1, lw), w.full2);        // .. Q_w^T
   axpby(ctx, AxpbyParams{y, w.full2, y, n, 1.0f, 1.0f});

@@ -96,13 +96,13 @@ def lowpass_eigen(n: int, down_N: int) -> tuple[np.ndarray, np.ndarray]:
 class LowPassFilter:
     """``L = up(down(.))`` on [..., H, W] tensors, with its adjoint and energy gradients."""
 
-    def __init__(self, height: int, width: int, down_N: int, *, device=None):
+    def __init__(self, height: int, width: int, down_N: int, *, device=None, dtype=torch.float32):
         self.height, self.width, self.down_N = height, width, down_N
         dh, uh = lowpass_factors(height, down_N)
         dw, uw = lowpass_factors(width, down_N)
 
         def t(a):
-            return torch.as_tensor(a, dtype=torch.float32, device=device)
+            return torch.as_tensor(a, dtype=dtype, device=device)
 
         self.down_h, self.up_h, self.down_w, self.up_w = t(dh), t(uh), t(dw), t(uw)
         (qh, lh), (qw, lw) = lowpass_eigen(height, down_N), lowpass_eigen(width, down_N)

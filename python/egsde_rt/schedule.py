@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .solvers import SolverInput, get_solver
+from .solvers import SolverInput, StepColumns, get_solver
 
 if TYPE_CHECKING:
     from .settings import EGSDESettings
@@ -239,10 +239,10 @@ def run_input(schedule: Schedule | None, settings: "EGSDESettings") -> SolverInp
 
 
 @dataclass(frozen=True)
-class StepCoefficients:
+class StepCoefficients(StepColumns):
     """Plain per-update scalars, in sampling order (the first row is the start time): the step
-    table, whose columns (these fields, in this order) are the native core's
-    (``egsde_rt._core.STEP_TABLE_COLUMNS``).
+    table, the solver's columns (``solvers.StepColumns``) and then the schedule's, whose columns
+    (these fields, in this order) are the native core's (``egsde_rt._core.STEP_TABLE_COLUMNS``).
 
     For update ``k`` (0-based) at model timestep ``t[k]``, with ``G = ls * grad_s + li * grad_i``:
       ``mean = inv_sqrt_alpha[k] * (y - eps_coef[k] * eps)``
@@ -261,19 +261,8 @@ class StepCoefficients:
     """
 
     t: np.ndarray
-    inv_sqrt_alpha: np.ndarray
-    eps_coef: np.ndarray
-    guidance_w: np.ndarray
-    sigma: np.ndarray
     sqrt_abar: np.ndarray
     sqrt_one_minus_abar: np.ndarray
-    prev_coef: np.ndarray
-    x0_y: np.ndarray
-    x0_eps: np.ndarray
-    x0_guidance: np.ndarray
-    prev_coef2: np.ndarray
-    prev_coef3: np.ndarray
-    lowpass_w: np.ndarray
 
     @classmethod
     def from_input(cls, updates: SolverInput, solver: str) -> "StepCoefficients":

@@ -11,7 +11,8 @@
 
 #include "egsde/common.h"
 
-// X(name): every column of the table, in order. For update k (see StepCoefficients):
+// X(name): every column of the table, in order: the solver's (egsde_rt.solvers.StepColumns), then
+// the schedule's (t and the perturbed source's mix). For update k (see StepCoefficients):
 //   y' = inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G
 //        + prev_coef * D_{k-1} + prev_coef2 * D_{k-2} + prev_coef3 * D_{k-3} + sigma * z
 //   D_k = x0_y * y - x0_eps * eps - x0_guidance * G  (multistep solvers: this update's data
@@ -20,20 +21,20 @@
 // with t the model timestep and G = ls * grad_s + li * grad_i; lowpass_w: the guidance weight of
 // the update's first-order step, the strength of the low-pass expert's stable pull (2 li lowpass_w).
 #define EGSDE_STEP_TABLE_COLUMNS(X) \
-  X(t)                              \
   X(inv_sqrt_alpha)                 \
   X(eps_coef)                       \
   X(guidance_w)                     \
   X(sigma)                          \
-  X(sqrt_abar)                      \
-  X(sqrt_one_minus_abar)            \
   X(prev_coef)                      \
   X(x0_y)                           \
   X(x0_eps)                         \
   X(x0_guidance)                    \
   X(prev_coef2)                     \
   X(prev_coef3)                     \
-  X(lowpass_w)
+  X(lowpass_w)                      \
+  X(t)                              \
+  X(sqrt_abar)                      \
+  X(sqrt_one_minus_abar)
 
 namespace egsde {
 
