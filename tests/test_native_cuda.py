@@ -6,7 +6,7 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
-from egsde_rt.lowpass import lowpass_factors
+from egsde_rt.lowpass import lowpass_eigen, lowpass_factors
 from egsde_rt.runtime.native_sampler import build_sampler, run_captured, run_sampler, step_table
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.schedule import Schedule, StepCoefficients
@@ -66,6 +66,26 @@ def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
     K.lowpass_energy_grad(torch.from_numpy(y).cuda(), torch.from_numpy(x).cuda(), gpu_grad, kind, mats[0], mats[1],
                           mats[0], mats[1], torch.zeros(ws_n, device="cuda"), **dims)
     assert np.abs(_host(gpu_grad) - cpu_grad).max() <= 1e-5
+
+
+@pytest.mark.parametrize("form", [_core.LowpassForm.IMPLICIT, _core.LowpassForm.EXACT])
+@pytest.mark.parametrize("batch,size,down_N", [(1, 32, 4), (3, 64, 8), (1, 256, 32)])
+def test_lowpass_pull_matches_the_cpu(form, batch, size, down_N):
+    """The stable pull (plane GEMMs and pull_scale) on CUDA against its CPU twin."""
+    dh, uh = (np.ascontiguousarray(m, np.float32) for m in lowpass_factors(size, down_N))
+    q, lam = (np.ascontiguousarray(m, np.float32) for m in lowpass_eigen(size, down_N))
+    low = size // down_N
+    ws_n = K.lowpass_workspace_floats(batch, 3, size, size, low, low)
+    rng = np.random.default_rng(2)
+    y, x = (rng.standard_normal(batch * 3 * size * size).astype(np.float32) for _ in range(2))
+    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    cpu = y.copy()
+    K.lowpass_pull(cpu, x, form, 7.0, q, lam, q, lam, dh, uh, dh, uh, np.zeros(ws_n, np.float32), **dims)
+    d = [torch.from_numpy(m).cuda() for m in (q, lam, dh, uh)]
+    gpu = torch.from_numpy(y).cuda()
+    K.lowpass_pull(gpu, torch.from_numpy(x).cuda(), form, 7.0, d[0], d[1], d[0], d[1], d[2], d[3], d[2], d[3],
+                   torch.zeros(ws_n, device="cuda"), **dims)
+    assert np.abs(cpu - y).max() > 1e-2 and np.abs(_host(gpu) - cpu).max() <= 1e-5
 
 
 def test_native_translate_cuda_matches_cpu(small_unet, small_dse):

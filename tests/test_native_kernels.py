@@ -6,7 +6,7 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import EgsdeError, NativeError
-from egsde_rt.lowpass import LowPassFilter, lowpass_factors
+from egsde_rt.lowpass import LowPassFilter, lowpass_eigen, lowpass_factors
 from egsde_rt.noise import philox_normal, philox_uint32
 from native_helpers import Guarded, step_draws
 
@@ -95,6 +95,48 @@ def test_lowpass_energy_grad(kind, batch, size, down_N):
     expected = f.energy_grad(torch.from_numpy(y), torch.from_numpy(x), kind).numpy().ravel()
     assert np.abs(expected).max() > 0
     assert np.abs(grad.view - expected).max() <= 1e-6
+
+
+def _eigen_args(size, down_N):
+    q, lam = (np.ascontiguousarray(m, dtype=np.float32) for m in lowpass_eigen(size, down_N))
+    return dict(eig_h=q, lambda_h=lam, eig_w=q, lambda_w=lam)
+
+
+@pytest.mark.parametrize("form", ["implicit", "exact"])
+@pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
+def test_lowpass_pull(form, batch, size, down_N):
+    """The native pull (in place) against LowPassFilter.pull, with c given and read from a step."""
+    args, ws = _lowpass_args(batch, size, down_N)
+    y, x = _random((batch, 3, size, size), 6), _random((batch, 3, size, size), 7)
+    expected = LowPassFilter(size, size, down_N).pull(torch.from_numpy(y), torch.from_numpy(x), 3.5, form)
+    out = Guarded(y.size)
+    out.view[:] = y.ravel()
+    K.lowpass_pull(out.view, x.ravel(), getattr(_core.LowpassForm, form.upper()), 3.5, **_eigen_args(size, down_N),
+                   **args)
+    assert out.intact() and ws.intact()
+    assert np.abs(expected.numpy().ravel() - y.ravel()).max() > 1e-2  # it pulled
+    assert np.abs(out.view - expected.numpy().ravel()).max() <= 2e-6
+
+
+def test_lowpass_pull_reads_its_strength_from_the_step():
+    """With a step, c = 2 li_pull of the step's row (li * lowpass_w), not the immediate."""
+    coefs, rows = _step_rows(M=6, li=300.0)
+    scalars = _step_scalars(rows, 2, 1)[0]
+    args, _ = _lowpass_args(1, 32, 8)
+    y, x = _random((1, 3, 32, 32), 6), _random((1, 3, 32, 32), 7)
+    expected, out = y.ravel().copy(), y.ravel().copy()
+    form = _core.LowpassForm.IMPLICIT
+    K.lowpass_pull(expected, x.ravel(), form, float(2 * rows[2][16]), **_eigen_args(32, 8), **args)
+    K.lowpass_pull(out, x.ravel(), form, 0.0, **_eigen_args(32, 8), **args, step=scalars)
+    assert rows[2][16] == np.float32(300.0) * coefs.lowpass_w[2] and np.array_equal(out, expected)
+    with pytest.raises(NativeError, match="GRADIENT|gradient form"):
+        K.lowpass_pull(out, x.ravel(), _core.LowpassForm.GRADIENT, 1.0, **_eigen_args(32, 8), **args)
+
+
+def test_the_core_and_the_solvers_agree_on_the_history():
+    from egsde_rt.solvers import MAX_HISTORY
+
+    assert K.MAX_HISTORY == MAX_HISTORY == 3
 
 
 def _update_reference(y, eps, gs, gi, z, c):

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from egsde_rt.bench.quality import (QualityConfig, best_per_budget, choose, format_quality, grid, matches, plot_quality,
-                                    run_quality)
+from egsde_rt.bench.quality import (QualityConfig, best_per_budget, choose, format_quality, grid, matches,
+                                    pareto_front, plot_quality, run_quality)
 from egsde_rt.demo import setting_label
 
 OFFICIAL = {"realism": 0.87, "fd": 312.0, "psnr_source": 27.05, "psnr_target": 24.0, "network_evaluations": 60,
@@ -32,6 +32,19 @@ def test_choose_takes_the_fewest_evaluations_that_match():
     rows = [_row(12), _row(6, fd=400.0), _row(8, fd=300.0), _row(8, fd=250.0)]
     assert choose(rows, OFFICIAL) is rows[3]
     assert choose([_row(6, realism=0.5)], OFFICIAL) is None
+
+
+def test_the_pareto_front_keeps_what_no_other_row_beats():
+    """A row leaves the front only when another is at least as good on evaluations, PSNR to the
+    true target, FD and realism, and better on one; the front is ordered by evaluations."""
+    cheap = _row(10, psnr_target=23.0, fd=320.0)
+    close = _row(20, psnr_target=23.9, fd=300.0)
+    beaten = _row(20, psnr_target=23.8, fd=310.0)  # close is better on both, equal elsewhere
+    tradeoff = _row(20, psnr_target=23.5, fd=250.0)  # lower FD, further from the target: kept
+    official = {**OFFICIAL}
+    front = pareto_front([official, beaten, close, cheap, tradeoff])
+    assert front == [cheap, close, tradeoff, official]
+    assert pareto_front([close, {**close}]) == [close, close]  # equals do not dominate each other
 
 
 def test_the_sweep_has_a_spacing_axis(monkeypatch):

@@ -59,6 +59,7 @@ CASES = {
     "sa3": dict(solver="sa-solver-3"),
     "sa3_eta0_spacing": dict(solver="sa-solver-3", eta=0.0, steps=7, spacing="karras"),
     "sa3_repeats_fresh_ilvr": dict(solver="sa-solver-3", steps=5, repeats=2, perturb="fresh", ilvr=True),
+    "sa1_implicit": dict(solver="sa-solver-1", steps=5, lowpass="implicit", li=500.0),
     "sa2_implicit": dict(solver="sa-solver-2", steps=5, lowpass="implicit", li=500.0),
     "sa3_exact_ilvr": dict(solver="sa-solver-3", steps=6, lowpass="exact", li=500.0, ilvr=True),
 }

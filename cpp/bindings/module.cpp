@@ -305,6 +305,9 @@ PYBIND11_MODULE(_core, m) {
                                    const FloatArray& eig_w, const FloatArray& lambda_w) {
              require(eig_h.ndim() == 2 && eig_w.ndim() == 2 && lambda_h.ndim() == 1 && lambda_w.ndim() == 1,
                      "set_lowpass_eigen: eigenvectors 2-D, eigenvalues 1-D");
+             require(eig_h.shape(1) == lambda_h.shape(0) && eig_w.shape(1) == lambda_w.shape(0),
+                     "set_lowpass_eigen: the eigenvectors are the columns: Q_h [H, low_h] with lambda_h [low_h], "
+                     "Q_w [W, low_w] with lambda_w [low_w]");
              c.eig_h = to_vector(eig_h);
              c.lambda_h = to_vector(lambda_h);
              c.eig_w = to_vector(eig_w);
@@ -380,6 +383,7 @@ PYBIND11_MODULE(_core, m) {
   // The kernels, one binding each, on host (numpy) or device (__cuda_array_interface__) arrays.
   py::module_ k = m.def_submodule("kernels", "The kernels on numpy or CUDA arrays (tests, benchmarks).");
   k.attr("STEP_ROW_WORDS") = kStepRowWords;
+  k.attr("MAX_HISTORY") = kMaxHistory;
   k.attr("STEP_SCALARS_WORDS") = kStepScalarsWords;
   py::enum_<StepMix>(k, "StepMix")
       .value("PERTURBED_SOURCE", StepMix::PerturbedSource)
@@ -491,6 +495,36 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("y"), py::arg("x"), py::arg("grad"), py::arg("kind"), py::arg("down_h"), py::arg("up_h"),
         py::arg("down_w"), py::arg("up_w"), py::arg("workspace"), py::arg("batch"), py::arg("channels"),
         py::arg("height"), py::arg("width"), py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0);
+  k.def("lowpass_pull", [](const py::handle& y, const py::handle& x, LowpassForm form, float c,
+                           const py::handle& eig_h, const py::handle& lambda_h, const py::handle& eig_w,
+                           const py::handle& lambda_w, const py::handle& down_h, const py::handle& up_h,
+                           const py::handle& down_w, const py::handle& up_w, const py::handle& workspace,
+                           index_t batch, index_t channels, index_t height, index_t width, index_t low_h, index_t low_w,
+                           std::uintptr_t cuda_stream, const py::object& step) {
+    const ArrayArg ya = as_array(y, true, "y"), xa = as_array(x, false, "x");
+    LowpassArrays m = lowpass_arrays(down_h, up_h, down_w, up_w, workspace, batch, channels, height, width, low_h,
+                                     low_w);
+    const ArrayArg qh = as_array(eig_h, false, "eig_h"), lh = as_array(lambda_h, false, "lambda_h");
+    const ArrayArg qw = as_array(eig_w, false, "eig_w"), lw = as_array(lambda_w, false, "lambda_w");
+    require_size(qh, height * low_h, "eig_h");
+    require_size(lh, low_h, "lambda_h");
+    require_size(qw, width * low_w, "eig_w");
+    require_size(lw, low_w, "lambda_w");
+    const index_t n = batch * channels * height * width;
+    require_size(ya, n, "y");
+    require_size(xa, n, "x");
+    m.params.eig_h = qh.data;
+    m.params.lambda_h = lh.data;
+    m.params.eig_w = qw.data;
+    m.params.lambda_w = lw.data;
+    const ExecutionContext ctx =
+        context_of({ya, xa, qh, lh, qw, lw, m.down_h, m.up_h, m.down_w, m.up_w, m.workspace}, cuda_stream);
+    lowpass_pull(ctx, m.params, form, ya.data, xa.data, c, as_step_scalars(step_scalars_arg(step), ctx));
+  }, py::arg("y"), py::arg("x"), py::arg("form"), py::arg("c"), py::arg("eig_h"), py::arg("lambda_h"),
+        py::arg("eig_w"), py::arg("lambda_w"), py::arg("down_h"), py::arg("up_h"), py::arg("down_w"), py::arg("up_w"),
+        py::arg("workspace"), py::arg("batch"), py::arg("channels"), py::arg("height"), py::arg("width"),
+        py::arg("low_h"), py::arg("low_w"), py::arg("cuda_stream") = 0, py::arg("step") = py::none(),
+        "y <- x + f(c A)(y - x) in place (the stable low-pass pull; with `step`: c = 2 li_pull of the step's row).");
   k.def("egsde_update", [](const py::handle& y, const py::handle& eps, const py::object& grad_s,
                            const py::object& grad_i, const py::object& noise, const py::handle& out, index_t batch,
                            index_t per_image, float inv_sqrt_alpha, float eps_coef, float ls_w, float li_w,
@@ -498,7 +532,8 @@ PYBIND11_MODULE(_core, m) {
                            std::uintptr_t cuda_stream, const py::object& step, const py::object& x0_prev,
                            float prev_coef, float x0_y, float x0_eps, float ls_x0, float li_x0,
                            float prev_coef2, float prev_coef3) {
-    const index_t n = batch * per_image;
+    require(batch >= 1 && per_image >= 1, "egsde_update: batch and per_image must be >= 1");
+    const index_t n = checked_mul(batch, per_image, "egsde_update: batch * per_image");
     const ArrayArg ya = as_array(y, false, "y"), ea = as_array(eps, false, "eps"), oa = as_array(out, true, "out");
     require_size(ya, n, "y");
     require_size(ea, n, "eps");
@@ -521,6 +556,9 @@ PYBIND11_MODULE(_core, m) {
               "x0_prev: the earlier data predictions [history (1..3), batch, per_image]");
       u.history = static_cast<int>(prev.size / n);
     }
+    require((prev_coef2 == 0.0f || u.history >= 2) && (prev_coef3 == 0.0f || u.history >= 3),
+            "egsde_update: prev_coef2 / prev_coef3 read D_{k-2} / D_{k-3}: x0_prev needs that many earlier data "
+            "predictions [history, batch, per_image]");
     u.x0_prev = prev.data;
     u.prev_coef2 = prev_coef2;
     u.prev_coef3 = prev_coef3;

@@ -23,7 +23,8 @@ namespace {
 
 void check_config(const SamplerConfig& c) {
   c.steps.check();
-  require(c.history >= 0 && c.history <= kMaxHistory, "sampler: history must be in 0..3");
+  require(c.history >= 0 && c.history <= kMaxHistory,
+          "sampler: history must be in 0.." + std::to_string(kMaxHistory) + ", got " + std::to_string(c.history));
   const std::vector<float>* prev[kMaxHistory] = {&c.steps.prev_coef, &c.steps.prev_coef2, &c.steps.prev_coef3};
   for (index_t j = c.history; j < kMaxHistory; ++j)
     require(std::all_of(prev[j]->begin(), prev[j]->end(), [](float coef) { return coef == 0.0f; }),

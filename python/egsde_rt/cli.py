@@ -665,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "1000)")
     quality.add_argument("--li-sweep", type=float, nargs="+", help="domain-independent weights swept (default: "
                          "the engine's)")
-    quality.add_argument("--eta-sweep", type=float, nargs="+", help="eta values swept for ddim and dpmpp-2m-sde "
+    quality.add_argument("--eta-sweep", type=float, nargs="+", help="eta values swept for every solver but ddpm "
                          "(default: 1)")
     quality.add_argument("--spacings", nargs="+", choices=DECLARATIONS["spacing"].choices,
                          help="step spacings swept (default: uniform)")

@@ -101,17 +101,23 @@ class LowPassFilter:
         dh, uh = lowpass_factors(height, down_N)
         dw, uw = lowpass_factors(width, down_N)
 
-        def t(a):
-            return torch.as_tensor(a, dtype=dtype, device=device)
-
-        self.down_h, self.up_h, self.down_w, self.up_w = t(dh), t(uh), t(dw), t(uw)
-        (qh, lh), (qw, lw) = lowpass_eigen(height, down_N), lowpass_eigen(width, down_N)
-        self.eig_h, self.lambda_h, self.eig_w, self.lambda_w = t(qh), t(lh), t(qw), t(lw)
+        self.down_h, self.up_h, self.down_w, self.up_w = (torch.as_tensor(a, dtype=dtype, device=device)
+                                                          for a in (dh, uh, dw, uw))
+        self._eigen = None  # (Q_h, lambda_h, Q_w, lambda_w), made when a stable pull first needs them
 
     def to(self, device) -> "LowPassFilter":
-        for name in ("down_h", "up_h", "down_w", "up_w", "eig_h", "lambda_h", "eig_w", "lambda_w"):
+        for name in ("down_h", "up_h", "down_w", "up_w"):
             setattr(self, name, getattr(self, name).to(device))
+        if self._eigen is not None:
+            self._eigen = tuple(a.to(device) for a in self._eigen)
         return self
+
+    def eigen(self) -> tuple[torch.Tensor, ...]:
+        """(Q_h, lambda_h, Q_w, lambda_w) of ``lowpass_eigen``, in this filter's dtype and device."""
+        if self._eigen is None:
+            pairs = (*lowpass_eigen(self.height, self.down_N), *lowpass_eigen(self.width, self.down_N))
+            self._eigen = tuple(torch.as_tensor(a, dtype=self.down_h.dtype, device=self.down_h.device) for a in pairs)
+        return self._eigen
 
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[-2:]) != (self.height, self.width):
@@ -155,6 +161,7 @@ class LowPassFilter:
         """The squared-distance expert's pull of ``y`` towards ``x`` with strength ``c`` in a
         stable form: ``x + f(c A) (y - x)``, f(z) = 1 / (1 + z) (implicit) or exp(-z) (exact)."""
         self._check(y)
-        low = self.eig_h.T @ (y - x) @ self.eig_w
-        z = c * self.lambda_h[:, None] * self.lambda_w[None, :]
-        return y + self.eig_h @ (_PULL_FACTORS[form](z) * low) @ self.eig_w.T
+        eig_h, lambda_h, eig_w, lambda_w = self.eigen()
+        low = eig_h.T @ (y - x) @ eig_w
+        z = c * lambda_h[:, None] * lambda_w[None, :]
+        return y + eig_h @ (_PULL_FACTORS[form](z) * low) @ eig_w.T

@@ -144,8 +144,8 @@ class EGSDESettings:
                            "(2022)'s rho=7 steps in sigma, denser near t=0", choices=SPACINGS)
     solver: str = setting("ddpm", str, "the sampling solver: " + "; ".join(
         f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
-    eta: float = setting(1.0, float, "stochasticity of the ddim and dpmpp-2m-sde solvers (0 deterministic, 1 the "
-                                     "SDE)", check=lambda v, n: check_eta(v))
+    eta: float = setting(1.0, float, "stochasticity of every solver but ddpm (0 deterministic, 1 the SDE; "
+                                     "SA-Solver's tau^2)", check=lambda v, n: check_eta(v))
     perturb: str = setting("shared", str, "shared (the official code) or fresh (the paper's Algorithm 1)",
                            choices=PERTURB_MODES)
     repeats: int = setting(1, int, "the official sample_step repeats", maximum=MAX_REPEATS)
@@ -165,7 +165,8 @@ class EGSDESettings:
                               f"s2={self.s2!r}: pass lowpass='gradient' for the cosine energy")
         if self.solver == "ddpm" and self.eta != 1.0:
             raise ConfigError(f"eta={self.eta!r} does not apply to the ddpm solver (its noise is the schedule's "
-                              "variance, var_type): pass solver='ddim' or 'dpmpp-2m-sde' to set eta")
+                              "variance, var_type): pass another solver (e.g. 'ddim', 'dpmpp-2m-sde', "
+                              "'sa-solver-1') to set eta")
 
     def check_fits(self, image_size: int, num_timesteps: int) -> None:
         """These settings must fit an image size and a schedule length."""

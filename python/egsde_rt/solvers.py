@@ -67,7 +67,7 @@ class SolverInput:
     update's (1 after the last); float64, in sampling order. ``respaced``: the respaced schedule,
     whose float32 torch tables are in table order (index ``j`` is update ``K - 1 - j``; the official
     ops run in that order, ``ordered`` puts a table in sampling order). ``eta``: the stochasticity
-    of ddim and dpmpp-2m-sde; ``var_type``: ddpm's variance (both checked)."""
+    of every solver but ddpm (SA-Solver's tau^2); ``var_type``: ddpm's variance (both checked)."""
 
     abar_t: np.ndarray
     abar_s: np.ndarray

@@ -1,11 +1,12 @@
 """The quality-cost curve: ``egsde-rt bench --quality``.
 
-Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta`` x step spacing) on the demo's
-tuning split, picks the cheapest setting that matches the official sampler (ddpm, all M updates)
-there, and reports the official sampler, the chosen setting and each solver's (and spacing's)
-best setting per update count on the held-out split (images that neither training nor the tuning
-saw): realism, the judge-feature Frechet distance, PSNR / SSIM to the source and to the paired
-true target, network evaluations and seconds per image. The match:
+Sweeps solver x updates x ``ls`` (optionally x ``li`` x ``eta`` x step spacing x the low-pass
+form: ``SWEPT``) on the demo's tuning split, picks the cheapest setting that matches the official
+sampler (ddpm, all M updates) there, and reports the official sampler, the chosen setting, each
+method's (solver, spacing, low-pass form) best setting per update count and their Pareto front on
+the held-out split (images that neither training nor the tuning saw): realism, the judge-feature
+Frechet distance, PSNR / SSIM to the source and to the paired true target, network evaluations and
+seconds per image. The match:
 
 - realism at least the official's minus 0.02, the Frechet distance no worse,
 - PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
