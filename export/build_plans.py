@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build TensorRT plans for an engine directory (the same as `egsde-rt build`).
 
-    python export/build_plans.py engines/cat2dog --precision fp16 --max-batch 8
+    python export/build_plans.py engines/cat2dog --precision fp32 --max-batch 8
 """
 import sys
 

@@ -142,36 +142,36 @@ def _fake_compile(onnx_path, contract, image_size, precision, profile, workspace
 
 def test_a_corrupt_plan_is_refused_naming_the_file_and_the_rebuild(tiny_engine, tmp_path):
     path, _ = _copy(tiny_engine, tmp_path)
-    plans = build_plans(path, precision="fp16", compile_fn=_fake_compile, identity=H100, log=lambda m: None)
+    plans = build_plans(path, precision="fp32", compile_fn=_fake_compile, identity=H100, log=lambda m: None)
     manifest = json.loads((path / "manifest.json").read_text())
     assert all(entry["size"] == (path / entry["file"]).stat().st_size for entry in manifest["plans"].values())
-    assert matching_plans(load_engine_dir(path), H100, precision="fp16") == plans
+    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
     data = bytearray(plans["dse_grad"].read_bytes())
     data[len(data) // 2] ^= 0x01  # the same size
     plans["dse_grad"].write_bytes(bytes(data))
     engine = load_engine_dir(path)  # plans are verified when a runner would get them
     with pytest.raises(EngineDirError, match=rf"{plans['dse_grad'].name} does not match its sha256 .*rebuild it: "
-                                             r"run `egsde-rt build .* --backend tensorrt --precision fp16`"):
-        matching_plans(engine, H100, precision="fp16")
+                                             r"run `egsde-rt build .* --backend tensorrt --precision fp32`"):
+        matching_plans(engine, H100, precision="fp32")
     plans["dse_grad"].write_bytes(bytes(data[:-1]))
     with pytest.raises(EngineDirError, match="bytes, the manifest says"):
-        matching_plans(load_engine_dir(path, check_hashes=False), H100, precision="fp16")  # size: at every level
-    build_plans(path, precision="fp16", compile_fn=_fake_compile, identity=H100, log=lambda m: None)  # the fix
-    assert matching_plans(load_engine_dir(path), H100, precision="fp16") == plans
+        matching_plans(load_engine_dir(path, check_hashes=False), H100, precision="fp32")  # size: at every level
+    build_plans(path, precision="fp32", compile_fn=_fake_compile, identity=H100, log=lambda m: None)  # the fix
+    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
 
 
 def test_plans_without_a_recorded_size_are_checked_by_their_sha256(tiny_engine, tmp_path):
     """Plans recorded before sizes were: the sha256 still catches a change."""
     path, _ = _copy(tiny_engine, tmp_path)
-    plans = build_plans(path, precision="fp16", compile_fn=_fake_compile, identity=H100, log=lambda m: None)
+    plans = build_plans(path, precision="fp32", compile_fn=_fake_compile, identity=H100, log=lambda m: None)
     manifest = json.loads((path / "manifest.json").read_text())
     for entry in manifest["plans"].values():
         del entry["size"]
     _write(path, manifest)
-    assert matching_plans(load_engine_dir(path), H100, precision="fp16") == plans
+    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
     plans["score"].write_bytes(b"x" + plans["score"].read_bytes())
     with pytest.raises(EngineDirError, match="does not match its sha256"):
-        matching_plans(load_engine_dir(path), H100, precision="fp16")
+        matching_plans(load_engine_dir(path), H100, precision="fp32")
 
 
 @pytest.mark.parametrize("failure", ["interrupted while writing", "refused by its check"])

@@ -96,17 +96,25 @@ def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path)
         return f"{contract.name}-{precision}-{profile}".encode()
 
     h100 = MachineIdentity("cuda", "9.0", "tensorrt 11.4.0")
-    plans = build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    plans = build_plans(path, precision="fp32", compile_fn=fake_compile, identity=h100, log=lambda m: None)
     assert sorted(plans) == ["dse_grad", "score"] and len(compiled) == 2
-    build_plans(path, precision="fp16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    build_plans(path, precision="fp32", compile_fn=fake_compile, identity=h100, log=lambda m: None)
     assert len(compiled) == 2  # reused
-    build_plans(path, precision="bf16", compile_fn=fake_compile, identity=h100, log=lambda m: None)
-    assert len(compiled) == 4  # another precision, another plan
+    build_plans(path, precision="fp32", max_batch=4, compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    assert len(compiled) == 4 and compiled[-1][2] == (1, 1, 4)  # another batch profile, another plan
     engine = load_engine_dir(path)
-    assert matching_plans(engine, h100, precision="fp16") is not None
+    assert matching_plans(engine, h100, precision="fp32") is not None
     a100 = MachineIdentity("cuda", "8.0", "tensorrt 11.4.0")
     assert matching_plans(engine, a100) is None  # another GPU
     assert "built for cuda 9.0, tensorrt 11.4.0" in stale_plans(engine, a100, kind="tensorrt")[0]
     assert matching_plans(engine, MachineIdentity("cuda", "9.0", "tensorrt 10.0.0")) is None  # another TensorRT
     with pytest.raises(ConfigError, match="precision"):
         build_plans(path, precision="int4", compile_fn=fake_compile, identity=h100)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_tensorrt_plans_are_refused_naming_the_fix(tiny_engine, tmp_path, precision):
+    """A strongly typed TensorRT build computes in the graph's precision, and the graphs are float32."""
+    path = _copy(tiny_engine, tmp_path)
+    with pytest.raises(ConfigError, match=rf"TensorRT {precision} plans .* graphs are float32 .*--precision fp32"):
+        build_plans(path, precision=precision, compile_fn=lambda *a: b"", identity=MachineIdentity("cuda", "9.0", "x"))

@@ -149,7 +149,7 @@ def _cmd_build(args) -> int:
     if args.backend == "tensorrt":
         from .export.tensorrt_plans import build_plans
 
-        build_plans(args.engine_dir, precision=args.precision or "fp16", min_batch=1, opt_batch=args.opt_batch,
+        build_plans(args.engine_dir, precision=args.precision or "fp32", min_batch=1, opt_batch=args.opt_batch,
                     max_batch=args.max_batch)
         return 0
     from .export.compiled_plans import build_compiled_plans
@@ -537,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["compiled", "tensorrt"], default="compiled")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="compiled plans: where they run")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="networks' precision (the sampler stays float32); default fp32 (compiled), fp16 (tensorrt)")
+                   help="networks' precision (the sampler stays float32); default fp32 (tensorrt: fp32 only, the "
+                   "precision of the exported graphs)")
     p.add_argument("--opt-batch", type=int, default=1, help="tensorrt: the batch size to optimise for")
     p.add_argument("--max-batch", type=int, default=16)
     p.set_defaults(func=_cmd_build)

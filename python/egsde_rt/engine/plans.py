@@ -24,10 +24,17 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from ..errors import EgsdeError
 from .contracts import DSE_GRAD, SCORE
 from .format import EngineDir, PlanEntry
 
-TENSORRT_PRECISIONS = ("fp32", "fp16", "bf16")
+# A strongly typed TensorRT network (the only kind TensorRT 11 builds) computes in its ONNX graph's
+# precision, and the exported graphs are float32: fp16/bf16 plans need reduced-precision graphs
+# (not yet exported; issue 30 item 1).
+TENSORRT_PRECISIONS = ("fp32",)
+# the TensorRT versions the builder and runner target: 10.x and 11.x (tests/test_tensorrt_api.py checks
+# every name they use against the Python API of 10.0, the newest 10.x and 11.4)
+TENSORRT_MIN_MAJOR = 10
 PLANS_DIR = "plans"
 TIMING_CACHE = "plans/timing.cache"
 # weights each graph is compiled from (the compiled kind)
@@ -51,10 +58,30 @@ def plan_key(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def import_tensorrt(needed_by: str):
+    """The ``tensorrt`` module, or an ``EgsdeError`` naming the fix when it is missing or older than
+    TensorRT 10 (its weak-typing API is gone from 11, and the builder targets 10.x and 11.x)."""
+    try:
+        import tensorrt as trt
+    except ImportError as err:
+        raise EgsdeError(f"tensorrt is not installed; {needed_by} needs it: pip install 'egsde-rt[tensorrt]' "
+                         "on a CUDA machine") from err
+    if tensorrt_major(trt) < TENSORRT_MIN_MAJOR:
+        raise EgsdeError(f"TensorRT {trt.__version__} is older than the supported range (10.x, 11.x) that "
+                         f"{needed_by} needs: pip install 'egsde-rt[tensorrt]' (tensorrt>=10,<12)")
+    return trt
+
+
+def tensorrt_major(trt) -> int:
+    """The major version of the ``tensorrt`` module ``trt`` ("11.4.0.106" -> 11)."""
+    return int(str(trt.__version__).split(".")[0])
+
+
 def tensorrt_identity() -> MachineIdentity:
     """This machine's identity for TensorRT plans (needs tensorrt and a GPU)."""
-    import tensorrt as trt
     import torch
+
+    trt = import_tensorrt("a TensorRT plan")
 
     major, minor = torch.cuda.get_device_capability()
     return MachineIdentity("cuda", f"{major}.{minor}", f"tensorrt {trt.__version__}")

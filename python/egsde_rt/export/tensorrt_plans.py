@@ -2,9 +2,14 @@
 
 ``build_plans`` builds what is missing under ``plans/`` (``plan_cache``) and records each plan
 in the manifest. The compile step uses the public TensorRT Python API (``Builder``,
-``OnnxParser``, an optimization profile, a timing cache). TensorRT cannot be installed where
-egsde-rt is developed: this path is unverified there; the caching logic is tested with a
-stand-in compiler.
+``OnnxParser``, an optimization profile, a timing cache) of TensorRT 10.x and 11.x: the network
+is strongly typed (TensorRT 11 builds no other kind; 10.x is asked with
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so a plan computes in its ONNX graph's
+precision and no weak-typing API (precision builder flags, per-layer precisions) is used. The
+exported graphs are float32, so the plans are (``TENSORRT_PRECISIONS``). TensorRT cannot be
+installed where egsde-rt is developed: this path is unverified there; the caching logic is tested
+with a stand-in compiler and every TensorRT name used against the Python API of each version
+(tests/test_tensorrt_api.py).
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine import load_engine_dir
-from ..engine.plans import TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, tensorrt_identity
+from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
+                            tensorrt_major)
 from ..errors import ConfigError, EgsdeError
 from ..settings import check_batch_size
 from .plan_cache import build_cached_plans
 
 
-def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_batch: int = 1,
+def build_plans(engine_dir, *, precision: str = "fp32", min_batch: int = 1, opt_batch: int = 1,
                 max_batch: int = 8, workspace_gib: float = 4.0, compile_fn: Callable | None = None,
                 identity: MachineIdentity | None = None, log: Callable[[str], None] = print) -> dict:
     """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}."""
+    if precision in ("fp16", "bf16"):
+        raise ConfigError(f"TensorRT {precision} plans are not available: the engine's graphs are float32 and a "
+                          "strongly typed TensorRT build (the only kind TensorRT 11 makes) computes in its graph's "
+                          "precision; reduced-precision graphs are not exported yet. Build with --precision fp32")
     if precision not in TENSORRT_PRECISIONS:
         raise ConfigError(f"precision must be one of {TENSORRT_PRECISIONS}, got {precision!r}")
     check_batch_size(max_batch, "max_batch")
@@ -45,23 +55,20 @@ def build_plans(engine_dir, *, precision: str = "fp16", min_batch: int = 1, opt_
 
 def compile_with_tensorrt(onnx_path: Path, contract, image_size: int, precision: str, profile, workspace_gib,
                           timing_cache_path: Path) -> bytes:
-    """Parse the ONNX graph and build a serialized plan with the TensorRT Python API."""
-    try:
-        import tensorrt as trt
-    except ImportError as err:
-        raise EgsdeError("tensorrt is not installed; `egsde-rt build` needs it (pip install tensorrt)") from err
+    """Parse the ONNX graph into a strongly typed network and build a serialized plan with the
+    TensorRT Python API (``precision``: the graph's, recorded in the plan's key)."""
+    trt = import_tensorrt("`egsde-rt build --backend tensorrt`")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    # TensorRT 11: always strongly typed (the flag is deprecated and ignored there)
+    strongly_typed = 0 if tensorrt_major(trt) >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(strongly_typed)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EgsdeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if precision in ("fp16", "bf16"):
-        config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
-        _keep_normalisation_in_fp32(trt, network, config)
     cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
@@ -77,14 +84,3 @@ def compile_with_tensorrt(onnx_path: Path, contract, image_size: int, precision:
     timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
-
-def _keep_normalisation_in_fp32(trt, network, config) -> None:
-    """GroupNorm and softmax stay in float32 in reduced-precision builds."""
-    kinds = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.REDUCE}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in kinds:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-    config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)

@@ -23,9 +23,9 @@ from typing import Callable
 
 from .. import _core
 from ..engine import EngineDir
-from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, matching_plans, plans_batch_limit,
-                            stale_plans, tensorrt_identity)
-from ..errors import ConfigError
+from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, import_tensorrt, matching_plans,
+                            plans_batch_limit, stale_plans, tensorrt_identity)
+from ..errors import ConfigError, EgsdeError
 from ..network_fns import PRECISIONS, network_dtype
 from ..settings import MAX_BATCH_SIZE
 
@@ -108,9 +108,9 @@ def _probe_compiled(engine: EngineDir, device: str, precision: str) -> tuple[boo
 
 def _probe_tensorrt(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False, "tensorrt is not installed"
+        import_tensorrt("the tensorrt backend")
+    except EgsdeError as err:
+        return False, str(err)
     if "onnx" not in engine.formats:
         return False, _NO_GRAPHS.format("TensorRT")
     return _plans_state(engine, "tensorrt", tensorrt_identity(), precision,

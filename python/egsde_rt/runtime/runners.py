@@ -27,6 +27,7 @@ import torch
 
 from .. import _core
 from ..engine import DSE_GRAD, SCORE, EngineDir
+from ..engine.plans import import_tensorrt
 from ..errors import EgsdeError, EngineDirError
 from ..network_fns import dse_gradient, score_function, tf32_mode
 
@@ -186,10 +187,7 @@ class TensorRTRunner(GraphRunner):
 
     def __init__(self, plan_files: dict):
         super().__init__()
-        try:
-            import tensorrt as trt
-        except ImportError as err:
-            raise EgsdeError("tensorrt is not installed (pip install tensorrt on a CUDA machine)") from err
+        trt = import_tensorrt("the tensorrt backend")
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
         self.engines, self.contexts = {}, {}
