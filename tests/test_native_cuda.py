@@ -50,15 +50,20 @@ def test_philox_and_update_match_the_cpu(batch, size):
     assert np.abs(_host(gpu_res) - cpu_res).max() <= 1e-5
 
 
-@pytest.mark.parametrize("kind", [_core.EnergyKind.NEG_L2, _core.EnergyKind.COSINE])
-@pytest.mark.parametrize("batch,size,down_N", [(1, 32, 4), (3, 64, 8), (1, 256, 32)])
-def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
+def _lowpass_case(batch, size, down_N, seed):
+    """(D, U, workspace floats, y, x, the dims) of a random low-pass kernel call."""
     dh, uh = (np.ascontiguousarray(m, np.float32) for m in lowpass_factors(size, down_N))
     low = size // down_N
     ws_n = K.lowpass_workspace_floats(batch, 3, size, size, low, low)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     y, x = (rng.standard_normal(batch * 3 * size * size).astype(np.float32) for _ in range(2))
-    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    return dh, uh, ws_n, y, x, dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+
+
+@pytest.mark.parametrize("kind", [_core.EnergyKind.NEG_L2, _core.EnergyKind.COSINE])
+@pytest.mark.parametrize("batch,size,down_N", [(1, 32, 4), (3, 64, 8), (1, 256, 32)])
+def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
+    dh, uh, ws_n, y, x, dims = _lowpass_case(batch, size, down_N, seed=1)
     cpu_grad = np.zeros_like(y)
     K.lowpass_energy_grad(y, x, cpu_grad, kind, dh, uh, dh, uh, np.zeros(ws_n, np.float32), **dims)
     mats = [torch.from_numpy(m).cuda() for m in (dh, uh)]
@@ -72,13 +77,8 @@ def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
 @pytest.mark.parametrize("batch,size,down_N", [(1, 32, 4), (3, 64, 8), (1, 256, 32)])
 def test_lowpass_pull_matches_the_cpu(form, batch, size, down_N):
     """The stable pull (plane GEMMs and pull_scale) on CUDA against its CPU twin."""
-    dh, uh = (np.ascontiguousarray(m, np.float32) for m in lowpass_factors(size, down_N))
+    dh, uh, ws_n, y, x, dims = _lowpass_case(batch, size, down_N, seed=2)
     q, lam = (np.ascontiguousarray(m, np.float32) for m in lowpass_eigen(size, down_N))
-    low = size // down_N
-    ws_n = K.lowpass_workspace_floats(batch, 3, size, size, low, low)
-    rng = np.random.default_rng(2)
-    y, x = (rng.standard_normal(batch * 3 * size * size).astype(np.float32) for _ in range(2))
-    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
     cpu = y.copy()
     K.lowpass_pull(cpu, x, form, 7.0, q, lam, q, lam, dh, uh, dh, uh, np.zeros(ws_n, np.float32), **dims)
     d = [torch.from_numpy(m).cuda() for m in (q, lam, dh, uh)]
