@@ -60,6 +60,11 @@ CASES = {
     "sa3_eta0_spacing": dict(solver="sa-solver-3", eta=0.0, steps=7, spacing="karras"),
     "sa3_repeats_fresh_ilvr": dict(solver="sa-solver-3", steps=5, repeats=2, perturb="fresh", ilvr=True),
     "sa1_implicit": dict(solver="sa-solver-1", steps=5, lowpass="implicit", li=500.0),
+    # the noise scale as a function of t (eta_min_t): stochastic above t = 5, deterministic below
+    "ddim_eta_window": dict(solver="ddim", steps=6, eta_min_t=5),
+    "dpmpp_eta_window": dict(solver="dpmpp-2m-sde", steps=6, eta_min_t=5, lowpass="implicit", li=300.0),
+    "sa2_eta_window": dict(solver="sa-solver-2", steps=7, eta=0.8, eta_min_t=5),
+    "sa3_eta_window_repeats": dict(solver="sa-solver-3", steps=6, eta_min_t=4, repeats=2),
     "sa2_implicit": dict(solver="sa-solver-2", steps=5, lowpass="implicit", li=500.0),
     "sa3_exact_ilvr": dict(solver="sa-solver-3", steps=6, lowpass="exact", li=500.0, ilvr=True),
 }
@@ -156,6 +161,28 @@ def test_sa_solver_converges_faster_than_second_order(solver):
     assert errors[0] / errors[1] > 5.2 and errors[1] / errors[2] > 5.2
     dpm = [_ode_error("dpmpp-2m-sde", K) for K in (80, 160)]
     assert dpm[0] / dpm[1] < 4.5
+
+
+@pytest.mark.parametrize("solver", ["ddim", "dpmpp-2m-sde", "sa-solver-1", "sa-solver-3"])
+def test_eta_min_t_makes_the_updates_below_it_deterministic(solver):
+    """eta applies at timesteps >= eta_min_t: the table adds noise exactly there (0 elsewhere, and
+    with eta_min_t 0 everywhere but the last update), and the deterministic updates are the eta 0
+    solver's where no stochastic step came before them in its memory."""
+    settings = EGSDESettings(M=300, steps=10, solver=solver, eta=1.0, eta_min_t=150)
+    table = StepCoefficients.from_settings(None, settings)
+    assert ((table.sigma > 0) == (table.t >= 150))[:-1].all() and table.sigma[-1] == 0
+    everywhere = StepCoefficients.from_settings(None, settings.with_overrides(eta_min_t=0))
+    assert (everywhere.sigma[:-1] > 0).all()
+    deterministic = StepCoefficients.from_settings(None, settings.with_overrides(eta=0.0))
+    first_below = int(np.argmax(table.t < 150))
+    for name in ("inv_sqrt_alpha", "eps_coef", "sigma"):  # a single-step solver's update depends on its own eta
+        got, want = getattr(table, name), getattr(deterministic, name)
+        assert np.allclose(got[first_below + 3:], want[first_below + 3:], rtol=1e-6, atol=1e-7), name
+    assert np.allclose(table.sigma[:first_below], everywhere.sigma[:first_below])
+    with pytest.raises(ConfigError, match="eta_min_t=3 does not apply to the ddpm solver"):
+        EGSDESettings(eta_min_t=3)
+    with pytest.raises(ConfigError, match="eta_min_t must be an integer timestep in 0..1000"):
+        EGSDESettings(solver=solver, eta_min_t=-1)
 
 
 def test_sa_solver_weights_are_the_closed_form_integrals():

@@ -77,7 +77,8 @@ def sa_solver_step(order: int):
     """SA-Solver (Xue et al. 2023) with predictor and corrector of ``order`` and tau^2 = eta, in
     its textbook form: the corrected point ``x_k^c = a x_{k-1}^c + alpha_k sum_j c_j D_{k-j} +
     noise z_{k-1}`` (the last step again, with the data prediction at its end and the same draw),
-    then the predictor ``y' = a x_k^c + alpha_s sum_j b_j D_{k-j} + noise z``. Whatever moved
+    then the predictor ``y' = a x_k^c + alpha_s sum_j b_j D_{k-j} + noise z`` (the corrector with
+    the last step's tau^2, the predictor with this one's: ``eta``). Whatever moved
     ``y`` after the last step (the stable low-pass pull, ILVR) moves the corrected point too.
     ``previous``: the last step's state, or None (the first update: no corrector)."""
 
@@ -88,7 +89,7 @@ def sa_solver_step(order: int):
         corrected = y
         if previous is not None:
             n = min(order, len(lams))
-            weights = _exponential_lagrange_integrals(lams[:n], lams[1], lams[0], eta)
+            weights = _exponential_lagrange_integrals(lams[:n], lams[1], lams[0], previous["eta"])
             corrected = previous["keep"] * previous["corrected"] + previous["noise"] * previous["z"] + (
                 y - previous["out"])
             for w, d in zip(weights, predictions):
@@ -104,7 +105,7 @@ def sa_solver_step(order: int):
         for w, d in zip(_exponential_lagrange_integrals(lams[:n], lams[0], lam_s, eta), predictions):
             out = out + alpha_s * w * d
         return out, {"lams": lams[:order], "predictions": predictions[:order], "corrected": corrected,
-                     "keep": keep, "noise": noise, "z": z, "out": out}
+                     "keep": keep, "noise": noise, "z": z, "out": out, "eta": eta}
     return step
 
 
@@ -201,11 +202,12 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     if settings.li and not stable:
                         eps_hat = eps_hat + sigma_t * settings.li * grad_i
                     x0_pred = (y - sigma_t * eps_hat) / math.sqrt(abar_t)
-                    y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, settings.eta, z, previous)
+                    eta = settings.eta if coefs.t[k] >= settings.eta_min_t else 0.0  # the noise scale at t
+                    y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, eta, z, previous)
                     y = y.float()
                     # the guidance weight of the first-order step: how far it moves y per unit of eps_hat
-                    pull_w = -sigma_t * solver_step(0.0, 1.0, -sigma_t / math.sqrt(abar_t), abar_t, abar_s,
-                                                    settings.eta, 0.0, None)[0]
+                    pull_w = -sigma_t * solver_step(0.0, 1.0, -sigma_t / math.sqrt(abar_t), abar_t, abar_s, eta,
+                                                    0.0, None)[0]
             if settings.li and stable:  # the low-pass expert integrated implicitly or exactly, after the step
                 with timer.phase("lowpass_grad"):
                     y = lowpass.pull(y, x_t, 2.0 * settings.li * pull_w, settings.lowpass).float()

@@ -222,20 +222,22 @@ def _nearest_in(log_snr: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def solver_input(schedule: Schedule, M: int, steps: int | None = None, *, spacing: str = "uniform",
-                 eta: float = 1.0, var_type: str = "fixedsmall") -> SolverInput:
+                 eta: float = 1.0, var_type: str = "fixedsmall", eta_min_t: int = 0) -> SolverInput:
     """The updates of a run over ``schedule``: ``steps`` updates from the start time ``M``, placed
-    by ``spacing`` (``Schedule.respace``), with a solver's ``eta`` and ``var_type``."""
+    by ``spacing`` (``Schedule.respace``), with a solver's ``eta`` (at timesteps >= ``eta_min_t``)
+    and ``var_type``."""
     respaced = schedule.respace(M, steps, spacing)
     abar = np.cumprod(1.0 - respaced.betas_f64)[::-1]  # float64, sampling order
-    return SolverInput(abar_t=abar, abar_s=np.append(abar[1:], 1.0), respaced=respaced, eta=eta, var_type=var_type)
+    return SolverInput(abar_t=abar, abar_s=np.append(abar[1:], 1.0), respaced=respaced, eta=eta, var_type=var_type,
+                       eta_min_t=eta_min_t)
 
 
 def run_input(schedule: Schedule | None, settings: "EGSDESettings") -> SolverInput:
-    """The updates of a run with ``settings`` (M, steps, spacing, eta, var_type) over ``schedule``
+    """The updates of a run with ``settings`` (M, steps, spacing, eta, eta_min_t, var_type) over ``schedule``
     (None: the linear 1e-4..0.02 schedule of 1000 timesteps): the one place a run's schedule is
     made, for the oracle and the native loop alike (``StepCoefficients.from_settings``)."""
     return solver_input(schedule or Schedule.create(), settings.M, settings.steps, spacing=settings.spacing,
-                        eta=settings.eta, var_type=settings.var_type)
+                        eta=settings.eta, var_type=settings.var_type, eta_min_t=settings.eta_min_t)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,11 @@ def _energy_weight(value, name: str) -> None:
                           f"got {value!r}")
 
 
+def _timestep(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_M:
+        raise ConfigError(f"{name} must be an integer timestep in 0..{MAX_M}, got {value!r}")
+
+
 def _bool(value, name: str) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -146,6 +151,9 @@ class EGSDESettings:
         f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
     eta: float = setting(1.0, float, "stochasticity of every solver but ddpm (0 deterministic, 1 the SDE; "
                                      "SA-Solver's tau^2)", check=lambda v, n: check_eta(v))
+    eta_min_t: int = setting(0, int, f"the noise scale as a function of t (SA-Solver's tau(t) window): eta applies "
+                                     f"to the updates at timesteps >= eta_min_t, the ones below run deterministically "
+                                     f"(0: eta everywhere; 0..{MAX_M}; not for ddpm)", check=_timestep)
     perturb: str = setting("shared", str, "shared (the official code) or fresh (the paper's Algorithm 1)",
                            choices=PERTURB_MODES)
     repeats: int = setting(1, int, "the official sample_step repeats", maximum=MAX_REPEATS)
@@ -163,6 +171,9 @@ class EGSDESettings:
         if self.lowpass != "gradient" and self.s2 != "neg_l2":
             raise ConfigError(f"lowpass={self.lowpass!r} integrates the squared-distance expert (s2='neg_l2'), got "
                               f"s2={self.s2!r}: pass lowpass='gradient' for the cosine energy")
+        if self.solver == "ddpm" and self.eta_min_t != 0:
+            raise ConfigError(f"eta_min_t={self.eta_min_t!r} does not apply to the ddpm solver (its noise is the "
+                              "schedule's variance): pass another solver, or eta_min_t=0")
         if self.solver == "ddpm" and self.eta != 1.0:
             raise ConfigError(f"eta={self.eta!r} does not apply to the ddpm solver (its noise is the schedule's "
                               "variance, var_type): pass another solver (e.g. 'ddim', 'dpmpp-2m-sde', "

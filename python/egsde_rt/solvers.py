@@ -67,13 +67,16 @@ class SolverInput:
     update's (1 after the last); float64, in sampling order. ``respaced``: the respaced schedule,
     whose float32 torch tables are in table order (index ``j`` is update ``K - 1 - j``; the official
     ops run in that order, ``ordered`` puts a table in sampling order). ``eta``: the stochasticity
-    of every solver but ddpm (SA-Solver's tau^2); ``var_type``: ddpm's variance (both checked)."""
+    of every solver but ddpm (SA-Solver's tau^2) at the updates whose timestep is at least
+    ``eta_min_t`` (below it: 0, deterministic; ``etas`` per update); ``var_type``: ddpm's variance
+    (both checked)."""
 
     abar_t: np.ndarray
     abar_s: np.ndarray
     respaced: "Schedule"
     eta: float = 1.0
     var_type: str = "fixedsmall"
+    eta_min_t: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eta", check_eta(self.eta))
@@ -82,6 +85,12 @@ class SolverInput:
     @property
     def num_updates(self) -> int:
         return len(self.abar_t)
+
+    @property
+    def etas(self) -> np.ndarray:
+        """The eta of each update (float64, sampling order): ``eta`` where the timestep is at least
+        ``eta_min_t``, else 0 (the noise scale as a function of t: SA-Solver's tau(t) window)."""
+        return np.where(self.ordered(self.respaced.timesteps) >= self.eta_min_t, self.eta, 0.0)
 
     @staticmethod
     def ordered(table: torch.Tensor) -> np.ndarray:
@@ -160,7 +169,7 @@ def _ddpm(updates: SolverInput) -> StepColumns:
 
 
 def _ddim(updates: SolverInput) -> SolverStep:
-    abar_t, abar_s, eta = updates.abar_t, updates.abar_s, updates.eta
+    abar_t, abar_s, eta = updates.abar_t, updates.abar_s, updates.etas
     alpha_t, sigma_t, alpha_s = np.sqrt(abar_t), np.sqrt(1 - abar_t), np.sqrt(abar_s)
     noise = eta * np.sqrt((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s))
     direction = np.sqrt(np.maximum(1 - abar_s - noise**2, 0.0))
@@ -169,7 +178,7 @@ def _ddim(updates: SolverInput) -> SolverStep:
 
 
 def _dpmpp_2m_sde(updates: SolverInput) -> SolverStep:
-    abar_t, abar_s, eta = updates.abar_t, updates.abar_s, updates.eta
+    abar_t, abar_s, etas = updates.abar_t, updates.abar_s, updates.etas
     K = len(abar_t)
     alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
     c_y, c_e, c_p, noise = (np.zeros(K) for _ in range(4))
@@ -179,6 +188,7 @@ def _dpmpp_2m_sde(updates: SolverInput) -> SolverStep:
             c_y[k], c_e[k] = 1 / alpha_t[k], -sigma_t[k] / alpha_t[k]
             continue
         alpha_s, sigma_s = np.sqrt(abar_s[k]), np.sqrt(1 - abar_s[k])
+        eta = etas[k]
         h = np.log(alpha_s / sigma_s) - np.log(alpha_t[k] / sigma_t[k])  # the step in log-SNR / 2
         keep = sigma_s / sigma_t[k] * np.exp(-eta * h)  # y' = keep*y + B*D + C*(D - D_prev) + noise*z
         B = alpha_s * -np.expm1(-(1 + eta) * h)
@@ -211,7 +221,7 @@ def _sa_solver(updates: SolverInput, order: int) -> SolverStep:
     update k corrects the point it was given, ``x_k^c = y_k + alpha_k (sum_j c_j D_{k-j} -
     sum_j b'_j D_{k-1-j})`` (the corrector's quadrature of the last step minus its predictor's),
     then predicts ``y' = a x_k^c + alpha_s sum_j b_j D_{k-j} + noise z``."""
-    abar_t, abar_s, tau2 = updates.abar_t, updates.abar_s, updates.eta
+    abar_t, abar_s, tau2 = updates.abar_t, updates.abar_s, updates.etas  # tau^2 of each step
     K = len(abar_t)
     lam = 0.5 * np.log(abar_t / (1 - abar_t))  # log-SNR / 2 of each update
     alpha_t, sigma_t = np.sqrt(abar_t), np.sqrt(1 - abar_t)
@@ -225,16 +235,16 @@ def _sa_solver(updates: SolverInput, order: int) -> SolverStep:
         else:
             lam_s = 0.5 * np.log(abar_s[k] / (1 - abar_s[k]))
             h = lam_s - lam[k]
-            keep = np.sqrt((1 - abar_s[k]) / (1 - abar_t[k])) * np.exp(-tau2 * h)
-            if last_predictor is not None:  # the corrector of the step to y_k
+            keep = np.sqrt((1 - abar_s[k]) / (1 - abar_t[k])) * np.exp(-tau2[k] * h)
+            if last_predictor is not None:  # the corrector of the step to y_k (that step's tau^2)
                 n = min(order, k + 1)
-                corrector = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k - 1], lam[k], tau2)
+                corrector = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k - 1], lam[k], tau2[k - 1])
                 weights[:n] += keep * alpha_t[k] * corrector
                 weights[1:1 + len(last_predictor)] -= keep * alpha_t[k] * last_predictor
             n = min(order, k + 1)
-            last_predictor = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k], lam_s, tau2)
+            last_predictor = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k], lam_s, tau2[k])
             weights[:n] += np.sqrt(abar_s[k]) * last_predictor
-            noise[k] = np.sqrt(1 - abar_s[k]) * np.sqrt(-np.expm1(-2 * tau2 * h))
+            noise[k] = np.sqrt(1 - abar_s[k]) * np.sqrt(-np.expm1(-2 * tau2[k] * h))
         c_y[k] = keep + weights[0] / alpha_t[k]
         c_e[k] = -weights[0] * sigma_t[k] / alpha_t[k]
         c_p[k] = weights[1:]
