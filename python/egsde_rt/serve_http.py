@@ -204,7 +204,7 @@ def query_model() -> type[BaseModel]:
     for name in RUNTIME_OVERRIDABLE:
         declaration = DECLARATIONS[name]
         kind = Literal[declaration.choices] if declaration.choices else declaration.kind
-        bounds = {"ge": 1, "le": declaration.maximum} if declaration.maximum else {}
+        bounds = {"ge": declaration.minimum, "le": declaration.maximum} if declaration.maximum else {}
         # unset (None) is no value of the parameter's type: the schema states the type alone
         fields[name] = (Annotated[kind, _declared_parser(name)],
                         Field(None, description=f"{declaration.help} (unset: the engine's)", **bounds))

@@ -34,11 +34,12 @@ MAX_DOWN_N = 1024
 MAX_BATCH_SIZE = 64
 
 
-def check_positive_int(value, name: str, hint: str = "", maximum: int | None = None) -> int:
-    """``value`` if it is an integer >= 1 (not a bool) and at most ``maximum``, else a
-    ``ConfigError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer{hint}, got {value!r}")
+def check_positive_int(value, name: str, hint: str = "", maximum: int | None = None, minimum: int = 1) -> int:
+    """``value`` if it is an integer >= ``minimum`` (1: positive; not a bool) and at most
+    ``maximum``, else a ``ConfigError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}{hint}, got {value!r}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}{hint}, got {value!r}")
     return value
@@ -49,9 +50,9 @@ def check_batch_size(value, name: str = "batch_size", hint: str = "") -> int:
     return check_positive_int(value, name, hint, MAX_BATCH_SIZE)
 
 
-def _bounded(maximum: int) -> Callable:
-    """The check of an integer setting in 1..``maximum``."""
-    return lambda value, name: check_positive_int(value, name, maximum=maximum)
+def _bounded(minimum: int, maximum: int) -> Callable:
+    """The check of an integer setting in ``minimum``..``maximum``."""
+    return lambda value, name: check_positive_int(value, name, maximum=maximum, minimum=minimum)
 
 
 def _finite(value) -> bool:
@@ -67,11 +68,6 @@ def _energy_weight(value, name: str) -> None:
                           f"got {value!r}")
 
 
-def _timestep(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_M:
-        raise ConfigError(f"{name} must be an integer timestep in 0..{MAX_M}, got {value!r}")
-
-
 def _bool(value, name: str) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -82,8 +78,8 @@ class Declaration:
     """What a setting is: its text type, whether a run of an exported engine may override it
     (the rest is baked into the engine's graphs), its help text, its allowed values (None: any
     value its check accepts), its check ``(value, name)`` (raising ``ConfigError``) and whether
-    the command line offers it (not for what the networks decide); ``maximum``: the bound of a
-    costly integer (stated in the help, the service's OpenAPI schema and the check)."""
+    the command line offers it (not for what the networks decide); ``minimum``..``maximum``: the
+    range of an integer (stated in the help, the service's OpenAPI schema and the check)."""
 
     kind: type
     overridable: bool
@@ -92,6 +88,7 @@ class Declaration:
     check: Callable | None = None
     flag: bool = True
     maximum: int | None = None
+    minimum: int = 1
 
     def validate(self, value, name: str) -> None:
         if self.choices is not None and value not in self.choices:
@@ -113,13 +110,13 @@ class Declaration:
 
 
 def setting(default, kind: type, help: str, *, overridable: bool = True, choices=None, check=None, flag=True,
-            maximum: int | None = None):
+            maximum: int | None = None, minimum: int = 1):
     """A field of ``EGSDESettings`` with its declaration; a ``maximum`` bounds an integer to
-    1..maximum (its check) and is stated in the help."""
+    minimum..maximum (its check) and is stated in the help."""
     if maximum is not None:
-        check, help = _bounded(maximum), f"{help} (1..{maximum})"
-    return field(default=default,
-                 metadata={"declaration": Declaration(kind, overridable, help, choices, check, flag, maximum)})
+        check, help = _bounded(minimum, maximum), f"{help} ({minimum}..{maximum})"
+    return field(default=default, metadata={
+        "declaration": Declaration(kind, overridable, help, choices, check, flag, maximum, minimum)})
 
 
 @dataclass(frozen=True)
@@ -151,9 +148,9 @@ class EGSDESettings:
         f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
     eta: float = setting(1.0, float, "stochasticity of every solver but ddpm (0 deterministic, 1 the SDE; "
                                      "SA-Solver's tau^2)", check=lambda v, n: check_eta(v))
-    eta_min_t: int = setting(0, int, f"the noise scale as a function of t (SA-Solver's tau(t) window): eta applies "
-                                     f"to the updates at timesteps >= eta_min_t, the ones below run deterministically "
-                                     f"(0: eta everywhere; 0..{MAX_M}; not for ddpm)", check=_timestep)
+    eta_min_t: int = setting(0, int, "the noise scale as a function of t (SA-Solver's tau(t) window): eta applies "
+                                     "to the updates at timesteps >= eta_min_t, the ones below run deterministically "
+                                     "(0: eta everywhere; not for ddpm)", minimum=0, maximum=MAX_M)
     perturb: str = setting("shared", str, "shared (the official code) or fresh (the paper's Algorithm 1)",
                            choices=PERTURB_MODES)
     repeats: int = setting(1, int, "the official sample_step repeats", maximum=MAX_REPEATS)
