@@ -86,10 +86,10 @@ def sa_solver_step(order: int):
         alpha_t, sigma_t = math.sqrt(abar_t), math.sqrt(1 - abar_t)
         lams = [0.5 * math.log(abar_t / (1 - abar_t))] + (previous["lams"] if previous else [])
         predictions = [x0_pred] + (previous["predictions"] if previous else [])
+        nodes = lams[:order]  # the log-SNR / 2 of the data predictions both interpolate, newest first
         corrected = y
         if previous is not None:
-            n = min(order, len(lams))
-            weights = _exponential_lagrange_integrals(lams[:n], lams[1], lams[0], previous["eta"])
+            weights = _exponential_lagrange_integrals(nodes, lams[1], lams[0], previous["eta"])
             corrected = previous["keep"] * previous["corrected"] + previous["noise"] * previous["z"] + (
                 y - previous["out"])
             for w, d in zip(weights, predictions):
@@ -100,9 +100,8 @@ def sa_solver_step(order: int):
         lam_s = 0.5 * math.log(abar_s / (1 - abar_s))
         h = lam_s - lams[0]
         keep, noise = sigma_s / sigma_t * math.exp(-eta * h), sigma_s * math.sqrt(-math.expm1(-2 * eta * h))
-        n = min(order, len(lams))
         out = keep * corrected + noise * z
-        for w, d in zip(_exponential_lagrange_integrals(lams[:n], lams[0], lam_s, eta), predictions):
+        for w, d in zip(_exponential_lagrange_integrals(nodes, lams[0], lam_s, eta), predictions):
             out = out + alpha_s * w * d
         return out, {"lams": lams[:order], "predictions": predictions[:order], "corrected": corrected,
                      "keep": keep, "noise": noise, "z": z, "out": out, "eta": eta}
@@ -158,6 +157,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     lowpass = LowPassFilter(shape[2], shape[3], settings.down_N, device=device)
     timer = timer or Untimed()
     stable = settings.lowpass != "gradient"  # the low-pass expert's pull after the step (lowpass.LowPassFilter.pull)
+    etas = updates.etas  # the noise scale of each update (eta, 0 below eta_min_t)
 
     def scalar(table, k):
         return torch.tensor(table[k], dtype=torch.float32, device=device)
@@ -202,7 +202,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     if settings.li and not stable:
                         eps_hat = eps_hat + sigma_t * settings.li * grad_i
                     x0_pred = (y - sigma_t * eps_hat) / math.sqrt(abar_t)
-                    eta = settings.eta if coefs.t[k] >= settings.eta_min_t else 0.0  # the noise scale at t
+                    eta = float(etas[k])
                     y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, eta, z, previous)
                     y = y.float()
                     # the guidance weight of the first-order step: how far it moves y per unit of eps_hat

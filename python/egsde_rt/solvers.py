@@ -236,13 +236,13 @@ def _sa_solver(updates: SolverInput, order: int) -> SolverStep:
             lam_s = 0.5 * np.log(abar_s[k] / (1 - abar_s[k]))
             h = lam_s - lam[k]
             keep = np.sqrt((1 - abar_s[k]) / (1 - abar_t[k])) * np.exp(-tau2[k] * h)
+            nodes = lam[k - np.arange(min(order, k + 1))]  # of D_k, D_{k-1}, ..: what both interpolate
+            n = len(nodes)
             if last_predictor is not None:  # the corrector of the step to y_k (that step's tau^2)
-                n = min(order, k + 1)
-                corrector = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k - 1], lam[k], tau2[k - 1])
+                corrector = exponential_lagrange_weights(nodes, lam[k - 1], lam[k], tau2[k - 1])
                 weights[:n] += keep * alpha_t[k] * corrector
                 weights[1:1 + len(last_predictor)] -= keep * alpha_t[k] * last_predictor
-            n = min(order, k + 1)
-            last_predictor = exponential_lagrange_weights(lam[k - np.arange(n)], lam[k], lam_s, tau2[k])
+            last_predictor = exponential_lagrange_weights(nodes, lam[k], lam_s, tau2[k])
             weights[:n] += np.sqrt(abar_s[k]) * last_predictor
             noise[k] = np.sqrt(1 - abar_s[k]) * np.sqrt(-np.expm1(-2 * tau2[k] * h))
         c_y[k] = keep + weights[0] / alpha_t[k]
