@@ -28,9 +28,11 @@ Tiers (limits in ``TIER_LIMITS_S``):
    own cudaMalloc, so out-of-bounds accesses are seen); after the benchmarks, since a sanitizer
    run is the likeliest to hang or crawl. Where the sanitizer cannot run (gVisor machines
    refuse the device) the step is skipped with its message.
-4. compiled, with what is left: the compiled runner's captured run against its uncaptured run
-   (tiny engine), then AOTInductor plans of cat2dog for CUDA and their bench; ONNX Runtime CUDA
-   only where onnxruntime has its CUDA provider.
+4. compiled, with what is left: TensorRT where the machine has it (``tests/test_tensorrt_gpu.py``:
+   plans of the tiny engine in every precision, captured against uncaptured; recorded as skipped,
+   "tensorrt is not installed", where it has not); the compiled runner's captured run against its
+   uncaptured run (tiny engine), then AOTInductor plans of cat2dog for CUDA and their bench; ONNX
+   Runtime CUDA only where onnxruntime has its CUDA provider.
 
 ``--dry-run`` runs every tier on the CPU with the demo networks (torch-only, 32x32) and a few
 updates, writing the same archive and summary: CI runs it so that the first GPU run cannot die on
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import shutil
@@ -191,7 +194,7 @@ def build_tiers(p: Protocol) -> list:
     batches = ["1", "2"] if dry else ["1", "8"]
     steps = "2" if dry else str(HEADLINE_STEPS)
     pip = _py("-m", "pip", "install", "--no-build-isolation", "--no-deps", "-e", ".")
-    gpu_xml, compiled_xml = logs / "gpu-tests.xml", logs / "compiled-captured.xml"
+    gpu_xml, compiled_xml, tensorrt_xml = logs / "gpu-tests.xml", logs / "compiled-captured.xml", logs / "tensorrt.xml"
     verdict = dry_run_verdict if dry else gpu_test_verdict
     sanitizer = shutil.which("compute-sanitizer") or (
         "/usr/local/cuda/bin/compute-sanitizer" if Path("/usr/local/cuda/bin/compute-sanitizer").exists() else None)
@@ -199,6 +202,8 @@ def build_tiers(p: Protocol) -> list:
                       None if sanitizer else "compute-sanitizer not found on PATH or in /usr/local/cuda/bin")
     ort_cuda = _py("-c", "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in "
                    "o.get_available_providers())")
+    tensorrt_skip = ("dry run: TensorRT needs a GPU" if dry else None if importlib.util.find_spec("tensorrt") else
+                     "tensorrt is not installed (TensorRT stays unverified: pip install 'egsde-rt[tensorrt]')")
     bench = [*cli, "bench", "--engine", engine, "--device", p.device, "--batch-size", *batches, "--steps", steps,
              "--repeats", "2", "--warmup", "0", "--phase-runs", "1"]
     sanitized = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}  # each tensor its own allocation: overruns are seen
@@ -235,6 +240,8 @@ def build_tiers(p: Protocol) -> list:
             for tool in ("memcheck", "initcheck")
         ]),
         Tier(4, "compiled", steps=[
+            Step("tensorrt", _pytest("-m", "gpu", "tests/test_tensorrt_gpu.py", junit=tensorrt_xml), limit_s=60,
+                 skip=tensorrt_skip, verdict=lambda: verdict(tensorrt_xml)),
             Step("compiled-captured", _pytest("-m", "gpu", "tests/test_compiled.py", "-k", "captured",
                                               junit=compiled_xml), limit_s=90, verdict=lambda: verdict(compiled_xml)),
             Step("build-compiled", [*cli, "build", engine, "--backend", "compiled", "--device", p.device,

@@ -119,7 +119,8 @@ def test_loading_hashes_once_per_machine_and_catches_changes(tiny_engine, tmp_pa
     monkeypatch.setattr(verification, "sha256_file", lambda p: hashed.append(p) or real(p))
     load_engine_dir(path)
     files = {p.name for p in hashed}
-    assert files == {"score.onnx", "dse_grad.onnx", "score.safetensors", "dse.safetensors"}
+    variants = {f"{graph}.{precision}.onnx" for graph in ("score", "dse_grad") for precision in ("fp16", "bf16")}
+    assert files == {"score.onnx", "dse_grad.onnx", "score.safetensors", "dse.safetensors", *variants}
     hashed.clear()
     load_engine_dir(path)
     assert hashed == []  # verified: sizes only
@@ -137,7 +138,7 @@ def test_loading_hashes_once_per_machine_and_catches_changes(tiny_engine, tmp_pa
     shutil.copytree(tiny_engine[0], path)
     load_engine_dir(path, verify="full")
     load_engine_dir(path, verify="full")
-    assert len(hashed) == 8  # full: every file, every time
+    assert len(hashed) == 2 * len(files)  # full: every file, every time
 
 
 def test_verify_command(tiny_engine, tmp_path, capsys):

@@ -150,7 +150,8 @@ def test_the_summary_says_what_ran_and_the_planned_budget(dry_run):
     assert tiers["sanitizer"]["status"] == "skipped" and "dry run" in tiers["sanitizer"]["reason"]
     # the dry run gives the compiled plans' build seconds: the time-out path runs, and is recorded
     assert tiers["compiled"]["status"] == "timed_out"
-    assert [s["status"] for s in tiers["compiled"]["steps"]] == ["passed", "timed_out", "not_run", "not_run"]
+    assert [s["status"] for s in tiers["compiled"]["steps"]] == ["skipped", "passed", "timed_out", "not_run", "not_run"]
+    assert "TensorRT needs a GPU" in tiers["compiled"]["steps"][0]["reason"]
     assert summary["counts"] == {"run": 3, "passed": 2, "failed": 0, "timed_out": 1, "skipped": 1, "pending": 0,
                                  "running": 0}
 

@@ -1,5 +1,7 @@
 """Engine dirs, backends and the Translator, end to end on the CPU."""
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -10,8 +12,10 @@ from PIL import Image
 from conftest import TINY_M
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import MachineIdentity, matching_plans, stale_plans
-from egsde_rt.errors import ConfigError
+from egsde_rt.errors import ConfigError, MissingGraphsError
 from egsde_rt.export.tensorrt_plans import build_plans
+from egsde_rt.runtime import backends
+from egsde_rt.runtime.runners import OrtRunner
 from egsde_rt.runtime.translator import Translator
 from sampling_helpers import reference_translate
 
@@ -113,8 +117,70 @@ def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path)
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_reduced_precision_tensorrt_plans_are_refused_naming_the_fix(tiny_engine, tmp_path, precision):
-    """A strongly typed TensorRT build computes in the graph's precision, and the graphs are float32."""
+def test_reduced_precision_tensorrt_plans_are_built_from_the_graph_variants(tiny_engine, tmp_path, precision):
+    """A strongly typed TensorRT build computes in its graph's precision: fp16/bf16 plans are built
+    from the engine's variant graphs, keyed by their hashes, beside the fp32 plans."""
     path = _copy(tiny_engine, tmp_path)
-    with pytest.raises(ConfigError, match=rf"TensorRT {precision} plans .* graphs are float32 .*--precision fp32"):
-        build_plans(path, precision=precision, compile_fn=lambda *a: b"", identity=MachineIdentity("cuda", "9.0", "x"))
+    compiled = {}
+
+    def fake_compile(onnx_path, contract, image_size, precision, profile, workspace, cache_path):
+        compiled[(contract.name, precision)] = onnx_path
+        return f"{contract.name}-{precision}".encode()
+
+    h100 = MachineIdentity("cuda", "9.0", "tensorrt 11.4.0")
+    for p in ("fp32", precision):
+        build_plans(path, precision=p, compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    engine = load_engine_dir(path)
+    for name in ("score", "dse_grad"):
+        variant = engine.manifest.graphs[name].variants[precision]
+        assert compiled[(name, precision)] == engine.path / variant.file == engine.graph_file(name, precision)
+        assert compiled[(name, "fp32")] == engine.path / engine.manifest.graphs[name].file
+    for p in ("fp32", precision):
+        plans = matching_plans(engine, h100, precision=p)
+        assert {name: plans[name].read_bytes() for name in plans} == {n: f"{n}-{p}".encode() for n in plans}
+    sources = {(e.graph, e.precision): e.source_sha256 for e in engine.manifest.plans.values()}
+    assert sources[("score", precision)] == engine.manifest.graphs["score"].variants[precision].sha256
+
+
+def test_an_engine_without_graph_variants_is_refused_for_reduced_precision_graphs(tiny_engine, tmp_path):
+    """An engine exported before the variants: fp32 still runs; fp16 graphs are a MissingGraphsError
+    naming the fix (ONNX Runtime's probe and the TensorRT build)."""
+    path = _copy(tiny_engine, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for graph in manifest["graphs"].values():
+        for variant in graph.pop("variants").values():
+            (path / variant["file"]).unlink()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    engine = load_engine_dir(path)
+    fix = "no fp16 variant of its score graph .* export the engine again"
+    with pytest.raises(MissingGraphsError, match=fix):
+        build_plans(path, precision="fp16", compile_fn=lambda *a: b"", identity=MachineIdentity("cuda", "9.0", "x"))
+    assert re.search(fix, backends._graphs_missing(engine, "ONNX Runtime", "fp16"))
+    assert backends._graphs_missing(engine, "ONNX Runtime", "fp32") == ""
+    assert OrtRunner(engine).sessions  # fp32 runs
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
+def test_onnxruntime_cuda_runs_the_graphs_of_its_precision(tiny_engine, monkeypatch, precision):
+    """fp16/bf16: the graphs' variants; fp32/tf32: the float32 graphs, with TF32 only for tf32 (a
+    stand-in session records what ONNX Runtime is given)."""
+    import onnxruntime
+
+    made = []
+
+    class Session:
+        def __init__(self, path, options, providers):
+            made.append((path, providers))
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    engine = load_engine_dir(tiny_engine[0])
+    OrtRunner(engine, device="cuda", device_id=1, stream=99, precision=precision)
+    graph = "fp32" if precision == "tf32" else precision
+    assert [path for path, _ in made] == [str(engine.graph_file(name, graph)) for name in ("score", "dse_grad")]
+    assert [p[0][1] for _, p in made] == 2 * [{"device_id": 1, "use_tf32": "1" if precision == "tf32" else "0",
+                                               "has_user_compute_stream": "1", "user_compute_stream": "99"}]
+    if precision in ("fp16", "bf16"):
+        assert made[0][0].endswith(f"score.{precision}.onnx")

@@ -270,7 +270,7 @@ def test_the_registry_is_the_one_source_of_the_backends():
     assert len(set(names)) == len(names) == len(backends.REGISTRY)
     assert backends.auto_order("cuda") == ("compiled", "tensorrt", "onnxruntime-cuda", "torch")
     assert backends.auto_order("cpu") == ("compiled", "onnxruntime-cpu", "torch")
-    assert {b.name for b in backends.REGISTRY if b.capturable} == {"compiled", "torch"}
+    assert {b.name for b in backends.REGISTRY if b.capturable} == {"compiled", "tensorrt", "torch"}
     assert set().union(*(b.precisions for b in backends.REGISTRY)) == set(PRECISIONS)
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
@@ -316,14 +316,14 @@ def test_devices_are_cpu_cuda_or_cuda_n():
 
 
 def test_the_runners_are_made_for_the_chosen_cuda_device(tiny_engine, monkeypatch):
-    """ONNX Runtime gets the device id of cuda:N (and the sampler's stream)."""
+    """ONNX Runtime gets the device id of cuda:N (and the sampler's stream, and the precision)."""
     from egsde_rt.runtime import runners
 
     made = []
     monkeypatch.setattr(runners, "OrtRunner", lambda engine, **kwargs: made.append(kwargs))
-    choice = backends.BackendChoice("onnxruntime-cuda", "cuda", "test", index=3)
+    choice = backends.BackendChoice("onnxruntime-cuda", "cuda", "test", "bf16", index=3)
     backends.make_runner(choice, load_engine_dir(tiny_engine[0]), stream=77)
-    assert made == [{"device": "cuda", "device_id": 3, "stream": 77}]
+    assert made == [{"device": "cuda", "device_id": 3, "stream": 77, "precision": "bf16"}]
 
 
 @pytest.mark.skipif(_core.cuda_device_count() > 0, reason="a machine without CUDA")

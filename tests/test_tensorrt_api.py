@@ -41,6 +41,7 @@ RETURNS = {
     "IExecutionContext.execute_async_v3": True,
 }
 METHODS = {"IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.set_timing_cache", "IBuilderConfig.set_flag",
+           "IBuilderConfig.clear_flag",
            "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
            "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address", "ILayer.set_output_type",
            "OnnxParser.get_error"}
@@ -185,3 +186,40 @@ def test_a_tensorrt_older_than_10_is_refused_naming_the_fix(version, tmp_path, m
         compile_with_tensorrt(tmp_path / "graph.onnx", SCORE, 32, "fp32", (1, 1, 4), 1.0, tmp_path / "timing.cache")
     with pytest.raises(EgsdeError, match=fix):
         TensorRTRunner({SCORE.name: tmp_path / "score.plan", DSE_GRAD.name: tmp_path / "dse_grad.plan"})
+
+
+# What a step may ask of TensorRT inside a CUDA-graph capture: binding shapes and addresses (host
+# state) and the enqueue on the sampler's stream; nothing that synchronises or allocates.
+CAPTURABLE_CALLS = {"IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
+                    "IExecutionContext.execute_async_v3"}
+
+
+def test_a_tensorrt_step_makes_only_capturable_calls_on_the_samplers_stream(tmp_path, monkeypatch):
+    """The runner is registered as capturable: a graph run binds the sampler's buffers and enqueues
+    on the sampler's own stream, and asks nothing else of TensorRT."""
+    from egsde_rt.runtime.backends import get_backend
+
+    assert get_backend("tensorrt").capturable
+    trt = RecordingTensorRT("11.4.0.106")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    plans = {c.name: tmp_path / f"{c.name}.plan" for c in (SCORE, DSE_GRAD)}
+    for path in plans.values():
+        path.write_bytes(b"plan")
+    runner = TensorRTRunner(plans)
+    streams = []
+    monkeypatch.setitem(RETURNS, "IExecutionContext.execute_async_v3", True)
+    original = _Method.__call__
+
+    def recording_call(self, *args, **kwargs):
+        if self.path == "IExecutionContext.execute_async_v3":
+            streams.append(kwargs.get("stream_handle", args[0] if args else None))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Method, "__call__", recording_call)
+    trt.used.clear()
+    for contract in (SCORE, DSE_GRAD):
+        refs = [SimpleNamespace(shape=(2, 3, 32, 32), ptr=4096 * (i + 1), stream=77)
+                for i in range(len(contract.inputs))]
+        runner._run(contract, refs, SimpleNamespace(shape=(2, 3, 32, 32), ptr=1 << 20, stream=77))
+    assert trt.used == CAPTURABLE_CALLS
+    assert streams == [77, 77]

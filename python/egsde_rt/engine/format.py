@@ -9,6 +9,9 @@ engine_dir/
   weights/dse.safetensors     loads them, and the ONNX graphs reference them as external data
   score.onnx        (x [B,3,H,W], t [B]) -> eps [B,3,H,W]            (the graph only: its weights
   dse_grad.onnx     (y, x_t, t) -> d/dy sum_batch S1(F(y, t), F(x_t, t))  are in weights/)
+  score.fp16.onnx, score.bf16.onnx, dse_grad.fp16.onnx, dse_grad.bf16.onnx
+                    the graphs' reduced-precision variants (``GRAPH_VARIANTS``): the same graphs
+                    with explicit casts (export.reduced_precision), reading the same weights
   plans/            compiled plans built by `egsde-rt build` (optional; see engine.plans)
 ```
 Format version 1 (still read): self-contained ``score.onnx`` and ``dse_grad.onnx`` and state
@@ -61,6 +64,8 @@ EXPORT_FORMATS = ("onnx", "torch")
 GRAPH_NAMES = ("score", "dse_grad")
 WEIGHT_NAMES = ("score", "dse")
 PLAN_KINDS = ("compiled", "tensorrt")
+# The precisions a graph has a variant in (``GraphEntry.variants``; fp32 and tf32 run the graph itself).
+GRAPH_VARIANTS = ("fp16", "bf16")
 # the TensorRT plan entries of the first format 1 engines (no "kind"): never matched since compiled
 # plans came, now left out on reading (a rebuild replaces them)
 LEGACY_PLAN_FIELDS = {"onnx_sha256", "compute_capability", "tensorrt"}
@@ -95,6 +100,8 @@ class GraphEntry(FileEntry):
     # of the graph's initializer bytes are there (the rest, small constants, are in the graph)
     weights: str | None = None
     external_bytes: ByteCount = 0
+    # the graph in each reduced precision of ``GRAPH_VARIANTS`` (absent in engines exported before them)
+    variants: dict[Annotated[str, one_of(GRAPH_VARIANTS)], FileEntry] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,6 +232,7 @@ class Manifest:
         """{the manifest field that names it ("graphs.score"): entry} of every file the manifest lists,
         plans included."""
         return {**{f"graphs.{k}": e for k, e in self.graphs.items()},
+                **{f"graphs.{k}.variants.{p}": v for k, e in self.graphs.items() for p, v in e.variants.items()},
                 **{f"torch_weights.{k}": e for k, e in self.torch_weights.items()},
                 **{f"plans.{k}": e for k, e in self.plans.items()}}
 
@@ -262,6 +270,27 @@ class EngineDir:
                 f"{backend} backend runs the ONNX graphs: export the engine again with them "
                 "(`egsde-rt export ... --formats onnx torch`, or export_engine(..., formats=('onnx', 'torch'))), "
                 "or use the torch or compiled backend")
+
+    def graph_variant(self, name: str, precision: str = "fp32") -> tuple[str, FileEntry]:
+        """(its manifest field, its entry) of graph ``name`` in ``precision``: the graph itself for
+        fp32 and tf32, its variant (``GRAPH_VARIANTS``) otherwise; a ``MissingGraphsError`` naming
+        the fix where the engine lacks it (exported before variants were written)."""
+        self.require_graphs(f"a {precision} graph")
+        graph = self.manifest.graphs[name]
+        if precision not in GRAPH_VARIANTS:
+            return f"graphs.{name}", graph
+        if precision not in graph.variants:
+            raise MissingGraphsError(
+                f"{self.path}: this engine has no {precision} variant of its {name} graph (it was exported by an "
+                "egsde-rt that wrote float32 graphs only): export the engine again (`egsde-rt export ...`), or run "
+                "in fp32")
+        return f"graphs.{name}.variants.{precision}", graph.variants[precision]
+
+    def graph_file(self, name: str, precision: str = "fp32") -> Path:
+        """The path of graph ``name`` in ``precision`` (``graph_variant``; verified at loading, as
+        every listed file)."""
+        field_name, entry = self.graph_variant(name, precision)
+        return self.file(entry.file, f"{field_name}.file")
 
     @property
     def image_size(self) -> int:

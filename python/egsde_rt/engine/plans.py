@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 from ..errors import EgsdeError
 from .contracts import DSE_GRAD, SCORE
-from .format import EngineDir, PlanEntry
+from .format import GRAPH_VARIANTS, EngineDir, PlanEntry
 
 # A strongly typed TensorRT network (the only kind TensorRT 11 builds) computes in its ONNX graph's
-# precision, and the exported graphs are float32: fp16/bf16 plans need reduced-precision graphs
-# (not yet exported; issue 30 item 1).
-TENSORRT_PRECISIONS = ("fp32",)
+# precision: fp32 and tf32 plans (TF32 off / on) are built from the graphs, fp16 and bf16 plans from
+# their variants (``format.GRAPH_VARIANTS``).
+TENSORRT_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 # the TensorRT versions the builder and runner target: 10.x and 11.x (tests/test_tensorrt_api.py checks
 # every name they use against the Python API of 10.0, the newest 10.x and 11.4)
 TENSORRT_MIN_MAJOR = 10
@@ -99,14 +99,15 @@ def compiled_identity(device: str) -> MachineIdentity:
     return MachineIdentity(device, capability, f"torch {torch.__version__}")
 
 
-def graph_source(engine: EngineDir, graph: str, kind: str) -> str:
-    """The sha256 of what a plan of ``graph`` is built from (the ONNX graph; for compiled plans
-    also the torch weights, and only them in a torch-only engine), so a re-exported graph
-    invalidates its plans."""
+def graph_source(engine: EngineDir, graph: str, kind: str, precision: str = "fp32") -> str:
+    """The sha256 of what a plan of ``graph`` is built from (TensorRT: the ONNX graph in the plan's
+    ``precision``, its variant for fp16 and bf16; compiled plans: the float32 graph and the torch
+    weights, only them in a torch-only engine), so a re-exported graph invalidates its plans."""
     entry = engine.manifest.graphs.get(graph)
     onnx_sha = entry.sha256 if entry else ""
     if kind == "tensorrt":
-        return onnx_sha
+        variant = entry.variants.get(precision) if entry and precision in GRAPH_VARIANTS else entry
+        return variant.sha256 if variant else ""
     weights = engine.manifest.torch_weights.get(GRAPH_WEIGHTS[graph])
     return hashlib.sha256(f"{onnx_sha}:{weights.sha256 if weights else ''}".encode()).hexdigest()
 
@@ -154,7 +155,7 @@ def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, p
     found = {}
     for key, entry in _entries(engine, kind, precision):
         usable = (_identity_of(entry) == identity
-                  and entry.source_sha256 == graph_source(engine, entry.graph, kind))
+                  and entry.source_sha256 == graph_source(engine, entry.graph, kind, entry.precision))
         if (usable and engine.file(entry.file, f"plans.{key}.file").is_file()
                 and (entry.graph not in found or entry.built > found[entry.graph][1].built)):
             found[entry.graph] = (key, entry)
@@ -175,6 +176,6 @@ def stale_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str, prec
         theirs = _identity_of(entry)
         if theirs != identity:
             reasons.append(f"{entry.file} was built for {theirs.describe()}, this machine is {identity.describe()}")
-        elif entry.source_sha256 != graph_source(engine, entry.graph, kind):
+        elif entry.source_sha256 != graph_source(engine, entry.graph, kind, entry.precision):
             reasons.append(f"{entry.file} was built from another export of the {entry.graph} graph")
     return reasons

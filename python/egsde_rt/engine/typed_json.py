@@ -1,7 +1,8 @@
 """JSON read into dataclasses, every field checked against its annotation.
 
 The shape of a JSON document is declared once, as dataclasses whose fields are annotated with
-``int``, ``float``, ``str``, ``bool``, ``dict[str, X]``, ``list[X]``, ``X | None``, another such
+``int``, ``float``, ``str``, ``bool``, ``dict[str, X]`` (its keys read as the first argument: a
+``str`` or a checked one), ``list[X]``, ``X | None``, another such
 dataclass, ``Any``, or ``Annotated[X, Check(...)]`` for a constraint beyond the type (a sha256,
 a non-negative size, one of a few names). ``read(cls, data)`` builds the dataclass or raises
 ``ShapeError`` saying where (``graphs.score.file``) what was expected and what was found: an
@@ -97,7 +98,8 @@ def _read(annotation, value, where: str):
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ShapeError(f"{where} must be {describe(annotation)}, got {_REPR.repr(value)}")
     if kind is dict and args:
-        return {key: _read(args[1], item, f"{where}.{key}") for key, item in value.items()}
+        return {_read(args[0], key, f"{where}'s key {key!r}"): _read(args[1], item, f"{where}.{key}")
+                for key, item in value.items()}
     if kind is list and args:
         return [_read(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
     return value

@@ -8,8 +8,9 @@ with a progress bar (``progress``): ``weights`` writes each network's weights on
 ``dse_grad.onnx`` (the trace translated directly, ``fx_translation``, where this torch allows)
 with their weights as ONNX external data in those files (``external_weights``: no weight is
 copied into a graph); ``validation`` runs both graphs with ONNX Runtime against PyTorch at batch
-1 and 2 (``onnx_graphs``). Then ``manifest.json`` (the engine format of ``egsde_rt.engine``,
-version 2) is written and the directory read back.
+1 and 2 (``onnx_graphs``); then each graph's fp16 and bf16 variants are written beside it
+(``reduced_precision``: explicit casts, the same weights). Then ``manifest.json`` (the engine
+format of ``egsde_rt.engine``, version 2) is written and the directory read back.
 
 Export's memory stays near the weights' size plus one graph's activations at batch 2: weights
 are never serialised into a graph, each stage frees what it built, validation computes its
@@ -34,10 +35,12 @@ import torch
 from .._version import __version__
 from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
 from ..engine import DSE_GRAD, EXPORT_FORMATS, FORMAT_VERSION, SCORE, Manifest, load_engine_dir
-from ..engine.format import WEIGHTS_DIR, ExportInfo, GraphEntry, ScheduleSpec, TorchWeightsEntry
+from ..engine.format import (GRAPH_VARIANTS, WEIGHTS_DIR, ExportInfo, FileEntry, GraphEntry, ScheduleSpec,
+                             TorchWeightsEntry)
 from ..engine.verification import hash_and_record
 from ..engine.weights_file import save_weights
 from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
+from ..network_fns import FP16_GRAD_SCALE
 from ..presets import get_preset
 from ..settings import EGSDESettings
 from .external_weights import WeightIndex
@@ -46,9 +49,13 @@ from .gradient_graph import DSEGradient, TracedGradient, trace_dse_gradient
 from .onnx_graphs import (TRACE_BATCH, VALIDATION_BATCHES, ExportValidationError, check_onnx, export_onnx,
                           export_translated_onnx, reference_outputs)
 from .progress import StageObserver, stage
+from .reduced_precision import write_variant
 from .score_graph import ScoreGraph
 
 DEFAULT_OPSET = 18
+# The DSE gradient is traced with the similarity scaled by this power of two (and the gradient scaled
+# back): exact in float32, and what keeps the fp16 variant's gradient from underflowing (network_fns).
+GRADIENT_SCALE = FP16_GRAD_SCALE
 LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
 
 
@@ -165,7 +172,27 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
             graphs[contract.name] = _graph_entry(staging, contract, image_size, errors, weights_of[contract],
                                                  reports[contract]["external_bytes"])
             log(f"  {contract.file} validated: {errors}")
+    for contract in weights_of:
+        graphs[contract.name].variants = _write_variants(staging, contract, log)
     return graphs
+
+
+def _write_variants(root: Path, contract, log: Callable[[str], None]) -> dict:
+    """The graph's reduced-precision variants (``reduced_precision``), written beside it: their
+    manifest entries."""
+    variants = {}
+    for precision in GRAPH_VARIANTS:
+        name = variant_file(contract, precision)
+        path = root / name
+        report = write_variant(root / contract.file, precision, path)
+        variants[precision] = FileEntry(file=name, sha256=hash_and_record(path), size=path.stat().st_size)
+        log(f"  {name}: {report['half_ops']} ops in {precision}, {report['time_ops']} on the time path in float32")
+    return variants
+
+
+def variant_file(contract, precision: str) -> str:
+    """The file name of a graph's variant in ``precision`` ("score.fp16.onnx")."""
+    return contract.file.replace(".onnx", f".{precision}.onnx")
 
 
 def _direct_path_failed(step: str, why: BaseException, log: Callable[[str], None]) -> None:
@@ -184,11 +211,11 @@ def _trace_gradient(dse: torch.nn.Module, settings: EGSDESettings, image_size: i
     sample = DSE_GRAD.sample_inputs(TRACE_BATCH, image_size)
     if fx_translation.available():
         try:
-            return trace_dse_gradient(dse, settings.s1, sample, functional=True,
+            return trace_dse_gradient(dse, settings.s1, sample, GRADIENT_SCALE, functional=True,
                                       extra_decompositions=fx_translation.onnx_decompositions(opset)).graph_module, True
         except Exception as why:  # noqa: BLE001 - internals of torch: any failure takes the public path
             _direct_path_failed("trace", why, log)
-    return trace_dse_gradient(dse, settings.s1, sample).graph_module, False
+    return trace_dse_gradient(dse, settings.s1, sample, GRADIENT_SCALE).graph_module, False
 
 
 def _export_gradient(gradient: torch.fx.GraphModule, path: Path, image_size: int, opset: int, links,

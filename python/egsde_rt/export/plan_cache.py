@@ -33,7 +33,7 @@ def build_cached_plans(engine: EngineDir, *, kind: str, identity: MachineIdentit
     paths = {}
     with stage("plans", 2) as bar:
         for contract in (SCORE, DSE_GRAD):
-            source = graph_source(engine, contract.name, kind)
+            source = graph_source(engine, contract.name, kind, precision)
             key = plan_key(kind, source, precision, tuple(profile), identity.device, identity.capability,
                            identity.runtime)
             entry = manifest.plans.get(key)

@@ -5,8 +5,11 @@ in the manifest. The compile step uses the public TensorRT Python API (``Builder
 ``OnnxParser``, an optimization profile, a timing cache) of TensorRT 10.x and 11.x: the network
 is strongly typed (TensorRT 11 builds no other kind; 10.x is asked with
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so a plan computes in its ONNX graph's
-precision and no weak-typing API (precision builder flags, per-layer precisions) is used. The
-exported graphs are float32, so the plans are (``TENSORRT_PRECISIONS``). TensorRT cannot be
+precision and no weak-typing API (precision builder flags, per-layer precisions) is used: fp32
+plans (TF32 off) and tf32 plans (``BuilderFlag.TF32`` on) are built from the float32 graphs, fp16
+and bf16 plans from their reduced-precision
+variants (``export.reduced_precision``; the bf16 variant is ONNX opset 22, which TensorRT's ONNX
+parser must read). TensorRT cannot be
 installed where egsde-rt is developed: this path is unverified there; the caching logic is tested
 with a stand-in compiler and every TensorRT name used against the Python API of each version
 (tests/test_tensorrt_api.py).
@@ -17,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..engine import load_engine_dir
+from ..engine import DSE_GRAD, SCORE, load_engine_dir
 from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
                             tensorrt_major)
 from ..errors import ConfigError, EgsdeError
@@ -29,23 +32,21 @@ def build_plans(engine_dir, *, precision: str = "fp32", min_batch: int = 1, opt_
                 max_batch: int = 8, workspace_gib: float = 4.0, compile_fn: Callable | None = None,
                 identity: MachineIdentity | None = None, log: Callable[[str], None] = print) -> dict:
     """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}."""
-    if precision in ("fp16", "bf16"):
-        raise ConfigError(f"TensorRT {precision} plans are not available: the engine's graphs are float32 and a "
-                          "strongly typed TensorRT build (the only kind TensorRT 11 makes) computes in its graph's "
-                          "precision; reduced-precision graphs are not exported yet. Build with --precision fp32")
     if precision not in TENSORRT_PRECISIONS:
-        raise ConfigError(f"precision must be one of {TENSORRT_PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"TensorRT plans are built in {'/'.join(TENSORRT_PRECISIONS)} (a strongly typed build "
+                          f"computes in its graph's precision, and the engine has graphs in those), got {precision!r}")
     check_batch_size(max_batch, "max_batch")
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
     engine = load_engine_dir(engine_dir)
     engine.require_graphs("tensorrt")
+    for contract in (SCORE, DSE_GRAD):
+        engine.graph_variant(contract.name, precision)  # a MissingGraphsError now for an engine without it
     compile_fn = compile_fn or compile_with_tensorrt
     profile = (min_batch, opt_batch, max_batch)
 
     def build_one(contract, path: Path) -> None:
-        graph = engine.manifest.graphs[contract.name]
-        path.write_bytes(compile_fn(engine.file(graph.file, f"graphs.{contract.name}.file"), contract,
+        path.write_bytes(compile_fn(engine.graph_file(contract.name, precision), contract,
                                     engine.image_size, precision, profile, workspace_gib,
                                     engine.file(TIMING_CACHE, "the timing cache")))
 
@@ -68,6 +69,12 @@ def compile_with_tensorrt(onnx_path: Path, contract, image_size: int, precision:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EgsdeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
+    # TF32 only for tf32 plans: fp32 (and the float32 parts of fp16/bf16 plans) is IEEE float32, as on
+    # every backend (TensorRT's default turns TF32 on)
+    if precision == "tf32":
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(cache_bytes)

@@ -164,8 +164,14 @@ class ResBlock(TimestepBlock):
 
 def _attention_weights(q: torch.Tensor, k: torch.Tensor, ch: int) -> torch.Tensor:
     scale = 1 / math.sqrt(math.sqrt(ch))
-    weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+    weight = torch.matmul((q * scale).transpose(1, 2), k * scale)  # "bct,bcs->bts"
     return torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+
+
+def _attend(weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The attention-weighted values ("bts,bcs->bct"), as a matmul: exported as ONNX MatMul, which
+    every precision variant of a graph can carry (ONNX's Einsum has no bfloat16)."""
+    return torch.matmul(v, weight.transpose(1, 2))
 
 
 class QKVAttentionLegacy(nn.Module):
@@ -179,7 +185,7 @@ class QKVAttentionLegacy(nn.Module):
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
         q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
-        a = torch.einsum("bts,bcs->bct", _attention_weights(q, k, ch), v)
+        a = _attend(_attention_weights(q, k, ch), v)
         return a.reshape(bs, -1, length)
 
 
@@ -196,8 +202,7 @@ class QKVAttention(nn.Module):
         q, k, v = qkv.chunk(3, dim=1)
         q = q.reshape(bs * self.n_heads, ch, length)
         k = k.reshape(bs * self.n_heads, ch, length)
-        a = torch.einsum("bts,bcs->bct", _attention_weights(q, k, ch),
-                         v.reshape(bs * self.n_heads, ch, length))
+        a = _attend(_attention_weights(q, k, ch), v.reshape(bs * self.n_heads, ch, length))
         return a.reshape(bs, -1, length)
 
 

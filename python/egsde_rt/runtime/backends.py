@@ -23,6 +23,7 @@ from typing import Callable
 
 from .. import _core
 from ..engine import EngineDir
+from ..engine.format import GRAPH_NAMES
 from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, import_tensorrt, matching_plans,
                             plans_batch_limit, stale_plans, tensorrt_identity)
 from ..errors import ConfigError, EgsdeError
@@ -106,25 +107,39 @@ def _probe_compiled(engine: EngineDir, device: str, precision: str) -> tuple[boo
                         _build_hint(engine, "compiled", device, precision))
 
 
+def _graphs_missing(engine: EngineDir, backend: str, precision: str) -> str:
+    """Why the engine cannot give ``backend`` its graphs in ``precision`` ("" when it can)."""
+    if "onnx" not in engine.formats:
+        return _NO_GRAPHS.format(backend)
+    try:
+        for graph in GRAPH_NAMES:
+            engine.graph_variant(graph, precision)
+    except EgsdeError as err:
+        return str(err)
+    return ""
+
+
 def _probe_tensorrt(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
     try:
         import_tensorrt("the tensorrt backend")
     except EgsdeError as err:
         return False, str(err)
-    if "onnx" not in engine.formats:
-        return False, _NO_GRAPHS.format("TensorRT")
+    missing = _graphs_missing(engine, "TensorRT", precision)
+    if missing:
+        return False, missing
     return _plans_state(engine, "tensorrt", tensorrt_identity(), precision,
                         _build_hint(engine, "tensorrt", device, precision))
 
 
 def _probe_onnxruntime(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
     provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-    if "onnx" not in engine.formats:
-        return False, _NO_GRAPHS.format("ONNX Runtime")
+    missing = _graphs_missing(engine, "ONNX Runtime", precision)
+    if missing:
+        return False, missing
     providers, why = _onnxruntime_providers()
     if provider not in providers:
         return False, why or f"onnxruntime has no {provider} (install onnxruntime-gpu)"
-    return True, f"ONNX Runtime {provider}"
+    return True, f"ONNX Runtime {provider} ({precision} graphs)"
 
 
 def _probe_torch(engine: EngineDir, device: str, precision: str) -> tuple[bool, str]:
@@ -136,7 +151,7 @@ def _probe_torch(engine: EngineDir, device: str, precision: str) -> tuple[bool, 
 def _onnxruntime_runner(choice: BackendChoice, engine: EngineDir, stream: int):
     from .runners import OrtRunner
 
-    return OrtRunner(engine, device=choice.device, device_id=choice.index, stream=stream)
+    return OrtRunner(engine, device=choice.device, device_id=choice.index, stream=stream, precision=choice.precision)
 
 
 def _tensorrt_runner(choice: BackendChoice, engine: EngineDir, stream: int):
@@ -195,9 +210,10 @@ def _plans_batch_limit(kind: str, identity: Callable[[BackendChoice], object]):
 REGISTRY = (
     Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner,
             _plans_batch_limit("compiled", lambda choice: compiled_identity(choice.device))),
-    Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, False, _probe_tensorrt, _tensorrt_runner,
+    Backend("tensorrt", ("cuda",), TENSORRT_PRECISIONS, True, _probe_tensorrt, _tensorrt_runner,
             _plans_batch_limit("tensorrt", lambda choice: tensorrt_identity())),
-    Backend("onnxruntime-cuda", ("cuda",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
+    # CUDA: the float32 graphs (TF32 off, or on for tf32) and their fp16/bf16 variants
+    Backend("onnxruntime-cuda", ("cuda",), PRECISIONS, False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("onnxruntime-cpu", ("cpu",), ("fp32",), False, _probe_onnxruntime, _onnxruntime_runner),
     Backend("torch", ("cpu", "cuda"), PRECISIONS, True, _probe_torch, _torch_runner),
 )

@@ -4,16 +4,18 @@ Every runner implements ``_core.Runner``: ``score(y, t, eps_out)`` and ``dse_gra
 grad_out)`` on views of the sampler's own buffers (host memory for a CPU sampler, device memory
 for a CUDA one), writing the outputs in place: no copies per step.
 
-* ``OrtRunner``: ONNX Runtime with IOBinding on those buffers (CPU or CUDA execution provider).
-* ``TensorRTRunner``: TensorRT plans, ``execute_async_v3`` on the sampler's stream (unverified:
-  TensorRT cannot be installed where this project is developed).
+* ``OrtRunner``: ONNX Runtime with IOBinding on those buffers (CPU or CUDA execution provider),
+  running the engine's graphs in the precision asked (``EngineDir.graph_file``).
+* ``TensorRTRunner``: TensorRT plans, ``execute_async_v3`` on the sampler's stream, capturable
+  into the sampler's CUDA graph (unverified: TensorRT cannot be installed where this project is
+  developed).
 * ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
 * ``TorchRunner``: eager PyTorch models (the engine's weights, or any models given to
   ``egsde_rt.native.translate``).
 
 The PyTorch runners (compiled, torch) run inside ``network_fns.tf32_mode(precision)``, so that
-fp32 is IEEE float32 and tf32 is TF32; ONNX Runtime's CUDA provider gets ``use_tf32=0`` (its
-graphs are float32 only).
+fp32 is IEEE float32 and tf32 is TF32; ONNX Runtime's CUDA provider gets ``use_tf32`` on for tf32
+only (fp16 and bf16 run the graphs' reduced-precision variants, whose casts say where).
 """
 
 from __future__ import annotations
@@ -138,11 +140,13 @@ class OrtRunner(GraphRunner):
     """ONNX Runtime sessions of score.onnx and dse_grad.onnx, bound to the sampler's buffers."""
 
     def __init__(self, engine: EngineDir, *, device: str = "cpu", device_id: int = 0, threads: int = 0,
-                 stream: int = 0):
+                 stream: int = 0, precision: str = "fp32"):
         """``stream``: the CUDA stream (a handle) the sampler orders its work on; ONNX Runtime then
-        computes on it too, and no synchronisation is needed between the sampler and a graph."""
+        computes on it too, and no synchronisation is needed between the sampler and a graph.
+        ``precision``: the graphs' (fp16 and bf16: their variants; tf32: TF32 on in the CUDA provider)."""
         super().__init__()
         engine.require_graphs(f"onnxruntime-{device}")
+        files = {contract.name: engine.graph_file(contract.name, precision) for contract in (SCORE, DSE_GRAD)}
         ort = _ort()
         self.device, self.device_id, self.stream = device, device_id, stream
         options = ort.SessionOptions()
@@ -155,8 +159,8 @@ class OrtRunner(GraphRunner):
         if threads:
             options.intra_op_num_threads = threads
         if device == "cuda":
-            # the graphs are float32: no TF32 (the CUDA provider's default is use_tf32=1)
-            cuda_options = {"device_id": device_id, "use_tf32": "0"}
+            # TF32 only for tf32 (the CUDA provider's default is use_tf32=1)
+            cuda_options = {"device_id": device_id, "use_tf32": "1" if precision == "tf32" else "0"}
             if stream:
                 cuda_options.update(has_user_compute_stream="1", user_compute_stream=str(stream))
             providers = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
@@ -164,8 +168,7 @@ class OrtRunner(GraphRunner):
             providers = ["CPUExecutionProvider"]
         self.sessions = {}
         for contract in (SCORE, DSE_GRAD):
-            path = engine.file(engine.manifest.graphs[contract.name].file, f"graphs.{contract.name}.file")
-            session = ort.InferenceSession(str(path), options, providers=providers)
+            session = ort.InferenceSession(str(files[contract.name]), options, providers=providers)
             if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
                 raise EgsdeError("ONNX Runtime could not enable its CUDA execution provider "
                                  f"(providers: {session.get_providers()})")
@@ -183,7 +186,15 @@ class OrtRunner(GraphRunner):
 
 
 class TensorRTRunner(GraphRunner):
-    """TensorRT plans of both graphs (built by ``egsde-rt build``); unverified here."""
+    """TensorRT plans of both graphs (built by ``egsde-rt build``), one execution context each;
+    unverified here (TensorRT cannot be installed where egsde-rt is developed).
+
+    Capturable into the sampler's CUDA graph (``Backend.capturable``): every call binds the
+    sampler's own buffers (fixed addresses per sampler) with their shapes (fixed per sampler) and
+    enqueues on the sampler's stream (``execute_async_v3``: no synchronisation, no allocation once
+    the context has run a shape). TensorRT applies a shape change at the next enqueue, which must not
+    be captured: ``run_captured`` runs each run's first update uncaptured, so the contexts have run
+    the sampler's shapes before a step is captured or replayed."""
 
     def __init__(self, plan_files: dict):
         super().__init__()
