@@ -134,7 +134,7 @@ def check_reference_dir(path: Path) -> tuple[bool, str]:
     missing = [name for name in REQUIRED_GOLDENS if not (path / name).is_file()]
     if missing:
         return False, (f"reference goldens missing in {path}: {missing}; copy ../shared/reference to .reference "
-                       "and carry it (README, 'On a GPU: the protocol')")
+                       "and carry it (docs/performance.md, 'On a GPU: the protocol')")
     return True, f"goldens found in {path}"
 
 

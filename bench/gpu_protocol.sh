@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU protocol, one command planned to end within 8 minutes (bench/gpu_protocol.py says what
-# each tier does, and README "On a GPU: the protocol" how to call it with the device tool):
+# each tier does, and docs/performance.md "On a GPU: the protocol" how to call it with the device tool):
 #
 #   bash bench/gpu_protocol.sh              # on the GPU machine: results in $OUT (two files)
 #   bash bench/gpu_protocol.sh --dry-run    # every tier on the CPU, same archive and summary

@@ -1,4 +1,4 @@
-"""The README's table *Reliability: what bad input gets*, row by row: each kind of bad input
+"""The table of docs/reliability.md, *Reliability: what bad input gets*, row by row: each kind of bad input
 either works sensibly (converted, as documented) or raises an EgsdeError naming the problem.
 Rows also covered in depth elsewhere say where."""
 

@@ -146,7 +146,7 @@ def test_the_page_translates_an_uploaded_image_in_a_browser(service, tiny_engine
         expected = Translator(tiny_engine[0]).run(str(source), seed=7, M=3)
         assert np.array_equal(np.asarray(shown), np.asarray(expected))
         browser.save_screenshot(str(tmp_path / "serve-page.png"))
-        if os.environ.get("EGSDE_SCREENSHOT"):  # the README's picture: EGSDE_SCREENSHOT=docs/serve-page.png
+        if os.environ.get("EGSDE_SCREENSHOT"):  # docs/scale-out.md's picture: EGSDE_SCREENSHOT=docs/serve-page.png
             shutil.copy(tmp_path / "serve-page.png", Path(os.environ["EGSDE_SCREENSHOT"]))
         # a bad setting shows the service's message instead of an image
         browser.find_element(By.NAME, "M").clear()

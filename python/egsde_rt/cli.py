@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("verify", help="hash every file of an engine directory against its manifest (loading "
-                       "checks sizes, and hashes a file once per machine: README, engine format)")
+                       "checks sizes, and hashes a file once per machine: docs/engine-format.md)")
     p.add_argument("engine_dir")
     p.set_defaults(func=_cmd_verify)
 

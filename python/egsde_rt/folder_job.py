@@ -6,7 +6,7 @@ found in (a file named directly: its name), its output (``OUTPUT_DIR/<relative>.
 folder structure kept) and its own seed, ``noise.derive_seed(seed, relative)``. So a file's
 noise does not depend on the batch size, the order, a rerun or which process translated it, and
 its output bytes do not either, up to the networks' own float rounding at another batch size
-(see the README's Translator section). Files under the output folder are never inputs.
+(see the Translator section of docs/api.md). Files under the output folder are never inputs.
 
 Files are decoded batch by batch (memory does not grow with the folder). A file that cannot be
 read is reported and the rest go on; outputs are written atomically (a hidden partial file,

@@ -17,7 +17,7 @@ Specification (the C++ and CUDA kernels implement exactly this):
   ``(block, 0, draw, stream)``). So an image's noise depends only on its seed, never on the
   batch size or its position in the batch
   (``run([a, b], seed=[1, 2])[1]`` draws exactly the noise of ``run(b, seed=2)``; the networks'
-  own float kernels may still round differently at batch 1 than at 2: see the README).
+  own float kernels may still round differently at batch 1 than at 2: see docs/api.md).
 * Folders: ``derive_seed(seed, relative_path)`` gives each file its own seed from the run's seed
   and the file's path relative to the input folder (the first 8 bytes, little-endian, of
   SHA-256 over ``"egsde-rt:{seed}:{posix path}"``), so a rerun, another batch size or a

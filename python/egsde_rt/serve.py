@@ -6,7 +6,7 @@ One deployment, ``replicas`` copies, each holding one ``Translator``, with the F
 to ``max_batch_size``, waiting at most ``batch_wait_ms`` for a batch to fill); requests of a
 batch with the same settings run as one native batch, each image with its own seed, so a
 response is what ``Translator.run`` gives for that image and seed whatever it was batched with
-(see *The noise contract* in the README).
+(see *The noise contract* in docs/native-core.md).
 
 HTTP (on the Serve proxy, ``host``:``port``; the contract is ``serve_http``'s):
 
@@ -292,7 +292,7 @@ def _application(config: ServeConfig, actor_options: dict):
 
 def proxy_guard(config: ServeConfig) -> dict:
     """The environment that installs ``serve_proxy``'s guard, with ``config``'s limits, in Serve's
-    HTTP proxy (a Ray cluster started elsewhere needs it where it starts: README)."""
+    HTTP proxy (a Ray cluster started elsewhere needs it where it starts: docs/reliability.md)."""
     return guard_environment(int(config.max_upload_mb * 2**20), config.body_timeout_s, config.allowed_hosts)
 
 

@@ -18,7 +18,7 @@ anything is forwarded, the guard
 
 Its limits come from the environment variable ``GUARD_ENV`` (JSON), which ``serve.start`` sets
 with the hook before it starts Ray; a cluster started with ``ray start`` needs both variables set
-there (README). This module imports nothing heavy: the proxy process loads no PyTorch.
+there (docs/reliability.md). This module imports nothing heavy: the proxy process loads no PyTorch.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ settings change. ``run_demo`` translates generated source images with every meth
 with a separately trained judge (not the DSE that guides sampling) and the paired true targets, and
 writes a titled grid PNG (source | SDEdit | ILVR | EGSDE | EGSDE fast | true target) with each
 column's metrics under it. ``run_eval`` is the quality protocol: every method on the held-out split
-(``quality.QUALITY_SPLITS``), the JSON the README's demo table comes from.
+(``quality.QUALITY_SPLITS``), the JSON the README's held-out table comes from.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _cell(metric: str, value) -> str:
 
 
 def format_eval(record: dict) -> str:
-    """The held-out table as Markdown (the README's demo table)."""
+    """The held-out table as Markdown (the README's held-out table)."""
     lines = [f"Held-out split: {record['count']} images (seed {record['image_seed']}); settings chosen on the "
              f"tuning split (seed {record['settings_chosen_on']['image_seed']}).", "",
              "| method | updates | realism | FD | PSNR src | SSIM src | PSNR tgt | SSIM tgt | L2 tgt |",

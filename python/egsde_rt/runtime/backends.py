@@ -6,7 +6,7 @@ precision, with the reason.
 ``backend="auto"`` takes the first usable backend, in the registry's order, that runs on the
 device (CUDA first when ``device="auto"`` and a GPU is usable): compiled plans built for this
 machine (AOTInductor), then TensorRT, then ONNX Runtime, then eager PyTorch. The order is the
-measured one (``egsde-rt bench``, README "Performance"). A named backend that cannot run is
+measured one (``egsde-rt bench``, docs/performance.md). A named backend that cannot run is
 refused with the reason (for compiled and TensorRT plans built for another machine or version:
 which, and the command that rebuilds them). Adding a backend is one more ``Backend`` in
 ``REGISTRY``: the CLI's choices, ``auto``'s order and the bench's list come from it.
@@ -206,7 +206,7 @@ def _plans_batch_limit(kind: str, identity: Callable[[BackendChoice], object]):
     return batch_limit
 
 
-# In auto's order of preference (measured: README "Performance").
+# In auto's order of preference (measured: docs/performance.md).
 REGISTRY = (
     Backend("compiled", ("cpu", "cuda"), PRECISIONS, True, _probe_compiled, _compiled_runner,
             _plans_batch_limit("compiled", lambda choice: compiled_identity(choice.device))),

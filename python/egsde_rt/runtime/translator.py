@@ -13,8 +13,8 @@ once). ``run_tensor`` takes and returns numpy arrays on the host, or torch tenso
 the engine's device is read and written there (no host round trip). Every image has its own
 seed (one integer for all the images of a call, or a list with one per image), and its noise
 depends only on that seed: not on the batch size or its position in the batch (the networks'
-float kernels may still round differently at batch 1 than at 2; see the README's Translator
-section).
+float kernels may still round differently at batch 1 than at 2; see the Translator section of
+docs/api.md).
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ class Translator:
         ``max_batch`` images a batch), each decoded just before it runs (memory does not
         grow with the list); an image file may have at most ``self.max_pixels`` pixels. An
         image's noise depends only on its seed: ``run([a, b], seed=[1, 2])[1]`` is
-        ``run(b, seed=2)`` (up to the network kernels' own batch-size rounding, see the README's
-        Translator section)."""
+        ``run(b, seed=2)`` (up to the network kernels' own batch-size rounding, see the
+        Translator section of docs/api.md)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if not sources:
