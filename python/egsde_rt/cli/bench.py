@@ -1,0 +1,162 @@
+"""``egsde-rt bench``: translations timed end to end (eager reference vs every engine backend), or
+one of its other modes: --serve (``bench_serve``), --quality, --export and --kernels."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..runtime.backends import backend_names, resolve_device
+from ..settings import DECLARATIONS
+from . import bench_serve
+from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag
+
+
+def register(sub) -> None:
+    """Add ``bench`` to the subcommands."""
+    p = sub.add_parser("bench", help="time translations end to end (eager reference vs every engine backend), "
+                       "or the native kernels (--kernels)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--engine", help="an engine directory to benchmark")
+    source.add_argument("--preset", help="a preset (default: demo); presets other than demo get random "
+                        "non-degenerate weights, exported once into the cache")
+    p.add_argument("--engine-cache", help="where to export a preset's benchmark engine")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more (a sweep)")
+    p.add_argument("--steps", type=int, help="time only the first N updates (extrapolated, and labelled so)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (medians reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs after the first")
+    p.add_argument("--phase-runs", type=int, help="uncaptured profiled runs per engine backend for the per-update "
+                   "phases (default: --repeats)")
+    p.add_argument("--backends", nargs="+", help="default: eager, then every usable backend")
+    add_precision_flag(p)
+    add_device_kind_flag(p)
+    add_seed_flag(p)
+    p.add_argument("--json", help="write the record as JSON to this path")
+    p.add_argument("--plot", help="write a PNG of the per-step phases (needs matplotlib)")
+    bench_serve.add_flags(p)
+    _quality_flags(p)
+    export = p.add_argument_group("--export: the time, peak memory and engine size of `egsde-rt export` of --preset "
+                                  "(random weights), measured in a child process")
+    export.add_argument("--export", action="store_true")
+    export.add_argument("--checkpoint-format", choices=["pt", "safetensors"], default="pt",
+                        help="the checkpoints the export reads")
+    export.add_argument("--export-formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
+    kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
+    kernels.add_argument("--kernels", action="store_true")
+    kernels.add_argument("--size", type=int, default=256)
+    kernels.add_argument("--down-N", dest="down_N", type=int, default=32)
+    kernels.add_argument("--iters", type=int, default=20)
+    p.set_defaults(func=run)
+
+
+def _quality_flags(p) -> None:
+    quality = p.add_argument_group("--quality: the quality-cost curve of the solvers on the demo's held-out split "
+                                   "(settings chosen on its tuning split)")
+    quality.add_argument("--quality", action="store_true")
+    quality.add_argument("--solvers", nargs="+", help="the solvers swept (default: ddpm dpmpp-2m-sde)")
+    quality.add_argument("--updates", type=int, nargs="+", help="update counts swept (default: 6 8 10 12 15)")
+    quality.add_argument("--ls", type=float, nargs="+", help="domain-specific weights swept (default: 250 500 750 "
+                         "1000)")
+    quality.add_argument("--li-sweep", type=float, nargs="+", help="domain-independent weights swept (default: "
+                         "the engine's)")
+    quality.add_argument("--eta-sweep", type=float, nargs="+", help="eta values swept for every solver but ddpm "
+                         "(default: 1)")
+    quality.add_argument("--spacings", nargs="+", choices=DECLARATIONS["spacing"].choices,
+                         help="step spacings swept (default: uniform)")
+    quality.add_argument("--lowpass-forms", nargs="+", choices=DECLARATIONS["lowpass"].choices,
+                         help="forms of the low-pass expert swept (default: gradient)")
+    quality.add_argument("--tuning-count", type=int, help="images of the tuning split (default 128)")
+    quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
+    quality.add_argument("--quality-backend", choices=["auto", *backend_names()], help="default: auto")
+    quality.add_argument("--quality-batch-size", type=int, help="images translated together (default 16)")
+
+
+def _log(message) -> None:
+    print(message, file=sys.stderr)
+
+
+def run(args) -> int:
+    if args.quality:
+        return _run_quality(args)
+    if args.export:
+        return _run_export(args)
+    device = resolve_device(args.device)
+    if args.kernels:
+        from ..bench.kernels import main_bench
+
+        return main_bench(batch=args.batch_size[0], size=args.size, down_N=args.down_N, device=device,
+                          iters=args.iters, json_path=args.json)
+    from ..bench.end_to_end import BenchConfig, run_benchmark
+    from ..bench.engines import preset_engine
+    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.report import add_speedups, format_table, plot, write_json
+
+    if args.engine:
+        engine = Path(args.engine)
+    else:
+        engine = preset_engine(args.preset or "demo", seed=args.seed, cache=args.engine_cache, log=_log)
+    if args.serve:
+        return bench_serve.run(args, engine, _log)
+    config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
+                         warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
+                         seed=args.seed, phase_runs=args.phase_runs)
+
+    def record_of(runs: list, complete: bool) -> dict:
+        add_speedups(runs)
+        return {"device": device_description(device), "versions": versions(),
+                "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
+                           "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+                           "warmup": args.warmup, "phase_runs": args.phase_runs,
+                           "backends": list(dict.fromkeys(r["backend"] for r in runs)),
+                           "precision": args.precision, "device": device, "seed": args.seed},
+                "command": command_line(), "date": now(), "complete": complete, "runs": runs}
+
+    # the record is written after every run (complete: false until the last), so a run stopped
+    # at a time limit keeps what it measured
+    partial = (lambda runs: write_json(record_of(list(runs), False), args.json)) if args.json else None
+    record = record_of(run_benchmark(config, log=_log, on_run=partial), True)
+    return _print_bench(record, args, format_table, plot)
+
+
+def _run_quality(args) -> int:
+    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.quality import QualityConfig, format_quality, plot_quality, run_quality
+
+    given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "li": args.li_sweep,
+             "eta": args.eta_sweep, "spacing": args.spacings, "lowpass": args.lowpass_forms,
+             "tuning_count": args.tuning_count,
+             "held_out_count": args.held_out_count, "backend": args.quality_backend,
+             "batch_size": args.quality_batch_size}
+    config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
+                           **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None})
+    record = run_quality(config, log=_log)
+    record.update(device=device_description(record["config"]["device"]), versions=versions(), command=command_line(),
+                  date=now())
+    return _print_bench(record, args, format_quality, plot_quality)
+
+
+def _print_bench(record: dict, args, table, plotter) -> int:
+    """Print a bench record's table; write its JSON (--json) and plot (--plot)."""
+    from ..bench.report import write_json
+
+    print(table(record))
+    if args.json:
+        print(f"wrote {write_json(record, args.json)}")
+    if args.plot:
+        print(f"wrote {plotter(record, args.plot)}")
+    return 0
+
+
+def _run_export(args) -> int:
+    from ..bench.export_cost import format_export, preset_spec, run_export_bench
+    from ..bench.machine import command_line, device_description, now, versions
+
+    spec = preset_spec(args.preset or "demo", args.checkpoint_format, args.seed, log=_log)
+    record = run_export_bench(spec, formats=args.export_formats, work_dir=args.engine_cache, log=_log)
+    record.update(device=device_description("cpu"), versions=versions(), command=command_line(), date=now())
+    print(format_export(record))
+    if args.json:
+        from ..bench.report import write_json
+
+        print(f"wrote {write_json(record, args.json)}")
+    return 0

@@ -1,0 +1,94 @@
+"""``egsde-rt reference`` and ``egsde-rt export``: the commands that read a preset's checkpoints,
+to translate with the eager PyTorch reference sampler or to write an engine directory."""
+
+from __future__ import annotations
+
+from .flags import (add_seed_flag, add_settings_flags, add_torch_device_flag, existing_flags, existing_policy,
+                    settings_overrides)
+from .jobs import finish_job, run_with_progress
+
+
+def add_checkpoint_flags(parser) -> None:
+    """--preset, --score-ckpt and --dse-ckpt."""
+    parser.add_argument("--preset", default="cat2dog")
+    parser.add_argument("--score-ckpt", required=True, help="a .pt or .safetensors file")
+    parser.add_argument("--dse-ckpt", required=True, help="a .pt or .safetensors file")
+
+
+def register(sub) -> None:
+    """Add ``reference`` and ``export`` to the subcommands."""
+    p = sub.add_parser("reference", help="translate images with the eager PyTorch reference sampler")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    add_checkpoint_flags(p)
+    p.add_argument("--output-dir", required=True)
+    add_seed_flag(p)
+    add_torch_device_flag(p)
+    existing_flags(p)
+    add_settings_flags(p)
+    p.set_defaults(func=run_reference)
+
+    p = sub.add_parser("export", help="export a preset's checkpoints to an engine directory")
+    add_checkpoint_flags(p)
+    p.add_argument("--out", required=True, help="the engine directory to write")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"],
+                   help="what to write: the ONNX graphs (ONNX Runtime, TensorRT) and/or the torch weights (torch and "
+                   "compiled backends); --formats torch takes seconds instead of minutes")
+    p.add_argument("--no-torch-weights", action="store_true", help="the same as --formats onnx (the weights are "
+                   "stored once either way; the torch backend does not run the engine)")
+    p.add_argument("--overwrite", action="store_true")
+    add_settings_flags(p)
+    p.set_defaults(func=run_export)
+
+
+class EagerTranslator:
+    """The eager reference sampler behind what a folder job calls (``image_size``, ``max_pixels``,
+    ``settings_with``, ``run_tensor``), so ``reference`` runs folders as ``translate`` does."""
+
+    def __init__(self, score, dse, settings, image_size: int, device: str):
+        from ..io import max_pixels_for
+
+        self.score, self.dse, self.settings = score, dse, settings
+        self.image_size, self.device = image_size, device
+        self.max_pixels = max_pixels_for(image_size)
+
+    def settings_with(self, **overrides):
+        return self.settings.with_overrides(**overrides)
+
+    def run_tensor(self, x0, seed, callback=None, **overrides):
+        from ..network_fns import tf32_mode
+        from ..reference import translate
+
+        step = None if callback is None else (lambda k, total, y: callback(k, total))
+        with tf32_mode("fp32"):  # the oracle in IEEE float32 on a GPU too (cuDNN's default is TF32)
+            y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
+                          callback=step)
+        return y.cpu().numpy()
+
+
+def run_reference(args) -> int:
+    from ..folder_job import plan_job
+    from ..models import build_preset_models, load_checkpoint
+    from ..presets import get_preset
+
+    preset = get_preset(args.preset)
+    settings = preset.settings.with_overrides(**settings_overrides(args))
+    tasks, skipped = plan_job(args.inputs, args.output_dir, args.seed, existing=existing_policy(args))
+    score, dse = build_preset_models(preset)
+    load_checkpoint(score, args.score_ckpt)
+    load_checkpoint(dse, args.dse_ckpt)
+    eager = EagerTranslator(score.to(args.device).eval(), dse.to(args.device).eval(), settings, preset.image_size,
+                            args.device)
+    # One file at a time; the files' seeds are those of `translate`, so the outputs are comparable.
+    return finish_job(run_with_progress(eager, tasks, batch_size=1), tasks, skipped)
+
+
+def run_export(args) -> int:
+    from ..export import export_preset
+    from ..presets import get_preset
+
+    settings = get_preset(args.preset).settings.with_overrides(**settings_overrides(args))
+    formats = [f for f in args.formats if not (args.no_torch_weights and f == "torch")]
+    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, settings=settings, overwrite=args.overwrite,
+                  opset=args.opset, formats=formats)
+    return 0

@@ -1,0 +1,107 @@
+"""The flags that several commands share, each defined once, with what maps them back: the
+runtime's --backend, --device and --precision, --seed, the method settings, the serve options,
+and what a folder job does with existing outputs."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError, EgsdeError
+from ..network_fns import PRECISIONS
+from ..runtime.backends import backend_names, parse_device
+from ..settings import DECLARATIONS
+
+
+def device_arg(text: str) -> str:
+    """A --device value: auto, cpu, cuda or cuda:N."""
+    try:
+        parse_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
+
+
+def add_seed_flag(parser) -> None:
+    """--seed: the run's (or the first file's) seed, default 0."""
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_backend_flag(parser) -> None:
+    """--backend: auto or one of the registered backends (``runtime.backends``)."""
+    parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
+
+
+def add_precision_flag(parser) -> None:
+    """--precision of the networks, default fp32."""
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+
+
+def add_runtime_flags(parser) -> None:
+    """--backend, --device (auto, cpu, cuda or cuda:N) and --precision: what a Translator runs on."""
+    add_backend_flag(parser)
+    parser.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N")
+    add_precision_flag(parser)
+
+
+def add_device_kind_flag(parser, help: str | None = None) -> None:
+    """--device auto, cpu or cuda (no index): where compiled plans or a benchmark run."""
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=help)
+
+
+def add_torch_device_flag(parser) -> None:
+    """--device of the eager PyTorch code (the reference sampler, the metrics): a torch device, default cpu."""
+    parser.add_argument("--device", default="cpu")
+
+
+def existing_flags(p) -> None:
+    """--resume and --overwrite: what a folder job does with outputs that exist (``existing_policy``)."""
+    p.add_argument("--resume", action="store_true", help="skip inputs whose output exists (finish an interrupted run)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def existing_policy(args) -> str:
+    """What a folder job does with existing outputs (``folder_job.plan_job``'s ``existing``), from
+    --resume and --overwrite."""
+    if args.resume and args.overwrite:
+        raise EgsdeError("--resume keeps existing outputs and --overwrite replaces them: pass one")
+    return "skip" if args.resume else "overwrite" if args.overwrite else "error"
+
+
+# Method settings as command-line flags, from their declarations (settings.DECLARATIONS: type, help,
+# choices); `settings_overrides` maps them back.
+SETTINGS_FLAGS = tuple(name for name, d in DECLARATIONS.items() if d.flag)
+
+
+def add_settings_flags(parser, names=SETTINGS_FLAGS) -> None:
+    """--M, --ls, ... for the named settings; left out, each keeps its default."""
+    group = parser.add_argument_group("method settings (override the preset's or the engine's)")
+    for name in names:
+        d = DECLARATIONS[name]
+        flag = f"--{name.replace('_', '-')}"
+        if d.kind is bool:
+            group.add_argument(flag, dest=name, action="store_true", default=None, help=d.help)
+        else:
+            group.add_argument(flag, dest=name, type=d.kind, choices=d.choices, help=d.help)
+
+
+def settings_overrides(args) -> dict:
+    """The method settings given on the command line, as ``EGSDESettings.with_overrides`` takes them."""
+    return {k: getattr(args, k) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
+
+
+def add_serve_flags(parser) -> None:
+    """--replicas, --max-upload-mb, ...: one flag per ``ServeConfig`` option (``serve.SERVE_OPTIONS``)."""
+    from ..serve import SERVE_OPTIONS
+
+    for f in SERVE_OPTIONS:
+        kind = float if f.type is float else int
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"])
+
+
+def service_config(args, engine_dir):
+    """The ``ServeConfig`` of the parsed flags (``SERVE_OPTIONS`` a command does not offer keep
+    their defaults)."""
+    from ..serve import SERVE_OPTIONS, ServeConfig
+
+    return ServeConfig(str(engine_dir), backend=args.backend, device=args.device, precision=args.precision,
+                       **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})
