@@ -7,7 +7,7 @@ import torch
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.lowpass import lowpass_eigen, lowpass_factors
-from egsde_rt.runtime.native_sampler import build_sampler, run_captured, run_sampler, step_table
+from egsde_rt.runtime.native_sampler import build_sampler, captured_step, run_captured, run_sampler, step_table
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.schedule import Schedule, StepCoefficients
 from egsde_rt.settings import EGSDESettings
@@ -210,10 +210,10 @@ def test_captured_runs_equal_uncaptured_runs(mode, small_unet, small_dse, determ
         runner = TorchRunner(unet, dse, s1=settings.s1, score_kind=settings.score_kind)
         eager = run_sampler(sampler, x0, runner, settings, seed=5)
         captured = run_captured(sampler, x0, runner, settings, seed=5)
-        graph = sampler._captured_step.graph
+        graph = captured_step(sampler).graph
         replayed = run_captured(sampler, x0, runner, settings, seed=5)  # the kept graph, replayed only
         other_seed = run_captured(sampler, x0, runner, settings, seed=6)  # the seed is read on the device
-        assert sampler._captured_step.graph is graph
+        assert captured_step(sampler).graph is graph
         eager_other_seed = run_sampler(sampler, x0, runner, settings, seed=6)
         assert sampler.step_counter == settings.repeats * settings.num_updates
     finally:
