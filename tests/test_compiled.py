@@ -16,7 +16,7 @@ from egsde_rt.errors import ConfigError, EngineDirError
 from egsde_rt.export.compiled_plans import build_compiled_plans
 from egsde_rt.runtime import runners
 from egsde_rt.runtime.backends import probe
-from egsde_rt.runtime.native_sampler import run_sampler
+from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
 from native_helpers import requires_cuda
 from sampling_helpers import native_translate, reference_translate
@@ -179,7 +179,7 @@ def test_the_compiled_runners_captured_run_equals_its_uncaptured_run(tiny_torch_
         assert tr.captures, "the capture failed and the Translator fell back to uncaptured runs"
         settings = tr.settings_with(M=8)
         sampler = tr.sampler_for(settings, tuple(x0.shape))
-        assert sampler._captured_step.runner is tr.runner
+        assert captured_step(sampler).runner is tr.runner
         uncaptured = run_sampler(sampler, x0, tr.runner, settings, seed=5)
         replayed = tr.run_tensor(x0, seed=5, M=8)
     finally:

@@ -7,7 +7,7 @@ import torch
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.lowpass import lowpass_eigen, lowpass_factors
-from egsde_rt.runtime.native_sampler import build_sampler, run_captured, run_sampler, step_table
+from egsde_rt.runtime.native_sampler import build_sampler, captured_step, run_captured, run_sampler, step_table
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.schedule import Schedule, StepCoefficients
 from egsde_rt.settings import EGSDESettings
@@ -41,12 +41,13 @@ def test_philox_and_update_match_the_cpu(batch, size):
     assert np.abs(_host(gpu_out) - cpu_out).max() <= 1e-5
     rng = np.random.default_rng(0)
     y, eps, gs, gi = (rng.standard_normal(n).astype(np.float32) for _ in range(4))
-    c = dict(inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021, sigma=0.091, seed=5, draw=3)
+    c = dict(batch=batch, per_image=per_image, inv_sqrt_alpha=1.0001, eps_coef=0.0123, ls_w=0.51, li_w=0.0021,
+             sigma=0.091, draw=3)
     cpu_res = np.zeros(n, np.float32)
-    K.egsde_update(y, eps, gs, gi, None, cpu_res, batch, per_image, **c)
+    K.egsde_update(K.UpdateParams(y=y, eps=eps, grad_s=gs, grad_i=gi, out=cpu_res, **c), seed=5)
     gpu_res = torch.zeros(n, device="cuda")
     g = [torch.from_numpy(a).cuda() for a in (y, eps, gs, gi)]
-    K.egsde_update(g[0], g[1], g[2], g[3], None, gpu_res, batch, per_image, **c)
+    K.egsde_update(K.UpdateParams(y=g[0], eps=g[1], grad_s=g[2], grad_i=g[3], out=gpu_res, **c), seed=5)
     assert np.abs(_host(gpu_res) - cpu_res).max() <= 1e-5
 
 
@@ -54,10 +55,11 @@ def _lowpass_case(batch, size, down_N, seed):
     """(D, U, workspace floats, y, x, the dims) of a random low-pass kernel call."""
     dh, uh = (np.ascontiguousarray(m, np.float32) for m in lowpass_factors(size, down_N))
     low = size // down_N
-    ws_n = K.lowpass_workspace_floats(batch, 3, size, size, low, low)
+    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    ws_n = K.lowpass_workspace_floats(K.LowpassParams(**dims))
     rng = np.random.default_rng(seed)
     y, x = (rng.standard_normal(batch * 3 * size * size).astype(np.float32) for _ in range(2))
-    return dh, uh, ws_n, y, x, dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    return dh, uh, ws_n, y, x, dims
 
 
 @pytest.mark.parametrize("kind", [_core.EnergyKind.NEG_L2, _core.EnergyKind.COSINE])
@@ -65,11 +67,13 @@ def _lowpass_case(batch, size, down_N, seed):
 def test_lowpass_matches_the_cpu(kind, batch, size, down_N):
     dh, uh, ws_n, y, x, dims = _lowpass_case(batch, size, down_N, seed=1)
     cpu_grad = np.zeros_like(y)
-    K.lowpass_energy_grad(y, x, cpu_grad, kind, dh, uh, dh, uh, np.zeros(ws_n, np.float32), **dims)
+    cpu = K.LowpassParams(down_h=dh, up_h=uh, down_w=dh, up_w=uh, workspace=np.zeros(ws_n, np.float32), **dims)
+    K.lowpass_energy_grad(cpu, y, x, cpu_grad, kind)
     mats = [torch.from_numpy(m).cuda() for m in (dh, uh)]
     gpu_grad = torch.zeros(y.size, device="cuda")
-    K.lowpass_energy_grad(torch.from_numpy(y).cuda(), torch.from_numpy(x).cuda(), gpu_grad, kind, mats[0], mats[1],
-                          mats[0], mats[1], torch.zeros(ws_n, device="cuda"), **dims)
+    gpu = K.LowpassParams(down_h=mats[0], up_h=mats[1], down_w=mats[0], up_w=mats[1],
+                          workspace=torch.zeros(ws_n, device="cuda"), **dims)
+    K.lowpass_energy_grad(gpu, torch.from_numpy(y).cuda(), torch.from_numpy(x).cuda(), gpu_grad, kind)
     assert np.abs(_host(gpu_grad) - cpu_grad).max() <= 1e-5
 
 
@@ -80,11 +84,14 @@ def test_lowpass_pull_matches_the_cpu(form, batch, size, down_N):
     dh, uh, ws_n, y, x, dims = _lowpass_case(batch, size, down_N, seed=2)
     q, lam = (np.ascontiguousarray(m, np.float32) for m in lowpass_eigen(size, down_N))
     cpu = y.copy()
-    K.lowpass_pull(cpu, x, form, 7.0, q, lam, q, lam, dh, uh, dh, uh, np.zeros(ws_n, np.float32), **dims)
+    params = K.LowpassParams(eig_h=q, lambda_h=lam, eig_w=q, lambda_w=lam, down_h=dh, up_h=uh, down_w=dh, up_w=uh,
+                             workspace=np.zeros(ws_n, np.float32), **dims)
+    K.lowpass_pull(params, cpu, x, form, 7.0)
     d = [torch.from_numpy(m).cuda() for m in (q, lam, dh, uh)]
     gpu = torch.from_numpy(y).cuda()
-    K.lowpass_pull(gpu, torch.from_numpy(x).cuda(), form, 7.0, d[0], d[1], d[0], d[1], d[2], d[3], d[2], d[3],
-                   torch.zeros(ws_n, device="cuda"), **dims)
+    params = K.LowpassParams(eig_h=d[0], lambda_h=d[1], eig_w=d[0], lambda_w=d[1], down_h=d[2], up_h=d[3],
+                             down_w=d[2], up_w=d[3], workspace=torch.zeros(ws_n, device="cuda"), **dims)
+    K.lowpass_pull(params, gpu, torch.from_numpy(x).cuda(), form, 7.0)
     assert np.abs(cpu - y).max() > 1e-2 and np.abs(_host(gpu) - cpu).max() <= 1e-5
 
 
@@ -166,13 +173,15 @@ def test_step_pointer_kernels_match_the_cpu(g):
             got = gpu_out.host()
             assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
 
-    zeros = dict(inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0, sigma=0.0, seed=seeds, stream=0)
+    zeros = dict(batch=batch, per_image=per_image, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0, sigma=0.0,
+                 stream=0)
     for injected in (False, True):
         cpu_out, gpu_out = Guarded(n), DeviceGuarded(Guarded(n))
-        K.egsde_update(y, eps, gs, gi, table if injected else None, cpu_out.view, batch, per_image,
-                       step=cpu_scalars.view, **zeros)
-        K.egsde_update(d["y"], d["eps"], d["gs"], d["gi"], d["table"] if injected else None, gpu_out.view, batch,
-                       per_image, step=gpu_scalars, **zeros)
+        K.egsde_update(K.UpdateParams(y=y, eps=eps, grad_s=gs, grad_i=gi, noise=table if injected else None,
+                                      out=cpu_out.view, **zeros), seed=seeds, step=cpu_scalars.view)
+        K.egsde_update(K.UpdateParams(y=d["y"], eps=d["eps"], grad_s=d["gs"], grad_i=d["gi"],
+                                      noise=d["table"] if injected else None, out=gpu_out.view, **zeros),
+                       seed=seeds, step=gpu_scalars)
         got = gpu_out.host()
         assert got.intact() and np.abs(got.view - cpu_out.view).max() <= 1e-5
 
@@ -210,10 +219,10 @@ def test_captured_runs_equal_uncaptured_runs(mode, small_unet, small_dse, determ
         runner = TorchRunner(unet, dse, s1=settings.s1, score_kind=settings.score_kind)
         eager = run_sampler(sampler, x0, runner, settings, seed=5)
         captured = run_captured(sampler, x0, runner, settings, seed=5)
-        graph = sampler._captured_step.graph
+        graph = captured_step(sampler).graph
         replayed = run_captured(sampler, x0, runner, settings, seed=5)  # the kept graph, replayed only
         other_seed = run_captured(sampler, x0, runner, settings, seed=6)  # the seed is read on the device
-        assert sampler._captured_step.graph is graph
+        assert captured_step(sampler).graph is graph
         eager_other_seed = run_sampler(sampler, x0, runner, settings, seed=6)
         assert sampler.step_counter == settings.repeats * settings.num_updates
     finally:

@@ -60,12 +60,15 @@ def test_axpby(batch, size):
     assert np.abs(out.view - (a * x + b * e)).max() <= 1e-6
 
 
-def _lowpass_args(batch, size, down_N):
+def _lowpass_params(batch, size, down_N):
+    """The low-pass parameters of a kernel call and its (guarded) workspace."""
     dh, uh = (np.ascontiguousarray(m, dtype=np.float32) for m in lowpass_factors(size, down_N))
     low = size // down_N
-    ws = Guarded(K.lowpass_workspace_floats(batch, 3, size, size, low, low), fill=0.0)
-    return dict(down_h=dh, up_h=uh, down_w=dh, up_w=uh, workspace=ws.view, batch=batch, channels=3,
-                height=size, width=size, low_h=low, low_w=low), ws
+    params = K.LowpassParams(down_h=dh, up_h=uh, down_w=dh, up_w=uh, batch=batch, channels=3, height=size,
+                             width=size, low_h=low, low_w=low)
+    ws = Guarded(K.lowpass_workspace_floats(params), fill=0.0)
+    params.workspace = ws.view
+    return params, ws
 
 
 LOWPASS_CASES = [(b, s, n) for b, s in SHAPES for n in (4, 8, 32)]
@@ -73,10 +76,10 @@ LOWPASS_CASES = [(b, s, n) for b, s in SHAPES for n in (4, 8, 32)]
 
 @pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
 def test_lowpass_apply(batch, size, down_N):
-    args, ws = _lowpass_args(batch, size, down_N)
+    params, ws = _lowpass_params(batch, size, down_N)
     x = _random((batch, 3, size, size), 3)
     out = Guarded(x.size)
-    K.lowpass_apply(x.ravel(), out.view, **args)
+    K.lowpass_apply(params, x.ravel(), out.view)
     assert out.intact() and ws.intact()
     expected = LowPassFilter(size, size, down_N).apply(torch.from_numpy(x)).numpy().ravel()
     assert np.abs(out.view - expected).max() <= 1e-6
@@ -85,11 +88,11 @@ def test_lowpass_apply(batch, size, down_N):
 @pytest.mark.parametrize("kind", ["neg_l2", "cosine"])
 @pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
 def test_lowpass_energy_grad(kind, batch, size, down_N):
-    args, ws = _lowpass_args(batch, size, down_N)
+    params, ws = _lowpass_params(batch, size, down_N)
     y, x = _random((batch, 3, size, size), 4), _random((batch, 3, size, size), 5)
     grad = Guarded(y.size)
     energy = _core.EnergyKind.COSINE if kind == "cosine" else _core.EnergyKind.NEG_L2
-    K.lowpass_energy_grad(y.ravel(), x.ravel(), grad.view, energy, **args)
+    K.lowpass_energy_grad(params, y.ravel(), x.ravel(), grad.view, energy)
     assert grad.intact() and ws.intact()
     f = LowPassFilter(size, size, down_N)
     expected = f.energy_grad(torch.from_numpy(y), torch.from_numpy(x), kind).numpy().ravel()
@@ -97,22 +100,24 @@ def test_lowpass_energy_grad(kind, batch, size, down_N):
     assert np.abs(grad.view - expected).max() <= 1e-6
 
 
-def _eigen_args(size, down_N):
+def _with_eigenpairs(params, size, down_N):
+    """The low-pass parameters with A's eigenpairs (what lowpass_pull reads)."""
     q, lam = (np.ascontiguousarray(m, dtype=np.float32) for m in lowpass_eigen(size, down_N))
-    return dict(eig_h=q, lambda_h=lam, eig_w=q, lambda_w=lam)
+    params.eig_h, params.lambda_h, params.eig_w, params.lambda_w = q, lam, q, lam
+    return params
 
 
 @pytest.mark.parametrize("form", ["implicit", "exact"])
 @pytest.mark.parametrize("batch,size,down_N", LOWPASS_CASES)
 def test_lowpass_pull(form, batch, size, down_N):
     """The native pull (in place) against LowPassFilter.pull, with c given and read from a step."""
-    args, ws = _lowpass_args(batch, size, down_N)
+    params, ws = _lowpass_params(batch, size, down_N)
     y, x = _random((batch, 3, size, size), 6), _random((batch, 3, size, size), 7)
     expected = LowPassFilter(size, size, down_N).pull(torch.from_numpy(y), torch.from_numpy(x), 3.5, form)
     out = Guarded(y.size)
     out.view[:] = y.ravel()
-    K.lowpass_pull(out.view, x.ravel(), getattr(_core.LowpassForm, form.upper()), 3.5, **_eigen_args(size, down_N),
-                   **args)
+    K.lowpass_pull(_with_eigenpairs(params, size, down_N), out.view, x.ravel(),
+                   getattr(_core.LowpassForm, form.upper()), 3.5)
     assert out.intact() and ws.intact()
     assert np.abs(expected.numpy().ravel() - y.ravel()).max() > 1e-2  # it pulled
     assert np.abs(out.view - expected.numpy().ravel()).max() <= 2e-6
@@ -122,15 +127,15 @@ def test_lowpass_pull_reads_its_strength_from_the_step():
     """With a step, c = 2 li_pull of the step's row (li * lowpass_w), not the immediate."""
     coefs, rows = _step_rows(M=6, li=300.0)
     scalars = _step_scalars(rows, 2, 1)[0]
-    args, _ = _lowpass_args(1, 32, 8)
+    params = _with_eigenpairs(_lowpass_params(1, 32, 8)[0], 32, 8)
     y, x = _random((1, 3, 32, 32), 6), _random((1, 3, 32, 32), 7)
     expected, out = y.ravel().copy(), y.ravel().copy()
     form = _core.LowpassForm.IMPLICIT
-    K.lowpass_pull(expected, x.ravel(), form, float(2 * rows[2][16]), **_eigen_args(32, 8), **args)
-    K.lowpass_pull(out, x.ravel(), form, 0.0, **_eigen_args(32, 8), **args, step=scalars)
+    K.lowpass_pull(params, expected, x.ravel(), form, float(2 * rows[2][16]))
+    K.lowpass_pull(params, out, x.ravel(), form, 0.0, step=scalars)
     assert rows[2][16] == np.float32(300.0) * coefs.lowpass_w[2] and np.array_equal(out, expected)
     with pytest.raises(NativeError, match="GRADIENT|gradient form"):
-        K.lowpass_pull(out, x.ravel(), _core.LowpassForm.GRADIENT, 1.0, **_eigen_args(32, 8), **args)
+        K.lowpass_pull(params, out, x.ravel(), _core.LowpassForm.GRADIENT, 1.0)
 
 
 def test_the_core_and_the_solvers_agree_on_the_history():
@@ -165,7 +170,9 @@ def test_egsde_update(batch, size, mode):
     if mode == "no_guidance":
         gs = gi = None
     out = Guarded(n)
-    K.egsde_update(y, eps, gs, gi, noise, out.view, batch, per_image, seed=seed, stream=0, draw=4, **c)
+    params = K.UpdateParams(y=y, eps=eps, grad_s=gs, grad_i=gi, noise=noise, out=out.view, batch=batch,
+                            per_image=per_image, stream=0, draw=4, **c)
+    K.egsde_update(params, seed=seed)
     assert out.intact()
     assert np.abs(out.view - _update_reference(y, eps, gs, gi, z, c)).max() <= 1e-6
 
@@ -187,13 +194,16 @@ def test_egsde_update_multistep_term(guided):
         d = d - f["ls_x0"] * gs - f["li_x0"] * gi
     out, x0_prev = Guarded(n), Guarded(n)
     x0_prev.view[:] = prev
-    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    sizes = dict(batch=batch, per_image=per_image)
+    K.egsde_update(K.UpdateParams(y=y, eps=eps, grad_s=gs, grad_i=gi, out=out.view, x0_prev=x0_prev.view, **sizes,
+                                  **c, **m))
     assert out.intact() and x0_prev.intact()
     assert np.abs(out.view - expected).max() <= 1e-5
     assert np.abs(x0_prev.view - d).max() <= 1e-5
     y_in_place = y.copy()  # out aliasing y: D is formed from the y read before the write
     x0_prev.view[:] = prev
-    K.egsde_update(y_in_place, eps, gs, gi, None, y_in_place, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    K.egsde_update(K.UpdateParams(y=y_in_place, eps=eps, grad_s=gs, grad_i=gi, out=y_in_place, x0_prev=x0_prev.view,
+                                  **sizes, **c, **m))
     assert np.abs(y_in_place - expected).max() <= 1e-5 and np.abs(x0_prev.view - d).max() <= 1e-5
 
 
@@ -213,7 +223,8 @@ def test_egsde_update_reads_and_shifts_the_history():
     d = f["x0_y"] * y - f["x0_eps"] * eps - f["ls_x0"] * gs - f["li_x0"] * gi
     out, x0_prev = Guarded(n), Guarded(3 * n)
     x0_prev.view[:] = history.ravel()
-    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c, **m)
+    arrays = dict(y=y, eps=eps, grad_s=gs, grad_i=gi, out=out.view, batch=batch, per_image=per_image)
+    K.egsde_update(K.UpdateParams(**arrays, x0_prev=x0_prev.view, **c, **m))
     assert out.intact() and x0_prev.intact()
     assert np.abs(out.view - expected).max() <= 1e-5
     shifted = x0_prev.view.reshape(3, n)
@@ -221,18 +232,17 @@ def test_egsde_update_reads_and_shifts_the_history():
     assert np.array_equal(shifted[1], history[0]) and np.array_equal(shifted[2], history[1])
     x0_prev.view[:] = history.ravel()
     x0_prev.view[2 * n:] = np.nan  # D_{k-3} read with coefficient 0: ignored
-    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=x0_prev.view, **c,
-                   **{**m, "prev_coef3": 0.0})
+    K.egsde_update(K.UpdateParams(**arrays, x0_prev=x0_prev.view, **c, **{**m, "prev_coef3": 0.0}))
     assert np.isfinite(out.view).all()
     with pytest.raises(NativeError, match="earlier data predictions"):
-        K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=np.zeros(4 * n, np.float32), **c)
+        K.egsde_update(K.UpdateParams(**arrays, x0_prev=np.zeros(4 * n, np.float32), **c))
 
 
 def test_update_in_place():
     y, eps = _random(64, 1), _random(64, 2)
     expected = _update_reference(y, eps, None, None, 0, dict(inv_sqrt_alpha=2.0, eps_coef=0.5, sigma=0.0))
-    K.egsde_update(y, eps, None, None, None, y, 1, 64, inv_sqrt_alpha=2.0, eps_coef=0.5, ls_w=0.0, li_w=0.0,
-                   sigma=0.0)
+    K.egsde_update(K.UpdateParams(y=y, eps=eps, out=y, batch=1, per_image=64, inv_sqrt_alpha=2.0, eps_coef=0.5,
+                                  ls_w=0.0, li_w=0.0, sigma=0.0))
     assert np.abs(y - expected).max() <= 1e-6
 
 
@@ -355,10 +365,11 @@ def test_egsde_update_reads_the_step(noise_source, g):
     table = _random((draw + 1, n), 10) if noise_source == "injected" else None
     c = dict(inv_sqrt_alpha=row[1], eps_coef=row[2], ls_w=row[3], li_w=row[4], sigma=row[5])
     expected, out = Guarded(n), Guarded(n)
-    K.egsde_update(y, eps, gs, gi, None if table is None else table[draw], expected.view, batch, per_image,
-                   seed=seed, stream=0, draw=draw, **{k: float(v) for k, v in c.items()})
-    K.egsde_update(y, eps, gs, gi, table, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0,
-                   ls_w=0.0, li_w=0.0, sigma=0.0, seed=seed, stream=0, step=scalars)
+    arrays = dict(y=y, eps=eps, grad_s=gs, grad_i=gi, batch=batch, per_image=per_image)
+    K.egsde_update(K.UpdateParams(**arrays, noise=None if table is None else table[draw], out=expected.view,
+                                  stream=0, draw=draw, **{k: float(v) for k, v in c.items()}), seed=seed)
+    K.egsde_update(K.UpdateParams(**arrays, noise=table, out=out.view, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0,
+                                  li_w=0.0, sigma=0.0, stream=0), seed=seed, step=scalars)
     assert out.intact() and np.array_equal(out.view, expected.view)
 
 
@@ -375,10 +386,11 @@ def test_egsde_update_reads_the_multistep_columns_from_the_step():
     expected, out, prev_e, prev_o = Guarded(n), Guarded(n), Guarded(n), Guarded(n)
     prev_e.view[:] = prev
     prev_o.view[:] = prev
-    K.egsde_update(y, eps, gs, gi, None, expected.view, batch, per_image, seed=5, stream=0, draw=draw,
-                   x0_prev=prev_e.view, **{k: float(v) for k, v in c.items()})
-    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0,
-                   li_w=0.0, sigma=0.0, seed=5, stream=0, step=scalars, x0_prev=prev_o.view)
+    arrays = dict(y=y, eps=eps, grad_s=gs, grad_i=gi, batch=batch, per_image=per_image)
+    K.egsde_update(K.UpdateParams(**arrays, out=expected.view, stream=0, draw=draw, x0_prev=prev_e.view,
+                                  **{k: float(v) for k, v in c.items()}), seed=5)
+    K.egsde_update(K.UpdateParams(**arrays, out=out.view, inv_sqrt_alpha=0.0, eps_coef=0.0, ls_w=0.0, li_w=0.0,
+                                  sigma=0.0, stream=0, x0_prev=prev_o.view), seed=5, step=scalars)
     assert np.array_equal(out.view, expected.view) and np.array_equal(prev_o.view, prev_e.view)
 
 
@@ -389,12 +401,13 @@ def test_egsde_update_reads_no_previous_prediction_when_its_coefficient_is_0(bad
     batch, per_image = 2, 3 * 32 * 32
     n = batch * per_image
     y, eps, gs, gi = (_random(n, s) for s in (6, 7, 8, 9))
-    c = dict(inv_sqrt_alpha=1.01, eps_coef=0.02, ls_w=0.3, li_w=0.4, sigma=0.5, seed=5, stream=0, draw=3,
-             prev_coef=0.0, x0_y=1.2, x0_eps=0.7, ls_x0=0.1, li_x0=0.2)
+    c = dict(y=y, eps=eps, grad_s=gs, grad_i=gi, batch=batch, per_image=per_image, inv_sqrt_alpha=1.01,
+             eps_coef=0.02, ls_w=0.3, li_w=0.4, sigma=0.5, stream=0, draw=3, prev_coef=0.0, x0_y=1.2, x0_eps=0.7,
+             ls_x0=0.1, li_x0=0.2)
     expected, out = Guarded(n), Guarded(n)
     prev_clean, prev_bad = Guarded(n, fill=0.0), Guarded(n, fill=bad)
-    K.egsde_update(y, eps, gs, gi, None, expected.view, batch, per_image, x0_prev=prev_clean.view, **c)
-    K.egsde_update(y, eps, gs, gi, None, out.view, batch, per_image, x0_prev=prev_bad.view, **c)
+    K.egsde_update(K.UpdateParams(out=expected.view, x0_prev=prev_clean.view, **c), seed=5)
+    K.egsde_update(K.UpdateParams(out=out.view, x0_prev=prev_bad.view, **c), seed=5)
     assert out.intact() and prev_bad.intact() and np.isfinite(out.view).all()
     assert np.array_equal(out.view, expected.view) and np.array_equal(prev_bad.view, prev_clean.view)
 

@@ -17,7 +17,7 @@ from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
 from egsde_rt.network_fns import PRECISIONS
 from egsde_rt.runtime import backends
-from egsde_rt.runtime.native_sampler import build_sampler, capture_step, run_captured, run_sampler
+from egsde_rt.runtime.native_sampler import build_sampler, capture_step, captured_step, run_captured, run_sampler
 from egsde_rt.runtime.translator import Translator
 from egsde_rt.settings import EGSDESettings
 
@@ -182,7 +182,7 @@ def test_the_translator_captures_with_a_callback(tiny_torch_engine):
     tr.captures, tr.step_graph = True, HostStepGraph
     seen = []
     got = tr.run_tensor(_x0(), seed=2, M=6, callback=lambda d, t: seen.append(d))
-    assert tr.captures and isinstance(tr.sampler_for(tr.settings_with(M=6), (1, 3, 32, 32))._captured_step.graph,
+    assert tr.captures and isinstance(captured_step(tr.sampler_for(tr.settings_with(M=6), (1, 3, 32, 32))).graph,
                                       HostStepGraph)
     assert seen == list(range(1, len(seen) + 1)) and len(seen) == tr.settings_with(M=6).num_updates
     assert torch.equal(got, expected)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from egsde_rt.errors import ConfigError, SamplingCancelled
-from egsde_rt.runtime.native_sampler import run_sampler
+from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
 from native_helpers import requires_cuda
 
@@ -37,7 +37,7 @@ def test_the_translator_captures_with_progress_and_keeps_tensors_on_the_device(t
     total = settings.num_updates * settings.repeats
     assert seen == [(k, total) for k in range(1, total + 1)]
     sampler = tr.sampler_for(settings, tuple(x0.shape))
-    assert tr.captures and sampler._captured_step.runner is tr.runner, "the callback turned capture off"
+    assert tr.captures and captured_step(sampler).runner is tr.runner, "the callback turned capture off"
     assert isinstance(got, torch.Tensor) and got.device == x0.device
     with torch.cuda.stream(tr.stream):
         uncaptured = run_sampler(sampler, x0, tr.runner, settings, seed=[5, 6])

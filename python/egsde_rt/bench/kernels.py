@@ -101,17 +101,16 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
             lambda: 0.8 * x + 0.6 * eps, 3 * n * f32)
 
     low = size // down_N
-    dh, uh = (torch.from_numpy(np.ascontiguousarray(m, np.float32)) for m in lowpass_factors(size, down_N))
-    workspace = torch.zeros(K.lowpass_workspace_floats(batch, 3, size, size, low, low))
-    if device == "cuda":
-        dh, uh, workspace = dh.cuda(), uh.cuda(), workspace.cuda()
-    dims = dict(batch=batch, channels=3, height=size, width=size, low_h=low, low_w=low)
+    dh, uh = (torch.from_numpy(np.ascontiguousarray(m, np.float32)).to(device) for m in lowpass_factors(size, down_N))
+    params = K.LowpassParams(down_h=_native(dh), up_h=_native(uh), down_w=_native(dh), up_w=_native(uh), batch=batch,
+                             channels=3, height=size, width=size, low_h=low, low_w=low)
+    workspace = torch.zeros(K.lowpass_workspace_floats(params), device=device)
+    params.workspace = _native(workspace)
     lowpass = LowPassFilter(size, size, down_N, device=device)
     y4, x4 = y.view(shape), x.view(shape)
     for kind, energy in (("neg_l2", _core.EnergyKind.NEG_L2), ("cosine", _core.EnergyKind.COSINE)):
         def native_grad(energy=energy):
-            K.lowpass_energy_grad(_native(y), _native(x), _native(out), energy, _native(dh), _native(uh),
-                                  _native(dh), _native(uh), _native(workspace), **dims)
+            K.lowpass_energy_grad(params, _native(y), _native(x), _native(out), energy)
 
         def eager_grad(kind=kind):
             low_x = lowpass.apply(x4)
@@ -127,9 +126,9 @@ def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warm
         mean = mean - c["li_w"] * gi
         return mean + c["sigma"] * torch.randn_like(y)
 
-    measure("egsde_update", lambda: K.egsde_update(_native(y), _native(eps), _native(gs), _native(gi), None,
-                                                   _native(out), batch, per_image, seed=seeds, draw=2, **c),
-            eager_update, 5 * n * f32)
+    update = K.UpdateParams(y=_native(y), eps=_native(eps), grad_s=_native(gs), grad_i=_native(gi), out=_native(out),
+                            batch=batch, per_image=per_image, draw=2, **c)
+    measure("egsde_update", lambda: K.egsde_update(update, seed=seeds), eager_update, 5 * n * f32)
     return results
 
 

@@ -19,6 +19,7 @@ native calls release the GIL; the runners' and the callback's Python calls take 
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -218,11 +219,22 @@ class CudaStepGraph:
 
 
 class _CapturedStep:
-    """One ``Sampler.step(runner)`` captured as a graph, kept on its sampler (with the runner it
+    """One ``Sampler.step(runner)`` captured as a graph, kept for its sampler (with the runner it
     called, whose networks the graph replays)."""
 
     def __init__(self, runner, graph):
         self.runner, self.graph = runner, graph
+
+
+# The captured step ``run_captured`` keeps for each sampler, beside it (a sampler holds no
+# Python attributes) and dropped with it.
+_captured_steps: "weakref.WeakKeyDictionary[_core.Sampler, _CapturedStep]" = weakref.WeakKeyDictionary()
+
+
+def captured_step(sampler: "_core.Sampler") -> _CapturedStep | None:
+    """The captured step ``run_captured`` keeps for ``sampler`` (``.graph``, and ``.runner``, the
+    runner it captured), or None before its first capture."""
+    return _captured_steps.get(sampler)
 
 
 def capture_step(sampler: "_core.Sampler", runner, step_graph=CudaStepGraph):
@@ -231,9 +243,10 @@ def capture_step(sampler: "_core.Sampler", runner, step_graph=CudaStepGraph):
     from the capture: work that cannot be captured); an out-of-memory error, a ``NativeError`` or
     any other exception of the runner reaches the caller as it is."""
     graph = step_graph(sampler)
+    weak = weakref.ref(sampler)  # a graph may keep the step; kept per sampler, it must not keep the sampler alive
     try:
         with graph.ordered():
-            graph.capture(lambda: sampler.step(runner))
+            graph.capture(lambda: weak().step(runner))
     except (NativeError, torch.cuda.OutOfMemoryError):
         raise
     except RuntimeError as err:
@@ -251,8 +264,8 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
     the first update of each run runs uncaptured (it warms the runner up: lazy initialisation,
     allocator pools, library handles; an exception of the runner there reaches the caller); the
     first replay captures one step (``capture_step``), on the sampler's stream, into a graph
-    kept with the sampler and replayed for every later update, across repeats and runs
-    (captured again only for another runner). The runner's PyTorch work is captured into the
+    kept for the sampler (``captured_step``) and replayed for every later update, across repeats
+    and runs (captured again only for another runner). The runner's PyTorch work is captured into the
     graph's private memory pool. ``callback(done, total)`` is called on the host after every
     update, between replays (it waits for nothing on the device); returning False cancels
     (the stream is waited for, then ``SamplingCancelled`` is raised). Philox noise only
@@ -272,10 +285,10 @@ def run_captured(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: E
     ordering = step_graph(sampler)  # checks the sampler; orders the replays on its stream
 
     def replay():  # every update but the first: the kept graph (captured by the first replay)
-        captured = getattr(sampler, "_captured_step", None)
+        captured = _captured_steps.get(sampler)
         if captured is None or captured.runner is not runner or not isinstance(captured.graph, step_graph):
             captured = _CapturedStep(runner, capture_step(sampler, runner, step_graph))
-            sampler._captured_step = captured
+            _captured_steps[sampler] = captured
         captured.graph.replay()
 
     with ordering.ordered():

@@ -1,13 +1,16 @@
-// Buffer conversion for the bindings: numpy arrays (host) and objects with
-// __cuda_array_interface__ (torch / CuPy device tensors) to raw typed pointers, without copies;
-// and the sampler's TensorRef views back to Python array interfaces.
+// Conversion between Python and the native core for the bindings: numpy arrays (host) and objects
+// with __cuda_array_interface__ (torch / CuPy device tensors) to raw typed pointers, without
+// copies; seeds to the per-image seeds the kernels read; the sampler's TensorRef views back to
+// Python array interfaces; native errors to egsde_rt.errors.NativeError (bind_conversion).
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "egsde/common.h"
 #include "egsde/runner.h"
@@ -43,11 +46,7 @@ struct ElementType<std::int64_t> {
   static constexpr const char* name = "int64";
 };
 
-inline index_t product(const py::tuple& shape) {
-  index_t n = 1;
-  for (auto s : shape) n *= s.cast<index_t>();
-  return n;
-}
+index_t product(const py::tuple& shape);
 
 // A C-contiguous array of T on the host (numpy) or the device (__cuda_array_interface__).
 template <class T>
@@ -76,34 +75,27 @@ inline ArrayArg as_array(const py::handle& obj, bool writable, const char* name)
   return as_array_of<float>(obj, writable, name);
 }
 
-inline ExecutionContext context_on(std::initializer_list<Device> devices, std::uintptr_t stream) {
-  const Device device = *devices.begin();
-  for (const Device d : devices) require(d == device, "arrays on different devices");
-  return ExecutionContext{device, reinterpret_cast<void*>(stream)};
-}
-
-inline ExecutionContext context_of(std::initializer_list<ArrayArg> arrays, std::uintptr_t stream) {
-  const Device device = arrays.begin()->device;
-  for (const ArrayArg& a : arrays) require(a.device == device, "arrays on different devices");
-  return ExecutionContext{device, reinterpret_cast<void*>(stream)};
-}
+// The context of a call on arrays that must all be on one device, ordered on `stream`.
+ExecutionContext context_on(std::initializer_list<Device> devices, std::uintptr_t stream);
+ExecutionContext context_of(const std::vector<ArrayArg>& arrays, std::uintptr_t stream);
 
 template <class T>
-inline void require_size(const ArrayOf<T>& a, index_t n, const char* name) {
+void require_size(const ArrayOf<T>& a, index_t n, const char* name) {
   require(a.size >= n, std::string(name) + ": array has " + std::to_string(a.size) + " elements, needs " +
                            std::to_string(n));
 }
 
-inline py::dict array_interface(const TensorRef& t, bool cuda) {
-  py::dict d;
-  py::tuple shape(t.shape.size());
-  for (size_t i = 0; i < t.shape.size(); ++i) shape[i] = t.shape[i];
-  d["shape"] = shape;
-  d["typestr"] = "<f4";
-  d["data"] = py::make_tuple(reinterpret_cast<std::uintptr_t>(t.data), false);
-  d["version"] = 3;
-  if (cuda) d["strides"] = py::none();
-  return d;
-}
+// The seeds of a run or a kernel call, converted (egsde_rt.noise.check_seeds checks them in
+// Python): one integer for every image, or a uint64 array [batch] (host or device).
+struct SeedsArg {
+  std::vector<std::uint64_t> broadcast;
+  const std::uint64_t* data = nullptr;
+  Device device = Device::CPU;
+};
+
+SeedsArg seeds_arg(const py::handle& seed, index_t batch);
+
+// A TensorRef's __array_interface__ (cuda false) or __cuda_array_interface__ (cuda true).
+py::dict array_interface(const TensorRef& t, bool cuda);
 
 }  // namespace egsde::bindings
