@@ -13,7 +13,7 @@ import torch
 from egsde_rt.engine.plans import TENSORRT_PRECISIONS
 from egsde_rt.export.reduced_precision import MIN_PSNR_DB
 from egsde_rt.export.tensorrt_plans import build_plans
-from egsde_rt.runtime.native_sampler import run_sampler
+from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
 from native_helpers import requires_cuda
 
@@ -42,7 +42,7 @@ def test_tensorrt_plans_run_captured_as_uncaptured_and_near_fp32(tensorrt_engine
     assert tr.captures, "the capture failed and the Translator fell back to uncaptured runs"
     settings = tr.settings_with(M=8)
     sampler = tr.sampler_for(settings, tuple(x0.shape))
-    assert sampler._captured_step.runner is tr.runner
+    assert captured_step(sampler).runner is tr.runner
     uncaptured = run_sampler(sampler, x0, tr.runner, settings, seed=5)
     assert np.array_equal(captured, np.asarray(uncaptured))
     reference = Translator(tensorrt_engine, backend="torch", device="cuda").run_tensor(x0.numpy(), seed=5, M=8)
