@@ -93,7 +93,7 @@ def tiny_engine(tmp_path_factory):
     """(engine_dir, unet, dse): the tiny models exported once per test session (s1 = cosine)."""
     pytest.importorskip("onnxruntime")
     from egsde_rt.export import export_engine
-    from egsde_rt.settings import EGSDESettings
+    from egsde_rt.method.settings import EGSDESettings
 
     unet, dse = tiny_models()
     path = tmp_path_factory.mktemp("engines") / "tiny"
@@ -106,7 +106,7 @@ def tiny_engine(tmp_path_factory):
 def tiny_torch_engine(tmp_path_factory):
     """(engine_dir, unet, dse): the tiny models exported torch-only (no ONNX graphs: seconds)."""
     from egsde_rt.export import export_engine
-    from egsde_rt.settings import EGSDESettings
+    from egsde_rt.method.settings import EGSDESettings
 
     unet, dse = tiny_models()
     path = tmp_path_factory.mktemp("engines") / "tiny-torch"
@@ -124,7 +124,7 @@ def local_ray(request):
     default limits on loopback), as ``serve.start`` guards the Ray it starts."""
     import ray
 
-    from egsde_rt.serve import LOOPBACK_HOSTS, ServeConfig, proxy_guard
+    from egsde_rt.service.deployment import LOOPBACK_HOSTS, ServeConfig, proxy_guard
 
     limits = getattr(request.module, "PROXY_GUARD", ServeConfig("", allowed_hosts=LOOPBACK_HOSTS))
     os.environ.update(proxy_guard(limits))
@@ -141,7 +141,7 @@ def service(local_ray, tiny_engine):
     """The service on loopback (serve_helpers.PORT) with the tiny engine, for one test module."""
     from serve_helpers import PORT
 
-    from egsde_rt import serve as service_module
+    from egsde_rt.service import deployment as service_module
     from egsde_rt.bench.serve_load import wait_healthy
 
     # A queue of 8: enough that requests the router has not yet placed on the replica (it probes

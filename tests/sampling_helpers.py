@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from egsde_rt import native, reference
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.settings import EGSDESettings
 
 RUN_OPTIONS = ("seed", "noise", "perturb_noise", "schedule", "class_label", "callback")
 

@@ -18,10 +18,10 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from egsde_rt.errors import EgsdeError
-from egsde_rt.folder_job import plan_job, run_job
-from egsde_rt.io import CenterCropWarning
+from egsde_rt.jobs.folders import plan_job, run_job
+from egsde_rt.images import CenterCropWarning
 from egsde_rt.runtime.translator import Translator
-from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
+from egsde_rt.method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 
 PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                              HealthCheck.too_slow])

@@ -14,8 +14,8 @@ from PIL import Image
 
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import ConfigError, EgsdeError, EngineDirError, ImageError
-from egsde_rt.folder_job import FileTask, JobReport, translate_batch
-from egsde_rt.io import CenterCropWarning, image_to_tensor, load_image
+from egsde_rt.jobs.folders import FileTask, JobReport, translate_batch
+from egsde_rt.images import CenterCropWarning, image_to_tensor, load_image
 from egsde_rt.runtime.translator import Translator
 
 pytest.importorskip("onnxruntime")
@@ -143,7 +143,7 @@ def test_row_bad_batch_sizes(translator, batch_size):
 def test_every_costly_setting_has_a_declared_bound():
     """Each integer setting has a declared range (steps: M), accepted at its ends and refused past
     them; the largest run the bounds allow is 16 000 network evaluations."""
-    from egsde_rt.settings import DECLARATIONS, MAX_M, MAX_REPEATS, EGSDESettings
+    from egsde_rt.method.settings import DECLARATIONS, MAX_M, MAX_REPEATS, EGSDESettings
 
     bounded = [name for name, d in DECLARATIONS.items() if d.kind is int and name != "steps"]
     assert bounded == ["M", "down_N", "eta_min_t", "repeats"]
@@ -267,7 +267,7 @@ def test_row_a_missing_optional_package_names_its_extra(monkeypatch, tmp_path, m
 
             frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2))
         else:
-            from egsde_rt.distributed import require_ray
+            from egsde_rt.jobs.ray_data import require_ray
 
             require_ray()
 

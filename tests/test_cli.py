@@ -76,10 +76,10 @@ def test_reference_translates_a_folder_with_the_files_seeds(tmp_path, capsys, mo
     from PIL import Image
 
     import egsde_rt.models as models
-    import egsde_rt.presets as presets
+    import egsde_rt.method.presets as presets
     from conftest import tiny_models
-    from egsde_rt.io import image_to_tensor, tensor_to_images
-    from egsde_rt.noise import derive_seed
+    from egsde_rt.images import image_to_tensor, tensor_to_images
+    from egsde_rt.method.noise import derive_seed
     from egsde_rt.reference import translate
 
     unet, dse = tiny_models()

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from egsde_rt.cli import main
-from egsde_rt.folder_job import plan_job, remove_partial_files, save_atomically, written_since_planned
-from egsde_rt.noise import derive_seed
+from egsde_rt.jobs.folders import plan_job, remove_partial_files, save_atomically, written_since_planned
+from egsde_rt.method.noise import derive_seed
 from egsde_rt.runtime.translator import Translator
 
 pytest.importorskip("onnxruntime")
@@ -132,7 +132,7 @@ def test_an_output_is_written_once(tmp_path):
 
 
 def test_a_job_removes_the_partial_files_of_killed_writers(tiny_engine, tmp_path):
-    from egsde_rt.folder_job import run_job
+    from egsde_rt.jobs.folders import run_job
 
     inputs = _images(tmp_path / "in", count=2)
     out = tmp_path / "out"

@@ -23,7 +23,7 @@ pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
 from egsde_rt.bench.serve_load import NO_RESPONSE, post, wait_healthy  # noqa: E402
-from egsde_rt.folder_job import plan_job, run_job  # noqa: E402
+from egsde_rt.jobs.folders import plan_job, run_job  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +60,7 @@ def _write_log_hook(log_path: str, stall_path: str):
         import time
 
         import ray
-        from egsde_rt import folder_job
+        from egsde_rt.jobs import folders as folder_job
 
         original = folder_job.save_atomically
 
@@ -146,7 +146,7 @@ def _writes(log: Path) -> list[tuple[str, str, str, int]]:
 
 
 def test_a_job_that_loses_a_node_writes_every_output_exactly_once(cluster, tiny_engine, tmp_path):
-    from egsde_rt.distributed import ray_translate
+    from egsde_rt.jobs.ray_data import ray_translate
     from egsde_rt.runtime.translator import Translator
 
     cluster, workers, hooks = cluster
@@ -226,7 +226,7 @@ def _replicas() -> dict[int, str]:
 
 
 def test_the_service_keeps_answering_when_a_replica_process_is_killed(cluster, tiny_engine):
-    from egsde_rt import serve as service
+    from egsde_rt.service import deployment as service
 
     config = service.ServeConfig(str(tiny_engine[0]), replicas=2, max_batch_size=2, batch_wait_ms=20,
                                  max_queued_requests=32, cpus_per_replica=0.5)

@@ -50,7 +50,7 @@ def test_a_batch_beyond_the_plans_range_is_refused_before_it_runs(compiled_engin
     service refuses a --max-batch-size beyond it when a replica starts); a list is run in batches
     of the plans' size. The torch backend, with no plans, takes MAX_BATCH_SIZE."""
     from egsde_rt.errors import ConfigError
-    from egsde_rt.settings import MAX_BATCH_SIZE
+    from egsde_rt.method.settings import MAX_BATCH_SIZE
 
     translator = Translator(compiled_engine[0], backend="compiled")
     assert translator.max_batch == 4 and Translator(tiny_torch_engine[0], backend="torch").max_batch == MAX_BATCH_SIZE

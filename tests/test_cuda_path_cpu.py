@@ -10,11 +10,11 @@ from conftest import tiny_models
 from egsde_rt.bench import end_to_end
 from egsde_rt.bench.end_to_end import EAGER, BenchConfig, run_benchmark
 from egsde_rt.bench.machine import PeakMemory
-from egsde_rt.network_fns import tf32_mode
+from egsde_rt.models.network_fns import tf32_mode
 from egsde_rt.runtime import runners
 from egsde_rt.runtime.native_sampler import build_sampler, run_sampler
 from egsde_rt.runtime.translator import Translator
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.settings import EGSDESettings
 
 
 def _flags():

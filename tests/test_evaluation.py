@@ -28,7 +28,7 @@ from egsde_rt.evaluation import fid as fid_module
 from egsde_rt.evaluation import protocol
 from egsde_rt.evaluation.fid import (frechet_distance, inception_features, kernel_inception_distance,
                                      load_statistics, save_statistics, statistics_from_features)
-from egsde_rt.evaluation.folders import list_images, pair_by_stem
+from egsde_rt.evaluation.image_pairs import list_images, pair_by_stem
 from egsde_rt.evaluation.inception import FID_WEIGHTS_FILE, FIDInceptionV3, load_fid_inception
 from egsde_rt.evaluation.metrics import l2, ms_ssim, mse, psnr, ssim
 from egsde_rt.evaluation.preprocessing import load_for_fid, load_for_pair_metrics

@@ -12,7 +12,7 @@ from egsde_rt.export import ExportValidationError, export_engine
 from egsde_rt.engine import DSE_GRAD, FORMAT_VERSION, SCORE, load_engine_dir, sha256_file
 from egsde_rt.export.gradient_graph import DSEGradient, trace_dse_gradient
 from egsde_rt.export.onnx_graphs import VALIDATION_BATCHES, export_onnx, ort_session
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.settings import EGSDESettings
 
 pytest.importorskip("onnxruntime")
 

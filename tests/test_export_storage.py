@@ -77,7 +77,7 @@ def _mid_spec(tmp_path) -> dict:
     activations, dominate export's memory), saved as checkpoints of both formats."""
     from egsde_rt.bench.export_cost import write_checkpoint
     from egsde_rt.models import nonzero_random_weights
-    from egsde_rt.settings import EGSDESettings
+    from egsde_rt.method.settings import EGSDESettings
 
     score = dict(image_size=32, num_channels=MID["channels"], num_res_blocks=1, channel_mult="1,2",
                  attention_resolutions="16", num_head_channels=64, learn_sigma=True, use_scale_shift_norm=True,

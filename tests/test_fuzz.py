@@ -22,7 +22,7 @@ from engine_helpers import with_stand_in_plans
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans, stale_plans
 from egsde_rt.errors import EgsdeError
-from egsde_rt.io import decode_image_bytes, image_to_tensor
+from egsde_rt.images import decode_image_bytes, image_to_tensor
 from egsde_rt.runtime.backends import select_backend
 from egsde_rt.runtime.translator import engine_settings
 

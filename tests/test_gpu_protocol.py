@@ -1,4 +1,4 @@
-"""The GPU protocol (bench/gpu_protocol.py): what comes back fits a lease (one archive and one
+"""The GPU protocol (scripts/gpu_protocol.py): what comes back fits a lease (one archive and one
 summary, at most 8 files, a planned budget of at most 8 minutes), a skipped GPU test fails its
 step, a step out of time ends its tier and the next tier starts, and the goldens travel.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("gpu_protocol", ROOT / "bench" / "gpu_protocol.py")
+SPEC = importlib.util.spec_from_file_location("gpu_protocol", ROOT / "scripts" / "gpu_protocol.py")
 protocol = sys.modules["gpu_protocol"] = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(protocol)
 

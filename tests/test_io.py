@@ -5,7 +5,7 @@ from PIL import Image
 
 from conftest import SAMPLES_DIR
 from egsde_rt.errors import ImageError
-from egsde_rt.io import (CenterCropWarning, image_to_tensor, images_to_batch, list_images, load_image,
+from egsde_rt.images import (CenterCropWarning, image_to_tensor, images_to_batch, list_images, load_image,
                          tensor_to_images, to_uint8)
 
 

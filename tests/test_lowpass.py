@@ -4,7 +4,7 @@ import torch
 
 from conftest import load_golden
 from egsde_rt.errors import ConfigError
-from egsde_rt.lowpass import LowPassFilter, lowpass_factors, resize_matrix
+from egsde_rt.method.lowpass import LowPassFilter, lowpass_factors, resize_matrix
 
 
 @pytest.mark.parametrize("case", ["a", "b", "c"])

@@ -3,7 +3,7 @@ import torch
 
 from conftest import golden_model
 from egsde_rt.models import ADMUNet, DDPMUNet, DSE, build_preset_models
-from egsde_rt.presets import get_preset
+from egsde_rt.method.presets import get_preset
 
 SPEC_OF_PRESET = {
     "adm_unet_256": ("cat2dog", "score"),

@@ -8,10 +8,10 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import NativeError
-from egsde_rt.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
+from egsde_rt.method.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
 from egsde_rt.runtime.native_sampler import build_sampler, step_table
-from egsde_rt.schedule import Schedule, StepCoefficients
-from egsde_rt.settings import MAX_M, MAX_REPEATS, EGSDESettings
+from egsde_rt.method.schedule import Schedule, StepCoefficients
+from egsde_rt.method.settings import MAX_M, MAX_REPEATS, EGSDESettings
 from native_helpers import step_draws
 
 KERNELS = _core.kernels

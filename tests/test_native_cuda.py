@@ -6,11 +6,11 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
-from egsde_rt.lowpass import lowpass_eigen, lowpass_factors
+from egsde_rt.method.lowpass import lowpass_eigen, lowpass_factors
 from egsde_rt.runtime.native_sampler import build_sampler, captured_step, run_captured, run_sampler, step_table
 from egsde_rt.runtime.runners import TorchRunner
-from egsde_rt.schedule import Schedule, StepCoefficients
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.schedule import Schedule, StepCoefficients
+from egsde_rt.method.settings import EGSDESettings
 from native_helpers import GUARD, Guarded, requires_cuda
 from sampling_helpers import native_translate
 

@@ -6,8 +6,8 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import EgsdeError, NativeError
-from egsde_rt.lowpass import LowPassFilter, lowpass_eigen, lowpass_factors
-from egsde_rt.noise import philox_normal, philox_uint32
+from egsde_rt.method.lowpass import LowPassFilter, lowpass_eigen, lowpass_factors
+from egsde_rt.method.noise import philox_normal, philox_uint32
 from native_helpers import Guarded, step_draws
 
 K = _core.kernels
@@ -139,7 +139,7 @@ def test_lowpass_pull_reads_its_strength_from_the_step():
 
 
 def test_the_core_and_the_solvers_agree_on_the_history():
-    from egsde_rt.solvers import MAX_HISTORY
+    from egsde_rt.method.solvers import MAX_HISTORY
 
     assert K.MAX_HISTORY == MAX_HISTORY == 3
 
@@ -273,7 +273,7 @@ def test_native_errors_are_egsde_errors():
 
 def _step_rows(M=6, steps=None, ls=500.0, li=2.0, ilvr=True, solver="ddpm"):
     from egsde_rt.runtime.native_sampler import step_table
-    from egsde_rt.schedule import Schedule, StepCoefficients
+    from egsde_rt.method.schedule import Schedule, StepCoefficients
 
     coefs = StepCoefficients.from_schedule(Schedule.create(), M, steps, solver=solver)
     return coefs, K.step_rows(step_table(coefs), ls, li, ilvr)

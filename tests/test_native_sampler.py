@@ -1,4 +1,4 @@
-"""The C++ loop (egsde_rt.native) against the goldens and the eager reference sampler."""
+"""The C++ loop (egsde_rt.runtime.model_loop) against the goldens and the eager reference sampler."""
 
 import json
 from dataclasses import fields
@@ -12,9 +12,9 @@ from sampling_helpers import native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError, SamplingCancelled
 from egsde_rt.runtime.native_sampler import build_sampler, step_table
-from egsde_rt.schedule import Schedule, StepCoefficients, kept_timesteps
-from egsde_rt.settings import EGSDESettings
-from egsde_rt.lowpass import lowpass_factors
+from egsde_rt.method.schedule import Schedule, StepCoefficients, kept_timesteps
+from egsde_rt.method.settings import EGSDESettings
+from egsde_rt.method.lowpass import lowpass_factors
 
 
 @pytest.mark.parametrize("name", ["golden_egsde_small", "golden_egsde_strong"])

@@ -8,8 +8,8 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds, run_sampler
-from egsde_rt.schedule import Schedule, StepCoefficients
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.schedule import Schedule, StepCoefficients
+from egsde_rt.method.settings import EGSDESettings
 
 SETTINGS = EGSDESettings(M=8, steps=4, ls=0.0, li=2.0, down_N=8, solver="dpmpp-2m-sde")
 SHAPE = (2, 3, 32, 32)

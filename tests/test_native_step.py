@@ -8,11 +8,11 @@ import torch
 
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError
-from egsde_rt.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
+from egsde_rt.method.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
 from egsde_rt.runtime.native_sampler import build_sampler, run_captured
 from egsde_rt.runtime.runners import TorchRunner
-from egsde_rt.schedule import Schedule, StepCoefficients
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.schedule import Schedule, StepCoefficients
+from egsde_rt.method.settings import EGSDESettings
 from sampling_helpers import reference_translate
 
 

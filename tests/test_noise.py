@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.noise import (InjectedNoise, PhiloxNoise, check_seeds, derive_seed, philox4x32_10, philox_normal,
+from egsde_rt.method.noise import (InjectedNoise, PhiloxNoise, check_seeds, derive_seed, philox4x32_10, philox_normal,
                             philox_uint32)
 
 # Random123's published known-answer vectors for Philox4x32-10: counter, key, output.

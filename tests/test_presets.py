@@ -1,8 +1,8 @@
 import pytest
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.presets import PRESETS, get_preset
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.presets import PRESETS, get_preset
+from egsde_rt.method.settings import EGSDESettings
 
 
 def test_paper_values():

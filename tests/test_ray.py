@@ -12,9 +12,9 @@ from PIL import Image
 
 from egsde_rt.cli import main
 from egsde_rt.errors import ConfigError
-from egsde_rt.folder_job import plan_job
+from egsde_rt.jobs.folders import plan_job
 from egsde_rt.runtime.translator import Translator
-from egsde_rt.settings import overrides_from_text
+from egsde_rt.method.settings import overrides_from_text
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
@@ -69,7 +69,7 @@ def test_resume_skips_finished_files_and_a_corrupt_file_is_reported(local_ray, t
 
 
 def test_ray_arguments_are_checked(local_ray, tiny_engine, tmp_path):
-    from egsde_rt.distributed import ray_translate
+    from egsde_rt.jobs.ray_data import ray_translate
 
     tasks, _ = plan_job([_images(tmp_path / "in", count=1)], tmp_path / "out")
     with pytest.raises(ConfigError, match="positive integer"):
@@ -126,7 +126,7 @@ def test_unknown_routes_and_methods_get_a_message(service):
 def test_openapi_documents_every_setting_and_docs_and_page_are_served_locally(service):
     """The query parameters are the declarations' (seed, then each overridable setting, typed,
     choices as an enum); /docs and the page load nothing from another host."""
-    from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE
+    from egsde_rt.method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE
 
     spec = json.loads(_get("/openapi.json"))
     params = {p["name"]: p["schema"] for p in spec["paths"]["/translate"]["post"]["parameters"]}

@@ -19,7 +19,7 @@ from egsde_rt.engine import load_engine_dir
 from egsde_rt.export.gradient_graph import DSEGradient
 from egsde_rt.export.reduced_precision import BF16_OPSET, HALF_OPS, MIN_PSNR_DB, TOLERANCE, reduced_precision_graph
 from egsde_rt.export.score_graph import ScoreGraph
-from egsde_rt.network_fns import gradient_scale, in_precision
+from egsde_rt.models.network_fns import gradient_scale, in_precision
 
 ort = pytest.importorskip("onnxruntime")
 HALF = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}

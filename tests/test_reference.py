@@ -8,10 +8,10 @@ import torch
 from conftest import load_golden
 from sampling_helpers import reference_translate as translate
 from egsde_rt.errors import ConfigError
-from egsde_rt.lowpass import LowPassFilter
-from egsde_rt.noise import philox_normal
-from egsde_rt.network_fns import score_function
-from egsde_rt.schedule import Schedule, StepCoefficients
+from egsde_rt.method.lowpass import LowPassFilter
+from egsde_rt.method.noise import philox_normal
+from egsde_rt.models.network_fns import score_function
+from egsde_rt.method.schedule import Schedule, StepCoefficients
 
 
 def _golden_run(name, small_unet, small_dse, **overrides):

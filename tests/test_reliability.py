@@ -14,7 +14,7 @@ from conftest import TINY_M
 from native_helpers import requires_cuda
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import ConfigError, EgsdeError, EngineDirError, ImageError
-from egsde_rt.io import load_image
+from egsde_rt.images import load_image
 from egsde_rt.runtime.translator import Translator
 
 pytest.importorskip("onnxruntime")

@@ -18,8 +18,8 @@ from PIL import EpsImagePlugin, Image, PngImagePlugin, features
 
 import egsde_rt
 from egsde_rt.errors import ConfigError, ImageError
-from egsde_rt.folder_job import plan_job, run_job
-from egsde_rt.io import (DECODED_FORMATS, IMAGE_EXTENSIONS, IMAGE_FORMATS, CenterCropWarning, decode_image_bytes,
+from egsde_rt.jobs.folders import plan_job, run_job
+from egsde_rt.images import (DECODED_FORMATS, IMAGE_EXTENSIONS, IMAGE_FORMATS, CenterCropWarning, decode_image_bytes,
                          image_to_tensor, load_image, max_pixels_for, sixteen_bit_to_uint8, to_8bit, to_uint8)
 
 ACCEPTED = "JPEG, PNG, PPM, BMP, TIFF, WEBP"
@@ -258,7 +258,7 @@ def test_a_non_square_image_depends_only_on_its_centre_square(size):
 _MEASURE = textwrap.dedent("""
     import resource, sys, warnings
     warnings.simplefilter("ignore")
-    from egsde_rt.io import image_to_tensor
+    from egsde_rt.images import image_to_tensor
 
     def status(key):
         with open("/proc/self/status") as f:

@@ -15,11 +15,11 @@ from egsde_rt import _core, cli
 from egsde_rt.bench.end_to_end import usable_backends
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
-from egsde_rt.network_fns import PRECISIONS
+from egsde_rt.models.network_fns import PRECISIONS
 from egsde_rt.runtime import backends
 from egsde_rt.runtime.native_sampler import build_sampler, capture_step, captured_step, run_captured, run_sampler
 from egsde_rt.runtime.translator import Translator
-from egsde_rt.settings import EGSDESettings
+from egsde_rt.method.settings import EGSDESettings
 
 
 class ZeroRunner(_core.Runner):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.schedule import SPACINGS, Schedule, StepCoefficients, beta_schedule, kept_timesteps
+from egsde_rt.method.schedule import SPACINGS, Schedule, StepCoefficients, beta_schedule, kept_timesteps
 
 
 def test_linear_betas_match_formula():

@@ -23,7 +23,7 @@ from PIL import Image
 from serve_helpers import URL, png, post
 
 from egsde_rt.runtime.translator import Translator
-from egsde_rt.settings import RUNTIME_OVERRIDABLE
+from egsde_rt.method.settings import RUNTIME_OVERRIDABLE
 
 pytest.importorskip("ray.serve")
 schemathesis = pytest.importorskip("schemathesis")

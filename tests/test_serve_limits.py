@@ -20,7 +20,7 @@ LIMITS = dict(max_upload_mb=1.0, max_updates=48, body_timeout_s=2.0, request_tim
 
 
 def _proxy_guard():
-    from egsde_rt.serve import LOOPBACK_HOSTS, ServeConfig
+    from egsde_rt.service.deployment import LOOPBACK_HOSTS, ServeConfig
 
     return ServeConfig("", allowed_hosts=LOOPBACK_HOSTS, **LIMITS)
 
@@ -35,7 +35,7 @@ RSS_GROWTH_BOUND_MB = 300
 def limited_service(local_ray, tiny_engine):
     from ray import serve
 
-    from egsde_rt import serve as service_module
+    from egsde_rt.service import deployment as service_module
     from egsde_rt.bench.serve_load import wait_healthy
 
     config = service_module.ServeConfig(str(tiny_engine[0]), max_batch_size=4, batch_wait_ms=50,
@@ -180,8 +180,8 @@ def test_each_group_of_a_batch_gets_its_own_outcome():
     import torch
 
     from egsde_rt.errors import NativeError
-    from egsde_rt.serve import translate_groups
-    from egsde_rt.serve_http import translation_response
+    from egsde_rt.service.deployment import translate_groups
+    from egsde_rt.service.http_app import translation_response
 
     def run_group(x0, seeds, overrides, deadline):
         if overrides.get("M") == 1:
@@ -207,8 +207,8 @@ def test_a_group_past_its_deadline_is_not_run_and_answers_503():
 
     import torch
 
-    from egsde_rt.serve import translate_groups
-    from egsde_rt.serve_http import translation_response
+    from egsde_rt.service.deployment import translate_groups
+    from egsde_rt.service.http_app import translation_response
 
     ran = []
     items = [(torch.zeros(3, 4, 4), 0, {}, time.monotonic() - 1)]
@@ -222,7 +222,7 @@ def test_a_translation_is_cancelled_between_updates_at_its_deadline(tiny_torch_e
     the progress callback cancels it), well before the run's end."""
     from egsde_rt.errors import SamplingCancelled
     from egsde_rt.runtime.translator import Translator
-    from egsde_rt.serve import translate_before
+    from egsde_rt.service.deployment import translate_before
 
     import torch
 
@@ -247,7 +247,7 @@ def _guard_run(guard_kwargs, messages, *, headers=(), app_sends_after=None):
     (what the app kept, the headers it saw, the answers sent, seconds)."""
     import asyncio
 
-    from egsde_rt.serve_proxy import ProxyGuard
+    from egsde_rt.service.proxy import ProxyGuard
 
     kept, sent, seen = [], [], {}
 
@@ -347,7 +347,7 @@ def test_a_client_that_goes_away_mid_upload_is_a_quiet_400_not_a_logged_fault():
 
     from starlette.requests import ClientDisconnect
 
-    from egsde_rt.serve_http import UploadAborted, read_body, request_error_status
+    from egsde_rt.service.http_app import UploadAborted, read_body, request_error_status
 
     class GoneClient:
         async def _chunks(self):

@@ -1,4 +1,4 @@
-"""Solvers (egsde_rt.solvers): the native loop's step-table columns against the oracle's textbook
+"""Solvers (egsde_rt.method.solvers): the native loop's step-table columns against the oracle's textbook
 steps, the identities between solvers, second-order convergence, and the one declaration of the
 solver and eta settings."""
 
@@ -13,9 +13,9 @@ from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds
 from egsde_rt.runtime.runners import TorchRunner
-from egsde_rt.schedule import SPACINGS, Schedule, StepCoefficients
-from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
-from egsde_rt.solvers import SOLVERS
+from egsde_rt.method.schedule import SPACINGS, Schedule, StepCoefficients
+from egsde_rt.method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
+from egsde_rt.method.solvers import SOLVERS
 
 TOL = 1e-5
 
@@ -189,7 +189,7 @@ def test_sa_solver_weights_are_the_closed_form_integrals():
     """The quadrature of the exponential against the Lagrange basis (solvers) equals the oracle's
     closed form, and the weights of a step sum to its first-order weight (the integral of 1)."""
     from egsde_rt.reference import _exponential_lagrange_integrals
-    from egsde_rt.solvers import exponential_lagrange_weights
+    from egsde_rt.method.solvers import exponential_lagrange_weights
 
     for nodes, lo, hi, tau2 in (([0.3], 0.3, 0.9, 1.0), ([0.3, 0.1], 0.3, 1.1, 0.5),
                                 ([-1.0, -1.4, -2.2], -1.0, -0.2, 0.0), ([2.0, 1.5, 0.7], 1.5, 2.0, 1.0)):

@@ -11,9 +11,9 @@ import torch
 from sampling_helpers import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
-from egsde_rt.lowpass import LOWPASS_FORMS, LowPassFilter, lowpass_eigen, lowpass_factors
-from egsde_rt.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
-from egsde_rt.solvers import SOLVERS
+from egsde_rt.method.lowpass import LOWPASS_FORMS, LowPassFilter, lowpass_eigen, lowpass_factors
+from egsde_rt.method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
+from egsde_rt.method.solvers import SOLVERS
 
 
 def _dense_energy_matrix(height, width, down_N):
@@ -133,7 +133,7 @@ def test_the_oracle_pulls_with_the_first_order_weight(small_unet, small_dse):
         reference.translate(x0, small_unet, small_dse, settings, seed=8)
     finally:
         LowPassFilter.pull = original
-    from egsde_rt.schedule import Schedule, StepCoefficients
+    from egsde_rt.method.schedule import Schedule, StepCoefficients
 
     table = StepCoefficients.from_schedule(Schedule.create(), 60, 6, solver="dpmpp-2m-sde")
     full = 2 * 300.0 * table.guidance_w

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from egsde_rt.demo import domain_batch
 from egsde_rt.models import ADMUNet, DSE, load_checkpoint
-from egsde_rt.train import JudgeNet, TrainConfig, train_dse, train_judge, train_score
+from egsde_rt.jobs.training import JudgeNet, TrainConfig, train_dse, train_judge, train_score
 
 SCORE = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
              num_head_channels=32, learn_sigma=False, use_scale_shift_norm=True, resblock_updown=True)
@@ -72,7 +72,7 @@ def test_training_resumes_where_it_stopped(tmp_path):
 def test_folder_data(tmp_path):
     from PIL import Image
 
-    from egsde_rt.train import ImageData
+    from egsde_rt.jobs.training import ImageData
 
     for i in range(3):
         Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")

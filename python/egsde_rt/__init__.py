@@ -4,10 +4,10 @@ from ._version import __version__
 from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, ConfigError,
                      EgsdeError, EngineDirError, ImageError, NativeError, SamplingCancelled)
 
-# Loaded on first use: importing egsde_rt (or a light module of it, such as serve_proxy, which
+# Loaded on first use: importing egsde_rt (or a light module of it, such as service.proxy, which
 # Serve's HTTP proxy imports) loads neither PyTorch, ONNX Runtime nor the native core.
-_LAZY = {"Translator": ".runtime.translator", "PRESETS": ".presets", "get_preset": ".presets",
-         "EGSDESettings": ".settings"}
+_LAZY = {"Translator": ".runtime.translator", "PRESETS": ".method.presets", "get_preset": ".method.presets",
+         "EGSDESettings": ".method.settings"}
 
 
 def __getattr__(name):

@@ -8,7 +8,7 @@ oracle of the native sampler and the engine, and the baseline they are profiled 
 The other solvers (``settings.solver``) are written here in their textbook form, from the
 cumulative products of the timesteps (the guided eps, the data prediction, then the DDIM,
 SDE-DPM-Solver++(2M) or SA-Solver step), independently of the step-table columns that the native
-loop runs (``egsde_rt.solvers``): the tests hold the two together.
+loop runs (``egsde_rt.method.solvers``): the tests hold the two together.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Callable
 
 import torch
 
-from .io import check_source
-from .lowpass import LowPassFilter
-from .noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, check_seeds
-from .schedule import Schedule, StepCoefficients, run_input
-from .network_fns import dse_gradient, input_gradient, score_function
-from .settings import EGSDESettings
-from .similarity import lowpass_energy
+from .images import check_source
+from .method.lowpass import LowPassFilter
+from .method.noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, check_seeds
+from .method.schedule import Schedule, StepCoefficients, run_input
+from .models.network_fns import dse_gradient, input_gradient, score_function
+from .method.settings import EGSDESettings
+from .method.similarity import lowpass_energy
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -134,7 +134,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
     e, ``noise[k]`` the fresh noise of update k), as the reference goldens define; when None,
-    noise comes from the Philox contract (``egsde_rt.noise``) with ``seed`` (one integer for every
+    noise comes from the Philox contract (``egsde_rt.method.noise``) with ``seed`` (one integer for every
     image, or a list with one per image). ``perturb_noise``
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
     linear 1e-4..0.02 schedule of 1000 steps. ``callback(k, K, y)``

@@ -32,7 +32,7 @@ import torch
 from ..engine import EngineDir, load_engine_dir
 from ..errors import ConfigError
 from ..reference import translate as reference_translate
-from ..network_fns import in_precision, network_dtype, tf32_mode
+from ..models.network_fns import in_precision, network_dtype, tf32_mode
 from ..runtime.backends import auto_order, backend_names, probe
 from ..engine.torch_weights import load_engine_models
 from ..runtime.translator import Translator

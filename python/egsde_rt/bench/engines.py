@@ -13,7 +13,7 @@ from ..demo import DEMO_SETTINGS, engine_dir as demo_engine_dir, weights_path
 from ..demo import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
 from ..engine import EXPORT_FORMATS, EngineDirError, load_engine_dir
 from ..models import ADMUNet, DSE, build_preset_models, load_checkpoint, nonzero_random_weights
-from ..presets import get_preset
+from ..method.presets import get_preset
 from ..user_cache import cache_root
 
 

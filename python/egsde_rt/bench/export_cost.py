@@ -103,7 +103,7 @@ def preset_spec(preset: str, checkpoint_format: str = "pt", seed: int = 0,
     """The export a user runs for ``preset`` (``demo``: the demo's shipped networks), with
     checkpoints of random non-degenerate weights written once into the user cache."""
     from ..models import build_preset_models, nonzero_random_weights
-    from ..presets import get_preset
+    from ..method.presets import get_preset
 
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise EgsdeError(f"checkpoint format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
@@ -206,7 +206,7 @@ def _child(spec_json: str) -> None:
     memory = StageMemory()
     from ..export import export_engine
     from ..models import build_model, load_checkpoint
-    from ..settings import EGSDESettings
+    from ..method.settings import EGSDESettings
 
     spec = json.loads(Path(spec_json).read_text())
     networks = []

@@ -20,9 +20,9 @@ import torch
 
 from .. import _core
 from ..errors import ConfigError
-from ..lowpass import LowPassFilter, lowpass_factors
-from ..network_fns import input_gradient
-from ..similarity import lowpass_energy
+from ..method.lowpass import LowPassFilter, lowpass_factors
+from ..models.network_fns import input_gradient
+from ..method.similarity import lowpass_energy
 from .machine import command_line, device_description, now, versions
 
 K = _core.kernels

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..serve import start, stop
+from ..service.deployment import start, stop
 from .serve_load import LOOPBACK, sample_png, wait_healthy
 
 HOSTILE_EVERY = 3  # one request in three is hostile

@@ -1,6 +1,6 @@
 """The service's load test: ``egsde-rt bench --serve``.
 
-Starts the service (``egsde_rt.serve``) on a local Ray instance, listening on loopback only, and
+Starts the service (``egsde_rt.service.deployment``) on a local Ray instance, listening on loopback only, and
 for each batching setting (max batch size, batch wait) runs ``clients`` concurrent clients that
 each send ``requests`` translations one after the other (distinct seeds, one image). Bounded in
 count and in time: a client stops at its request count or at ``time_limit_s``, whichever comes
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
-from ..serve import ServeConfig, start, stop
+from ..service.deployment import ServeConfig, start, stop
 
 LOOPBACK = "127.0.0.1"
 

@@ -23,7 +23,7 @@ __all__ = ["main", "build_parser", "settings_overrides", "add_settings_flags", "
 
 
 def _cmd_presets(args) -> int:
-    from ..presets import PRESETS
+    from ..method.presets import PRESETS
 
     for preset in PRESETS.values():
         s = preset.settings

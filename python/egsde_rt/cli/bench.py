@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..runtime.backends import backend_names, resolve_device
-from ..settings import DECLARATIONS
+from ..method.settings import DECLARATIONS
 from . import bench_serve
 from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag
 

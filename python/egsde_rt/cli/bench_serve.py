@@ -43,7 +43,7 @@ def run(args, engine: Path, log) -> int:
 
     from urllib.parse import parse_qsl
 
-    from ..settings import overrides_from_text
+    from ..method.settings import overrides_from_text
 
     query = dict(parse_qsl(args.query or "", keep_blank_values=True))
     query.pop("seed", None)

@@ -46,7 +46,7 @@ class EagerTranslator:
     ``settings_with``, ``run_tensor``), so ``reference`` runs folders as ``translate`` does."""
 
     def __init__(self, score, dse, settings, image_size: int, device: str):
-        from ..io import max_pixels_for
+        from ..images import max_pixels_for
 
         self.score, self.dse, self.settings = score, dse, settings
         self.image_size, self.device = image_size, device
@@ -56,7 +56,7 @@ class EagerTranslator:
         return self.settings.with_overrides(**overrides)
 
     def run_tensor(self, x0, seed, callback=None, **overrides):
-        from ..network_fns import tf32_mode
+        from ..models.network_fns import tf32_mode
         from ..reference import translate
 
         step = None if callback is None else (lambda k, total, y: callback(k, total))
@@ -67,9 +67,9 @@ class EagerTranslator:
 
 
 def run_reference(args) -> int:
-    from ..folder_job import plan_job
+    from ..jobs.folders import plan_job
     from ..models import build_preset_models, load_checkpoint
-    from ..presets import get_preset
+    from ..method.presets import get_preset
 
     preset = get_preset(args.preset)
     settings = preset.settings.with_overrides(**settings_overrides(args))
@@ -85,7 +85,7 @@ def run_reference(args) -> int:
 
 def run_export(args) -> int:
     from ..export import export_preset
-    from ..presets import get_preset
+    from ..method.presets import get_preset
 
     settings = get_preset(args.preset).settings.with_overrides(**settings_overrides(args))
     formats = [f for f in args.formats if not (args.no_torch_weights and f == "torch")]

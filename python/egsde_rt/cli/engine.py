@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from ..network_fns import PRECISIONS
+from ..models.network_fns import PRECISIONS
 from ..runtime.backends import resolve_device
-from ..settings import RUNTIME_OVERRIDABLE
+from ..method.settings import RUNTIME_OVERRIDABLE
 from .flags import (add_device_kind_flag, add_runtime_flags, add_seed_flag, add_serve_flags, add_settings_flags,
                     existing_flags, existing_policy, service_config, settings_overrides)
 from .jobs import finish_job, run_with_progress
@@ -82,13 +82,13 @@ def run_build(args) -> int:
 
 
 def run_translate(args) -> int:
-    from ..folder_job import plan_job
+    from ..jobs.folders import plan_job
     from ..runtime.translator import Translator
 
     tasks, skipped = plan_job(args.inputs, args.output_dir, args.seed, existing=existing_policy(args))
     overrides = settings_overrides(args)
     if args.ray:
-        from ..distributed import ray_translate
+        from ..jobs.ray_data import ray_translate
 
         report = ray_translate(args.engine_dir, tasks, address=args.ray_address, batch_size=args.batch_size,
                                backend=args.backend, device=args.device, precision=args.precision,
@@ -102,7 +102,7 @@ def run_translate(args) -> int:
 
 
 def run_serve(args) -> int:
-    from ..serve import serve_forever
+    from ..service.deployment import serve_forever
 
     serve_forever(service_config(args, args.engine_dir), host=args.host, port=args.port, address=args.ray_address,
                   log=lambda message: print(message, file=sys.stderr))

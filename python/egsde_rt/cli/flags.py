@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError, EgsdeError
-from ..network_fns import PRECISIONS
+from ..models.network_fns import PRECISIONS
 from ..runtime.backends import backend_names, parse_device
-from ..settings import DECLARATIONS
+from ..method.settings import DECLARATIONS
 
 
 def device_arg(text: str) -> str:
@@ -91,7 +91,7 @@ def settings_overrides(args) -> dict:
 
 def add_serve_flags(parser) -> None:
     """--replicas, --max-upload-mb, ...: one flag per ``ServeConfig`` option (``serve.SERVE_OPTIONS``)."""
-    from ..serve import SERVE_OPTIONS
+    from ..service.deployment import SERVE_OPTIONS
 
     for f in SERVE_OPTIONS:
         kind = float if f.type is float else int
@@ -101,7 +101,7 @@ def add_serve_flags(parser) -> None:
 def service_config(args, engine_dir):
     """The ``ServeConfig`` of the parsed flags (``SERVE_OPTIONS`` a command does not offer keep
     their defaults)."""
-    from ..serve import SERVE_OPTIONS, ServeConfig
+    from ..service.deployment import SERVE_OPTIONS, ServeConfig
 
     return ServeConfig(str(engine_dir), backend=args.backend, device=args.device, precision=args.precision,
                        **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})

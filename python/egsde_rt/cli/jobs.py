@@ -10,7 +10,7 @@ def run_with_progress(translator, tasks, batch_size: int, overrides: dict | None
     """``folder_job.run_job`` with a progress bar counting images (failed files count as done)."""
     from tqdm import tqdm
 
-    from ..folder_job import run_job
+    from ..jobs.folders import run_job
 
     with tqdm(total=len(tasks), desc="translate", unit="image", bar_format="{l_bar}{bar}| {n:.1f}/{total} "
               "[{elapsed}<{remaining}]") as bar:

@@ -40,28 +40,28 @@ def register(sub) -> None:
 
 
 def _train_config(args):
-    from ..train import TrainConfig
+    from ..jobs.training import TrainConfig
 
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        fixed_batch=args.fixed_batch)
 
 
 def run_train_score(args) -> int:
-    from ..train import train_score
+    from ..jobs.training import train_score
 
     train_score(args.data, args.out, _train_config(args))
     return 0
 
 
 def run_train_dse(args) -> int:
-    from ..train import train_dse
+    from ..jobs.training import train_dse
 
     train_dse(args.source, args.target, args.out, _train_config(args))
     return 0
 
 
 def run_train_judge(args) -> int:
-    from ..train import train_judge
+    from ..jobs.training import train_judge
 
     train_judge(args.source, args.target, args.out, _train_config(args))
     return 0

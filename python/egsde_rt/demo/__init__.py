@@ -11,7 +11,7 @@ from .command import (DEMO_FAST, DEMO_IMAGE_SEED, DEMO_SETTINGS, GRID_SCALE, cac
                       format_eval, format_table, run_demo, run_eval)
 from .data import DOMAINS, domain_batch, paired_target
 from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet, load_judge, weights_path
-from .quality import (QUALITY_SPLITS, SplitEvaluator, judge_features, quality_metrics, reference_target_statistics,
+from .scoring import (QUALITY_SPLITS, SplitEvaluator, judge_features, quality_metrics, reference_target_statistics,
                       setting_label)
 
 __all__ = ["DEMO_DSE_CONFIG", "DEMO_FAST", "DEMO_IMAGE_SEED", "DEMO_SCORE_CONFIG", "DEMO_SETTINGS", "DOMAINS",

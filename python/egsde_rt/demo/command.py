@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..engine import EngineDirError, load_engine_dir
-from ..io import tensor_to_images
+from ..images import tensor_to_images
 from ..models import ADMUNet, DSE, load_checkpoint
-from ..noise import derive_seed
-from ..settings import EGSDESettings, check_positive_int
+from ..method.noise import derive_seed
+from ..method.settings import EGSDESettings, check_positive_int
 from ..user_cache import cache_root
 from .data import IMAGE_SIZE, domain_batch, paired_target
 from .networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, load_judge, weights_path
-from .quality import QUALITY_SPLITS, SplitEvaluator, quality_metrics, settings_row
+from .scoring import QUALITY_SPLITS, SplitEvaluator, quality_metrics, settings_row
 
 # The demo's settings, the official sampler (chosen on the tuning split: weights/TRAINING.md).
 DEMO_SETTINGS = EGSDESettings(M=100, ls=500.0, li=200.0, s1="cosine", s2="neg_l2", down_N=8)

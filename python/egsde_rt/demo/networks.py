@@ -1,5 +1,5 @@
 """The demo's networks: the architectures of the shipped score model and DSE, the independent
-realism judge, and the shipped weights (``weights/``, trained with ``egsde_rt.train``; see
+realism judge, and the shipped weights (``weights/``, trained with ``egsde_rt.jobs.training``; see
 ``weights/TRAINING.md``).
 """
 

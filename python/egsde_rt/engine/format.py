@@ -47,8 +47,8 @@ from typing import Annotated, Any
 
 from ..errors import ConfigError, EngineDirError, MissingGraphsError
 from ..models import MODEL_CLASSES
-from ..schedule import BETA_SCHEDULES, Schedule, beta_schedule
-from ..settings import EGSDESettings
+from ..method.schedule import BETA_SCHEDULES, Schedule, beta_schedule
+from ..method.settings import EGSDESettings
 from . import typed_json
 from .confinement import confined
 from .typed_json import Check, one_of

@@ -17,7 +17,7 @@ FID (official ``tool/fid.py``, a copy of pytorch-fid with a per-task transform),
   0.225))``; the Inception network's own 2x - 1 is still applied on top (the official code
   normalises twice; reproduced as is, so its numbers can be compared).
 
-``resize_shorter_side`` and ``load_image`` are those of ``egsde_rt.io``, which implement the same
+``resize_shorter_side`` and ``load_image`` are those of ``egsde_rt.images``, which implement the same
 torchvision ``Resize`` and ``convert("RGB")``.
 """
 
@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
-from ..io import load_image, resize_shorter_side
+from ..images import load_image, resize_shorter_side
 
 PathLike = Union[str, os.PathLike]
 

@@ -24,7 +24,7 @@ import torch
 from ..errors import ConfigError, ImageError
 from .fid import (frechet_distance, inception_features, kernel_inception_distance, load_statistics,
                   statistics_from_features)
-from .folders import list_images, pair_by_stem
+from .image_pairs import list_images, pair_by_stem
 from .inception import FID_FEATURE_DIM, load_fid_inception
 from .metrics import PAIR_METRICS, pair_metrics
 from .preprocessing import METRIC_SHORT_SIDE, check_fid_preprocessing, load_for_pair_metrics

@@ -40,9 +40,9 @@ from ..engine.format import (GRAPH_VARIANTS, WEIGHTS_DIR, ExportInfo, FileEntry,
 from ..engine.verification import hash_and_record
 from ..engine.weights_file import save_weights
 from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
-from ..network_fns import FP16_GRAD_SCALE
-from ..presets import get_preset
-from ..settings import EGSDESettings
+from ..models.network_fns import FP16_GRAD_SCALE
+from ..method.presets import get_preset
+from ..method.settings import EGSDESettings
 from .external_weights import WeightIndex
 from . import fx_translation
 from .gradient_graph import DSEGradient, TracedGradient, trace_dse_gradient

@@ -25,8 +25,8 @@ from ..engine import DSE_GRAD, SCORE, load_engine_dir
 from ..engine.plans import compiled_identity
 from ..engine.torch_weights import load_engine_models
 from ..errors import ConfigError, EgsdeError
-from ..network_fns import gradient_scale, in_precision, network_dtype, tf32_mode
-from ..settings import check_batch_size
+from ..models.network_fns import gradient_scale, in_precision, network_dtype, tf32_mode
+from ..method.settings import check_batch_size
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError
 from .plan_cache import build_cached_plans

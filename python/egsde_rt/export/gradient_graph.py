@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch._decomp import get_decompositions
 
 from ..errors import EgsdeError
-from ..similarity import dse_similarity
+from ..method.similarity import dse_similarity
 from .batch_tracing import trace_batched
 
 aten = torch.ops.aten

@@ -24,7 +24,7 @@ from ..engine import DSE_GRAD, SCORE, load_engine_dir
 from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
                             tensorrt_major)
 from ..errors import ConfigError, EgsdeError
-from ..settings import check_batch_size
+from ..method.settings import check_batch_size
 from .plan_cache import build_cached_plans
 
 

@@ -27,8 +27,8 @@ from ..engine.format import GRAPH_NAMES
 from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, import_tensorrt, matching_plans,
                             plans_batch_limit, stale_plans, tensorrt_identity)
 from ..errors import ConfigError, EgsdeError
-from ..network_fns import PRECISIONS, network_dtype
-from ..settings import MAX_BATCH_SIZE
+from ..models.network_fns import PRECISIONS, network_dtype
+from ..method.settings import MAX_BATCH_SIZE
 
 log = logging.getLogger("egsde_rt")
 
@@ -170,7 +170,7 @@ def _compiled_runner(choice: BackendChoice, engine: EngineDir, stream: int):
 
 def _torch_runner(choice: BackendChoice, engine: EngineDir, stream: int):
     from ..engine.torch_weights import load_engine_models
-    from ..network_fns import gradient_scale, in_precision
+    from ..models.network_fns import gradient_scale, in_precision
     from .runners import TorchRunner
 
     score, dse = (in_precision(model, choice.precision)

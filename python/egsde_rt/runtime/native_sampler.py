@@ -27,11 +27,11 @@ import torch
 
 from .. import _core
 from ..errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
-from ..lowpass import lowpass_eigen, lowpass_factors
-from ..noise import Seeds, check_noise, check_seeds
-from ..schedule import Schedule, StepCoefficients
-from ..settings import EGSDESettings
-from ..solvers import get_solver
+from ..method.lowpass import lowpass_eigen, lowpass_factors
+from ..method.noise import Seeds, check_noise, check_seeds
+from ..method.schedule import Schedule, StepCoefficients
+from ..method.settings import EGSDESettings
+from ..method.solvers import get_solver
 
 ProgressCallback = Callable[[int, int], "bool | None"]
 
@@ -169,7 +169,7 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
     device) with a runner; the unclamped result written into ``out`` (a float32 array or tensor
     of x0's shape, on the host or the sampler's device) and returned, or as a new float32 host
     array. ``seed``: one integer for every image, or one per image (the noise contract,
-    ``egsde_rt.noise``). ``callback(done, total)`` may return False to cancel
+    ``egsde_rt.method.noise``). ``callback(done, total)`` may return False to cancel
     (``SamplingCancelled`` is raised). The GIL is released while the native loop runs."""
     shape = tuple(x0.shape)
     K, R = settings.num_updates, settings.repeats

@@ -11,7 +11,7 @@ for a CUDA one), writing the outputs in place: no copies per step.
   developed).
 * ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
 * ``TorchRunner``: eager PyTorch models (the engine's weights, or any models given to
-  ``egsde_rt.native.translate``).
+  ``egsde_rt.runtime.model_loop.translate``).
 
 The PyTorch runners (compiled, torch) run inside ``network_fns.tf32_mode(precision)``, so that
 fp32 is IEEE float32 and tf32 is TF32; ONNX Runtime's CUDA provider gets ``use_tf32`` on for tf32
@@ -31,7 +31,7 @@ from .. import _core
 from ..engine import DSE_GRAD, SCORE, EngineDir
 from ..engine.plans import import_tensorrt
 from ..errors import EgsdeError, EngineDirError
-from ..network_fns import dse_gradient, score_function, tf32_mode
+from ..models.network_fns import dse_gradient, score_function, tf32_mode
 
 log = logging.getLogger("egsde_rt")
 

@@ -29,11 +29,11 @@ import torch
 
 from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
-from ..io import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
+from ..images import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
                   tensor_to_images)
-from ..noise import Seeds, check_seeds
-from ..schedule import Schedule
-from ..settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
+from ..method.noise import Seeds, check_seeds
+from ..method.schedule import Schedule
+from ..method.settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .solvers import SolverInput, StepColumns, get_solver
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class StepCoefficients(StepColumns):
     ``sqrt_abar[k] * x0 + sqrt_one_minus_abar[k] * e``. The start point uses row 0's
     ``sqrt_abar`` / ``sqrt_one_minus_abar``. ``t`` and the perturbed source's mix are the
     schedule's (the official float32 ops); the other columns are the solver's
-    (``egsde_rt.solvers``: ``ddpm``, the default, is the official update).
+    (``egsde_rt.method.solvers``: ``ddpm``, the default, is the official update).
     All arrays are float32 numpy arrays of length K (the number of updates).
     """
 

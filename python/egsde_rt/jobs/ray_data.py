@@ -31,10 +31,10 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from .errors import ConfigError, EgsdeError
-from .folder_job import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
+from ..errors import ConfigError, EgsdeError
+from .folders import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
                          written_since_planned)
-from .settings import check_batch_size, check_positive_int
+from ..method.settings import check_batch_size, check_positive_int
 
 STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
 ACTOR_RESTARTS = 3  # per actor: a lost node, or a crash (a bound: a file that kills its actor fails the job)
@@ -65,7 +65,7 @@ class TranslateFiles:
     """The Ray Data actor: one ``Translator``, called with batches of task rows."""
 
     def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict):
-        from .runtime.translator import Translator
+        from ..runtime.translator import Translator
 
         self.translator = Translator(engine_dir, backend=backend, device=device, precision=precision)
         self.overrides = overrides
@@ -125,8 +125,8 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
     ray = require_ray()
     check_batch_size(batch_size, "batch size")
     overrides = overrides or {}
-    from .engine import load_engine_dir
-    from .runtime.translator import engine_settings
+    from ..engine import load_engine_dir
+    from ..runtime.translator import engine_settings
 
     engine_settings(load_engine_dir(engine_dir), **overrides)  # checked here, before any actor starts
     report = JobReport()

@@ -1,14 +1,14 @@
 """Translation as a service on Ray Serve: ``egsde-rt serve ENGINE`` (``pip install egsde-rt[ray]``).
 
 One deployment, ``replicas`` copies, each holding one ``Translator``, with the FastAPI app of
-``serve_http`` as its ingress (``@serve.ingress``: typed query parameters, ``/openapi.json``,
+``http_app`` as its ingress (``@serve.ingress``: typed query parameters, ``/openapi.json``,
 ``/docs``, the page at ``/``). Requests that arrive together are batched by ``serve.batch`` (up
 to ``max_batch_size``, waiting at most ``batch_wait_ms`` for a batch to fill); requests of a
 batch with the same settings run as one native batch, each image with its own seed, so a
 response is what ``Translator.run`` gives for that image and seed whatever it was batched with
 (see *The noise contract* in docs/native-core.md).
 
-HTTP (on the Serve proxy, ``host``:``port``; the contract is ``serve_http``'s):
+HTTP (on the Serve proxy, ``host``:``port``; the contract is ``http_app``'s):
 
 * ``POST /translate?seed=S&M=...&ls=...`` with the bytes of an image file as the body: the
   translated image as ``image/png`` (headers ``X-Egsde-Seed`` and ``X-Egsde-Batch-Size``, the
@@ -47,16 +47,16 @@ from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from io import BytesIO
 
-from .distributed import actor_resources, init_ray, require_ray
-from .errors import ConfigError, EgsdeError, SamplingCancelled
-from .serve_proxy import guard_environment
-from .settings import MAX_BATCH_SIZE, check_positive_int
+from ..jobs.ray_data import actor_resources, init_ray, require_ray
+from ..errors import ConfigError, EgsdeError, SamplingCancelled
+from .proxy import guard_environment
+from ..method.settings import MAX_BATCH_SIZE, check_positive_int
 
 APP_NAME = "egsde-rt"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Serve's own proxy timeout, beyond the app's deadline: the app answers first (with JSON).
 PROXY_TIMEOUT_MARGIN_S = 10.0
-log = logging.getLogger("egsde_rt.serve")
+log = logging.getLogger("egsde_rt.service.deployment")
 
 
 def option(default, help: str, *, flag: bool = True, maximum: int | None = None, zero: bool = False):
@@ -86,7 +86,7 @@ class ServeConfig:
                                            "beyond; default: the engine's own run, its settings' updates x repeats)")
     decodes: int = option(2, "uploads a replica decodes at once (the rest wait, within their deadline)")
     max_pixels: int | None = option(None, "the largest image (pixels) a request may upload, checked from its header "
-                                          "before decoding (default: the engine's, see egsde_rt.io)")
+                                          "before decoding (default: the engine's, see egsde_rt.images)")
     body_timeout_s: float = option(30.0, "seconds an upload may take to arrive (408 beyond)")
     request_timeout_s: float = option(120.0, "seconds a request may take in the replica, decoding, queueing and "
                                              "translation included (503 beyond; the translation of its group is "
@@ -120,13 +120,13 @@ def png_bytes(image) -> bytes:
 
 
 def _http():
-    """``serve_http`` (FastAPI, from the ``[ray]`` extra), or an ``EgsdeError`` naming the extra."""
+    """``http_app`` (FastAPI, from the ``[ray]`` extra), or an ``EgsdeError`` naming the extra."""
     try:
-        from . import serve_http
+        from . import http_app
     except ImportError as err:
         raise EgsdeError(f"egsde-rt serve needs FastAPI ({err.name} is missing): pip install 'egsde-rt[ray]'") \
             from None
-    return serve_http
+    return http_app
 
 
 def _service_class(serve, config: ServeConfig):
@@ -137,7 +137,7 @@ def _service_class(serve, config: ServeConfig):
     from fastapi import Query, Request
     from fastapi.responses import PlainTextResponse, Response
 
-    from .runtime.translator import Translator
+    from ..runtime.translator import Translator
 
     http = _http()
     app = http.create_app(config.allowed_hosts)
@@ -255,7 +255,7 @@ def translate_before(translator, x0, seeds, overrides: dict, deadline: float, re
     passes (``SamplingCancelled``, saying so)."""
     import torch
 
-    from .io import tensor_to_images
+    from ..images import tensor_to_images
 
     def in_time(done, total):
         return time.monotonic() < deadline
@@ -307,7 +307,7 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     if not config.allowed_hosts and host in LOOPBACK_HOSTS:
         config = replace(config, allowed_hosts=LOOPBACK_HOSTS)
     config.check()
-    from .engine import load_engine_dir
+    from ..engine import load_engine_dir
 
     load_engine_dir(config.engine_dir)  # a bad engine fails here, before Ray starts, not in a replica
     _http()  # and so does a missing FastAPI

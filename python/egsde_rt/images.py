@@ -46,7 +46,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ConfigError, ImageError
-from .settings import check_positive_int
+from .method.settings import check_positive_int
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 

@@ -1,5 +1,5 @@
 """The GPU protocol: everything a GPU lease must tell us, in one command planned to end within 8
-minutes, in tiers ordered by what we most need to know (``bash bench/gpu_protocol.sh``).
+minutes, in tiers ordered by what we most need to know (``bash scripts/gpu_protocol.sh``).
 
 A lease is 15 minutes of device time (the machine's start included) and brings back at most 8
 files from ``$OUT``; a command stopped at its limit returns what is under ``$OUT`` then. So:
@@ -485,7 +485,7 @@ def main(argv: list | None = None) -> int:
     budget = planned_budget(tiers)
     p.record.update({
         "protocol": "egsde-rt GPU protocol", "dry_run": args.dry_run, "device": p.device, "started": _now(),
-        "command": " ".join(["bash bench/gpu_protocol.sh", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["bash scripts/gpu_protocol.sh", *(argv if argv is not None else sys.argv[1:])]),
         "machine": _machine(args.dry_run), "reference_dir": str(reference),
         "archive": ARCHIVE, "planned_budget_s": budget, "budget_limit_s": BUDGET_LIMIT_S,
         "tier_limits_s": dict(TIER_LIMITS_S), "headline": None,

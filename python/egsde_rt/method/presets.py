@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .settings import EGSDESettings
 
 ADM_AFHQ_DOG_256 = dict(  # afhq_dog_4m.pt

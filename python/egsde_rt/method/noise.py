@@ -43,7 +43,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57

@@ -7,7 +7,7 @@ dot>.jpg``. On folders where every translated ``NAME.png`` has a ``NAME.jpg`` so
 egsde-rt pairs once, by stem, for every metric: one folder level, extensions of any case, a
 translated image without a source is an error rather than a silent mismatch, and source images that
 were not translated are allowed (counted, not used) so a subset of a validation folder can be
-evaluated. The listing is not recursive, unlike ``egsde_rt.io.list_images``, because FID reads one
+evaluated. The listing is not recursive, unlike ``egsde_rt.images.list_images``, because FID reads one
 folder level.
 """
 

@@ -27,12 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .demo.data import domain_batch
-from .errors import ConfigError
-from .io import images_to_batch, list_images
-from .demo.networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
-from .models import ADMUNet, DSE
-from .schedule import Schedule
+from ..demo.data import domain_batch
+from ..errors import ConfigError
+from ..images import images_to_batch, list_images
+from ..demo.networks import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG, JudgeNet
+from ..models import ADMUNet, DSE
+from ..method.schedule import Schedule
 
 class ImageData:
     """Training images of one domain: procedural (``procedural:source``) or a folder."""

@@ -9,14 +9,14 @@
   declaration's own text parser (``M=1.0`` and ``ilvr=t`` are refused here as on the command
   line) and bounded by its declared maximum.
 * ``GET /healthz``, ``GET /stats``; ``GET /``: the page to try it in a browser
-  (``serve_page.html``: no build step, nothing fetched from outside); ``GET /openapi.json`` and
+  (``page.html``: no build step, nothing fetched from outside); ``GET /openapi.json`` and
   ``GET /docs`` (Swagger UI, its files served by the fastapi-offline package, not from a CDN).
 
 Every answer but an image is JSON ``{"error": MESSAGE}``. What a request may cost is bounded
 before any work: its declared ``Content-Length`` and then the body as it streams in (a running
 total, so a chunked body cannot bypass the limit: 413), the time the body may take to arrive
 (408), its network evaluations (``check_work``: 400), the image's pixels (checked from its
-header by ``egsde_rt.io``: 400). A body that is not an image type is refused (415: a web page
+header by ``egsde_rt.images``: 400). A body that is not an image type is refused (415: a web page
 cannot make a browser send a cross-origin simple request here), and so is a ``Host`` other
 than the allowed ones (400: a service bound to loopback is not readable by DNS rebinding).
 Outcomes of a translation (``translation_response``): the image (200), a result that is not an
@@ -40,18 +40,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ._version import __version__
-from .errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
-from .io import image_to_tensor
-from .noise import check_seed
-from .serve_proxy import refused_host, upload_too_large, upload_too_slow
-from .settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
+from .._version import __version__
+from ..errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
+from ..images import image_to_tensor
+from ..method.noise import check_seed
+from .proxy import refused_host, upload_too_large, upload_too_slow
+from ..method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 
 SEED_HELP = "the noise seed: a translation depends only on the image and its seed (an integer in [0, 2^64))"
 ROUTES = "POST /translate, GET /healthz, GET /stats, GET / (the page), GET /docs, GET /openapi.json"
 # What /translate takes as its body's Content-Type (parameters such as "; charset" aside).
 BODY_TYPES = "image/* or application/octet-stream"
-log = logging.getLogger("egsde_rt.serve")
+log = logging.getLogger("egsde_rt.service.deployment")
 
 
 class UploadTooLarge(ImageError):
@@ -161,7 +161,7 @@ async def read_body(request: Request, max_upload_mb: float, deadline: float) -> 
 
 
 def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None):
-    """The upload as x0 [3, S, S] (cropped and resized before it becomes RGB: ``egsde_rt.io``), or
+    """The upload as x0 [3, S, S] (cropped and resized before it becomes RGB: ``egsde_rt.images``), or
     an ``EgsdeError`` naming what is wrong (its format, size, pixels)."""
     return image_to_tensor(body, image_size, max_pixels=max_pixels)
 
@@ -287,7 +287,7 @@ def create_app(allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
         return error_response(message.get(err.status_code, str(err.detail)), err.status_code,
                               getattr(err, "headers", None))
 
-    page = files(__package__).joinpath("serve_page.html").read_text(encoding="utf-8")
+    page = files(__package__).joinpath("page.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, summary="A page to try the service in a browser")
     async def index():

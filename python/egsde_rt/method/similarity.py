@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SIMILARITY_KINDS = ("cosine", "neg_l2")
 COSINE_EPS = 1e-10

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .lowpass import LOWPASS_FORMS
 from .schedule import SPACINGS
 from .similarity import SIMILARITY_KINDS

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import ConfigError
-from .similarity import dse_similarity
+from ..errors import ConfigError
+from ..method.similarity import dse_similarity
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 FP16_GRAD_SCALE = 2.0**12

@@ -17,7 +17,7 @@ import torch
 
 from ..evaluation.fid import frechet_distance, statistics_from_features
 from ..evaluation.metrics import psnr, ssim
-from ..noise import derive_seed
+from ..method.noise import derive_seed
 from .data import domain_batch, paired_target
 from .networks import JudgeNet, load_judge
 

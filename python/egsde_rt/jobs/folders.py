@@ -1,5 +1,5 @@
 """Folder jobs: many image files through one ``Translator``, as ``egsde-rt translate`` runs them
-(in one process, or spread over Ray actors by ``egsde_rt.distributed``).
+(in one process, or spread over Ray actors by ``egsde_rt.jobs.ray_data``).
 
 A job is a list of ``FileTask``: each input file with its path relative to the folder it was
 found in (a file named directly: its name), its output (``OUTPUT_DIR/<relative>.png``, the
@@ -32,10 +32,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .errors import ConfigError, EgsdeError, ImageError
-from .io import IMAGE_EXTENSIONS, image_to_tensor, list_images, tensor_to_images
-from .noise import check_seed, derive_seed
-from .settings import check_batch_size
+from ..errors import ConfigError, EgsdeError, ImageError
+from ..images import IMAGE_EXTENSIONS, image_to_tensor, list_images, tensor_to_images
+from ..method.noise import check_seed, derive_seed
+from ..method.settings import check_batch_size
 
 EXISTING_POLICIES = ("error", "skip", "overwrite")
 

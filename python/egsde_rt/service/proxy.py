@@ -1,11 +1,11 @@
 """The guard Serve's HTTP proxy runs in front of the service: a Starlette middleware installed with
-Ray's own hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=egsde_rt.serve_proxy:middlewares``).
+Ray's own hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=egsde_rt.service.proxy:middlewares``).
 
 Serve's proxy reads a request's body ahead of any replica (while the request waits for one, too)
 into an unbounded buffer, answers its own routes (``/-/routes``, ``/-/healthz``) without the
 app, and lets a client header turn its request timeout off (``x-request-timeout-seconds: 0``) or
 its handling of a client that went away (``x-request-disconnect-disabled``). So the app's bounds
-(``serve_http``) alone do not bound what one request costs the proxy. In the proxy, before
+(``http_app``) alone do not bound what one request costs the proxy. In the proxy, before
 anything is forwarded, the guard
 
 * answers a ``Host`` that is not allowed with 400 and a declared ``Content-Length`` over the
@@ -30,7 +30,7 @@ import time
 
 GUARD_ENV = "EGSDE_RT_PROXY_GUARD"
 HOOK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-HOOK = "egsde_rt.serve_proxy:middlewares"
+HOOK = "egsde_rt.service.proxy:middlewares"
 # Client headers that would turn Serve's proxy timeout or disconnect handling off.
 DROPPED_HEADERS = (b"x-request-timeout-seconds", b"x-request-disconnect-disabled")
 
@@ -64,7 +64,7 @@ def host_name(host: str) -> str | None:
 def refused_host(headers, allowed) -> str | None:
     """Why a request with these ASGI ``headers`` is not answered, when ``allowed`` (lower-case
     host names; empty: any) does not name its ``Host``; else None. The one Host rule, of the
-    guard and of the app (``serve_http``: where Serve's proxy runs no guard)."""
+    guard and of the app (``http_app``: where Serve's proxy runs no guard)."""
     if not allowed:
         return None
     host = dict(headers).get(b"host", b"").decode("latin-1")

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .similarity import COSINE_EPS, check_kind, lowpass_energy
 
 

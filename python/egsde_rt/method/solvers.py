@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from .schedule import Schedule

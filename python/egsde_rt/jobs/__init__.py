@@ -1,0 +1,1 @@
+"""Jobs over many images: folders (locally and on Ray Data) and training."""
