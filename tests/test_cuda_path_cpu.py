@@ -148,7 +148,7 @@ def test_the_bench_times_the_translators_path_and_takes_phases_from_separate_run
 
 def test_the_reference_command_runs_the_oracle_in_ieee_float32(monkeypatch, flags_set_to):
     import egsde_rt.reference
-    from egsde_rt.cli import _EagerTranslator
+    from egsde_rt.reference import EagerTranslator as _EagerTranslator
 
     seen = []
     monkeypatch.setattr(egsde_rt.reference, "translate", lambda x0, *a, **k: (seen.append(_flags()), x0)[1])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.method.noise import (InjectedNoise, PhiloxNoise, check_seeds, derive_seed, philox4x32_10, philox_normal,
+from egsde_rt.method.noise import (InjectedNoise, PhiloxNoise, derive_seed, seed_array, philox4x32_10, philox_normal,
                             philox_uint32)
 
 # Random123's published known-answer vectors for Philox4x32-10: counter, key, output.
@@ -93,12 +93,14 @@ def test_image_noise_depends_only_on_its_seed():
 
 
 def test_seed_lists_are_checked():
-    assert check_seeds(3, 2) == [3, 3]
-    assert check_seeds(np.array([1, 2], dtype=np.uint64), 2) == [1, 2]
+    assert seed_array(3, 2).tolist() == [3, 3] and seed_array(3, 2).dtype == np.uint64
+    given = np.array([1, 2], dtype=np.uint64)
+    assert seed_array(given, 2) is given  # checked by its type: passed through
+    assert seed_array([1, 2], 2).tolist() == [1, 2]
     for bad, match in (([1], "one integer per image"), ([1, "a"], "integer"), ([1, -1], r"\[0, 2\^64\)"),
                        (np.zeros((2, 1), dtype=np.int64), "shape"), ([1.0, 2.0], "integer"), (True, "integer")):
         with pytest.raises(ConfigError, match=match):
-            check_seeds(bad, 2)
+            seed_array(bad, 2)
 
 
 def test_derived_seeds_depend_on_the_seed_and_the_relative_path_only():
@@ -160,5 +162,23 @@ def test_noise_sources():
 
 
 def test_a_numpy_scalar_is_one_seed():
-    assert check_seeds(np.uint64(5), 2) == [5, 5] and check_seeds(np.array(5), 2) == [5, 5]
+    assert seed_array(np.uint64(5), 2).tolist() == [5, 5] and seed_array(np.array(5), 2).tolist() == [5, 5]
     assert PhiloxNoise(np.array(7)).seed == 7
+
+
+def test_seeds_are_checked_once_at_the_entry_and_passed_inward_as_uint64(monkeypatch):
+    """The oracle's noise source checks its seeds when it is made; its draws (every update's) and
+    the Philox functions given a uint64 array check nothing again."""
+    from egsde_rt.method import noise
+
+    checked = []
+    real = noise.check_seed
+    monkeypatch.setattr(noise, "check_seed", lambda s: checked.append(s) or real(s))
+    source = noise.PhiloxNoise([4, 5])
+    assert checked == [4, 5]
+    for draw in range(20):
+        source.draw(0, draw, (2, 3, 4, 4))
+    noise.philox_normal(np.array([4, 5], dtype=np.uint64), 0, 1, (2, 3, 4, 4))
+    assert checked == [4, 5]
+    noise.philox_normal([4, 5], 0, 1, (2, 3, 4, 4))  # a public call with a list: checked there
+    assert checked == [4, 5, 4, 5]

@@ -306,13 +306,27 @@ def test_a_precision_a_backend_does_not_run_is_refused_with_the_ones_that_do(tin
 
 
 def test_devices_are_cpu_cuda_or_cuda_n():
-    assert backends.parse_device("cuda:1") == ("cuda", 1)
-    assert backends.parse_device("cuda") == ("cuda", None)
-    assert backends.parse_device("cpu") == ("cpu", None)
-    for bad in ("gpu", "cuda:x", "cpu:0", "cuda:-1"):
+    from egsde_rt.runtime.devices import Device, resolve
+
+    assert Device.parse("cuda:1") == Device("cuda", 1) and str(Device.parse("cuda:1")) == "cuda:1"
+    assert Device.parse("cuda") == Device("cuda") and Device.parse("cpu") == Device("cpu")
+    assert Device.parse(torch.device("cuda", 3)) == Device("cuda", 3)
+    device = Device.parse("auto")
+    assert Device.parse(device) is device  # parsed once: a Device passes through
+    for bad in ("gpu", "cuda:x", "cpu:0", "cuda:-1", ""):
         with pytest.raises(ConfigError, match="cuda:N"):
-            backends.parse_device(bad)
+            Device.parse(bad)
+    assert resolve("cpu") == Device("cpu") and resolve("cpu").resolved
     assert backends.BackendChoice("torch", "cuda", "", index=2).torch_device == "cuda:2"
+
+
+def test_a_resolved_device_is_not_checked_again(monkeypatch):
+    from egsde_rt.runtime import devices
+
+    cpu = devices.resolve("cpu")
+    calls = []
+    monkeypatch.setattr(devices, "cuda_usable", lambda: calls.append(1) or (False, "stand-in"))
+    assert devices.resolve(cpu) is cpu and devices.resolve("auto") == cpu and calls == [1]
 
 
 def test_the_runners_are_made_for_the_chosen_cuda_device(tiny_engine, monkeypatch):

@@ -19,11 +19,11 @@ from typing import Callable
 
 import torch
 
-from .images import check_source
+from .images import check_source, max_pixels_for
 from .method.lowpass import LowPassFilter
-from .method.noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, check_seeds
+from .method.noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, seed_array
 from .method.schedule import Schedule, StepCoefficients, run_input
-from .models.network_fns import dse_gradient, input_gradient, score_function
+from .models.network_fns import dse_gradient, input_gradient, score_function, tf32_mode
 from .method.settings import EGSDESettings
 from .method.similarity import lowpass_energy
 
@@ -152,7 +152,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
         if settings.perturb == "fresh":
             source.check(STREAM_PERTURB, R * K, shape)
     else:
-        source = PhiloxNoise(check_seeds(seed, shape[0]))
+        source = PhiloxNoise(seed_array(seed, shape[0]))
     eps_fn = score_function(score_model, settings.score_kind, class_label)
     lowpass = LowPassFilter(shape[2], shape[3], settings.down_N, device=device)
     timer = timer or Untimed()
@@ -217,3 +217,24 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
             if callback is not None:
                 callback(r * K + k, R * K, y)
     return y.detach()
+
+
+class EagerTranslator:
+    """The eager reference sampler behind what a folder job calls of a ``Translator``
+    (``image_size``, ``max_pixels``, ``settings_with``, ``run_tensor``), so that ``egsde-rt
+    reference`` runs folders as ``translate`` does, in IEEE float32 on a GPU too."""
+
+    def __init__(self, score, dse, settings: EGSDESettings, image_size: int, device):
+        self.score, self.dse, self.settings = score, dse, settings
+        self.image_size, self.device = image_size, device
+        self.max_pixels = max_pixels_for(image_size)
+
+    def settings_with(self, **overrides):
+        return self.settings.with_overrides(**overrides)
+
+    def run_tensor(self, x0, seed, callback=None, **overrides):
+        step = None if callback is None else (lambda k, total, y: callback(k, total))
+        with tf32_mode("fp32"):  # the oracle in IEEE float32 on a GPU too (cuDNN's default is TF32)
+            y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
+                          callback=step)
+        return y.cpu().numpy()

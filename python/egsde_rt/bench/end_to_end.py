@@ -149,7 +149,7 @@ class _Runner:
     def __init__(self, backend: str, engine: EngineDir, device: str, precision: str, settings):
         self.backend, self.device, self.precision, self.settings = backend, device, precision, settings
         if backend == EAGER:
-            self.schedule = engine.manifest.schedule.create()
+            self.schedule = engine.schedule()
             self.score, self.dse = (in_precision(m, precision) for m in load_engine_models(engine, device))
         else:
             self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)

@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..method.lowpass import LowPassFilter, lowpass_factors
 from ..models.network_fns import input_gradient
 from ..method.similarity import lowpass_energy
-from .machine import command_line, device_description, now, versions
+from .machine import record_envelope
 
 K = _core.kernels
 
@@ -146,10 +146,9 @@ def main_bench(*, batch, size, down_N, device, iters, json_path: str | None) -> 
     print(format_table(results, device))
     if json_path:
         record = {
-            "date": now(), "command": command_line(),
+            **record_envelope(device),
             "shape": {"batch": batch, "channels": 3, "size": size, "down_N": down_N},
-            "iters": iters, "device": device_description(device), "versions": versions(),
-            "results": [asdict(r) for r in results],
+            "iters": iters, "results": [asdict(r) for r in results],
         }
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(record, indent=2) + "\n")

@@ -47,6 +47,12 @@ def command_line() -> str:
     return " ".join(["egsde-rt", *sys.argv[1:]]) if Path(sys.argv[0]).name == "egsde-rt" else " ".join(sys.argv)
 
 
+def record_envelope(device: str) -> dict:
+    """What every bench record says of where, with what and when it was measured: ``device``
+    (``device_description``), ``versions``, ``command`` and ``date`` (the one place they are written)."""
+    return {"device": device_description(device), "versions": versions(), "command": command_line(), "date": now()}
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

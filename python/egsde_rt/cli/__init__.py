@@ -15,11 +15,10 @@ import sys
 from .. import __version__
 from ..errors import EgsdeError
 from . import bench, checkpoints, demo, engine, evaluate, train
-from .checkpoints import EagerTranslator as _EagerTranslator
 from .flags import SETTINGS_FLAGS, add_serve_flags, add_settings_flags, existing_flags, settings_overrides
 
 __all__ = ["main", "build_parser", "settings_overrides", "add_settings_flags", "SETTINGS_FLAGS", "add_serve_flags",
-           "existing_flags", "_EagerTranslator"]
+           "existing_flags"]
 
 
 def _cmd_presets(args) -> int:

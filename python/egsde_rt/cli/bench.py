@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..runtime.backends import backend_names, resolve_device
+from ..runtime.backends import backend_names
+from ..runtime.devices import resolve
 from ..method.settings import DECLARATIONS
 from . import bench_serve
 from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag
@@ -80,7 +81,7 @@ def run(args) -> int:
         return _run_quality(args)
     if args.export:
         return _run_export(args)
-    device = resolve_device(args.device)
+    device = resolve(args.device).kind
     if args.kernels:
         from ..bench.kernels import main_bench
 
@@ -88,7 +89,7 @@ def run(args) -> int:
                           iters=args.iters, json_path=args.json)
     from ..bench.end_to_end import BenchConfig, run_benchmark
     from ..bench.engines import preset_engine
-    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.machine import record_envelope
     from ..bench.report import add_speedups, format_table, plot, write_json
 
     if args.engine:
@@ -103,13 +104,13 @@ def run(args) -> int:
 
     def record_of(runs: list, complete: bool) -> dict:
         add_speedups(runs)
-        return {"device": device_description(device), "versions": versions(),
+        return {**record_envelope(device),
                 "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
                            "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
                            "warmup": args.warmup, "phase_runs": args.phase_runs,
                            "backends": list(dict.fromkeys(r["backend"] for r in runs)),
                            "precision": args.precision, "device": device, "seed": args.seed},
-                "command": command_line(), "date": now(), "complete": complete, "runs": runs}
+                "complete": complete, "runs": runs}
 
     # the record is written after every run (complete: false until the last), so a run stopped
     # at a time limit keeps what it measured
@@ -119,7 +120,7 @@ def run(args) -> int:
 
 
 def _run_quality(args) -> int:
-    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.machine import record_envelope
     from ..bench.quality import QualityConfig, format_quality, plot_quality, run_quality
 
     given = {"solvers": args.solvers, "updates": args.updates, "ls": args.ls, "li": args.li_sweep,
@@ -130,8 +131,7 @@ def _run_quality(args) -> int:
     config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
                            **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None})
     record = run_quality(config, log=_log)
-    record.update(device=device_description(record["config"]["device"]), versions=versions(), command=command_line(),
-                  date=now())
+    record.update(record_envelope(record["config"]["device"]))
     return _print_bench(record, args, format_quality, plot_quality)
 
 
@@ -149,11 +149,11 @@ def _print_bench(record: dict, args, table, plotter) -> int:
 
 def _run_export(args) -> int:
     from ..bench.export_cost import format_export, preset_spec, run_export_bench
-    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.machine import record_envelope
 
     spec = preset_spec(args.preset or "demo", args.checkpoint_format, args.seed, log=_log)
     record = run_export_bench(spec, formats=args.export_formats, work_dir=args.engine_cache, log=_log)
-    record.update(device=device_description("cpu"), versions=versions(), command=command_line(), date=now())
+    record.update(record_envelope("cpu"))
     print(format_export(record))
     if args.json:
         from ..bench.report import write_json

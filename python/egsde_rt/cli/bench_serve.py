@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..runtime.backends import resolve_device
+from ..runtime.devices import resolve
 from .flags import add_serve_flags, service_config
 
 
@@ -29,7 +29,7 @@ def add_flags(parser) -> None:
 
 def run(args, engine: Path, log) -> int:
     """Serve ``engine`` on loopback and load it (one run per --batchings), or send it hostile requests."""
-    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.machine import record_envelope
     from ..bench.report import write_json
     from ..bench.serve_load import LoadConfig, format_load_table, load_test
     from ..engine import load_engine_dir
@@ -56,11 +56,11 @@ def run(args, engine: Path, log) -> int:
     load = LoadConfig(clients=args.clients, requests=args.requests, port=args.port,
                       batchings=tuple(batching(b) for b in args.batchings), query=args.query or "")
     runs = load_test(service, load, image_size=load_engine_dir(engine).image_size, log=log)
-    record = {"device": device_description(resolve_device(args.device)), "versions": versions(),
+    record = {**record_envelope(resolve(args.device).kind),
               "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
                          "clients": load.clients, "requests_per_client": load.requests, "query": load.query,
                          "precision": args.precision},
-              "command": command_line(), "date": now(), "serve_runs": runs}
+              "serve_runs": runs}
     print(format_load_table(runs))
     if args.json:
         print(f"wrote {write_json(record, args.json)}")
@@ -68,20 +68,20 @@ def run(args, engine: Path, log) -> int:
 
 
 def _run_hostile(args, service, log) -> int:
-    from ..bench.machine import command_line, device_description, now, versions
+    from ..bench.machine import record_envelope
     from ..bench.report import write_json
     from ..bench.serve_hostile import format_hostile_table, run_hostile
 
     result = run_hostile(service, port=args.port, clients=args.clients, requests=args.requests,
                          query=args.query or "M=2", log=log)
-    record = {"device": device_description(resolve_device(args.device)), "versions": versions(),
+    record = {**record_envelope(resolve(args.device).kind),
               "config": {"engine": service.engine_dir, "engine_name": args.engine or args.preset or "demo",
                          "query": args.query or "M=2", "precision": args.precision,
                          "service": {f: getattr(service, f) for f in ("max_batch_size", "batch_wait_ms",
                                                                         "max_queued_requests", "max_upload_mb",
                                                                         "max_updates", "body_timeout_s",
                                                                         "request_timeout_s")}},
-              "command": command_line(), "date": now(), "hostile": result}
+              "hostile": result}
     print(format_hostile_table(result))
     if args.json:
         print(f"wrote {write_json(record, args.json)}")

@@ -41,31 +41,6 @@ def register(sub) -> None:
     p.set_defaults(func=run_export)
 
 
-class EagerTranslator:
-    """The eager reference sampler behind what a folder job calls (``image_size``, ``max_pixels``,
-    ``settings_with``, ``run_tensor``), so ``reference`` runs folders as ``translate`` does."""
-
-    def __init__(self, score, dse, settings, image_size: int, device: str):
-        from ..images import max_pixels_for
-
-        self.score, self.dse, self.settings = score, dse, settings
-        self.image_size, self.device = image_size, device
-        self.max_pixels = max_pixels_for(image_size)
-
-    def settings_with(self, **overrides):
-        return self.settings.with_overrides(**overrides)
-
-    def run_tensor(self, x0, seed, callback=None, **overrides):
-        from ..models.network_fns import tf32_mode
-        from ..reference import translate
-
-        step = None if callback is None else (lambda k, total, y: callback(k, total))
-        with tf32_mode("fp32"):  # the oracle in IEEE float32 on a GPU too (cuDNN's default is TF32)
-            y = translate(x0.to(self.device), self.score, self.dse, self.settings_with(**overrides), seed=seed,
-                          callback=step)
-        return y.cpu().numpy()
-
-
 def run_reference(args) -> int:
     from ..jobs.folders import plan_job
     from ..models import build_preset_models, load_checkpoint
@@ -77,8 +52,10 @@ def run_reference(args) -> int:
     score, dse = build_preset_models(preset)
     load_checkpoint(score, args.score_ckpt)
     load_checkpoint(dse, args.dse_ckpt)
-    eager = EagerTranslator(score.to(args.device).eval(), dse.to(args.device).eval(), settings, preset.image_size,
-                            args.device)
+    device = args.device.torch
+    from ..reference import EagerTranslator
+
+    eager = EagerTranslator(score.to(device).eval(), dse.to(device).eval(), settings, preset.image_size, device)
     # One file at a time; the files' seeds are those of `translate`, so the outputs are comparable.
     return finish_job(run_with_progress(eager, tasks, batch_size=1), tasks, skipped)
 

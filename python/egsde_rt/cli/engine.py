@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..models.network_fns import PRECISIONS
-from ..runtime.backends import resolve_device
+from ..runtime.devices import resolve
 from ..method.settings import RUNTIME_OVERRIDABLE
 from .flags import (add_device_kind_flag, add_runtime_flags, add_seed_flag, add_serve_flags, add_settings_flags,
                     existing_flags, existing_policy, service_config, settings_overrides)
@@ -76,7 +76,7 @@ def run_build(args) -> int:
         return 0
     from ..export.compiled_plans import build_compiled_plans
 
-    build_compiled_plans(args.engine_dir, device=resolve_device(args.device), precision=args.precision or "fp32",
+    build_compiled_plans(args.engine_dir, device=resolve(args.device).kind, precision=args.precision or "fp32",
                          max_batch=args.max_batch)
     return 0
 

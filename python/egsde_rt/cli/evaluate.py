@@ -41,13 +41,13 @@ def run(args) -> int:
         if not args.target:
             raise EgsdeError("--save-target-stats needs --target DIR (the folder whose statistics to save)")
         mu, sigma = folder_statistics(args.target, inception_weights=args.inception_weights,
-                                      batch_size=args.batch_size, device=args.device,
+                                      batch_size=args.batch_size, device=args.device.torch,
                                       fid_preprocessing=args.fid_preprocessing, log=log)
         save_statistics(args.save_target_stats, mu, sigma)
         log(f"wrote {args.save_target_stats}")
     result = evaluate_folders(args.translated, args.source, target=args.target, target_stats=args.target_stats,
                               inception_weights=args.inception_weights, batch_size=args.batch_size,
-                              device=args.device, fid_preprocessing=args.fid_preprocessing,
+                              device=args.device.torch, fid_preprocessing=args.fid_preprocessing,
                               kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, log=log)
     print(format_table(result))
     if args.json:

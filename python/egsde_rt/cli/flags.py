@@ -8,17 +8,26 @@ import argparse
 
 from ..errors import ConfigError, EgsdeError
 from ..models.network_fns import PRECISIONS
-from ..runtime.backends import backend_names, parse_device
+from ..runtime.backends import backend_names
+from ..runtime.devices import Device
 from ..method.settings import DECLARATIONS
 
 
-def device_arg(text: str) -> str:
-    """A --device value: auto, cpu, cuda or cuda:N."""
+def device_arg(text: str) -> Device:
+    """The argparse type of every --device: auto, cpu, cuda or cuda:N, parsed once into a ``Device``."""
     try:
-        parse_device(text)
+        return Device.parse(text)
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
-    return text
+
+
+def device_kind_arg(text: str) -> Device:
+    """A --device that names a kind only (auto, cpu or cuda): where plans are built or a benchmark runs."""
+    device = device_arg(text)
+    if device.index is not None:
+        raise argparse.ArgumentTypeError(f"this --device takes auto, cpu or cuda (the current CUDA device), "
+                                         f"got {text!r}")
+    return device
 
 
 def add_seed_flag(parser) -> None:
@@ -39,18 +48,19 @@ def add_precision_flag(parser) -> None:
 def add_runtime_flags(parser) -> None:
     """--backend, --device (auto, cpu, cuda or cuda:N) and --precision: what a Translator runs on."""
     add_backend_flag(parser)
-    parser.add_argument("--device", default="auto", type=device_arg, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=Device("auto"), type=device_arg, help="auto, cpu, cuda or cuda:N")
     add_precision_flag(parser)
 
 
 def add_device_kind_flag(parser, help: str | None = None) -> None:
     """--device auto, cpu or cuda (no index): where compiled plans or a benchmark run."""
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=help)
+    parser.add_argument("--device", type=device_kind_arg, default=Device("auto"), help=help or "auto, cpu or cuda")
 
 
 def add_torch_device_flag(parser) -> None:
-    """--device of the eager PyTorch code (the reference sampler, the metrics): a torch device, default cpu."""
-    parser.add_argument("--device", default="cpu")
+    """--device of the eager PyTorch code (the reference sampler, the metrics): cpu (the default),
+    cuda or cuda:N."""
+    parser.add_argument("--device", type=device_arg, default=Device("cpu"), help="cpu, cuda or cuda:N")
 
 
 def existing_flags(p) -> None:
@@ -103,5 +113,5 @@ def service_config(args, engine_dir):
     their defaults)."""
     from ..service.deployment import SERVE_OPTIONS, ServeConfig
 
-    return ServeConfig(str(engine_dir), backend=args.backend, device=args.device, precision=args.precision,
+    return ServeConfig(str(engine_dir), backend=args.backend, device=str(args.device), precision=args.precision,
                        **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})

@@ -296,6 +296,11 @@ class EngineDir:
     def image_size(self) -> int:
         return self.manifest.image_size
 
+    def schedule(self) -> Schedule:
+        """The diffusion schedule the engine's networks were trained with, from its manifest: the
+        one place an engine's schedule is built (the Translator's, the benchmark's eager reference)."""
+        return self.manifest.schedule.create()
+
 
 def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_hashes: bool = True) -> EngineDir:
     """Read and check an engine directory (see the module docstring); ``verify``: one of

@@ -42,6 +42,7 @@ from ..engine.weights_file import save_weights
 from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
 from ..models.network_fns import FP16_GRAD_SCALE
 from ..method.presets import get_preset
+from ..method.schedule import DEFAULT_SCHEDULE
 from ..method.settings import EGSDESettings
 from .external_weights import WeightIndex
 from . import fx_translation
@@ -56,7 +57,6 @@ DEFAULT_OPSET = 18
 # The DSE gradient is traced with the similarity scaled by this power of two (and the gradient scaled
 # back): exact in float32, and what keeps the fp16 variant's gradient from underflowing (network_fns).
 GRADIENT_SCALE = FP16_GRAD_SCALE
-LINEAR_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
 
 
 def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *, image_size: int,
@@ -73,7 +73,7 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     (before the ONNX Runtime checks: a lower peak), leaving the networks unusable: for callers
     that own them (``export_preset``). ``on_stage``: see ``progress``."""
     formats = check_formats(formats)
-    schedule = ScheduleSpec(**(schedule or LINEAR_SCHEDULE))
+    schedule = ScheduleSpec(**(schedule or DEFAULT_SCHEDULE))
     schedule.check()
     settings.check_fits(image_size, schedule.num_timesteps)
     if opset < 18:

@@ -35,6 +35,7 @@ from ..errors import ConfigError, EgsdeError
 from .folders import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
                          written_since_planned)
 from ..method.settings import check_batch_size, check_positive_int
+from ..runtime.devices import Device
 
 STATUS_WRITTEN, STATUS_SKIPPED, STATUS_FAILED = "written", "skipped", "failed"
 ACTOR_RESTARTS = 3  # per actor: a lost node, or a crash (a bound: a file that kills its actor fails the job)
@@ -102,11 +103,11 @@ def init_ray(ray, address: str | None, ray_init_args: dict | None = None) -> Non
     ray.init(**init)
 
 
-def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: str) -> tuple[int, dict]:
+def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: Device) -> tuple[int, dict]:
     """(actors, resources per actor): one GPU each where the cluster has GPUs (device auto or
     cuda), else ``cpus_per_actor`` CPU slots each; by default one actor per GPU, or one."""
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if device in ("auto", "cuda") else 0
-    if device == "cuda" and gpus == 0:
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if device.kind in ("auto", "cuda") else 0
+    if device.kind == "cuda" and gpus == 0:
         raise ConfigError("--device cuda, but the Ray cluster has no GPU")
     if actors is not None:
         check_positive_int(actors, "the number of Ray actors")
@@ -118,7 +119,7 @@ def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: str)
 
 
 def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, address: str | None = None,
-                  batch_size: int = 1, backend: str = "auto", device: str = "auto", precision: str = "fp32",
+                  batch_size: int = 1, backend: str = "auto", device: Device | str = "auto", precision: str = "fp32",
                   overrides: dict | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
                   progress: bool = True, ray_init_args: dict | None = None) -> JobReport:
     """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process."""
@@ -136,14 +137,14 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
     if started:
         init_ray(ray, address, ray_init_args)
     try:
-        count, resources = actor_resources(ray, actors, cpus_per_actor, device)
+        count, resources = actor_resources(ray, actors, cpus_per_actor, Device.parse(device))
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         dataset = ray.data.from_items(_task_rows(tasks), override_num_blocks=max(1, min(len(tasks), 4 * count)))
         results = dataset.map_batches(
             TranslateFiles, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=count),
-            fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=device,
+            fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=str(device),
                                        precision=precision, overrides=overrides),
             # an actor lost with its node comes back on another node and runs its batches again
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1,

@@ -9,7 +9,9 @@ Specification (the C++ and CUDA kernels implement exactly this):
   ``(W0, W1)`` (mod 2^32) between rounds; 10 rounds.
 * Seeds: every image has its own 64-bit seed ``q`` (a call's ``seed`` is one integer, which
   every image of the call uses, or a list with one integer per image). Key:
-  ``(k0, k1) = (q & 0xFFFFFFFF, q >> 32)``.
+  ``(k0, k1) = (q & 0xFFFFFFFF, q >> 32)``. Seeds are checked once, at the public entries
+  (``seed_array``), and passed inward as a uint64 array of one seed per image, which nothing
+  checks again (a uint64 array holds valid seeds by its type).
 * A tensor of shape ``[B, ...]`` is filled per image: for image ``b`` with seed ``q_b`` and
   element ``k`` (flat C-order index within the image), with ``block = k // 4`` and
   ``lane = k % 4``, the counter is ``(block, draw >> 32, draw & 0xFFFFFFFF, stream)`` under the
@@ -91,8 +93,12 @@ def check_seed(seed) -> int:
 Seeds = int | Sequence[int] | np.ndarray  # one seed for every image, or one per image
 
 
-def check_seeds(seed: Seeds, batch: int) -> list[int]:
-    """The seeds of ``batch`` images: one integer for every image, or a sequence of one each."""
+def seed_array(seed: Seeds, batch: int) -> np.ndarray:
+    """The seeds of ``batch`` images (one integer for every image, or a sequence of one each),
+    checked, as a uint64 array [batch]: what the public entries pass inward. A uint64 array of
+    ``batch`` seeds is returned as it is (checked by its type)."""
+    if isinstance(seed, np.ndarray) and seed.dtype == np.uint64 and seed.shape == (batch,):
+        return seed
     if isinstance(seed, np.ndarray) and seed.ndim == 0:
         seed = seed[()]  # a numpy scalar: one seed
     if isinstance(seed, (np.ndarray, list, tuple)):
@@ -100,33 +106,37 @@ def check_seeds(seed: Seeds, batch: int) -> list[int]:
         if seeds is None or len(seeds) != batch:
             got = f"shape {list(seed.shape)}" if seeds is None else f"{len(seeds)} seeds"
             raise ConfigError(f"seed must be one integer, or a list with one integer per image ({batch}); got {got}")
-        return [check_seed(s) for s in seeds]
-    return [check_seed(seed)] * batch
+        return np.array([check_seed(s) for s in seeds], dtype=np.uint64)
+    return np.full(batch, check_seed(seed), dtype=np.uint64)
 
 
 def derive_seed(seed: int, relative_path: str | PurePath) -> int:
-    """The seed of one file of a folder run: from the run's seed and the file's path relative to
-    the folder (as POSIX text), so it does not depend on the order, batch or machine it runs in."""
+    """The seed of one file of a folder run: from the run's seed (checked by the caller:
+    ``check_seed``) and the file's path relative to the folder (as POSIX text), so it does not
+    depend on the order, batch or machine it runs in."""
     path = PurePath(relative_path).as_posix()
-    digest = hashlib.sha256(f"egsde-rt:{check_seed(seed)}:{path}".encode()).digest()
+    digest = hashlib.sha256(f"egsde-rt:{int(seed)}:{path}".encode()).digest()
     return int.from_bytes(digest[:8], "little")
 
 
-def seed_keys(seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The Philox keys (k0, k1) of the seeds, as two uint64 arrays."""
-    q = np.array([check_seed(s) for s in seeds], dtype=np.uint64)
-    return q & _MASK32, q >> np.uint64(32)
+def seed_keys(seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Philox keys (k0, k1) of checked seeds (``seed_array``), as two uint64 arrays."""
+    return seeds & _MASK32, seeds >> np.uint64(32)
 
 
 def philox_uint32(seed: Seeds, stream: int, draw: int, batch: int, per_image: int) -> np.ndarray:
     """The raw stream: uint32 [batch, ceil(per_image/4)*4], element k of image b at [b, k]."""
-    blocks, draw = -(-per_image // 4), int(draw)
+    return _philox_uint32(seed_array(seed, batch), stream, draw, per_image)
+
+
+def _philox_uint32(seeds: np.ndarray, stream: int, draw: int, per_image: int) -> np.ndarray:
+    batch, blocks, draw = len(seeds), -(-per_image // 4), int(draw)
     counter = np.zeros((batch, blocks, 4), dtype=np.uint32)
     counter[..., 0] = np.arange(blocks, dtype=np.uint32)[None, :]
     counter[..., 1] = np.uint32(draw >> 32)
     counter[..., 2] = np.uint32(draw & 0xFFFFFFFF)
     counter[..., 3] = np.uint32(stream)
-    k0, k1 = seed_keys(check_seeds(seed, batch))
+    k0, k1 = seed_keys(seeds)
     return philox4x32_10(counter, (k0[:, None], k1[:, None])).reshape(batch, blocks * 4)
 
 
@@ -138,8 +148,12 @@ def philox_normal(seed: Seeds, stream: int, draw: int, shape) -> np.ndarray:
         raise ConfigError("noise shape needs a batch dimension")
     if not (0 <= stream < 2**32 and 0 <= draw < 2**64):
         raise ConfigError(f"the stream must fit in 32 bits and the draw in 64 bits, got {stream}, {draw}")
+    return _philox_normal(seed_array(seed, shape[0]), stream, draw, shape)
+
+
+def _philox_normal(seeds: np.ndarray, stream: int, draw: int, shape: tuple) -> np.ndarray:
     batch, per_image = shape[0], int(np.prod(shape[1:], dtype=np.int64))
-    bits = philox_uint32(seed, stream, draw, batch, per_image).reshape(batch, -1, 2, 2)
+    bits = _philox_uint32(seeds, stream, draw, per_image).reshape(batch, -1, 2, 2)
     u1 = (bits[..., 0].astype(np.float64) + 0.5) / _TWO_POW_32
     u2 = (bits[..., 1].astype(np.float64) + 0.5) / _TWO_POW_32
     radius = np.sqrt(-2.0 * np.log(u1))
@@ -150,18 +164,22 @@ def philox_normal(seed: Seeds, stream: int, draw: int, shape) -> np.ndarray:
 
 class PhiloxNoise:
     """Noise source of the sampler: ``draw(stream, index, shape)`` under the Philox contract, with
-    one seed for every image or one per image."""
+    one seed for every image or one per image (checked here, once; every draw uses them as they are)."""
 
     def __init__(self, seed: Seeds = 0):
         if isinstance(seed, np.ndarray) and seed.ndim == 0:
             seed = seed[()]
         if isinstance(seed, (np.ndarray, list, tuple)):
-            self.seed = check_seeds(seed, len(seed))
+            self.seed: int | np.ndarray = seed_array(seed, len(seed))
         else:
             self.seed = check_seed(seed)
 
     def draw(self, stream: int, index: int, shape, device=None) -> torch.Tensor:
-        return torch.from_numpy(philox_normal(self.seed, stream, index, shape)).to(device)
+        shape = tuple(int(s) for s in shape)
+        seeds = self.seed if isinstance(self.seed, np.ndarray) else np.full(shape[0], self.seed, dtype=np.uint64)
+        if len(seeds) != shape[0]:
+            raise ConfigError(f"{len(seeds)} seeds for a batch of {shape[0]}")
+        return torch.from_numpy(_philox_normal(seeds, stream, index, shape)).to(device)
 
 
 def check_noise(tensor: torch.Tensor | None, name: str, count: int, shape) -> None:

@@ -65,6 +65,10 @@ def beta_schedule(
     return betas
 
 
+# The linear schedule of DDPM and guided-diffusion (what every supported network was trained with).
+DEFAULT_SCHEDULE = {"kind": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_timesteps": 1000}
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Per-timestep tables of a VP diffusion.
@@ -84,12 +88,14 @@ class Schedule:
     @classmethod
     def create(
         cls,
-        kind: str = "linear",
+        kind: str = DEFAULT_SCHEDULE["kind"],
         *,
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        num_timesteps: int = 1000,
+        beta_start: float = DEFAULT_SCHEDULE["beta_start"],
+        beta_end: float = DEFAULT_SCHEDULE["beta_end"],
+        num_timesteps: int = DEFAULT_SCHEDULE["num_timesteps"],
     ) -> "Schedule":
+        """The schedule of a spec (``DEFAULT_SCHEDULE`` unless given: the one the networks this
+        project supports were trained with)."""
         betas64 = beta_schedule(
             kind, beta_start=beta_start, beta_end=beta_end, num_timesteps=num_timesteps
         )

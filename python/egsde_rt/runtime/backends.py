@@ -11,7 +11,8 @@ refused with the reason (for compiled and TensorRT plans built for another machi
 which, and the command that rebuilds them). Adding a backend is one more ``Backend`` in
 ``REGISTRY``: the CLI's choices, ``auto``'s order and the bench's list come from it.
 
-Devices are ``"cpu"``, ``"cuda"`` (the current CUDA device) or ``"cuda:N"``.
+Devices are ``"auto"``, ``"cpu"``, ``"cuda"`` (the current CUDA device) or ``"cuda:N"``, as a
+``devices.Device`` (parsed once at the edge) or its text.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import _core
 from ..engine import EngineDir
 from ..engine.format import GRAPH_NAMES
 from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, import_tensorrt, matching_plans,
                             plans_batch_limit, stale_plans, tensorrt_identity)
 from ..errors import ConfigError, EgsdeError
+from .devices import Device, cuda_usable, resolve
 from ..models.network_fns import PRECISIONS, network_dtype
 from ..method.settings import MAX_BATCH_SIZE
 
@@ -45,36 +46,6 @@ class BackendChoice:
     def torch_device(self) -> str:
         """The device as PyTorch names it: ``"cpu"`` or ``"cuda:N"``."""
         return "cpu" if self.device == "cpu" else f"cuda:{self.index}"
-
-
-def parse_device(device: str) -> tuple[str, int | None]:
-    """(kind, CUDA index) of ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (index None: the
-    current CUDA device)."""
-    kind, _, index = str(device).partition(":")
-    if kind in ("auto", "cpu") and not index:
-        return kind, None
-    if kind == "cuda" and (not index or index.isdigit()):
-        return kind, int(index) if index else None
-    raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-
-
-def _native_cuda() -> tuple[bool, str]:
-    if not _core.built_with_cuda:
-        return False, "egsde_rt was built without CUDA kernels"
-    if _core.cuda_device_count() == 0:
-        return False, _core.cuda_status()
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "PyTorch sees no CUDA device"
-    return True, "CUDA device present"
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` as the device kind it means here: ``"cuda"`` where the native core and PyTorch
-    can both run on a GPU, else ``"cpu"``; other names as their kind ("cuda:1" -> "cuda")."""
-    kind = parse_device(device)[0]
-    return kind if kind != "auto" else ("cuda" if _native_cuda()[0] else "cpu")
 
 
 def _onnxruntime_providers() -> tuple[list, str]:
@@ -240,7 +211,7 @@ def probe(engine: EngineDir, device: str, precision: str = "fp32") -> dict[str, 
     """Each backend on ``device`` ("cpu" or "cuda"): (usable, why) for this engine here."""
     names = auto_order(device)
     if device == "cuda":
-        cuda_ok, cuda_why = _native_cuda()
+        cuda_ok, cuda_why = cuda_usable()
         if not cuda_ok:
             return {name: (False, cuda_why) for name in names}
     found = {}
@@ -254,24 +225,13 @@ def probe(engine: EngineDir, device: str, precision: str = "fp32") -> dict[str, 
     return found
 
 
-def _cuda_index(index: int | None) -> int:
-    import torch
-
-    if index is None:
-        return torch.cuda.current_device()
-    count = _core.cuda_device_count()
-    if index >= count:
-        raise ConfigError(f"device cuda:{index}: there are {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
-    return index
-
-
-def select_backend(engine: EngineDir, backend: str = "auto", device: str = "auto",
+def select_backend(engine: EngineDir, backend: str = "auto", device: Device | str = "auto",
                    precision: str = "fp32") -> BackendChoice:
     if backend != "auto":
         get_backend(backend)  # a known backend
-    kind, index = parse_device(device)
+    device = Device.parse(device)
     network_dtype(precision)  # a known precision
-    devices = [kind] if kind != "auto" else (["cuda", "cpu"] if _native_cuda()[0] else ["cpu"])
+    devices = [device.kind] if device.kind != "auto" else (["cuda", "cpu"] if cuda_usable()[0] else ["cpu"])
     refusals = []
     for dev in devices:
         found = probe(engine, dev, precision)
@@ -282,7 +242,7 @@ def select_backend(engine: EngineDir, backend: str = "auto", device: str = "auto
                 continue
             usable, why = found[name]
             if usable:
-                ordinal = _cuda_index(index) if dev == "cuda" else 0
+                ordinal = resolve(Device("cuda", device.index)).index if dev == "cuda" else 0
                 log.info("egsde-rt: backend %s on %s (%s)", name, dev if dev == "cpu" else f"cuda:{ordinal}", why)
                 return BackendChoice(name, dev, why, precision, ordinal)
             refusals.append(f"{name} on {dev}: {why}")

@@ -28,10 +28,11 @@ import torch
 from .. import _core
 from ..errors import CaptureFailed, ConfigError, NativeError, SamplingCancelled
 from ..method.lowpass import lowpass_eigen, lowpass_factors
-from ..method.noise import Seeds, check_noise, check_seeds
+from ..method.noise import Seeds, check_noise, seed_array
 from ..method.schedule import Schedule, StepCoefficients
 from ..method.settings import EGSDESettings
 from ..method.solvers import get_solver
+from .devices import Device, resolve
 
 ProgressCallback = Callable[[int, int], "bool | None"]
 
@@ -45,23 +46,11 @@ def step_table(coefs: StepCoefficients) -> "_core.StepTable":
     return table
 
 
-def native_device(device: str | torch.device) -> "tuple[_core.Device, int]":
-    """The sampler device and CUDA ordinal of a torch device ("cpu", "cuda" (the current CUDA
-    device) or "cuda:N"), checked against the build and the devices present."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return _core.Device.CPU, 0
-    if device.type == "cuda":
-        if not _core.built_with_cuda:
-            raise ConfigError("egsde_rt was built without CUDA kernels; run on the CPU or rebuild with nvcc")
-        count = _core.cuda_device_count()
-        if count == 0:
-            raise ConfigError(f"no CUDA device for the native sampler: {_core.cuda_status()}")
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        if index >= count:
-            raise ConfigError(f"device {device}: there are {count} CUDA device(s) here (cuda:0 .. cuda:{count - 1})")
-        return _core.Device.CUDA, index
-    raise ConfigError(f"unsupported device {device}")
+def native_device(device: "Device | str | torch.device") -> "tuple[_core.Device, int]":
+    """The sampler device and CUDA ordinal of ``device`` (``devices.resolve``: checked against the
+    build and the devices present, once)."""
+    device = resolve(device)
+    return (_core.Device.CUDA, device.index) if device.kind == "cuda" else (_core.Device.CPU, 0)
 
 
 def sampler_device(sampler: "_core.Sampler") -> torch.device:
@@ -70,7 +59,7 @@ def sampler_device(sampler: "_core.Sampler") -> torch.device:
     return torch.device("cuda", config.device_index) if config.device == _core.Device.CUDA else torch.device("cpu")
 
 
-def build_sampler(settings: EGSDESettings, shape, device: str | torch.device,
+def build_sampler(settings: EGSDESettings, shape, device: "Device | str | torch.device",
                   schedule: Schedule | None = None, *, stream: "torch.cuda.Stream | None" = None) -> "_core.Sampler":
     """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``, over ``schedule``
     (None: the linear 1e-4..0.02 schedule of 1000 timesteps).
@@ -116,7 +105,7 @@ def _host_noise(noise, name: str, count: int, shape) -> np.ndarray:
 
 def host_seeds(seed: Seeds, batch: int) -> np.ndarray:
     """The per-image seeds of a run as the sampler takes them: uint64 [batch] (checked)."""
-    return np.array(check_seeds(seed, batch), dtype=np.uint64)
+    return seed_array(seed, batch)
 
 
 def native_input(sampler: "_core.Sampler", x0: torch.Tensor):

@@ -31,10 +31,11 @@ from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
 from ..images import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
                   tensor_to_images)
-from ..method.noise import Seeds, check_seeds
+from ..method.noise import Seeds, seed_array
 from ..method.schedule import Schedule
 from ..method.settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
+from .devices import Device, resolve
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
@@ -59,7 +60,7 @@ class Translator:
     checked from its header before it is decoded; None: ``io.max_pixels_for(image_size)``
     (4096 x 4096 for a 256-px engine). ``self.max_pixels`` holds the limit in force."""
 
-    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: str = "auto",
+    def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: Device | str = "auto",
                  precision: str = "fp32", max_pixels: int | None = None):
         max_pixels = check_max_pixels(max_pixels)
         self.engine = load_engine_dir(engine_dir)
@@ -67,7 +68,8 @@ class Translator:
         self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
         # On CUDA the samplers and the runner share one stream of their own (not the legacy default
         # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
-        self.device = torch.device(self.choice.torch_device)
+        self.target: Device = resolve(Device(self.choice.device, self.choice.index))  # checked once, passed inward
+        self.device = self.target.torch
         self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
         # the largest batch this backend runs (plans are built for a batch range), at most MAX_BATCH_SIZE
@@ -77,7 +79,7 @@ class Translator:
         self.captures = self.choice.device == "cuda" and get_backend(self.choice.name).capturable
         self.step_graph = CudaStepGraph
         self.settings: EGSDESettings = self.engine.manifest.method
-        self.schedule: Schedule = self.engine.manifest.schedule.create()  # the networks' schedule
+        self.schedule: Schedule = self.engine.schedule()  # the networks' schedule
         self._samplers: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
 
@@ -96,7 +98,7 @@ class Translator:
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            self._samplers[key] = build_sampler(settings, shape, self.device, self.schedule, stream=self.stream)
+            self._samplers[key] = build_sampler(settings, shape, self.target, self.schedule, stream=self.stream)
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
@@ -115,6 +117,12 @@ class Translator:
             x0 = source_from_numpy(x0)
         settings = self.settings_with(**overrides)
         check_source(x0)
+        self._check_batch(x0)
+        return self._translate(x0, seed_array(seed, int(x0.shape[0])), settings, as_numpy, noise, perturb_noise,
+                               callback)
+
+    def _check_batch(self, x0: torch.Tensor) -> None:
+        """A batch this engine and backend take: its size within the plans' range, its images the engine's size."""
         check_batch_size(int(x0.shape[0]), "the batch (x0's first size)", " (split it into smaller batches)")
         if x0.shape[0] > self.max_batch:
             raise ConfigError(f"a batch of {x0.shape[0]} exceeds the {self.backend} plans' batch range "
@@ -123,19 +131,24 @@ class Translator:
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
+
+    def _translate(self, x0: torch.Tensor, seeds: np.ndarray, settings: EGSDESettings, as_numpy: bool,
+                   noise=None, perturb_noise=None, callback=None):
+        """``run_tensor`` of a checked batch (``_check_batch``), its checked seeds (uint64, one per
+        image) and its resolved settings."""
         out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
         out = None if as_numpy else torch.empty(x0.shape, dtype=torch.float32, device=out_device)
         with self._lock:  # one translation at a time: the samplers' buffers are shared
             sampler = self.sampler_for(settings, tuple(x0.shape))
             if self.captures and noise is None:
                 try:
-                    result = run_captured(sampler, x0, self.runner, settings, seed=seed, callback=callback, out=out,
+                    result = run_captured(sampler, x0, self.runner, settings, seed=seeds, callback=callback, out=out,
                                           step_graph=self.step_graph)
                     return result if out_device == x0.device else result.to(x0.device)
                 except CaptureFailed as err:  # the runner's work cannot be captured here
                     log.warning("egsde-rt: %s; running uncaptured from now on", err)
                     self.captures = False
-            result = run_sampler(sampler, x0, self.runner, settings, seed=seed, noise=noise,
+            result = run_sampler(sampler, x0, self.runner, settings, seed=seeds, noise=noise,
                                  perturb_noise=perturb_noise, callback=callback, out=out)
             return result if out is None or out_device == x0.device else result.to(x0.device)
 
@@ -159,13 +172,14 @@ class Translator:
         if single and isinstance(seed, (list, tuple, np.ndarray)):
             raise ConfigError("seed must be one integer for a single image "
                               "(a list of seeds goes with a list of images)")
-        seeds = check_seeds(seed, len(sources))
-        self.settings_with(**overrides)  # bad settings and seeds fail before any image is decoded
+        seeds = seed_array(seed, len(sources))  # bad settings and seeds fail before any image is decoded
+        settings = self.settings_with(**overrides)
         size = batch_size or min(len(sources), self.max_batch)
         results = []
         for start in range(0, len(sources), size):
             batch = images_to_batch(sources[start:start + size], self.image_size, self.max_pixels)
-            y = self.run_tensor(batch, seed=seeds[start:start + size], callback=callback, **overrides)
+            self._check_batch(batch)
+            y = self._translate(batch, seeds[start:start + size], settings, as_numpy=False, callback=callback)
             results += tensor_to_images(y)
         return results[0] if single else results
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, fields, replace
 from io import BytesIO
 
 from ..jobs.ray_data import actor_resources, init_ray, require_ray
+from ..runtime.devices import Device
 from ..errors import ConfigError, EgsdeError, SamplingCancelled
 from .proxy import guard_environment
 from ..method.settings import MAX_BATCH_SIZE, check_positive_int
@@ -323,7 +324,7 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
                     "costs the proxy: the upload limit and deadline, the Host check, Ray's timeout headers dropped): "
                     "start Ray with these environment variables: %s",
                     " ".join(f"{name}='{value}'" for name, value in guard.items()))
-    _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, config.device)
+    _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, Device.parse(config.device))
     app = _application(config, actor_options)
     serve.start(http_options={"host": host, "port": int(port),
                               "request_timeout_s": config.request_timeout_s + PROXY_TIMEOUT_MARGIN_S})
