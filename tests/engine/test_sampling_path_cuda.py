@@ -10,7 +10,7 @@ import torch
 from egsde_rt.errors import ConfigError, SamplingCancelled
 from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
-from native_helpers import requires_cuda
+from helpers.native import requires_cuda
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import golden_model, load_golden
-from sampling_helpers import native_translate, reference_translate
+from helpers.sampling import native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError, SamplingCancelled
 from egsde_rt.runtime.native_sampler import build_sampler, step_table

@@ -8,7 +8,7 @@ from egsde_rt import _core
 from egsde_rt.errors import EgsdeError, NativeError
 from egsde_rt.method.lowpass import LowPassFilter, lowpass_eigen, lowpass_factors
 from egsde_rt.method.noise import philox_normal, philox_uint32
-from native_helpers import Guarded, step_draws
+from helpers.native import Guarded, step_draws
 
 K = _core.kernels
 SHAPES = [(b, s) for b in (1, 3) for s in (32, 64, 256)]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import EpsImagePlugin, Image
 
 from egsde_rt.cli import main
-from engine_helpers import with_stand_in_plans
+from helpers.engines import with_stand_in_plans
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans, stale_plans
 from egsde_rt.errors import EgsdeError

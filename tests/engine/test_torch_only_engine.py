@@ -18,7 +18,7 @@ from egsde_rt.runtime.backends import BackendChoice, make_runner, probe
 from egsde_rt.runtime.runners import OrtRunner
 from egsde_rt.runtime.translator import Translator
 from egsde_rt.method.settings import EGSDESettings
-from sampling_helpers import reference_translate
+from helpers.sampling import reference_translate
 
 SETTINGS = dict(M=TINY_M, ls=500.0, li=2.0, down_N=8)
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_M
-from native_helpers import requires_cuda
+from helpers.native import requires_cuda
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import ConfigError, EgsdeError, EngineDirError, ImageError
 from egsde_rt.images import load_image

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 SPEC = importlib.util.spec_from_file_location("gpu_protocol", ROOT / "scripts" / "gpu_protocol.py")
 protocol = sys.modules["gpu_protocol"] = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(protocol)

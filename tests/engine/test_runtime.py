@@ -17,7 +17,7 @@ from egsde_rt.export.tensorrt_plans import build_plans
 from egsde_rt.runtime import backends
 from egsde_rt.runtime.runners import OrtRunner
 from egsde_rt.runtime.translator import Translator
-from sampling_helpers import reference_translate
+from helpers.sampling import reference_translate
 
 pytest.importorskip("onnxruntime")
 

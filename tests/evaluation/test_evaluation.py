@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import TEST_DATA
 from egsde_rt.errors import (CheckpointMismatchError, CheckpointNotFoundError, ConfigError, EgsdeError,
                              ImageError)
 from egsde_rt.evaluation import evaluate_folders, folder_statistics, format_table
@@ -33,7 +34,7 @@ from egsde_rt.evaluation.inception import FID_WEIGHTS_FILE, FIDInceptionV3, load
 from egsde_rt.evaluation.metrics import l2, ms_ssim, mse, psnr, ssim
 from egsde_rt.evaluation.preprocessing import load_for_fid, load_for_pair_metrics
 
-DATA = Path(__file__).parent / "data"
+DATA = TEST_DATA
 
 
 # ---------------------------------------------------------------- independent references

@@ -12,7 +12,7 @@ from egsde_rt.method.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
 from egsde_rt.runtime.native_sampler import build_sampler, step_table
 from egsde_rt.method.schedule import Schedule, StepCoefficients
 from egsde_rt.method.settings import MAX_M, MAX_REPEATS, EGSDESettings
-from native_helpers import step_draws
+from helpers.native import step_draws
 
 KERNELS = _core.kernels
 SHAPE = (2, 3, 8, 8)

@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from sampling_helpers import GaussianScore, native_translate, reference_translate
+from helpers.sampling import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.method.lowpass import LOWPASS_FORMS, LowPassFilter, lowpass_eigen, lowpass_factors

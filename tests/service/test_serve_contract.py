@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from serve_helpers import URL, png, post
+from helpers.serve import URL, png, post
 
 from egsde_rt.runtime.translator import Translator
 from egsde_rt.method.settings import RUNTIME_OVERRIDABLE

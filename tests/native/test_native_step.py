@@ -13,7 +13,7 @@ from egsde_rt.runtime.native_sampler import build_sampler, run_captured
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.method.schedule import Schedule, StepCoefficients
 from egsde_rt.method.settings import EGSDESettings
-from sampling_helpers import reference_translate
+from helpers.sampling import reference_translate
 
 
 def _x0(batch=2, seed=1):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sampling_helpers import GaussianScore, native_translate, reference_translate
+from helpers.sampling import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds

@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 pytest.importorskip("onnxruntime")
 
-from serve_helpers import PORT, get as _get, png as _png, post as _post  # noqa: E402
+from helpers.serve import PORT, get as _get, png as _png, post as _post  # noqa: E402
 
 
 def _images(folder, count=5, start=0):

@@ -14,7 +14,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 # Floors below which a known vulnerability is admitted.
 SECURITY_FLOORS = {"torch": "2.6",  # CVE-2025-32434: torch.load(weights_only=True) bypassed before 2.6
                    "pillow": "10.3"}  # CVE-2023-4863 (its bundled libwebp), CVE-2024-28219
@@ -76,7 +77,7 @@ def _imported_modules(folder: Path) -> set[str]:
 
 
 def test_every_imported_third_party_module_is_declared():
-    local = {"egsde_rt", "conftest", *(p.stem for p in (ROOT / "tests").glob("*.py"))}
+    local = {"egsde_rt", "conftest", "helpers", *(p.stem for p in (ROOT / "tests").rglob("*.py"))}
     distributions = packages_distributions()
     declared = set(_declared())
     undeclared = []

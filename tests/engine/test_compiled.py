@@ -18,8 +18,8 @@ from egsde_rt.runtime import runners
 from egsde_rt.runtime.backends import probe
 from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
-from native_helpers import requires_cuda
-from sampling_helpers import native_translate, reference_translate
+from helpers.native import requires_cuda
+from helpers.sampling import native_translate, reference_translate
 
 
 @pytest.fixture(scope="module")

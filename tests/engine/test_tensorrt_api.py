@@ -19,13 +19,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import TEST_DATA
 from egsde_rt.engine import DSE_GRAD, SCORE
 from egsde_rt.engine.plans import TENSORRT_PRECISIONS
 from egsde_rt.errors import EgsdeError
 from egsde_rt.export.tensorrt_plans import compile_with_tensorrt
 from egsde_rt.runtime.runners import TensorRTRunner
 
-API_DIR = Path(__file__).parent / "data" / "tensorrt_api"
+API_DIR = TEST_DATA / "tensorrt_api"
 FIXTURES = sorted(API_DIR.glob("*.json"))
 
 # What the stand-in's methods return: the class of the object TensorRT returns (by its API name), or

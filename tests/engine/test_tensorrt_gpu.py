@@ -15,7 +15,7 @@ from egsde_rt.export.reduced_precision import MIN_PSNR_DB
 from egsde_rt.export.tensorrt_plans import build_plans
 from egsde_rt.runtime.native_sampler import captured_step, run_sampler
 from egsde_rt.runtime.translator import Translator
-from native_helpers import requires_cuda
+from helpers.native import requires_cuda
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 

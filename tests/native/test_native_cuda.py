@@ -11,8 +11,8 @@ from egsde_rt.runtime.native_sampler import build_sampler, captured_step, run_ca
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.method.schedule import Schedule, StepCoefficients
 from egsde_rt.method.settings import EGSDESettings
-from native_helpers import GUARD, Guarded, requires_cuda
-from sampling_helpers import native_translate
+from helpers.native import GUARD, Guarded, requires_cuda
+from helpers.sampling import native_translate
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 K = _core.kernels

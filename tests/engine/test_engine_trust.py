@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from egsde_rt.engine import load_engine_dir, verification
-from engine_helpers import with_stand_in_plans
+from helpers.engines import with_stand_in_plans
 from egsde_rt.engine.plans import MachineIdentity, matching_plans
 from egsde_rt.errors import EngineDirError
 from egsde_rt.export.tensorrt_plans import build_plans

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import load_golden
-from sampling_helpers import reference_translate as translate
+from helpers.sampling import reference_translate as translate
 from egsde_rt.errors import ConfigError
 from egsde_rt.method.lowpass import LowPassFilter
 from egsde_rt.method.noise import philox_normal
