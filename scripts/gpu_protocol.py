@@ -73,8 +73,9 @@ DRY_COMPILE_LIMIT_S = 10
 REFERENCE_DIR = ROOT / ".reference"  # git-ignored; the caller copies ../shared/reference here and carries it
 # The goldens the GPU tests read (tests/conftest.py's small models).
 REQUIRED_GOLDENS = ("golden_adm_unet_small.npz", "golden_dse_small.npz")
-GPU_TESTS = ("tests/native/test_native_cuda.py", "tests/method/test_solvers.py", "tests/reliability/test_reliability.py",
-             "tests/engine/test_sampling_path_cuda.py", "tests/method/test_stable_lowpass.py")
+GPU_TESTS = ("tests/native/test_native_cuda.py", "tests/method/test_solvers.py",
+             "tests/reliability/test_reliability.py", "tests/engine/test_sampling_path.py",
+             "tests/method/test_stable_lowpass.py")
 KERNEL_TESTS_K = "philox or lowpass or step_begin or step_pointer"
 HEADLINE_ENGINE = "/tmp/egsde-protocol-cat2dog"
 HEADLINE_STEPS = 20

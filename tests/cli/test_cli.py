@@ -1,3 +1,8 @@
+"""The `egsde-rt` command line: its commands (presets, reference, info, export's errors), the
+settings flags, a native failure as one line; and the package's front door (the native module's
+version, the top-level Translator). Folder jobs through `egsde-rt translate`:
+tests/jobs/test_folder_jobs.py."""
+
 import torch
 
 from egsde_rt import _core
@@ -34,6 +39,25 @@ def test_reference_refuses_to_overwrite(tmp_path, capsys):
                  "--dse-ckpt", str(tmp_path / "c.pt"), "--output-dir", str(tmp_path / "out")])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "out" / "in.png").read_bytes() == b"keep"
+
+
+def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
+    code = main(["export", "--preset", "cat2dog", "--score-ckpt", str(tmp_path / "none.pt"),
+                 "--dse-ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path / "engine")])
+    assert code == 2 and "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "engine").exists()
+
+
+def test_info(tiny_engine, capsys):
+    assert main(["info", str(tiny_engine[0])]) == 0
+    out = capsys.readouterr().out
+    assert "dse_grad.onnx" in out and "yes onnxruntime-cpu" in out and "no  tensorrt" in out
+
+
+def test_top_level_translator(tiny_engine):
+    import egsde_rt
+
+    assert egsde_rt.Translator(tiny_engine[0]).image_size == 32
 
 
 def test_native_module_matches_the_package():

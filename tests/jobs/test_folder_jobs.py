@@ -1,4 +1,6 @@
-"""`egsde-rt translate` and `egsde-rt info` on the tiny engine."""
+"""Folder jobs (``egsde_rt.jobs.folders``) through `egsde-rt translate` on the tiny engine: a seed
+per file whatever the batch, bad files reported, resume and overwrite, outputs written atomically
+and once, partial files of killed writers removed, outputs never taken as inputs."""
 
 import os
 from pathlib import Path
@@ -155,25 +157,6 @@ def test_corrupt_engine_writes_nothing(tmp_path, capsys):
     assert main(["translate", str(engine), str(inputs), "--output-dir", str(out)]) == 2
     assert "corrupt manifest" in capsys.readouterr().err
     assert not out.exists()
-
-
-def test_info(tiny_engine, capsys):
-    assert main(["info", str(tiny_engine[0])]) == 0
-    out = capsys.readouterr().out
-    assert "dse_grad.onnx" in out and "yes onnxruntime-cpu" in out and "no  tensorrt" in out
-
-
-def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
-    code = main(["export", "--preset", "cat2dog", "--score-ckpt", str(tmp_path / "none.pt"),
-                 "--dse-ckpt", str(tmp_path / "none.pt"), "--out", str(tmp_path / "engine")])
-    assert code == 2 and "checkpoint not found" in capsys.readouterr().err
-    assert not (tmp_path / "engine").exists()
-
-
-def test_top_level_translator(tiny_engine):
-    import egsde_rt
-
-    assert egsde_rt.Translator(tiny_engine[0]).image_size == 32
 
 
 def test_the_output_folder_is_never_an_input(tiny_engine, tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_M
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.errors import ConfigError, EgsdeError, EngineDirError, ImageError
 from egsde_rt.jobs.folders import FileTask, JobReport, translate_batch
@@ -128,13 +129,23 @@ def test_row_bad_injected_noise(translator):
         translator.run_tensor(_x0(), noise=bad, M=2)
 
 
-@pytest.mark.parametrize("seed", ["abc", 1.5, True, None, -1, 2**64, [1, 2, 3]])
+@pytest.mark.parametrize("seed", ["abc", 1.5, True, None, -1, 2**64, 2**70, [1, 2, 3]])
 def test_row_bad_seeds(translator, seed):
     with pytest.raises(ConfigError, match="seed"):
         translator.run_tensor(_x0(batch=2), seed=seed, M=2)
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True, 65, 2**40])
+def test_numpy_seeds_and_noise_are_taken(translator):
+    x0 = _x0()
+    noise = np.random.default_rng(0).standard_normal((TINY_M + 1, 1, 3, 32, 32)).astype(np.float32)
+    from_numpy = translator.run_tensor(x0, noise=noise)
+    assert np.array_equal(from_numpy, translator.run_tensor(x0, noise=torch.from_numpy(noise)))
+    assert np.array_equal(translator.run_tensor(x0, seed=np.int64(5), M=3), translator.run_tensor(x0, seed=5, M=3))
+    with pytest.raises(ConfigError, match="noise must be a torch.Tensor or a numpy array"):
+        translator.run_tensor(x0, noise=[[0.0]])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, -2, 1.5, "2", True, 65, 2**40])
 def test_row_bad_batch_sizes(translator, batch_size):
     with pytest.raises(ConfigError, match="batch_size must be a positive integer|batch_size must be at most 64"):
         translator.run(_pattern(), batch_size=batch_size)
@@ -206,6 +217,18 @@ def test_row_bad_engine_dirs(tiny_engine, tmp_path, damage, match):
         write(json.dumps({k: v for k, v in manifest.items() if k != "graphs"}))
     elif damage == "wrong_type":
         write(json.dumps({**manifest, "image_size": "32"}))
+    with pytest.raises(EngineDirError, match=match):
+        load_engine_dir(path)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("image_size", "32", "image_size must be an integer"), ("image_size", 0, "image_size must be positive"),
+    ("settings", [], "settings must be an object"), ("format_version", "1", "format_version must be an integer"),
+    ("graphs", {"score": 3, "dse_grad": 4}, "malformed manifest"),
+])
+def test_manifest_fields_of_the_wrong_type_are_named(tiny_engine, tmp_path, field, value, match):
+    path, manifest = _engine_copy(tiny_engine, tmp_path)
+    (path / "manifest.json").write_text(json.dumps({**manifest, field: value}))
     with pytest.raises(EngineDirError, match=match):
         load_engine_dir(path)
 
