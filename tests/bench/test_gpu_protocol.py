@@ -117,6 +117,17 @@ def test_a_sanitizer_refused_by_the_machine_is_skipped_saying_so(tmp_path):
     assert protocol.sanitizer_verdict(log, _junit(tmp_path, PASSED))[0] is True
 
 
+def test_every_test_file_the_protocol_runs_exists(tmp_path):
+    """A test file moved or renamed fails here, not on a lease: the dry run skips the TensorRT
+    step, so nothing else runs its path on the CPU."""
+    for dry_run in (True, False):
+        p = protocol.Protocol(out=tmp_path, dry_run=dry_run, work=tmp_path, reference_dir=tmp_path)
+        named = {arg for tier in protocol.build_tiers(p) for step in tier.steps for arg in step.argv or ()
+                 if str(arg).startswith("tests/")}
+        assert set(protocol.GPU_TESTS) < named  # and the kernel, TensorRT and compiled steps' files
+        assert sorted(path for path in named if not (ROOT / path).is_file()) == []
+
+
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> Path:
     """The output folder of a dry run: CI's (EGSDE_DRY_RUN_OUT), or one run here."""

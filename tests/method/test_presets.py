@@ -2,7 +2,6 @@ import pytest
 
 from egsde_rt.errors import ConfigError
 from egsde_rt.method.presets import PRESETS, get_preset
-from egsde_rt.method.settings import EGSDESettings
 
 
 def test_paper_values():
@@ -19,14 +18,3 @@ def test_paper_values():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         get_preset("horse2zebra")
-
-
-def test_settings_overrides_and_validation():
-    s = get_preset("cat2dog").settings.with_overrides(M=100, steps=10)
-    assert (s.M, s.steps, s.num_updates) == (100, 10, 10)
-    with pytest.raises(ConfigError, match="unknown settings"):
-        s.with_overrides(lambda_s=1)
-    for bad in (dict(M=-1), dict(repeats=0), dict(perturb="new"), dict(score_kind="vae"),
-                dict(var_type="learned"), dict(s2="l1"), dict(li="2")):
-        with pytest.raises(ConfigError):
-            EGSDESettings(**bad)

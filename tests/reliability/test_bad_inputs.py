@@ -151,26 +151,6 @@ def test_row_bad_batch_sizes(translator, batch_size):
         translator.run(_pattern(), batch_size=batch_size)
 
 
-def test_every_costly_setting_has_a_declared_bound():
-    """Each integer setting has a declared range (steps: M), accepted at its ends and refused past
-    them; the largest run the bounds allow is 16 000 network evaluations."""
-    from egsde_rt.method.settings import DECLARATIONS, MAX_M, MAX_REPEATS, EGSDESettings
-
-    bounded = [name for name, d in DECLARATIONS.items() if d.kind is int and name != "steps"]
-    assert bounded == ["M", "down_N", "eta_min_t", "repeats"]
-    for name in bounded:
-        minimum, maximum = DECLARATIONS[name].minimum, DECLARATIONS[name].maximum
-        assert maximum and f"{minimum}..{maximum}" in DECLARATIONS[name].help
-        solver = {} if name != "eta_min_t" else {"solver": "ddim"}  # eta_min_t is not ddpm's
-        for value in (minimum, maximum):
-            assert getattr(EGSDESettings(**{name: value}, **solver), name) == value
-        with pytest.raises(ConfigError, match=f"{name} must be at most {maximum}"):
-            EGSDESettings(**{name: maximum + 1}, **solver)
-        with pytest.raises(ConfigError, match=f"{name} must be"):
-            EGSDESettings(**{name: minimum - 1}, **solver)
-    assert EGSDESettings(M=MAX_M, repeats=MAX_REPEATS).network_evaluations == 16_000
-
-
 def test_a_batch_over_the_bound_is_refused(translator):
     with pytest.raises(ConfigError, match="at most 64"):
         translator.run_tensor(np.zeros((65, 3, 32, 32), np.float32), M=2)
