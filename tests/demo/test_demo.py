@@ -1,6 +1,6 @@
 """The embedded demo: its two domains, the cached engine, `egsde-rt demo` end to end, and the
 shipped networks' claim on held-out images (its metrics are egsde_rt.evaluation.metrics, tested in
-test_evaluation.py)."""
+tests/evaluation/test_evaluation.py)."""
 
 import json
 

@@ -2,7 +2,7 @@
 directory, every entry of the wrong shape is an EngineDirError (at loading, never a TypeError or
 KeyError later), plans are verified before a runner gets them and built atomically, and the
 records of verified files are trusted only in a private cache. (A real AOTInductor plan,
-corrupted: tests/test_compiled.py; the manifest fuzzed: tests/test_fuzz.py.)"""
+corrupted: tests/engine/test_compiled.py; the manifest fuzzed: tests/reliability/test_fuzz.py.)"""
 
 import hashlib
 import json

@@ -1,4 +1,5 @@
-"""Engine directories for the tests of their readers (tests/test_engine_trust.py, tests/test_fuzz.py)."""
+"""Engine directories for the tests of their readers (tests/engine/test_engine_trust.py,
+tests/reliability/test_fuzz.py)."""
 
 import hashlib
 

@@ -1,6 +1,6 @@
-"""HTTP helpers for the service under test (tests/test_ray.py, tests/test_serve_contract.py; the
-fixtures ``local_ray`` and ``service`` are in conftest.py). Every network call is bounded by a
-timeout."""
+"""HTTP helpers for the service under test (tests/service/test_ray.py,
+tests/service/test_serve_contract.py; the fixtures ``local_ray`` and ``service`` are in
+conftest.py). Every network call is bounded by a timeout."""
 
 import urllib.request
 

@@ -47,7 +47,7 @@ def test_modes_are_converted_to_rgb():
 
 def test_center_crop_then_bicubic_resize():
     # The centre 48 x 48 square (at 24) resized to 32: here the same as resizing to 64 x 32 and
-    # cropping at 16 (tests/test_safe_decoding.py covers the crop in depth).
+    # cropping at 16 (tests/images/test_safe_decoding.py covers the crop in depth).
     wide = Image.fromarray(_pattern(96, 48))
     with pytest.warns(CenterCropWarning, match="96x48 is not square: center-cropped to 48x48 and resized to 32x32"):
         x = image_to_tensor(wide, 32)

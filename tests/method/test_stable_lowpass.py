@@ -1,7 +1,7 @@
 """The low-pass expert in its stable forms (settings.lowpass = implicit | exact): the pull against
 independent dense linear algebra, first-order agreement with the official gradient step as the
 step shrinks, no divergence at any weight, and the one declaration. (The native loop against the
-oracle with these forms, for every solver: tests/test_solvers.py.)"""
+oracle with these forms, for every solver: tests/method/test_solvers.py.)"""
 
 import numpy as np
 import pytest

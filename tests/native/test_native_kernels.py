@@ -426,7 +426,7 @@ def test_step_kernels_refuse_bad_buffers():
 
 def test_kernel_seeds_are_converted_not_wrapped():
     """The bindings only convert seeds (an integer, or uint64 [batch]); the checks of what a user
-    passes live in Python (noise.check_seeds, tests/test_noise.py): nothing is wrapped."""
+    passes live in Python (noise.check_seeds, tests/method/test_noise.py): nothing is wrapped."""
     out = np.zeros(8, np.float32)
     for bad in (-1, 2**64, np.array([1, 2], np.int64), np.array([0.5, 1.0]), np.zeros(3, np.uint64), "x"):
         with pytest.raises(NativeError, match="seed"):

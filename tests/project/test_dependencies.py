@@ -1,6 +1,6 @@
 """The declared dependencies tell the truth: every floor in pyproject.toml admits the version
 requirements.txt pins (what CI installs and tests), the security floors hold, and every
-third-party module the package, the export scripts and the tests import is declared in
+third-party module the package, the scripts and the tests import is declared in
 pyproject.toml (as a dependency or in an extra)."""
 
 import ast
@@ -81,7 +81,7 @@ def test_every_imported_third_party_module_is_declared():
     distributions = packages_distributions()
     declared = set(_declared())
     undeclared = []
-    for folder in ("python/egsde_rt", "export", "tests"):
+    for folder in ("python/egsde_rt", "scripts", "tests"):
         for module in sorted(_imported_modules(ROOT / folder) - set(sys.stdlib_module_names) - local):
             # a module this environment does not have (tensorrt) is named after its distribution
             names = {canonicalize_name(d) for d in distributions.get(module, [module])}

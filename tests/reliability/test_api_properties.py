@@ -3,7 +3,7 @@ Python API's arguments, as a new user might pass them: ``EGSDESettings`` and the
 settings, ``Translator.run`` / ``run_tensor``, and the folder job (``plan_job``, ``run_job``).
 Whatever the arguments, a call returns a sensible result or raises an ``EgsdeError``; any
 other exception (a bare ``TypeError``, ``ValueError``, ``OverflowError`` ...) fails the test.
-(The HTTP API is fuzzed in tests/test_serve_contract.py.)"""
+(The HTTP API is fuzzed in tests/service/test_serve_contract.py.)"""
 
 import math
 import shutil

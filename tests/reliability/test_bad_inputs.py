@@ -230,7 +230,7 @@ def test_row_engine_files_missing_or_changed(tiny_engine, tmp_path):
 def test_row_plans_for_another_machine_or_export(tiny_engine, tmp_path, field, value):
     """A compiled plan on record for another torch, another CPU or another export of its graph is
     never loaded: `compiled` refuses with the command to rebuild, `auto` falls back. (A real
-    AOTInductor build: tests/test_compiled.py; TensorRT plans: tests/test_runtime.py.)"""
+    AOTInductor build: tests/engine/test_compiled.py; TensorRT plans: tests/engine/test_runtime.py.)"""
     from egsde_rt.engine.plans import compiled_identity, graph_source, plan_entry
 
     path, manifest = _engine_copy(tiny_engine, tmp_path)

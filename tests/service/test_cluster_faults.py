@@ -2,7 +2,7 @@
 and two worker nodes, each with a raylet and an object store of its own, on this machine) and
 the tiny engine: a folder job that loses a node mid-job, and the service that loses a replica
 process while clients send requests. Marked ``cluster``; every wait is bounded and says what it
-waited for. The cluster listens on ports 8490-8494 (not those of tests/test_ray.py)."""
+waited for. The cluster listens on ports 8490-8494 (not those of tests/service/test_ray.py)."""
 
 import io
 import os
