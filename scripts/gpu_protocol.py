@@ -28,11 +28,12 @@ Tiers (limits in ``TIER_LIMITS_S``):
    own cudaMalloc, so out-of-bounds accesses are seen); after the benchmarks, since a sanitizer
    run is the likeliest to hang or crawl. Where the sanitizer cannot run (gVisor machines
    refuse the device) the step is skipped with its message.
-4. compiled, with what is left: TensorRT where the machine has it (``tests/test_tensorrt_gpu.py``:
-   plans of the tiny engine in every precision, captured against uncaptured; recorded as skipped,
-   "tensorrt is not installed", where it has not); the compiled runner's captured run against its
-   uncaptured run (tiny engine), then AOTInductor plans of cat2dog for CUDA and their bench; ONNX
-   Runtime CUDA only where onnxruntime has its CUDA provider.
+4. compiled, with what is left: TensorRT where the machine has it
+   (``tests/engine/test_tensorrt_gpu.py``: plans of the tiny engine in every precision, captured
+   against uncaptured; recorded as skipped, "tensorrt is not installed", where it has not); the
+   compiled runner's captured run against its uncaptured run (tiny engine), then AOTInductor plans
+   of cat2dog for CUDA and their bench; ONNX Runtime CUDA only where onnxruntime has its CUDA
+   provider.
 
 ``--dry-run`` runs every tier on the CPU with the demo networks (torch-only, 32x32) and a few
 updates, writing the same archive and summary: CI runs it so that the first GPU run cannot die on
@@ -72,8 +73,9 @@ DRY_COMPILE_LIMIT_S = 10
 REFERENCE_DIR = ROOT / ".reference"  # git-ignored; the caller copies ../shared/reference here and carries it
 # The goldens the GPU tests read (tests/conftest.py's small models).
 REQUIRED_GOLDENS = ("golden_adm_unet_small.npz", "golden_dse_small.npz")
-GPU_TESTS = ("tests/test_native_cuda.py", "tests/test_solvers.py", "tests/test_reliability.py",
-             "tests/test_sampling_path_cuda.py", "tests/test_stable_lowpass.py")
+GPU_TESTS = ("tests/native/test_native_cuda.py", "tests/method/test_solvers.py",
+             "tests/reliability/test_reliability.py", "tests/engine/test_sampling_path.py",
+             "tests/method/test_stable_lowpass.py")
 KERNEL_TESTS_K = "philox or lowpass or step_begin or step_pointer"
 HEADLINE_ENGINE = "/tmp/egsde-protocol-cat2dog"
 HEADLINE_STEPS = 20
@@ -207,7 +209,7 @@ def build_tiers(p: Protocol) -> list:
     bench = [*cli, "bench", "--engine", engine, "--device", p.device, "--batch-size", *batches, "--steps", steps,
              "--repeats", "2", "--warmup", "0", "--phase-runs", "1"]
     sanitized = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}  # each tensor its own allocation: overruns are seen
-    kernel_tests = ["-m", "gpu", "tests/test_native_cuda.py", "-k", KERNEL_TESTS_K]
+    kernel_tests = ["-m", "gpu", "tests/native/test_native_cuda.py", "-k", KERNEL_TESTS_K]
     build_env = {"CMAKE_ARGS": "-DEGSDE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90"}
     if not shutil.which("nvcc") and Path("/usr/local/cuda/bin/nvcc").exists():
         build_env["CUDACXX"] = "/usr/local/cuda/bin/nvcc"  # CMake's CUDA compiler when nvcc is not on PATH
@@ -240,9 +242,9 @@ def build_tiers(p: Protocol) -> list:
             for tool in ("memcheck", "initcheck")
         ]),
         Tier(4, "compiled", steps=[
-            Step("tensorrt", _pytest("-m", "gpu", "tests/test_tensorrt_gpu.py", junit=tensorrt_xml), limit_s=60,
+            Step("tensorrt", _pytest("-m", "gpu", "tests/engine/test_tensorrt_gpu.py", junit=tensorrt_xml), limit_s=60,
                  skip=tensorrt_skip, verdict=lambda: verdict(tensorrt_xml)),
-            Step("compiled-captured", _pytest("-m", "gpu", "tests/test_compiled.py", "-k", "captured",
+            Step("compiled-captured", _pytest("-m", "gpu", "tests/engine/test_compiled.py", "-k", "captured",
                                               junit=compiled_xml), limit_s=90, verdict=lambda: verdict(compiled_xml)),
             Step("build-compiled", [*cli, "build", engine, "--backend", "compiled", "--device", p.device,
                                     "--precision", "fp32", "--max-batch", batches[-1]],

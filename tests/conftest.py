@@ -11,6 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = ROOT / "tests" / "data"
 REFERENCE_DIR = Path(os.environ.get("EGSDE_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 SAMPLES_DIR = REFERENCE_DIR.parent / "samples" / "afhq_cat"
 
@@ -115,7 +116,7 @@ def tiny_torch_engine(tmp_path_factory):
     return path, unet, dse
 
 
-# --- the service (tests/test_ray.py, tests/test_serve_contract.py; helpers in serve_helpers.py) ----
+# --- the service (tests/service/test_ray.py, test_serve_contract.py; helpers in helpers/serve.py) ----
 
 @pytest.fixture(scope="module")
 def local_ray(request):
@@ -138,8 +139,8 @@ def local_ray(request):
 
 @pytest.fixture(scope="module")
 def service(local_ray, tiny_engine):
-    """The service on loopback (serve_helpers.PORT) with the tiny engine, for one test module."""
-    from serve_helpers import PORT
+    """The service on loopback (helpers.serve.PORT) with the tiny engine, for one test module."""
+    from helpers.serve import PORT
 
     from egsde_rt.service import deployment as service_module
     from egsde_rt.bench.serve_load import wait_healthy

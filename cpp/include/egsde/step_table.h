@@ -5,7 +5,7 @@
 // and the ordered names egsde_rt._core.STEP_TABLE_COLUMNS that Python builds the table from (and
 // tests StepCoefficients against). A new column is a line here, its values in the solver functions
 // (egsde_rt.solvers) and, for the kernels to read it, a StepRow field (step_scalars.h: the field,
-// kStepRowWords, step_rows in sampler.cpp and the word list of tests/test_native_kernels.py).
+// kStepRowWords, step_rows in sampler.cpp and the word list of tests/native/test_native_kernels.py).
 #pragma once
 
 #include <vector>

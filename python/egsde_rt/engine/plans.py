@@ -32,7 +32,7 @@ from .format import GRAPH_VARIANTS, EngineDir, PlanEntry
 # precision: fp32 and tf32 plans (TF32 off / on) are built from the graphs, fp16 and bf16 plans from
 # their variants (``format.GRAPH_VARIANTS``).
 TENSORRT_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-# the TensorRT versions the builder and runner target: 10.x and 11.x (tests/test_tensorrt_api.py checks
+# the TensorRT versions the builder and runner target: 10.x and 11.x (tests/engine/test_tensorrt_api.py checks
 # every name they use against the Python API of 10.0, the newest 10.x and 11.4)
 TENSORRT_MIN_MAJOR = 10
 PLANS_DIR = "plans"

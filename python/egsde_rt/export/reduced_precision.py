@@ -29,7 +29,7 @@ HALF_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 # graph inputs whose ops alone stay float32 (the time embedding), whatever op they are
 TIME_INPUTS = ("t",)
 BF16_OPSET = 22
-# What a variant is held to (tests/test_reduced_precision_graphs.py, README "Backends and precision"):
+# What a variant is held to (tests/engine/test_reduced_precision_graphs.py, README "Backends and precision"):
 # max |variant - the torch runner in the same precision| <= TOLERANCE x max |float32 output|, and a
 # PSNR of at least MIN_PSNR_DB against the float32 graph (peak: the float32 output's range).
 TOLERANCE = {"fp16": 1e-2, "bf16": 5e-2}

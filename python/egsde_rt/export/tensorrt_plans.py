@@ -12,7 +12,7 @@ variants (``export.reduced_precision``; the bf16 variant is ONNX opset 22, which
 parser must read). TensorRT cannot be
 installed where egsde-rt is developed: this path is unverified there; the caching logic is tested
 with a stand-in compiler and every TensorRT name used against the Python API of each version
-(tests/test_tensorrt_api.py).
+(tests/engine/test_tensorrt_api.py).
 """
 
 from __future__ import annotations

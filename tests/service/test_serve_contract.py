@@ -1,0 +1,158 @@
+"""The service's HTTP contract, tried as outsiders would, against a running service on loopback
+(the ``service`` fixture: local Ray, the tiny engine):
+
+* schemathesis reads ``/openapi.json`` and sends generated good and bad requests to every
+  operation (bounded examples): no 5xx, every response as documented, every 4xx with a message;
+* hypothesis sends arbitrary query text and bodies to ``POST /translate``;
+* a real headless browser (Debian's Chromium, driven by Selenium) opens the page at ``/``,
+  uploads an image and sees its translation appear (the result is ``Translator.run``'s).
+Every network call is bounded by a timeout."""
+
+import base64
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from helpers.serve import URL, png, post
+
+from egsde_rt.runtime.translator import Translator
+from egsde_rt.method.settings import RUNTIME_OVERRIDABLE
+
+pytest.importorskip("ray.serve")
+schemathesis = pytest.importorskip("schemathesis")
+
+BOUNDED = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def error_has_a_message(ctx, response, case):
+    """Every 4xx is JSON ``{"error": MESSAGE}`` with a message (a schemathesis check)."""
+    if 400 <= response.status_code < 500:
+        body = json.loads(response.content)
+        assert isinstance(body.get("error"), str) and body["error"].strip(), f"4xx without a message: {body}"
+
+
+# --- schemathesis ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def api_schema(service):
+    return schemathesis.openapi.from_url(f"{URL}/openapi.json", timeout=30)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@BOUNDED
+def test_every_operation_keeps_its_contract(case):
+    """Generated requests (schema-valid and not) get a documented answer, never a 5xx, and a 4xx
+    says why; then the same query with a real image (no parameter left out, however costly: the
+    service's bounds and its cap on network evaluations keep every answer quick).
+    ``positive_data_acceptance`` is left out: the schema states types, choices and bounds, but
+    whether a value fits this engine (steps <= M, the work cap, a decodable image) is the
+    service's to say, with a 400 and a message."""
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    checks = {"additional_checks": [error_has_a_message], "excluded_checks": [positive_data_acceptance]}
+    response = case.call_and_validate(timeout=120, **checks)
+    assert response.status_code < 500
+    if case.operation.path == "/translate" and case.method.upper() == "POST" and isinstance(case.query, dict):
+        # the same query on a real image, sent as one (a generated Content-Type header is dropped)
+        case.body, case.media_type = png(len(case.query)), "application/octet-stream"
+        case.headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "content-type"}
+        response = case.call_and_validate(timeout=120, **checks)
+        assert response.status_code in (200, 400, 422), response.text  # 422: diverged (e.g. ls=1e300)
+
+
+# --- hypothesis over the raw HTTP API -------------------------------------------------------------
+
+TEXT = st.one_of(st.sampled_from(["0", "1", "2", "-1", "1.5", "1e3", "nan", "inf", "true", "no", "ddim", "cosine",
+                                  "fresh", "", " ", "18446744073709551616", "0x10"]), st.text(max_size=6))
+NAMES = st.sampled_from(["seed", *RUNTIME_OVERRIDABLE, "s1", "score_kind", "x", "M[]"])
+BODIES = st.one_of(st.binary(max_size=64), st.builds(lambda cut: png()[:cut], st.integers(0, 80)),
+                   st.just("image"))
+
+
+@BOUNDED
+@given(query=st.dictionaries(NAMES, TEXT, max_size=4), body=BODIES)
+@example(query={"seed": "5"}, body="image")  # at least one translation, whatever else is drawn
+@example(query={"M": "0"}, body=b"")
+def test_any_query_and_body_get_an_image_or_a_4xx_with_a_message(service, query, body):
+    from urllib.parse import urlencode
+
+    if body == "image":
+        body = png(1)
+    status, headers, payload = post(urlencode(query), body)
+    assert status in (200, 400, 413, 422), (status, payload[:300])  # 422: diverged (a huge ls)
+    if status == 200:
+        assert body == png(1) and Image.open(io.BytesIO(payload)).size == (32, 32)
+    else:
+        assert json.loads(payload)["error"].strip()
+
+
+# --- the page, in a real browser ------------------------------------------------------------------
+
+def _browser():
+    """Selenium driving Debian's Chromium headless, or a skip naming what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        missing = "no browser: install Debian's chromium and chromium-driver (.ci/run does)"
+        if os.environ.get("EGSDE_REQUIRE_BROWSER"):  # CI: a missing browser fails, never skips
+            pytest.fail(missing)
+        pytest.skip(missing)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,760",
+                "--disable-gpu", "--no-first-run"):
+        options.add_argument(arg)
+    # Both paths given: Selenium Manager (which would download a driver) is not used.
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+
+
+def test_the_page_translates_an_uploaded_image_in_a_browser(service, tiny_engine, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    source = tmp_path / "cat.png"
+    Image.fromarray((np.random.default_rng(3).random((48, 48, 3)) * 255).astype(np.uint8)).save(source)
+    browser = _browser()
+    try:
+        browser.set_page_load_timeout(60)
+        browser.get(f"{URL}/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: b.find_elements(By.NAME, "M"))  # the form is built from /openapi.json
+        assert {e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "form [name]")} \
+            == {"seed", *RUNTIME_OVERRIDABLE}
+        browser.find_element(By.NAME, "seed").clear()
+        browser.find_element(By.NAME, "seed").send_keys("7")
+        browser.find_element(By.NAME, "M").send_keys("3")
+        browser.find_element(By.ID, "file").send_keys(str(source))  # picking a file translates it
+        wait.until(lambda b: b.execute_script("const r = document.getElementById('result');"
+                                              "return r.complete && r.naturalWidth > 0;"))
+        status = browser.find_element(By.ID, "status").text
+        assert "translated in" in status and "seed 7" in status, status
+        data_url = browser.execute_async_script(
+            "const done = arguments[0]; fetch(document.getElementById('result').src).then(r => r.blob())"
+            ".then(b => { const f = new FileReader(); f.onload = () => done(f.result); f.readAsDataURL(b); });")
+        shown = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+        expected = Translator(tiny_engine[0]).run(str(source), seed=7, M=3)
+        assert np.array_equal(np.asarray(shown), np.asarray(expected))
+        browser.save_screenshot(str(tmp_path / "serve-page.png"))
+        if os.environ.get("EGSDE_SCREENSHOT"):  # docs/scale-out.md's picture: EGSDE_SCREENSHOT=docs/serve-page.png
+            shutil.copy(tmp_path / "serve-page.png", Path(os.environ["EGSDE_SCREENSHOT"]))
+        # a bad setting shows the service's message instead of an image
+        browser.find_element(By.NAME, "M").clear()
+        browser.find_element(By.NAME, "M").send_keys("99999")
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: "at most 1000" in b.find_element(By.ID, "status").text)
+        assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+    finally:
+        browser.quit()
