@@ -7,6 +7,7 @@ float16 convolutions in float32 (it inserts casts and then removes the cast pair
 graph gives it float32 values."""
 
 import copy
+import shutil
 
 import numpy as np
 import onnx
@@ -22,6 +23,15 @@ from egsde_rt.export.score_graph import ScoreGraph
 from egsde_rt.models.network_fns import gradient_scale, in_precision
 
 ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_engine, tmp_path_factory):
+    """The tiny engine, copied: ``onnx.load`` refuses external data in a file with several hard
+    links (tests/reliability/test_fuzz.py links the session's engine files)."""
+    path = tmp_path_factory.mktemp("variants") / "engine"
+    shutil.copytree(tiny_engine[0], path)
+    return load_engine_dir(path)
 HALF = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 GRAPHS = ("score", "dse_grad")
 
@@ -38,11 +48,10 @@ def _types(model) -> dict:
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_half_precision_only_in_the_convolutions_and_matmuls_off_the_time_path(tiny_engine, name, precision):
+def test_half_precision_only_in_the_convolutions_and_matmuls_off_the_time_path(engine, name, precision):
     """Every convolution and matmul that reads the image computes in the half type; nothing else
     does (normalisations, softmax, reductions, the time embedding stay float32); inputs and
     outputs are float32."""
-    engine = load_engine_dir(tiny_engine[0])
     model = _graph(engine, name, precision)
     types = _types(model)
     half_ops, time_ops = 0, 0
@@ -67,10 +76,9 @@ def test_half_precision_only_in_the_convolutions_and_matmuls_off_the_time_path(t
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_a_variant_reads_the_same_weights_stored_once(tiny_engine, name, precision):
+def test_a_variant_reads_the_same_weights_stored_once(engine, name, precision):
     """The variant's initializers are the float32 graph's: the same names, pointing at the same
     bytes of the weights file (external data), none added; each weight reaches its op by a Cast."""
-    engine = load_engine_dir(tiny_engine[0])
 
     def initializers(model):
         return {t.name: (t.data_type, tuple(t.dims), tuple((e.key, e.value) for e in t.external_data))
@@ -112,8 +120,7 @@ def _torch_runner(name: str, precision: str, inputs):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("name", GRAPHS)
-def test_a_variant_matches_the_torch_runner_in_its_precision_and_stays_near_fp32(tiny_engine, name, precision):
-    engine = load_engine_dir(tiny_engine[0])
+def test_a_variant_matches_the_torch_runner_in_its_precision_and_stays_near_fp32(engine, name, precision):
     g = torch.Generator().manual_seed(3)
     y = torch.randn(1, 3, 32, 32, generator=g)
     x_t = y + 0.3 * torch.randn(1, 3, 32, 32, generator=g)
@@ -130,11 +137,10 @@ def test_a_variant_matches_the_torch_runner_in_its_precision_and_stays_near_fp32
     assert err > 0 and _psnr(got, fp32) < 200  # it did compute in the half type
 
 
-def test_the_fp16_gradient_does_not_underflow(tiny_engine):
+def test_the_fp16_gradient_does_not_underflow(engine):
     """A small DSE gradient (y near x_t) still reaches float16's range: the gradient graph is traced
     with the similarity scaled by FP16_GRAD_SCALE, so the fp16 variant flushes at most 1 % of the
     float32 gradient to zero (unscaled, this input flushes 6 %)."""
-    engine = load_engine_dir(tiny_engine[0])
     g = torch.Generator().manual_seed(3)
     y = torch.randn(1, 3, 32, 32, generator=g)
     feeds = {"y": y.numpy(), "x_t": (y + 0.01 * torch.randn(1, 3, 32, 32, generator=g)).numpy(),
