@@ -32,7 +32,7 @@ SeedsArg seeds_arg(const py::handle& seed, index_t batch) {
     try {
       value = seed.cast<std::uint64_t>();
     } catch (const py::cast_error&) {
-      throw Error("seed: must be an integer in [0, 2^64) (egsde_rt.noise.check_seeds)");
+      throw Error("seed: must be an integer in [0, 2^64) (egsde_rt.method.noise.seed_array)");
     }
     a.broadcast.assign(static_cast<size_t>(batch), value);
     a.data = a.broadcast.data();

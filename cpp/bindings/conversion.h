@@ -85,7 +85,7 @@ void require_size(const ArrayOf<T>& a, index_t n, const char* name) {
                            std::to_string(n));
 }
 
-// The seeds of a run or a kernel call, converted (egsde_rt.noise.check_seeds checks them in
+// The seeds of a run or a kernel call, converted (egsde_rt.method.noise.seed_array checks them in
 // Python): one integer for every image, or a uint64 array [batch] (host or device).
 struct SeedsArg {
   std::vector<std::uint64_t> broadcast;

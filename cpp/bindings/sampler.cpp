@@ -152,7 +152,7 @@ void bind_config(py::module_& m) {
       .def_readwrite("steps", &SamplerConfig::steps)
       .def_readwrite("history", &SamplerConfig::history,
                      "how many earlier data predictions the sampler keeps (0..3; a multistep solver's, "
-                     "egsde_rt.solvers.Solver.history): needed by a table with a nonzero prev_coef (1), "
+                     "egsde_rt.method.solvers.Solver.history): needed by a table with a nonzero prev_coef (1), "
                      "prev_coef2 (2) or prev_coef3 (3)")
       .def_readwrite("ls", &SamplerConfig::ls)
       .def_readwrite("li", &SamplerConfig::li)
@@ -185,7 +185,7 @@ void bind_config(py::module_& m) {
              c.lambda_w = to_vector(lambda_w);
            }, py::arg("eig_h"), py::arg("lambda_h"), py::arg("eig_w"), py::arg("lambda_w"),
            "The stable low-pass forms' eigenpairs of A = L^T L per axis: Q_h [H, low_h], lambda_h [low_h], "
-           "Q_w [W, low_w], lambda_w [low_w] (egsde_rt.lowpass.lowpass_eigen).")
+           "Q_w [W, low_w], lambda_w [low_w] (egsde_rt.method.lowpass.lowpass_eigen).")
       .def_readonly("low_h", &SamplerConfig::low_h)
       .def_readonly("low_w", &SamplerConfig::low_w);
 }

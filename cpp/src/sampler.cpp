@@ -30,7 +30,7 @@ void check_config(const SamplerConfig& c) {
     require(std::all_of(prev[j]->begin(), prev[j]->end(), [](float coef) { return coef == 0.0f; }),
             "sampler: the step table reads an earlier update's data prediction (a nonzero prev_coef" +
                 (j ? std::to_string(j + 1) : std::string()) + ") beyond the " + std::to_string(c.history) +
-                " the sampler keeps: set SamplerConfig.history (egsde_rt.solvers.get_solver(name).history)");
+                " the sampler keeps: set SamplerConfig.history (egsde_rt.method.solvers.get_solver(name).history)");
   require(c.batch >= 1 && c.channels >= 1 && c.height >= 1 && c.width >= 1, "sampler: empty image shape");
   require(c.repeats >= 1, "sampler: repeats must be >= 1");
   // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.

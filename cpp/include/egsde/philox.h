@@ -1,4 +1,4 @@
-// The noise contract (see python/egsde_rt/noise.py): Philox4x32-10 and Box-Muller, usable on
+// The noise contract (see python/egsde_rt/method/noise.py): Philox4x32-10 and Box-Muller, usable on
 // the host and in CUDA kernels. Element k of an image with seed q, 64-bit draw d, stream s:
 // counter (k / 4, d >> 32, d & 0xFFFFFFFF, s) (for every draw below 2^32 the counter
 // (k / 4, 0, d, s)), key (q & 0xFFFFFFFF, q >> 32); lanes 0/1 pair words 0/1, lanes 2/3 words
@@ -41,7 +41,7 @@ EGSDE_HD Philox4 philox4x32_10(std::uint32_t c0, std::uint32_t c1, std::uint32_t
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// The sampler's noise streams (noise.py: STREAM_SAMPLING, STREAM_PERTURB).
+// The sampler's noise streams (method/noise.py: STREAM_SAMPLING, STREAM_PERTURB).
 constexpr std::uint32_t kStreamSampling = 0;  // e of each repeat and the fresh noise z of each update
 constexpr std::uint32_t kStreamPerturb = 1;   // the fresh perturbation of each update (perturb="fresh")
 constexpr int kNoiseStreams = 2;

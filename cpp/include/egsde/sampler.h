@@ -24,7 +24,7 @@ struct SamplerConfig {
   int device_index = 0;    // the CUDA device (cuda:N) the buffers live on and the work runs on
   index_t batch = 1, channels = 3, height = 0, width = 0;
   StepTable steps;  // the columns of every update (step_table.h)
-  // A multistep solver's history (egsde_rt.solvers.Solver.history, 0..kMaxHistory): how many
+  // A multistep solver's history (egsde_rt.method.solvers.Solver.history, 0..kMaxHistory): how many
   // earlier data predictions D_{k-1}, D_{k-2}, ... the sampler keeps. A table that reads more
   // (a nonzero prev_coef, prev_coef2, prev_coef3 beyond it) is refused.
   index_t history = 0;

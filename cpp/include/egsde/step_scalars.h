@@ -22,7 +22,7 @@ struct StepRow {
   float sigma = 0.0f;                // 0 on the last update: the mask at t = 0
   float sqrt_abar = 1.0f, sqrt_one_minus_abar = 0.0f;  // the perturbed source's mix
   float ilvr = 0.0f;                 // 1 where the ILVR correction applies (ilvr and t > 0), else 0
-  // Multistep solvers (egsde_rt.solvers): the earlier updates' data predictions D_{k-1} (and
+  // Multistep solvers (egsde_rt.method.solvers): the earlier updates' data predictions D_{k-1} (and
   // D_{k-2}, D_{k-3}: prev_coef2, prev_coef3 below) enter with prev_coef, and this update's
   // D = x0_y * y - x0_eps * eps - ls_x0 * grad_s - li_x0 * grad_i is kept for the next ones. All 0
   // for single-step solvers.
@@ -33,7 +33,7 @@ struct StepRow {
 };
 
 // What the kernels of one step read (written by step_begin): the row of update k = g % K and the
-// noise draws of update g = r * K + k under the contract (noise.py). The per-image seeds are a
+// noise draws of update g = r * K + k under the contract (method/noise.py). The per-image seeds are a
 // device buffer of the sampler (written at the start of a run), so a run with other seeds
 // replays the same graph.
 struct StepScalars {

@@ -1,10 +1,10 @@
 // The step table: per-update float32 scalars in sampling order (row 0 is the start time), computed
-// in Python (egsde_rt.schedule.StepCoefficients; a solver is only the function giving its columns,
-// egsde_rt.solvers) and handed over as is. Its columns are declared once, here:
+// in Python (egsde_rt.method.schedule.StepCoefficients; a solver is only the function giving its columns,
+// egsde_rt.method.solvers) and handed over as is. Its columns are declared once, here:
 // EGSDE_STEP_TABLE_COLUMNS generates StepTable's members, StepTable::check(), the Python binding
 // and the ordered names egsde_rt._core.STEP_TABLE_COLUMNS that Python builds the table from (and
 // tests StepCoefficients against). A new column is a line here, its values in the solver functions
-// (egsde_rt.solvers) and, for the kernels to read it, a StepRow field (step_scalars.h: the field,
+// (egsde_rt.method.solvers) and, for the kernels to read it, a StepRow field (step_scalars.h: the field,
 // kStepRowWords, step_rows in sampler.cpp and the word list of tests/native/test_native_kernels.py).
 #pragma once
 
@@ -12,7 +12,7 @@
 
 #include "egsde/common.h"
 
-// X(name): every column of the table, in order: the solver's (egsde_rt.solvers.StepColumns), then
+// X(name): every column of the table, in order: the solver's (egsde_rt.method.solvers.StepColumns), then
 // the schedule's (t and the perturbed source's mix). For update k (see StepCoefficients):
 //   y' = inv_sqrt_alpha * (y - eps_coef * eps) - guidance_w * G
 //        + prev_coef * D_{k-1} + prev_coef2 * D_{k-2} + prev_coef3 * D_{k-3} + sigma * z

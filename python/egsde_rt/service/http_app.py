@@ -4,7 +4,7 @@
 * ``POST /translate?seed=S&M=...`` with the bytes of an image file as the body (``Content-Type``
   an image type or ``application/octet-stream``): the translated image as ``image/png``. The
   query parameters are typed: ``seed`` and one parameter per run-time overridable setting,
-  derived from the declarations in ``settings.py`` (a new setting appears here, in
+  derived from the declarations in ``method/settings.py`` (a new setting appears here, in
   ``/openapi.json`` and on the page without touching this file), each parsed by its
   declaration's own text parser (``M=1.0`` and ``ilvr=t`` are refused here as on the command
   line) and bounded by its declared maximum.

@@ -5,7 +5,7 @@
 // shares one matrix across planes. apply / energy_grad compose it; both backends implement
 // plane_gemm and cosine_pixel_grad; the composition is shared (src/lowpass.cpp).
 //
-// The stable forms of the squared-distance expert (python/egsde_rt/lowpass.py): lowpass_pull
+// The stable forms of the squared-distance expert (python/egsde_rt/method/lowpass.py): lowpass_pull
 // replaces y by x + f(c A)(y - x), A = L^T L, f(z) = 1 / (1 + z) (implicit) or exp(-z) (exact),
 // through A's eigenpairs per axis: y += Q_h (F o (Q_h^T (y - x) Q_w)) Q_w^T with
 // F_ij = f(c lambda_i mu_j) - 1 (pull_scale, the one op of its own; the rest is plane_gemm).
