@@ -24,9 +24,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..errors import EgsdeError
+from ..errors import EgsdeError, MissingGraphsError
 from .contracts import DSE_GRAD, SCORE
-from .format import GRAPH_VARIANTS, EngineDir, PlanEntry
+from .format import EngineDir, PlanEntry
 
 # A strongly typed TensorRT network (the only kind TensorRT 11 builds) computes in its ONNX graph's
 # precision: fp32 and tf32 plans (TF32 off / on) are built from the graphs, fp16 and bf16 plans from
@@ -82,7 +82,6 @@ def tensorrt_identity() -> MachineIdentity:
     import torch
 
     trt = import_tensorrt("a TensorRT plan")
-
     major, minor = torch.cuda.get_device_capability()
     return MachineIdentity("cuda", f"{major}.{minor}", f"tensorrt {trt.__version__}")
 
@@ -103,11 +102,13 @@ def graph_source(engine: EngineDir, graph: str, kind: str, precision: str = "fp3
     """The sha256 of what a plan of ``graph`` is built from (TensorRT: the ONNX graph in the plan's
     ``precision``, its variant for fp16 and bf16; compiled plans: the float32 graph and the torch
     weights, only them in a torch-only engine), so a re-exported graph invalidates its plans."""
+    if kind == "tensorrt":
+        try:
+            return engine.graph_variant(graph, precision)[1].sha256
+        except MissingGraphsError:  # no such graph: no plan of it is current
+            return ""
     entry = engine.manifest.graphs.get(graph)
     onnx_sha = entry.sha256 if entry else ""
-    if kind == "tensorrt":
-        variant = entry.variants.get(precision) if entry and precision in GRAPH_VARIANTS else entry
-        return variant.sha256 if variant else ""
     weights = engine.manifest.torch_weights.get(GRAPH_WEIGHTS[graph])
     return hashlib.sha256(f"{onnx_sha}:{weights.sha256 if weights else ''}".encode()).hexdigest()
 

@@ -2,9 +2,9 @@
 
 The shape of a JSON document is declared once, as dataclasses whose fields are annotated with
 ``int``, ``float``, ``str``, ``bool``, ``dict[str, X]`` (its keys read as the first argument: a
-``str`` or a checked one), ``list[X]``, ``X | None``, another such
-dataclass, ``Any``, or ``Annotated[X, Check(...)]`` for a constraint beyond the type (a sha256,
-a non-negative size, one of a few names). ``read(cls, data)`` builds the dataclass or raises
+``str`` or a checked one), ``list[X]``, ``X | None``, another such dataclass, ``Any``, or
+``Annotated[X, Check(...)]`` for a constraint beyond the type (a sha256, a non-negative size,
+one of a few names). ``read(cls, data)`` builds the dataclass or raises
 ``ShapeError`` saying where (``graphs.score.file``) what was expected and what was found: an
 unknown or missing field, a wrong type, a failed check. A document that reads is one every later
 ``entry.field`` can trust.

@@ -7,11 +7,10 @@ is strongly typed (TensorRT 11 builds no other kind; 10.x is asked with
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so a plan computes in its ONNX graph's
 precision and no weak-typing API (precision builder flags, per-layer precisions) is used: fp32
 plans (TF32 off) and tf32 plans (``BuilderFlag.TF32`` on) are built from the float32 graphs, fp16
-and bf16 plans from their reduced-precision
-variants (``export.reduced_precision``; the bf16 variant is ONNX opset 22, which TensorRT's ONNX
-parser must read). TensorRT cannot be
-installed where egsde-rt is developed: this path is unverified there; the caching logic is tested
-with a stand-in compiler and every TensorRT name used against the Python API of each version
+and bf16 plans from their reduced-precision variants (``export.reduced_precision``; the bf16
+variant is ONNX opset 22, which TensorRT's ONNX parser must read). TensorRT cannot be installed
+where egsde-rt is developed: this path is unverified there; the caching logic is tested with a
+stand-in compiler and every TensorRT name used against the Python API of each version
 (tests/engine/test_tensorrt_api.py).
 """
 

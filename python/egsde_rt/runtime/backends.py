@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine import EngineDir
@@ -41,6 +41,8 @@ class BackendChoice:
     reason: str
     precision: str = "fp32"
     index: int = 0  # the CUDA device's ordinal (cuda:N)
+    # the device as ``select_backend`` resolved it (``devices.resolve``: checked there, passed inward as it is)
+    target: Device | None = field(default=None, compare=False)
 
     @property
     def torch_device(self) -> str:
@@ -242,9 +244,9 @@ def select_backend(engine: EngineDir, backend: str = "auto", device: Device | st
                 continue
             usable, why = found[name]
             if usable:
-                ordinal = resolve(Device("cuda", device.index)).index if dev == "cuda" else 0
-                log.info("egsde-rt: backend %s on %s (%s)", name, dev if dev == "cpu" else f"cuda:{ordinal}", why)
-                return BackendChoice(name, dev, why, precision, ordinal)
+                target = resolve(Device(dev, device.index if dev == "cuda" else None))
+                log.info("egsde-rt: backend %s on %s (%s)", name, target, why)
+                return BackendChoice(name, dev, why, precision, target.index or 0, target)
             refusals.append(f"{name} on {dev}: {why}")
     raise ConfigError("no usable backend: " + "; ".join(refusals))
 

@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from .. import _core
 from ..errors import ConfigError
 
-KINDS = ("auto", "cpu", "cuda")
-
-
 @dataclass(frozen=True)
 class Device:
-    kind: str  # one of KINDS
+    kind: str  # "auto", "cpu" or "cuda"
     index: int | None = None  # the CUDA ordinal; None: the current CUDA device (or not CUDA)
     resolved: bool = field(default=False, compare=False, repr=False)  # made by ``resolve``: checked here
 

@@ -35,7 +35,7 @@ from ..method.noise import Seeds, seed_array
 from ..method.schedule import Schedule
 from ..method.settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
-from .devices import Device, resolve
+from .devices import Device
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
@@ -68,7 +68,7 @@ class Translator:
         self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
         # On CUDA the samplers and the runner share one stream of their own (not the legacy default
         # stream, which cannot be captured into a CUDA graph): no synchronisation between them.
-        self.target: Device = resolve(Device(self.choice.device, self.choice.index))  # checked once, passed inward
+        self.target: Device = self.choice.target  # resolved (checked) once by select_backend, passed inward
         self.device = self.target.torch
         self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
