@@ -127,7 +127,7 @@ void bind_step_noise_axpby(py::module_& k) {
         "The sampler's device-side step table: float32 [K, STEP_ROW_WORDS] (t, inv_sqrt_alpha, eps_coef, "
         "ls_w, li_w, sigma, sqrt_abar, sqrt_one_minus_abar, ilvr).");
   k.def("step_begin", [](const py::handle& table, const py::handle& state, const py::handle& scalars,
-                         const py::handle& t_now, index_t batch, std::uintptr_t cuda_stream) {
+                         const py::handle& t_now, index_t batch, index_t updates, std::uintptr_t cuda_stream) {
     const ArrayArg ta = as_array(table, false, "table"), sa = as_array(scalars, true, "scalars");
     const ArrayArg tn = as_array(t_now, true, "t_now");
     const ArrayOf<std::int64_t> st = as_array_of<std::int64_t>(state, true, "state");
@@ -135,15 +135,16 @@ void bind_step_noise_axpby(py::module_& k) {
     require_size(st, 1, "state");
     require_size(sa, kStepScalarsWords, "scalars");
     require_size(tn, batch, "t_now");
+    require(updates >= 1, "updates: the run's updates (repeats * K) must be >= 1");
     const ExecutionContext ctx = context_on({ta.device, st.device, sa.device, tn.device}, cuda_stream);
-    step_begin(ctx, StepBeginParams{reinterpret_cast<const StepRow*>(ta.data), ta.size / kStepRowWords,
+    step_begin(ctx, StepBeginParams{reinterpret_cast<const StepRow*>(ta.data), ta.size / kStepRowWords, updates,
                                     reinterpret_cast<StepState*>(st.data), reinterpret_cast<StepScalars*>(sa.data),
                                     tn.data, batch});
   }, py::arg("table"), py::arg("state"), py::arg("scalars"), py::arg("t_now"), py::arg("batch"),
-        py::arg("cuda_stream") = 0,
-        "Gather the step counter's row: state int64 [1] (the counter g, advanced), scalars float32 "
-        "[STEP_SCALARS_WORDS] (the row, then the 64-bit draws of streams 0 and 1, each as uint32 (low, high) "
-        "words), t_now [batch].");
+        py::arg("updates"), py::arg("cuda_stream") = 0,
+        "Gather the step counter's row: state int64 [1] (the counter g, clamped into [0, updates), then "
+        "advanced), scalars float32 [STEP_SCALARS_WORDS] (the row, then the 64-bit draws of streams 0 and 1, "
+        "each as uint32 (low, high) words), t_now [batch]; updates: the run's (repeats * K).");
   k.def("philox_normal", [](const py::handle& out, index_t batch, index_t per_image, const py::object& seed,
                             std::uint32_t stream, std::uint64_t draw, std::uintptr_t cuda_stream,
                             const py::object& step, const py::object& injected) {

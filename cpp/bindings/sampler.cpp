@@ -133,12 +133,16 @@ void bind_config(py::module_& m) {
   py::tuple column_names(std::size(kStepTableColumns));
   for (size_t i = 0; i < std::size(kStepTableColumns); ++i) column_names[i] = kStepTableColumns[i];
   m.attr("STEP_TABLE_COLUMNS") = column_names;
+  m.attr("MAX_THREADS") = kMaxThreads;
 
   py::class_<SamplerConfig> sampler_config(m, "SamplerConfig", "What a Sampler is built for (see egsde/sampler.h).");
   def_count<&SamplerConfig::batch>(sampler_config, "batch", "images per run");
   def_count<&SamplerConfig::channels>(sampler_config, "channels", "channels per image");
   def_count<&SamplerConfig::height>(sampler_config, "height", "image height");
   def_count<&SamplerConfig::width>(sampler_config, "width", "image width");
+  def_count<&SamplerConfig::threads>(sampler_config, "threads",
+                                     "CPU: the most OpenMP threads of every call, the runners' included where they "
+                                     "share the runtime (0: no cap; at most MAX_THREADS)");
   def_count<&SamplerConfig::repeats>(sampler_config, "repeats",
                                      "the official sample_step repeats (64-bit; the sampler refuses a run whose "
                                      "counts do not fit in 64 bits)");

@@ -4,6 +4,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #ifdef EGSDE_WITH_CUDA
 #include <cuda_runtime_api.h>
 
@@ -113,6 +117,12 @@ int cuda_device_count(std::string* reason) {
 }
 
 DeviceScope::DeviceScope(const ExecutionContext& ctx) {
+#ifdef _OPENMP
+  if (ctx.device == Device::CPU && ctx.threads > 0 && omp_get_max_threads() > ctx.threads) {
+    previous_threads_ = omp_get_max_threads();
+    omp_set_num_threads(ctx.threads);
+  }
+#endif
 #ifdef EGSDE_WITH_CUDA
   if (ctx.device != Device::CUDA) return;
   int current = 0;
@@ -126,6 +136,9 @@ DeviceScope::DeviceScope(const ExecutionContext& ctx) {
 }
 
 DeviceScope::~DeviceScope() {
+#ifdef _OPENMP
+  if (previous_threads_ > 0) omp_set_num_threads(previous_threads_);
+#endif
 #ifdef EGSDE_WITH_CUDA
   if (previous_ >= 0) cuda_status::report(cudaSetDevice(previous_), "cudaSetDevice");
 #endif

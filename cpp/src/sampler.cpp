@@ -93,7 +93,9 @@ std::vector<StepRow> step_rows(const StepTable& s, float ls, float li, bool ilvr
 Sampler::Sampler(SamplerConfig config) : config_(std::move(config)) {
   check_config(config_);
   require(config_.device_index >= 0, "sampler: the CUDA device index cannot be negative");
-  ctx_ = ExecutionContext{config_.device, config_.stream, config_.device_index};
+  require(config_.threads >= 0 && config_.threads <= kMaxThreads,
+          "sampler: threads must be in 0.." + std::to_string(kMaxThreads) + " (0: the OpenMP default)");
+  ctx_ = ExecutionContext{config_.device, config_.stream, config_.device_index, static_cast<int>(config_.threads)};
   const DeviceScope scope(ctx_);
   const Device d = config_.device;
   numel_ = image_batch_numel(config_);
@@ -180,6 +182,7 @@ void Sampler::seek(index_t update) {
   require(update < total_updates(), "sampler: the step counter must be below total_updates (repeats * updates)");
   const StepState state{update};
   state_.upload(ctx_, &state, 1);  // ordered after the steps already queued
+  issued_ = update;
 }
 
 index_t Sampler::step_counter() const {
@@ -213,11 +216,16 @@ void Sampler::step(Runner& runner) {
   const DeviceScope scope(ctx_);
   const SamplerConfig& c = config_;
   require(begun_, "sampler: begin() a run first");
+  // Past the run, the kernels would read the injected noise past its end.
+  require(issued_ < total_updates(), "sampler: step() past the end of the run (its " +
+                                         std::to_string(total_updates()) +
+                                         " updates, repeats * updates, are done): begin() a new run, or seek()");
+  ++issued_;
   const StepScalars* step = scalars_.data();
   clock_.begin_step();
   clock_.begin(Phase::UpdateNoise);  // the perturbed source counts with the noise
-  step_begin(ctx_, StepBeginParams{step_table_.data(), c.steps.size(), state_.data(), scalars_.data(),
-                                   t_now_.data(), c.batch});
+  step_begin(ctx_, StepBeginParams{step_table_.data(), c.steps.size(), total_updates(), state_.data(),
+                                   scalars_.data(), t_now_.data(), c.batch});
   const float* source_noise = e_.data();
   if (c.fresh_perturb) {
     PhiloxNormalParams draw;
@@ -316,6 +324,7 @@ bool Sampler::run(const float* x0, float* out, Runner& runner, const std::uint64
   for (index_t r = 0; r < R; ++r) {
     start_repeat(r);
     for (index_t k = 0; k < K; ++k) {
+      issued_ = r * K + k;  // replays advance only the device's counter
       if (replay && (r > 0 || k > 0))
         replay();
       else

@@ -1,5 +1,6 @@
 """egsde-rt: a low-latency inference engine for EGSDE image-to-image translation."""
 
+from . import cpu_threads
 from ._version import __version__
 from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, ConfigError,
                      EgsdeError, EngineDirError, ImageError, NativeError, SamplingCancelled)
@@ -8,6 +9,10 @@ from .errors import (CheckpointError, CheckpointMismatchError, CheckpointNotFoun
 # Serve's HTTP proxy imports) loads neither PyTorch, ONNX Runtime nor the native core.
 _LAZY = {"Translator": ".runtime.translator", "PRESETS": ".method.presets", "get_preset": ".method.presets",
          "EGSDESettings": ".method.settings"}
+
+
+# Before anything loads an OpenMP runtime (PyTorch, the native core): idle threads wait passively.
+cpu_threads.set_wait_policy()
 
 
 def __getattr__(name):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 
 import pytest
@@ -107,6 +108,8 @@ def _set(manifest, dotted, value):
     ("schedule.kind", KeyError, r"schedule lacks \['kind'\]"),
     ("schedule.beta_start", KeyError, r"schedule lacks \['beta_start'\]"),
     ("schedule.beta_end", "0.02", "schedule.beta_end must be a number"),
+    ("schedule.beta_end", 10**400, "schedule.beta_end must be a number a double holds, got 1000"),
+    ("graphs.score.validation", {"1": {"max_abs": -10**400, "max_rel": 0}}, "max_abs must be a number a double"),
     ("schedule.num_timesteps", 1.5, "schedule.num_timesteps must be an integer"),
     ("schedule.num_timesteps", 2**40, r"num_timesteps must be in 1\.\.100000"),
     ("schedule.num_timesteps", 5, "M=12 exceeds the schedule's 5 timesteps"),
@@ -121,6 +124,29 @@ def test_an_entry_of_the_wrong_shape_is_an_engine_dir_error(tiny_engine, tmp_pat
     _set(manifest, dotted, value)
     _write(path, manifest)
     _refused_before_running(path, match)
+
+
+@pytest.mark.parametrize("header,why", [
+    (None, "its header claims 18446744073709551615 bytes, more than the file holds"),
+    (b'{"w": {"data_offsets": [0, 4], "data_offsets": [0, 8]}}', "appears twice"),
+    (b'{"w": {"data_offsets": [0, NaN]}}', "NaN is not a JSON number"),
+    (b'{"w": "not an object"}', "TypeError"), (b"[1, 2]", "AttributeError"), (b'{"w": {}}', "KeyError"),
+    (b"\xff\xfe", "not UTF-8 text"), (b"[" * 5000 + b"]" * 5000, "nested deeper than 32 levels"),
+])
+def test_a_weights_file_whose_header_is_not_one_is_an_engine_dir_error(tmp_path, header, why):
+    """The safetensors header export reads its tensors' offsets from (``weights_file.stored_tensors``)
+    is parsed as strictly as the manifest: anything else is an EngineDirError naming the file."""
+    import struct
+
+    from egsde_rt.engine.weights_file import stored_tensors
+
+    path = tmp_path / "w.safetensors"
+    if header is None:
+        path.write_bytes(struct.pack("<Q", 2**64 - 1) + b"{}")
+    else:
+        path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(EngineDirError, match=f"w.safetensors: not a safetensors file .*{re.escape(why)}"):
+        stored_tensors(path)
 
 
 def test_plan_entries_of_the_first_format_are_left_out(tiny_engine, tmp_path):
@@ -140,12 +166,56 @@ def _fake_compile(onnx_path, contract, image_size, precision, profile, workspace
     return f"{contract.name}-{precision}-{profile}".encode() * 100
 
 
+def _paths(plans: dict) -> dict:
+    """{graph: path} of ``matching_plans``' verified files."""
+    return {graph: plan.path for graph, plan in plans.items()}
+
+
+def test_concurrent_builds_keep_every_plan_entry(tiny_engine, tmp_path):
+    """Two builds at once (fp32 and tf32 plans, in threads; the compiler a stand-in that waits for
+    the other build at every plan, so that both read the manifest before either records a plan):
+    the manifest ends with all four plans, each matching its file (was: each build wrote back the
+    manifest it had read, through one fixed manifest.json.tmp, and the last writer's two plans
+    were all that was left)."""
+    import threading
+
+    path, _ = _copy(tiny_engine, tmp_path)
+    together = threading.Barrier(2, timeout=60)
+
+    def compile_fn(*args):
+        together.wait()  # both builds are at the same plan, each with the manifest it read at its start
+        return _fake_compile(*args)
+
+    built, failed = {}, []
+
+    def build(precision):
+        try:
+            built[precision] = build_plans(path, precision=precision, compile_fn=compile_fn, identity=H100,
+                                           log=lambda m: None)
+        except BaseException as err:  # noqa: BLE001 - reported by the test below
+            failed.append(err)
+            together.abort()
+
+    threads = [threading.Thread(target=build, args=(precision,)) for precision in ("fp32", "tf32")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failed, failed
+    engine = load_engine_dir(path)
+    assert sorted((e.precision, e.graph) for e in engine.manifest.plans.values()) == [
+        ("fp32", "dse_grad"), ("fp32", "score"), ("tf32", "dse_grad"), ("tf32", "score")]
+    for precision in ("fp32", "tf32"):
+        assert _paths(matching_plans(engine, H100, precision=precision)) == built[precision]
+    assert not [p.name for p in path.iterdir() if p.name.endswith((".tmp", ".tmp.json"))]  # no temporary left
+
+
 def test_a_corrupt_plan_is_refused_naming_the_file_and_the_rebuild(tiny_engine, tmp_path):
     path, _ = _copy(tiny_engine, tmp_path)
     plans = build_plans(path, precision="fp32", compile_fn=_fake_compile, identity=H100, log=lambda m: None)
     manifest = json.loads((path / "manifest.json").read_text())
     assert all(entry["size"] == (path / entry["file"]).stat().st_size for entry in manifest["plans"].values())
-    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
+    assert _paths(matching_plans(load_engine_dir(path), H100, precision="fp32")) == plans
     data = bytearray(plans["dse_grad"].read_bytes())
     data[len(data) // 2] ^= 0x01  # the same size
     plans["dse_grad"].write_bytes(bytes(data))
@@ -157,7 +227,7 @@ def test_a_corrupt_plan_is_refused_naming_the_file_and_the_rebuild(tiny_engine, 
     with pytest.raises(EngineDirError, match="bytes, the manifest says"):
         matching_plans(load_engine_dir(path, check_hashes=False), H100, precision="fp32")  # size: at every level
     build_plans(path, precision="fp32", compile_fn=_fake_compile, identity=H100, log=lambda m: None)  # the fix
-    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
+    assert _paths(matching_plans(load_engine_dir(path), H100, precision="fp32")) == plans
 
 
 def test_plans_without_a_recorded_size_are_checked_by_their_sha256(tiny_engine, tmp_path):
@@ -168,7 +238,7 @@ def test_plans_without_a_recorded_size_are_checked_by_their_sha256(tiny_engine, 
     for entry in manifest["plans"].values():
         del entry["size"]
     _write(path, manifest)
-    assert matching_plans(load_engine_dir(path), H100, precision="fp32") == plans
+    assert _paths(matching_plans(load_engine_dir(path), H100, precision="fp32")) == plans
     plans["score"].write_bytes(b"x" + plans["score"].read_bytes())
     with pytest.raises(EngineDirError, match="does not match its sha256"):
         matching_plans(load_engine_dir(path), H100, precision="fp32")

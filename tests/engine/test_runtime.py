@@ -116,6 +116,37 @@ def test_tensorrt_plans_are_cached_by_what_they_depend_on(tiny_engine, tmp_path)
         build_plans(path, precision="int4", compile_fn=fake_compile, identity=h100)
 
 
+def test_every_plan_a_runner_gets_takes_batch_1(tiny_engine, tmp_path):
+    """The batch range a backend reports is 1..max (``plans_batch_limit``; the Translator splits a
+    job into batches up to it, the last one smaller): TensorRT plans are built with a minimum
+    batch of 1 (another min_batch is refused), and a plan on record whose profile starts above 1
+    is not used, stale_plans saying why (was: built, picked, and a smaller batch run against it)."""
+    from egsde_rt.engine.plans import plans_batch_limit
+
+    path = _copy(tiny_engine, tmp_path)
+    h100 = MachineIdentity("cuda", "9.0", "tensorrt 11.4.0")
+
+    def fake_compile(onnx_path, contract, image_size, precision, profile, workspace, cache_path):
+        return f"{contract.name}-{profile}".encode()
+
+    with pytest.raises(ConfigError, match=r"min_batch must be 1, got 2: a plan must take every batch up to max_batch"):
+        build_plans(path, min_batch=2, opt_batch=4, max_batch=8, compile_fn=fake_compile, identity=h100)
+    with pytest.raises(ConfigError, match="opt_batch must be at most max_batch"):
+        build_plans(path, opt_batch=9, max_batch=8, compile_fn=fake_compile, identity=h100)
+    build_plans(path, opt_batch=4, max_batch=8, compile_fn=fake_compile, identity=h100, log=lambda m: None)
+    engine = load_engine_dir(path)
+    assert {tuple(e.profile) for e in engine.manifest.plans.values()} == {(1, 4, 8)}
+    assert plans_batch_limit(engine, h100, kind="tensorrt", precision="fp32") == 8
+    manifest = json.loads((path / "manifest.json").read_text())
+    for entry in manifest["plans"].values():  # as an older build with min_batch=2 recorded them
+        entry["profile"] = [2, 4, 8]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    engine = load_engine_dir(path)
+    assert matching_plans(engine, h100, precision="fp32") is None
+    assert plans_batch_limit(engine, h100, kind="tensorrt", precision="fp32") is None
+    assert "takes batches 2..8, not batch 1" in stale_plans(engine, h100, kind="tensorrt")[0]
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_reduced_precision_tensorrt_plans_are_built_from_the_graph_variants(tiny_engine, tmp_path, precision):
     """A strongly typed TensorRT build computes in its graph's precision: fp16/bf16 plans are built
@@ -137,7 +168,7 @@ def test_reduced_precision_tensorrt_plans_are_built_from_the_graph_variants(tiny
         assert compiled[(name, "fp32")] == engine.path / engine.manifest.graphs[name].file
     for p in ("fp32", precision):
         plans = matching_plans(engine, h100, precision=p)
-        assert {name: plans[name].read_bytes() for name in plans} == {n: f"{n}-{p}".encode() for n in plans}
+        assert {name: plans[name].read() for name in plans} == {n: f"{n}-{p}".encode() for n in plans}
     sources = {(e.graph, e.precision): e.source_sha256 for e in engine.manifest.plans.values()}
     assert sources[("score", precision)] == engine.manifest.graphs["score"].variants[precision].sha256
 

@@ -11,7 +11,9 @@ by extract_tensorrt_api.py there; nothing downloads at test time).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -22,7 +24,8 @@ import pytest
 from conftest import TEST_DATA
 from egsde_rt.engine import DSE_GRAD, SCORE
 from egsde_rt.engine.plans import TENSORRT_PRECISIONS
-from egsde_rt.errors import EgsdeError
+from egsde_rt.engine.verification import VerifiedFile
+from egsde_rt.errors import EgsdeError, EngineDirError
 from egsde_rt.export.tensorrt_plans import compile_with_tensorrt
 from egsde_rt.runtime.runners import TensorRTRunner
 
@@ -39,13 +42,14 @@ RETURNS = {
     "IBuilderConfig.get_timing_cache": "ITimingCache", "ITimingCache.serialize": "IHostMemory",
     "Runtime.deserialize_cuda_engine": "ICudaEngine", "ICudaEngine.create_execution_context": "IExecutionContext",
     "INetworkDefinition.get_layer": "ILayer", "OnnxParser.parse_from_file": True,
-    "IExecutionContext.execute_async_v3": True,
+    "IExecutionContext.execute_async_v3": True, "IExecutionContext.set_input_shape": True,
+    # an input's (min, opt, max) shapes in the plan's optimization profile
+    "ICudaEngine.get_tensor_profile_shape": [(1, 3, 32, 32), (1, 3, 32, 32), (4, 3, 32, 32)],
 }
 METHODS = {"IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.set_timing_cache", "IBuilderConfig.set_flag",
            "IBuilderConfig.clear_flag",
            "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
-           "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address", "ILayer.set_output_type",
-           "OnnxParser.get_error"}
+           "IExecutionContext.set_tensor_address", "ILayer.set_output_type", "OnnxParser.get_error"}
 # properties: a value, or an enum value (by its API name; the old builder read a layer's type)
 PROPERTIES = {"OnnxParser.num_errors": 0, "INetworkDefinition.num_layers": 1, "ILayer.num_outputs": 1}
 ENUM_PROPERTIES = {"ILayer.type": "LayerType.NORMALIZATION"}
@@ -122,6 +126,16 @@ class RecordingTensorRT(types.ModuleType):
         return _Recorded(self.used, name)
 
 
+def _plan_files(tmp_path: Path, data: bytes = b"plan") -> dict:
+    """{graph: VerifiedFile} of stand-in plans holding ``data``, as ``matching_plans`` gives a runner."""
+    plans = {}
+    for contract in (SCORE, DSE_GRAD):
+        path = tmp_path / f"{contract.name}.plan"
+        path.write_bytes(data)
+        plans[contract.name] = VerifiedFile(path, hashlib.sha256(data).hexdigest(), len(data))
+    return plans
+
+
 def _api(fixture: Path) -> tuple[str, set[str]]:
     data = json.loads(fixture.read_text())
     return data["version"], set(data["names"])
@@ -138,11 +152,7 @@ def names_used(version: str, tmp_path: Path, monkeypatch) -> set[str]:
         for contract in (SCORE, DSE_GRAD):
             plan = compile_with_tensorrt(onnx, contract, 32, precision, (1, 1, 4), 1.0, tmp_path / "timing.cache")
             assert plan == b"<IHostMemory>"
-    plans = {}
-    for contract in (SCORE, DSE_GRAD):
-        plans[contract.name] = tmp_path / f"{contract.name}.plan"
-        plans[contract.name].write_bytes(b"plan")
-    runner = TensorRTRunner(plans)
+    runner = TensorRTRunner(_plan_files(tmp_path))
     for contract in (SCORE, DSE_GRAD):
         refs = [SimpleNamespace(shape=(1, 3, 32, 32), ptr=4096 * i, stream=0) for i in range(len(contract.inputs))]
         runner._run(contract, refs, SimpleNamespace(shape=(1, 3, 32, 32), ptr=1 << 20, stream=0))
@@ -203,10 +213,7 @@ def test_a_tensorrt_step_makes_only_capturable_calls_on_the_samplers_stream(tmp_
     assert get_backend("tensorrt").capturable
     trt = RecordingTensorRT("11.4.0.106")
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    plans = {c.name: tmp_path / f"{c.name}.plan" for c in (SCORE, DSE_GRAD)}
-    for path in plans.values():
-        path.write_bytes(b"plan")
-    runner = TensorRTRunner(plans)
+    runner = TensorRTRunner(_plan_files(tmp_path))
     streams = []
     monkeypatch.setitem(RETURNS, "IExecutionContext.execute_async_v3", True)
     original = _Method.__call__
@@ -224,3 +231,90 @@ def test_a_tensorrt_step_makes_only_capturable_calls_on_the_samplers_stream(tmp_
         runner._run(contract, refs, SimpleNamespace(shape=(2, 3, 32, 32), ptr=1 << 20, stream=77))
     assert trt.used == CAPTURABLE_CALLS
     assert streams == [77, 77]
+
+
+# --- the runner: the bytes it verified, the shapes its plans take -------------------------------
+
+def _deserialised(monkeypatch) -> list:
+    """What the stand-in's ``Runtime.deserialize_cuda_engine`` is given, call by call."""
+    given = []
+    original = _Method.__call__
+
+    def recording_call(self, *args, **kwargs):
+        if self.path == "Runtime.deserialize_cuda_engine":
+            given.append(bytes(args[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_Method, "__call__", recording_call)
+    return given
+
+
+def test_the_runner_deserialises_the_very_bytes_it_checks(tiny_engine, tmp_path, monkeypatch):
+    """A plan is read once, checked (size, sha256) on the bytes read and those bytes deserialised:
+    a plan replaced after ``matching_plans`` verified it (same size, other bytes) is refused naming
+    the file and the rebuild, and never deserialised (was: verified, then opened again and loaded)."""
+    import shutil
+
+    from egsde_rt.engine import load_engine_dir
+    from egsde_rt.engine.plans import MachineIdentity, matching_plans
+    from egsde_rt.export.tensorrt_plans import build_plans
+
+    monkeypatch.setenv("EGSDE_RT_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "engine"
+    shutil.copytree(tiny_engine[0], path)
+    h100 = MachineIdentity("cuda", "9.0", "tensorrt 11.4.0")
+    build_plans(path, compile_fn=lambda onnx, contract, *rest: f"{contract.name} plan".encode() * 64, identity=h100,
+                log=lambda m: None)
+    monkeypatch.setitem(sys.modules, "tensorrt", RecordingTensorRT("11.4.0.106"))
+    given = _deserialised(monkeypatch)
+    plans = matching_plans(load_engine_dir(path), h100, precision="fp32")
+    TensorRTRunner(plans)
+    assert given == [plans[c.name].path.read_bytes() for c in (SCORE, DSE_GRAD)]
+
+    plans = matching_plans(load_engine_dir(path), h100, precision="fp32")  # verified: now replaced
+    replaced = plans["dse_grad"].path.read_bytes().replace(b"dse_grad plan", b"DSE_GRAD PLAN")
+    tmp = plans["dse_grad"].path.with_name("replacement")
+    tmp.write_bytes(replaced)
+    os.replace(tmp, plans["dse_grad"].path)
+    given.clear()
+    with pytest.raises(EngineDirError, match=r"dse_grad-\w+\.plan does not match its sha256 in the manifest \(changed "
+                                             r"since it was verified\): rebuild it: run `egsde-rt build .* --backend "
+                                             "tensorrt --precision fp32`"):
+        TensorRTRunner(plans)
+    assert given == [plans["score"].path.read_bytes()]  # the score plan, checked; never the replaced one
+    plans["dse_grad"].path.write_bytes(replaced + b"x")
+    with pytest.raises(EngineDirError, match="has at least .* bytes now, the manifest says"):
+        TensorRTRunner(plans)
+
+
+def test_a_shape_outside_the_plans_profile_is_refused_naming_the_shape_and_the_profile(tmp_path, monkeypatch):
+    """``set_input_shape`` returns False for a shape the plan's optimization profile does not take
+    (a batch below its minimum or above its maximum): an EgsdeError naming the shape, the profile
+    and the fix, before anything is enqueued (was: the return value ignored, the plan run anyway)."""
+    trt = RecordingTensorRT("11.4.0.106")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    runner = TensorRTRunner(_plan_files(tmp_path))
+    monkeypatch.setitem(RETURNS, "IExecutionContext.set_input_shape", False)
+    trt.used.clear()
+    refs = [SimpleNamespace(shape=(8, 3, 32, 32), ptr=4096 * (i + 1), stream=77) for i in range(3)]
+    with pytest.raises(EgsdeError, match=r"the TensorRT plan .*dse_grad\.plan does not take the shape \(8, 3, 32, 32\) "
+                                         r"of its input 'y': its optimization profile takes \(1, 3, 32, 32\) to "
+                                         r"\(4, 3, 32, 32\) \(batches 1\.\.4\); .*--max-batch N"):
+        runner._run(DSE_GRAD, refs, SimpleNamespace(shape=(8, 3, 32, 32), ptr=1 << 20, stream=77))
+    assert "IExecutionContext.execute_async_v3" not in trt.used
+
+
+def test_the_timing_cache_is_replaced_whole_never_rewritten_in_place(tmp_path, monkeypatch):
+    """A build writes its timing cache under a temporary name of its own and renames it into place:
+    a concurrent build reading the old cache keeps reading the old bytes (was: truncated and
+    rewritten in place under it), and no temporary file is left."""
+    monkeypatch.setitem(sys.modules, "tensorrt", RecordingTensorRT("11.4.0.106"))
+    (tmp_path / "plans").mkdir()
+    cache = tmp_path / "plans" / "timing.cache"
+    cache.write_bytes(b"the old timing cache")
+    (tmp_path / "graph.onnx").write_bytes(b"onnx")
+    with open(cache, "rb") as reader:  # a concurrent build, between opening the cache and reading it
+        compile_with_tensorrt(tmp_path / "graph.onnx", SCORE, 32, "fp32", (1, 1, 4), 1.0, cache)
+        assert reader.read() == b"the old timing cache"
+    assert cache.read_bytes() == b"<IHostMemory>"
+    assert sorted(p.name for p in (tmp_path / "plans").iterdir()) == ["timing.cache"]

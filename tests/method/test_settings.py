@@ -9,10 +9,11 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 
 from egsde_rt.errors import ConfigError
-from egsde_rt.method.settings import (DECLARATIONS, MAX_BATCH_SIZE, MAX_DOWN_N, MAX_M, MAX_REPEATS,
+from egsde_rt.method.settings import (DECLARATIONS, FLOAT32_MAX, MAX_BATCH_SIZE, MAX_DOWN_N, MAX_M, MAX_REPEATS,
                                       RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size, check_positive_int,
                                       overrides_from_text)
 
@@ -39,10 +40,38 @@ def test_every_text_setting_has_its_allowed_values_and_every_default_is_valid():
 
 
 def test_the_bounds_are_the_documented_ones():
-    """The integer settings' ranges and the batch bound: docs/reliability.md's table of bounds."""
+    """The declared ranges and the batch bound: docs/reliability.md's table of bounds (the energy
+    weights: up to the largest float32, what the sampler computes in)."""
     bounds = {name: (d.minimum, d.maximum) for name, d in DECLARATIONS.items() if d.maximum is not None}
-    assert bounds == {"M": (1, MAX_M), "down_N": (1, MAX_DOWN_N), "eta_min_t": (0, MAX_M), "repeats": (1, MAX_REPEATS)}
+    assert bounds == {"M": (1, MAX_M), "ls": (0, FLOAT32_MAX), "li": (0, FLOAT32_MAX), "down_N": (1, MAX_DOWN_N),
+                      "eta_min_t": (0, MAX_M), "repeats": (1, MAX_REPEATS)}
     assert (MAX_M, MAX_REPEATS, MAX_DOWN_N, MAX_BATCH_SIZE) == (1000, 16, 1024, 64)
+    assert FLOAT32_MAX == float(np.float32(3.4028235e38)) and np.isfinite(np.float32(FLOAT32_MAX))
+
+
+def test_every_number_setting_is_refused_beyond_float32():
+    """What the sampler reads in float32 (the energy weights; eta, in [0, 1]) is refused where
+    float32 holds only inf (1e39 became inf, then NaN, then a 422), in the settings, the text
+    parser and the help, naming the setting and its range; the range's ends are accepted."""
+    numbers = [name for name, d in DECLARATIONS.items() if d.kind is float]
+    assert numbers == ["ls", "li", "eta"]
+    beyond = (1e39, -1e39, 3.41e38, math.inf, -math.inf, math.nan, 10**39, 10**400)
+    for name in numbers:
+        solver = {} if name != "eta" else {"solver": "ddim"}
+        for value in beyond:
+            with pytest.raises(ConfigError, match=f"^{name} must be"):
+                EGSDESettings(**{name: value}, **solver)
+        with pytest.raises(ConfigError, match=f"^{name} must be"):
+            overrides_from_text({name: "1e39"})
+    for name in ("ls", "li"):
+        assert f"(0..{FLOAT32_MAX!r})" in DECLARATIONS[name].help
+        assert getattr(EGSDESettings(**{name: FLOAT32_MAX}), name) == FLOAT32_MAX
+        assert getattr(EGSDESettings(**{name: 0}), name) == 0
+        assert np.isfinite(np.float32(FLOAT32_MAX))
+        with pytest.raises(ConfigError) as refused:
+            overrides_from_text({name: "1e39"})
+        assert str(refused.value) == (f"{name} must be a finite number >= 0 and at most 3.4028234663852886e+38 (the "
+                                      "largest float32: the sampler computes in float32), got 1e+39")
 
 
 def test_every_costly_setting_has_a_declared_bound():
@@ -81,12 +110,15 @@ def test_only_what_the_graphs_bake_in_is_fixed_at_run_time():
     (dict(repeats=0), "repeats must be a positive integer, got 0"),
     (dict(eta_min_t=-1, solver="ddim"), "eta_min_t must be an integer >= 0, got -1"),
     (dict(down_N=2**70), f"down_N must be at most 1024, got {2**70}"),
-    (dict(ls=-1.0), "ls must be a finite number >= 0 (an energy weight; 0 turns that expert off), got -1.0"),
+    (dict(ls=-1.0), "ls must be a finite number >= 0 and at most 3.4028234663852886e+38 (the largest float32: "
+                    "the sampler computes in float32), got -1.0"),
     (dict(li=math.inf), "li must be a finite number >= 0"),
     (dict(li=math.nan), "li must be a finite number >= 0"),
     (dict(ls=10**400), "ls must be a finite number >= 0"),
+    (dict(ls=1e39), "ls must be a finite number >= 0 and at most 3.4028234663852886e+38"),
     (dict(ls=True), "ls must be a finite number >= 0"),
-    (dict(li="2"), "li must be a finite number >= 0 (an energy weight; 0 turns that expert off), got '2'"),
+    (dict(li="2"), "li must be a finite number >= 0 and at most 3.4028234663852886e+38 (the largest float32: "
+                   "the sampler computes in float32), got '2'"),
     (dict(s2="l1"), "s2 must be one of ['cosine', 'neg_l2'], got 'l1'"),
     (dict(perturb="new"), "perturb must be one of ['shared', 'fresh'], got 'new'"),
     (dict(score_kind="vae"), "score_kind must be one of ['adm', 'ddpm'], got 'vae'"),
@@ -186,6 +218,7 @@ def test_text_is_parsed_by_each_settings_type():
     ({"ilvr": "maybe"}, "ilvr must be true or false, got 'maybe'"),
     ({"M": "5000"}, "M must be at most 1000, got 5000"),
     ({"li": "nan"}, "li must be a finite number >= 0"),
+    ({"ls": "1e39"}, "ls must be a finite number >= 0 and at most 3.4028234663852886e+38"),
     ({"solver": "euler"}, "solver must be one of"),
     ({"s1": "neg_l2"}, "unknown or fixed setting 's1'; overridable: ['M', 'ls'"),
     ({"lambda_s": "1"}, "unknown or fixed setting 'lambda_s'"),

@@ -58,7 +58,7 @@ def test_every_draw_of_the_largest_allowed_run_is_distinct():
     sampling, perturb = [r * (K + 1) for r in range(R)], []
     for g in range(R * K):
         assert state[0] == g
-        KERNELS.step_begin(rows, state, scalars, t_now, 1)  # advances the counter
+        KERNELS.step_begin(rows, state, scalars, t_now, 1, updates=R * K)  # advances the counter
         z, fresh = step_draws(scalars)
         assert [z, fresh] == _contract_draws(g, K)
         sampling.append(z)

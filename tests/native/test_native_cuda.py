@@ -129,14 +129,15 @@ def _state(g):
     return np.array([g], np.int64)
 
 
-@pytest.mark.parametrize("g", [0, 4, 5, 11])
+@pytest.mark.parametrize("g", [0, 4, 5, 11, 2**40])  # the last: past the run, clamped as on the CPU
 def test_step_begin_matches_the_cpu(g):
     rows, batch = _rows(), 3
+    updates = 2 * len(rows)
     cpu_state, cpu_scalars, cpu_t = _state(g), Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
-    K.step_begin(rows, cpu_state, cpu_scalars.view, cpu_t.view, batch)
+    K.step_begin(rows, cpu_state, cpu_scalars.view, cpu_t.view, batch, updates=updates)
     gpu_state = torch.from_numpy(_state(g)).cuda()
     gpu_scalars, gpu_t = DeviceGuarded(Guarded(K.STEP_SCALARS_WORDS)), DeviceGuarded(Guarded(batch))
-    K.step_begin(torch.from_numpy(rows).cuda(), gpu_state, gpu_scalars.view, gpu_t.view, batch)
+    K.step_begin(torch.from_numpy(rows).cuda(), gpu_state, gpu_scalars.view, gpu_t.view, batch, updates=updates)
     scalars, t_now = gpu_scalars.host(), gpu_t.host()
     assert scalars.intact() and t_now.intact()
     assert np.array_equal(scalars.view.view(np.uint32), cpu_scalars.view.view(np.uint32))
@@ -149,7 +150,7 @@ def test_step_pointer_kernels_match_the_cpu(g):
     rows, batch, per_image, seeds = _rows(), 2, 3 * 64 * 64, np.array([41, 2**50 + 3], np.uint64)
     n = batch * per_image
     cpu_scalars = Guarded(K.STEP_SCALARS_WORDS)
-    K.step_begin(rows, _state(g), cpu_scalars.view, np.zeros(batch, np.float32), batch)
+    K.step_begin(rows, _state(g), cpu_scalars.view, np.zeros(batch, np.float32), batch, updates=len(rows))
     gpu_scalars = torch.from_numpy(cpu_scalars.view.copy()).cuda()
     rng = np.random.default_rng(g)
     y, eps, gs, gi = (rng.standard_normal(n).astype(np.float32) for _ in range(4))

@@ -296,11 +296,11 @@ def test_step_rows_are_the_schedule(solver):
     assert (coefs.prev_coef3 != 0).any() == (solver == "sa-solver-3")
 
 
-def _step_scalars(rows, g, batch):
-    """(scalars, t_now, state) after step_begin at counter g (guarded)."""
+def _step_scalars(rows, g, batch, repeats=3):
+    """(scalars, t_now, state) after step_begin at counter g (guarded) of a run of ``repeats``."""
     state = np.array([g], np.int64)
     scalars, t_now = Guarded(K.STEP_SCALARS_WORDS), Guarded(batch)
-    K.step_begin(rows, state, scalars.view, t_now.view, batch)
+    K.step_begin(rows, state, scalars.view, t_now.view, batch, updates=repeats * len(rows))
     assert scalars.intact() and t_now.intact()
     return scalars.view, t_now.view, state
 
@@ -416,9 +416,10 @@ def test_step_kernels_refuse_bad_buffers():
     _, rows = _step_rows(M=3)
     with pytest.raises(NativeError, match="int64"):
         K.step_begin(rows, np.zeros(1, np.float32), np.zeros(K.STEP_SCALARS_WORDS, np.float32),
-                     np.zeros(1, np.float32), 1)
+                     np.zeros(1, np.float32), 1, updates=len(rows))
     with pytest.raises(NativeError, match="scalars"):
-        K.step_begin(rows, np.zeros(1, np.int64), np.zeros(3, np.float32), np.zeros(1, np.float32), 1)
+        K.step_begin(rows, np.zeros(1, np.int64), np.zeros(3, np.float32), np.zeros(1, np.float32), 1,
+                     updates=len(rows))
     with pytest.raises(NativeError, match="step"):
         K.axpby(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32), 1.0, 1.0,
                 step=np.zeros(2, np.float32))

@@ -9,7 +9,7 @@ import torch
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError, NativeError
 from egsde_rt.method.noise import STREAM_PERTURB, STREAM_SAMPLING, philox_normal
-from egsde_rt.runtime.native_sampler import build_sampler, run_captured
+from egsde_rt.runtime.native_sampler import build_sampler, run_captured, step_table as step_table_of
 from egsde_rt.runtime.runners import TorchRunner
 from egsde_rt.method.schedule import Schedule, StepCoefficients
 from egsde_rt.method.settings import EGSDESettings
@@ -181,6 +181,89 @@ def test_stages_refuse_misuse():
         sampler.seek(-1)
     with pytest.raises(NativeError, match="x0"):
         sampler.begin(np.zeros((2, 3, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_a_step_past_the_run_is_refused(repeats):
+    """repeats x updates steps, then one more: refused on the host before any kernel runs (it would
+    read the injected noise past its end: under the sanitizers an invalid read, and garbage out)."""
+    settings = EGSDESettings(M=3, ls=0.0, li=0.0, down_N=8, repeats=repeats)
+    x0 = _host(_x0(batch=1))
+    K = settings.num_updates
+    noise = np.random.default_rng(0).standard_normal((repeats * (K + 1), *x0.shape)).astype(np.float32)
+    sampler = build_sampler(settings, x0.shape, "cpu")
+    finished = _staged(sampler, x0, ZeroRunner(), noise=noise)
+    assert sampler.step_counter == repeats * K
+    with pytest.raises(NativeError, match="past the end of the run"):
+        sampler.step(ZeroRunner())
+    assert sampler.step_counter == repeats * K  # nothing ran
+    assert np.array_equal(sampler.finish(), finished)
+    sampler.seek(repeats * K - 1)  # seek makes a step legal again: the run's last update
+    sampler.step(ZeroRunner())
+    with pytest.raises(NativeError, match="past the end of the run"):
+        sampler.step(ZeroRunner())
+
+
+def test_a_counter_past_the_run_is_clamped_on_the_device():
+    """What a replayed graph does past the end (the host cannot refuse a replay): step_begin clamps
+    the counter into [0, updates), so the step repeats the run's last update (its row, its draws)
+    instead of reading past the step table and the noise."""
+    coefs = StepCoefficients.from_settings(None, EGSDESettings(M=6, ls=0.0, li=0.0, down_N=8))
+    rows = _core.kernels.step_rows(step_table_of(coefs), 0.0, 0.0, False)
+    K, R = len(rows), 2
+
+    def begin_at(g):
+        state = np.array([g], np.int64)
+        scalars, t_now = np.zeros(_core.kernels.STEP_SCALARS_WORDS, np.float32), np.zeros(1, np.float32)
+        _core.kernels.step_begin(rows, state, scalars, t_now, 1, updates=R * K)
+        return scalars, int(state[0])
+
+    last, _ = begin_at(R * K - 1)
+    for g in (R * K, R * K + 5, 2**62):
+        scalars, after = begin_at(g)
+        assert np.array_equal(scalars.view(np.uint32), last.view(np.uint32)) and after == R * K
+    first, _ = begin_at(0)
+    assert np.array_equal(begin_at(-3)[0].view(np.uint32), first.view(np.uint32))
+    with pytest.raises(NativeError, match="updates"):
+        begin_at_zero = np.zeros(1, np.int64)
+        _core.kernels.step_begin(rows, begin_at_zero, np.zeros(_core.kernels.STEP_SCALARS_WORDS, np.float32),
+                                 np.zeros(1, np.float32), 1, updates=0)
+
+
+class ThreadsRunner(ZeroRunner):
+    """Records the OpenMP team size PyTorch sees inside each runner call (its calling thread's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.threads = []
+
+    def score(self, y, t, eps_out):
+        self.threads.append(torch.get_num_threads())
+        super().score(y, t, eps_out)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_samplers_threads_cap_its_calls_and_are_restored(threads):
+    """SamplerConfig.threads caps the OpenMP team of every call of the sampler, the runners' PyTorch
+    included (they share the runtime): a larger team is lowered to it, a smaller one (the caller's
+    choice, e.g. the Translator's under contention) is kept; the caller's own is back after."""
+    settings = EGSDESettings(M=3, ls=0.0, li=0.0, down_N=8)
+    x0 = _host(_x0(batch=1))
+    before = torch.get_num_threads()
+    other = 2
+    torch.set_num_threads(other)
+    try:
+        runner = ThreadsRunner()
+        build_sampler(settings, x0.shape, "cpu", threads=threads).run(x0, runner)
+        assert runner.threads == [min(threads, other)] * settings.num_updates
+        assert torch.get_num_threads() == other
+        runner = ThreadsRunner()
+        build_sampler(settings, x0.shape, "cpu").run(x0, runner)  # 0: the caller's own
+        assert runner.threads == [other] * settings.num_updates
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(NativeError, match="threads"):
+        build_sampler(settings, x0.shape, "cpu", threads=_core.MAX_THREADS + 1)
 
 
 def test_run_captured_refuses_a_cpu_sampler():

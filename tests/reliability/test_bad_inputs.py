@@ -169,6 +169,70 @@ def test_row_bad_settings(translator, overrides, match, monkeypatch):
         translator.run([_pattern()], **overrides)
 
 
+@pytest.mark.parametrize("overrides,match", [
+    (dict(ls=1e39), r"ls must be a finite number >= 0 and at most 3\.4028234663852886e\+38 \(the largest float32"),
+    (dict(li=-1e39), "li must be a finite number >= 0 and at most"), (dict(ls=float("inf")), "ls must be"),
+])
+def test_row_an_energy_weight_beyond_float32(translator, overrides, match, monkeypatch):
+    """An energy weight float32 cannot hold (1e39: inf, then NaN, then an ImageError) is refused
+    before any image is decoded."""
+    from egsde_rt.runtime import translator as module
+
+    monkeypatch.setattr(module, "images_to_batch", lambda *a: pytest.fail("decoded before the settings were checked"))
+    with pytest.raises(ConfigError, match=match):
+        translator.run([_pattern()], **overrides)
+
+
+def _asgi_post(app, query: str) -> tuple[int, dict]:
+    """(status, JSON body) of ``POST /translate?query`` (no body) sent to an ASGI app."""
+    import asyncio
+
+    messages = []
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/translate", "raw_path": b"/translate", "query_string": query.encode(), "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"image/png")],
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000)}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    return status, json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+
+
+@pytest.mark.parametrize("query,setting", [("ls=1e39", "ls"), ("li=1e39", "li"), ("M=4&ls=-1e39", "ls"),
+                                           ("li=3.5e38", "li")])
+def test_row_an_energy_weight_beyond_float32_over_http(query, setting):
+    """The service's query, typed and parsed by the settings' declarations (``service.http_app``),
+    answers 400 naming the setting and its float32 range (was: a translation, inf, NaN, 422); the
+    OpenAPI schema states the range."""
+    pytest.importorskip("fastapi")
+    from typing import Annotated
+
+    from fastapi import Query
+
+    from egsde_rt.method.settings import FLOAT32_MAX
+    from egsde_rt.service import http_app
+
+    app = http_app.create_app()
+    TranslateQuery = http_app.query_model()
+
+    @app.post("/translate")
+    async def translate(query: Annotated[TranslateQuery, Query()]):
+        return {"translated": True}
+
+    status, body = _asgi_post(app, query)
+    assert status == 400 and body["error"].startswith(f"{setting} must be a finite number >= 0 and at most "
+                                                      "3.4028234663852886e+38 (the largest float32"), body
+    assert _asgi_post(app, "ls=3e38&li=0") == (200, {"translated": True})  # in range: taken
+    schema = TranslateQuery.model_json_schema()["properties"]
+    assert all((schema[name]["minimum"], schema[name]["maximum"]) == (0, FLOAT32_MAX) for name in ("ls", "li"))
+
+
 # --- engine directories ------------------------------------------------------------------------
 
 def _engine_copy(tiny_engine, tmp_path):
@@ -225,7 +289,7 @@ def test_row_engine_files_missing_or_changed(tiny_engine, tmp_path):
         Translator(path)
 
 
-@pytest.mark.parametrize("field,value", [("runtime", "torch 2.0.0"), ("capability", "AVX2"),
+@pytest.mark.parametrize("field,value", [("runtime", "torch 2.0.0"), ("capability", "no-such-isa"),
                                          ("source_sha256", "0" * 64)])
 def test_row_plans_for_another_machine_or_export(tiny_engine, tmp_path, field, value):
     """A compiled plan on record for another torch, another CPU or another export of its graph is

@@ -1,7 +1,9 @@
 """Fuzzing (hypothesis, a bounded number of examples) of what reads untrusted bytes: the image
-loader and the engine manifest (its parser and every reader of it, at any depth). Whatever the
-bytes, the result is an image, an engine, or an EgsdeError, never another exception; image
-headers may claim huge sizes and other formats' signatures (Ghostscript is never run)."""
+loader and the engine manifest (its parser and every reader of it, at any depth, and its text
+itself: tokens Python's json module reads beyond JSON or not at all, invalid UTF-8, cut short).
+Whatever the bytes, the result is an image, an engine, or an EgsdeError, never another
+exception; image headers may claim huge sizes and other formats' signatures (Ghostscript is
+never run)."""
 
 import contextlib
 import copy
@@ -21,7 +23,7 @@ from egsde_rt.cli import main
 from helpers.engines import with_stand_in_plans
 from egsde_rt.engine import load_engine_dir
 from egsde_rt.engine.plans import compiled_identity, matching_plans, stale_plans
-from egsde_rt.errors import EgsdeError
+from egsde_rt.errors import EgsdeError, EngineDirError
 from egsde_rt.images import decode_image_bytes, image_to_tensor
 from egsde_rt.runtime.backends import select_backend
 from egsde_rt.runtime.translator import engine_settings
@@ -212,3 +214,92 @@ def test_manifest_readers_give_an_engine_or_an_egsde_error(fuzz_engine, data):
         _read_everything(path)
     except EgsdeError:
         pass
+
+
+# JSON text that Python's json module reads beyond JSON (NaN, Infinity, a number that overflows to
+# inf, a key twice, a lone surrogate) or refuses with something else than a JSONDecodeError (an
+# integer of more than 4300 digits: a ValueError; nesting thousands deep: a RecursionError).
+RAW_JSON = st.one_of(
+    st.integers(4290, 4400).map(lambda digits: "7" * digits),
+    st.integers(4290, 4400).map(lambda digits: "-" + "1" * digits),
+    st.sampled_from(["NaN", "-NaN", "Infinity", "-Infinity", "1e400", "-1e309", "1e-400", "2" * 40, "0.1e99999",
+                     '"\\ud800"', '"\\udc80x"', '"a\\u0000b"', '{"k": 1, "k": 2}', '{"file": "a", "file": "b"}',
+                     "[]", "{}", "null", "true"]),
+    st.integers(1, 3000).map(lambda depth: "[" * depth + "]" * depth),
+    st.integers(1, 3000).map(lambda depth: '{"a": ' * depth + "0" + "}" * depth),
+)
+# Damage to the manifest's bytes: inserted (invalid UTF-8, a NUL, a byte-order mark), or cut short.
+BYTE_DAMAGE = st.one_of(
+    st.tuples(st.just("insert"), st.integers(0, 2**16), st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x00",
+                                                                          b"\xef\xbb\xbf", b"\xc0\xaf"])),
+    st.tuples(st.just("cut"), st.integers(0, 2**16), st.just(b"")),
+)
+
+
+def _damaged(blob: bytes, damage) -> bytes:
+    kind, at, data = damage
+    at %= len(blob) + 1
+    return blob[:at] + data + blob[at:] if kind == "insert" else blob[:at]
+
+
+def _with_raw_tokens(manifest, placements) -> bytes:
+    """The manifest's text with each (place, raw JSON text) put at its place, as it is (``_places``)."""
+    holders = [f"\0raw{i}\0" for i in range(len(placements))]
+    text = json.dumps(_mutated(manifest, [(place, holder) for (place, _), holder in zip(placements, holders)]))
+    for (_, raw), holder in zip(placements, holders):
+        text = text.replace(json.dumps(holder), raw)
+    return text.encode("utf-8", "surrogatepass")
+
+
+@FUZZ
+@given(data=st.data())
+def test_manifest_text_of_any_form_gives_an_engine_or_an_egsde_error(fuzz_engine, data):
+    """The manifest's text itself: any field (or the whole) replaced by JSON text the json module
+    reads beyond JSON or refuses with another exception, the bytes damaged (invalid UTF-8, a BOM,
+    cut short): loading and every reader of the manifest give a result or an EgsdeError naming the
+    manifest (found: an integer of 4301 digits escaped as a bare ValueError)."""
+    path, manifest = fuzz_engine
+    places = sorted(_places(manifest))
+    placements = data.draw(st.lists(st.tuples(st.sampled_from(places), RAW_JSON), min_size=1, max_size=2))
+    blob = _with_raw_tokens(manifest, placements)
+    for damage in data.draw(st.lists(BYTE_DAMAGE, max_size=1)):
+        blob = _damaged(blob, damage)
+    (path / "manifest.json").write_bytes(blob)
+    try:
+        _read_everything(path)
+    except EgsdeError:
+        pass
+
+
+@pytest.mark.parametrize("place,raw,why", [
+    (("image_size",), "9" * 4301, "an integer of 4301 digits"),
+    (("schedule", "num_timesteps"), "-" + "1" * 5000, "an integer of 5000 digits"),
+    (("schedule", "beta_end"), "NaN", "NaN is not a JSON number"),
+    (("schedule", "beta_start"), "Infinity", "Infinity is not a JSON number"),
+    (("settings", "ls"), "1e400", "the number '1e400' overflows a double"),
+    (("torch_weights", "score", "config"), "[" * 100 + "]" * 100, "nested deeper than 32 levels"),
+    (("export",), "[" * 100000 + "]" * 100000, "nested deeper than 32 levels"),
+    (("graphs", "score"), '{"file": "score.onnx", "file": "../x.onnx"}', "the key 'file' appears twice"),
+    (("torch_weights", "score", "file"), '"\\ud800"', "the string '\\ud800' is not Unicode text"),
+    (("torch_weights", "score", "config"), '{"\\udfff": 1}', "the string '\\udfff' is not Unicode text"),
+])
+def test_each_kind_of_bad_manifest_text_is_an_engine_dir_error_naming_the_file(fuzz_engine, place, raw, why):
+    path, manifest = fuzz_engine
+    (path / "manifest.json").write_bytes(_with_raw_tokens(manifest, [(place, raw)]))
+    with pytest.raises(EngineDirError) as refused:
+        load_engine_dir(path)
+    assert str(refused.value).startswith(f"{path / 'manifest.json'}: corrupt manifest: {why}"), refused.value
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda blob: blob[:40] + b"\xff" + blob[40:], "not UTF-8 text"),
+    (lambda blob: b"\xef\xbb\xbf" + blob, "not JSON"),
+    (lambda blob: blob[: len(blob) // 2], "not JSON"),
+    (lambda blob: b" " * (16 << 20) + blob, "larger than 16 MiB"),
+])
+def test_manifest_bytes_that_are_not_json_text_are_an_engine_dir_error_naming_the_file(fuzz_engine, damage, why):
+    path, manifest = fuzz_engine
+    (path / "manifest.json").write_bytes(damage(json.dumps(manifest).encode()))
+    with pytest.raises(EngineDirError) as refused:
+        load_engine_dir(path)
+    assert str(refused.value).startswith(f"{path / 'manifest.json'}: corrupt manifest: {why}"), refused.value

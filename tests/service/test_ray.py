@@ -153,6 +153,7 @@ def test_concurrent_requests_are_batched_and_each_keeps_its_seed(service, tiny_e
     assert max(int(r[1]["x-egsde-batch-size"]) for r in results) > 1
     after = json.loads(_get("/stats"))
     assert after["max_batch"] > 1 and after["requests"] == before["requests"] + 4
+    assert after["limits"]["threads"] == 1  # a replica's threads: its CPU slots (0.5 here), at least 1
     translator = Translator(tiny_engine[0])
     for s, (_, _, body) in enumerate(results):
         expected = translator.run(Image.open(io.BytesIO(_png(s))), seed=s, M=3)

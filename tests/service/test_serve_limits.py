@@ -180,10 +180,10 @@ def test_each_group_of_a_batch_gets_its_own_outcome():
     import torch
 
     from egsde_rt.errors import NativeError
-    from egsde_rt.service.deployment import translate_groups
+    from egsde_rt.service.deployment import Pending, translate_groups
     from egsde_rt.service.http_app import translation_response
 
-    def run_group(x0, seeds, overrides, deadline):
+    def run_group(x0, seeds, overrides, wanted):
         if overrides.get("M") == 1:
             raise TypeError("an int too large to convert")
         if overrides.get("M") == 2:
@@ -191,7 +191,7 @@ def test_each_group_of_a_batch_gets_its_own_outcome():
         return [f"png {s}".encode() for s in seeds]
 
     far = time.monotonic() + 60
-    items = [(torch.zeros(3, 4, 4), seed, {"M": m}, far) for seed, m in ((0, 1), (1, 3), (2, 2), (3, 3), (4, 1))]
+    items = [Pending(torch.zeros(3, 4, 4), seed, {"M": m}, far) for seed, m in ((0, 1), (1, 3), (2, 2), (3, 3), (4, 1))]
     results = asyncio.run(translate_groups(items, run_group))
     assert results[1] == (b"png 1", 2) and results[3] == (b"png 3", 2)
     assert isinstance(results[0], TypeError) and results[4] is results[0]
@@ -202,19 +202,23 @@ def test_each_group_of_a_batch_gets_its_own_outcome():
     assert native.status_code == 500 and "out of memory" in json.loads(native.body)["error"]
 
 
-def test_a_group_past_its_deadline_is_not_run_and_answers_503():
+def test_a_group_past_its_deadline_or_cancelled_is_not_run_and_answers_503():
     import asyncio
 
     import torch
 
-    from egsde_rt.service.deployment import translate_groups
+    from egsde_rt.service.deployment import Pending, translate_groups
     from egsde_rt.service.http_app import translation_response
 
     ran = []
-    items = [(torch.zeros(3, 4, 4), 0, {}, time.monotonic() - 1)]
-    (result,) = asyncio.run(translate_groups(items, lambda *args: ran.append(args)))
-    assert not ran and translation_response(result).status_code == 503
-    assert "deadline passed while it was queued" in str(result)
+    late = Pending(torch.zeros(3, 4, 4), 0, {}, time.monotonic() - 1)
+    gone = Pending(torch.zeros(3, 4, 4), 1, {"M": 2}, time.monotonic() + 60)
+    gone.cancelled.set()
+    results = asyncio.run(translate_groups([late, gone], lambda *args: ran.append(args)))
+    assert not ran
+    for result in results:
+        assert translation_response(result).status_code == 503
+        assert "deadline passed (or its client went away) while it was queued" in str(result)
 
 
 def test_a_translation_is_cancelled_between_updates_at_its_deadline(tiny_torch_engine):
@@ -232,10 +236,106 @@ def test_a_translation_is_cancelled_between_updates_at_its_deadline(tiny_torch_e
     translator.run_tensor(x0, M=12)  # warm up, and the time of 12 updates
     full = time.monotonic() - started
     started = time.monotonic()
+    deadline = time.monotonic() + full
     with pytest.raises(SamplingCancelled, match="did not finish within the service's 5 s"):
-        translate_before(translator, x0, [0], {"M": 1000}, time.monotonic() + full, 5.0)
+        translate_before(translator, x0, [0], {"M": 1000}, lambda: time.monotonic() < deadline, 5.0)
     assert time.monotonic() - started < 20 * full + 1  # 1000 updates would take ~80x the 12-update run
-    assert len(translate_before(translator, x0, [0], {"M": 2}, time.monotonic() + 60, 5.0)) == 1
+    assert len(translate_before(translator, x0, [0], {"M": 2}, lambda: True, 5.0)) == 1
+
+
+class CountingTranslator:
+    """A stand-in for ``Translator.run_tensor``: ``updates`` updates of ``seconds`` each, the
+    progress callback asked after each (False: cancelled, as the native loop does)."""
+
+    def __init__(self, updates=200, seconds=0.01):
+        self.updates, self.seconds, self.done = updates, seconds, 0
+
+    def run_tensor(self, x0, seed, callback, **overrides):
+        import torch
+
+        from egsde_rt.errors import SamplingCancelled
+
+        for done in range(1, self.updates + 1):
+            time.sleep(self.seconds)
+            self.done = done
+            if not callback(done, self.updates):
+                raise SamplingCancelled("cancelled by the progress callback")
+        return torch.zeros(x0.shape[0], 3, 4, 4)
+
+
+def _run_group_cancelling(translator, cancel, after_s=0.3):
+    """A group of two requests (far deadlines) through ``translate_groups`` and ``translate_before``;
+    ``cancel(members)`` runs ``after_s`` seconds in, as the routes of gone clients do. Its results."""
+    import asyncio
+
+    import torch
+
+    from egsde_rt.service.deployment import Pending, translate_before, translate_groups
+
+    members = [Pending(torch.zeros(3, 4, 4), seed, {"M": 2}, time.monotonic() + 60) for seed in (0, 1)]
+
+    def run_group(x0, seeds, overrides, wanted):
+        return translate_before(translator, x0, seeds, overrides, wanted, 60.0)
+
+    async def main():
+        batch = asyncio.ensure_future(translate_groups(members, run_group))
+        await asyncio.sleep(after_s)
+        cancel(members)
+        return await asyncio.wait_for(batch, 30)
+
+    return asyncio.run(main())
+
+
+def test_a_group_whose_clients_all_went_away_stops_between_updates():
+    """Requests whose client disconnected (or that Serve's proxy timed out) are cancelled in the
+    replica: their ``Pending.cancelled`` is set, and the group's translation stops at the next
+    update once every member is cancelled or past its deadline; a group with one live member goes
+    on. (Before, only the deadline stopped it: 200 updates ran for nobody.)"""
+    from egsde_rt.errors import SamplingCancelled
+
+    gone = CountingTranslator()
+    results = _run_group_cancelling(gone, lambda members: [p.cancelled.set() for p in members])
+    assert all(isinstance(r, SamplingCancelled) for r in results), results
+    assert gone.done < gone.updates / 2, f"{gone.done} of {gone.updates} updates ran for clients that went away"
+
+    one_left = CountingTranslator()
+    results = _run_group_cancelling(one_left, lambda members: members[0].cancelled.set())
+    assert one_left.done == one_left.updates and [r[1] for r in results] == [2, 2]
+
+
+def test_at_most_decodes_threads_decode_whatever_the_waits_do():
+    """``--decodes 2`` with slow decodes and waits that time out: at most 2 decodes ever run at
+    once, a decode whose wait timed out before a thread took it never runs, and the pool decodes
+    again afterwards. (Before, a semaphore around ``asyncio.to_thread`` was released by each
+    timed-out wait while its thread decoded on: 6 ran under a limit of 2.)"""
+    import asyncio
+    import threading
+
+    from egsde_rt.service.deployment import Decoder
+
+    lock, running, peak, started = threading.Lock(), [0], [0], []
+
+    def slow_decode(body):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            started.append(body)
+        time.sleep(0.4)
+        with lock:
+            running[0] -= 1
+        return body
+
+    async def main():
+        decode = Decoder(2, slow_decode)
+        for wave in range(3):  # three waves of three uploads, each wait timing out at 0.05 s
+            waits = [asyncio.wait_for(decode(f"{wave}.{i}"), 0.05) for i in range(3)]
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            assert all(isinstance(o, asyncio.TimeoutError) for o in outcomes), outcomes
+        return await asyncio.wait_for(decode("after"), 10)
+
+    assert asyncio.run(main()) == "after"
+    assert peak[0] <= 2, f"{peak[0]} decode threads ran at once under --decodes 2"
+    assert len(started) < 9, f"all {len(started)} decodes ran, though 7 waits had timed out before a thread was free"
 
 
 # --- the guard in Serve's proxy, as an ASGI middleware (serve_proxy) -------------------------------
@@ -329,6 +429,63 @@ def test_the_proxy_guard_refuses_before_forwarding_and_drops_rays_timeout_header
     assert b"x-request-disconnect-disabled" not in seen
 
 
+def test_the_proxy_guard_drops_every_client_routing_header_as_ray_matches_them(monkeypatch):
+    """Serve's proxy routes on the multiplexed model id and the session id (names compared with
+    case and -/_ ignored), its ingress router on ``x-serve-router-*``, and takes the request id
+    from ``x-request-id``: a client must pick none of them. What reaches the proxy is checked
+    with Ray's own matchers; the guard's own request id is a fresh uuid4 per request."""
+    from ray.serve._private.constants import (SERVE_HTTP_REQUEST_ID_HEADER, SERVE_INGRESS_ROUTER_HEADER_PREFIX,
+                                              SERVE_MULTIPLEXED_MODEL_ID)
+    from ray.serve._private.http_util import _matches_session_id_header
+
+    body = [{"type": "http.request", "body": b"x", "more_body": False}]
+    client = [(b"serve_multiplexed_model_id", b"m1"), (b"serve-multiplexed-model-id", b"m2"),
+              (b"Serve-Multiplexed-Model-Id", b"m3"), (b"x-session-id", b"s1"), (b"x_session_id", b"s2"),
+              (b"X-Session-ID", b"s3"), (b"x-serve-router-replica", b"r1"), (b"x_serve_router_zone", b"r2"),
+              (b"x-request-id", b"attacker-chosen"), (b"x-request-timeout-seconds", b"0"),
+              (b"x_request_disconnect_disabled", b"?1"), (b"x-egsde-arrived", b"0"), (b"x-other", b"kept")]
+    ids = set()
+    for _ in range(2):
+        _, seen, sent, _ = _guard_run(GUARD, body, headers=client, app_sends_after=0.05)
+        assert _status(sent) == 200 and seen[b"x-other"] == b"kept"
+        for name in seen:
+            normal = name.decode().lower().replace("-", "_")
+            assert normal != SERVE_MULTIPLEXED_MODEL_ID and not _matches_session_id_header(name.decode()), name
+            assert not normal.startswith(SERVE_INGRESS_ROUTER_HEADER_PREFIX.replace("-", "_")), name
+            assert normal not in ("x_request_timeout_seconds", "x_request_disconnect_disabled"), name
+        request_id = seen[SERVE_HTTP_REQUEST_ID_HEADER.encode()].decode()
+        assert len(request_id) == 32 and int(request_id, 16) >= 0 and request_id != "attacker-chosen"
+        ids.add(request_id)
+    assert len(ids) == 2  # one per request
+
+    monkeypatch.setenv("RAY_SERVE_SESSION_ID_HEADER_KEY", "X-Tenant")  # the session header as configured
+    _, seen, _, _ = _guard_run(GUARD, body, headers=[(b"x_tenant", b"t"), (b"x-session-id", b"s")],
+                               app_sends_after=0.05)
+    assert b"x_tenant" not in seen and seen[b"x-session-id"] == b"s"
+
+
+def test_the_proxy_guard_stamps_the_arrival_and_the_replica_counts_the_deadline_from_it():
+    """The deadline counts from the request's arrival at Serve's proxy: the guard stamps it (wall
+    clock: the replica is another process), a client's copy is dropped, and the replica's
+    ``arrival`` clamps the time since the stamp to [0, request_timeout_s]."""
+    from egsde_rt.service.http_app import arrival
+
+    body = [{"type": "http.request", "body": b"x", "more_body": False}]
+    before = time.time()
+    _, seen, _, _ = _guard_run(GUARD, body, headers=[(b"x-egsde-arrived", b"1e12")], app_sends_after=0.05)
+    assert before <= float(seen[b"x-egsde-arrived"]) <= time.time()
+
+    def spent(stamp, timeout=30.0):
+        now = time.monotonic()
+        return now - arrival(stamp, timeout)
+
+    assert 2.9 < spent(repr(time.time() - 3)) < 3.5  # 3 s spent before the replica
+    assert abs(spent(repr(time.time() + 100))) < 0.5  # a clock ahead never extends the deadline
+    assert 29.9 < spent(repr(time.time() - 1e6)) < 30.5  # nor a clock behind spends more than all of it
+    for stamp in (None, "", "soon", "nan", "inf", "-inf"):
+        assert abs(spent(stamp)) < 0.5, stamp  # no stamp: arrived at the replica
+
+
 def test_serves_proxy_runs_the_guard(limited_service):
     """Serve's own routes are answered by its proxy, never by the app: a foreign Host refused
     there shows the guard is installed in the proxy (``serve.start`` sets its environment)."""
@@ -340,6 +497,27 @@ def test_serves_proxy_runs_the_guard(limited_service):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400") and b"is not served here" in answer
+
+
+def test_the_running_service_answers_with_its_own_request_id_and_ignores_a_clients_arrival(limited_service):
+    """Through Serve's proxy: the answer's ``X-Request-ID`` is the guard's (not the client's), and
+    a client's ``x-egsde-arrived: 0`` (the epoch, so a replica that took it would find the
+    request's whole deadline spent) changes nothing."""
+    import http.client
+
+    for _ in range(2):
+        connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=TIMEOUT)
+        try:
+            connection.request("POST", "/translate?M=2", body=png(), headers={
+                "Content-Type": "image/png", "X-Request-ID": "attacker-chosen", "X-Egsde-Arrived": "0",
+                "serve-multiplexed-model-id": "m1", "x-session-id": "s1"})
+            answer = connection.getresponse()
+            answer.read()
+        finally:
+            connection.close()
+        assert answer.status == 200
+        request_id = answer.getheader("X-Request-ID")
+        assert request_id and len(request_id) == 32 and request_id != "attacker-chosen", request_id
 
 
 def test_a_client_that_goes_away_mid_upload_is_a_quiet_400_not_a_logged_fault():

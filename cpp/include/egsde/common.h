@@ -18,11 +18,13 @@ using index_t = std::int64_t;
 enum class Device { CPU = 0, CUDA = 1 };
 
 // Where a kernel runs and on which CUDA stream (an opaque cudaStream_t; null = default stream);
-// `index`: the CUDA device's ordinal (DeviceScope makes it current; unused on the CPU).
+// `index`: the CUDA device's ordinal (DeviceScope makes it current; unused on the CPU);
+// `threads`: on the CPU, the most OpenMP threads of the kernels (DeviceScope caps it; 0: no cap).
 struct ExecutionContext {
   Device device = Device::CPU;
   void* stream = nullptr;
   int index = 0;
+  int threads = 0;
 };
 
 class Error : public std::runtime_error {

@@ -82,8 +82,12 @@ class DeviceBuffer {
 using DeviceArray = DeviceBuffer<float>;
 
 // Makes ctx's CUDA device (ctx.index) the calling thread's current device for its lifetime, and
-// restores the previous one after (nothing on the CPU): the sampler's allocations, kernels and
-// the runners it calls all run on its own device, whichever device the caller had current.
+// restores the previous one after: the sampler's allocations, kernels and the runners it calls all
+// run on its own device, whichever device the caller had current. On the CPU, the calling
+// thread's OpenMP team size is capped at ctx.threads (where not 0): the kernels' teams, and those
+// of the runners it calls where they share the OpenMP runtime (PyTorch's), have at most
+// ctx.threads threads (fewer where the caller set fewer: egsde_rt's Translator lowers it while
+// other processes keep the machine's CPUs busy).
 class DeviceScope {
  public:
   explicit DeviceScope(const ExecutionContext& ctx);
@@ -93,6 +97,7 @@ class DeviceScope {
 
  private:
   int previous_ = -1;
+  int previous_threads_ = 0;
 };
 
 // `count` values a kernel reads, in the memory of ctx's device: values already there (`on`

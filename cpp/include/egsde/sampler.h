@@ -18,10 +18,16 @@
 
 namespace egsde {
 
+// The most CPU threads a sampler's calls may use (egsde_rt.cpu_threads.MAX_THREADS).
+constexpr index_t kMaxThreads = 256;
+
 struct SamplerConfig {
   Device device = Device::CPU;
   void* stream = nullptr;  // the caller's CUDA stream (null: the default stream); unused on the CPU
   int device_index = 0;    // the CUDA device (cuda:N) the buffers live on and the work runs on
+  // The CPU: the most OpenMP threads of the kernels and of the runners that share the runtime, for
+  // every call (DeviceScope caps the caller's team at it; 0: no cap). egsde_rt.cpu_threads chooses it.
+  index_t threads = 0;
   index_t batch = 1, channels = 3, height = 0, width = 0;
   StepTable steps;  // the columns of every update (step_table.h)
   // A multistep solver's history (egsde_rt.method.solvers.Solver.history, 0..kMaxHistory): how many
@@ -95,7 +101,8 @@ class Sampler {
   // noise draws, the ILVR flag, injected-noise offsets) is read by the kernels from the step
   // table through the device-side counter. Issues the same launches with the same arguments
   // every time, with no host synchronisation and no allocation, so a CUDA graph captured from
-  // one call replays any update.
+  // one call replays any update. A step past the run (repeats * updates issued) is refused (Error):
+  // it would read the injected noise past its end; a replay past it repeats the last update.
   void step(Runner& runner);
   // finish: waits for the stream and copies y into out (host or device memory).
   void finish(float* out);
@@ -112,6 +119,10 @@ class Sampler {
   ExecutionContext ctx_;
   index_t numel_ = 0;
   bool begun_ = false, injected_ = false;
+  // The host's count of the updates issued (seek sets it, step advances it): step() past the run
+  // (total_updates) is refused here; a replayed graph, which the host does not count, is clamped
+  // on the device (step_begin).
+  index_t issued_ = 0;
   DeviceArray x0_, y_, e_, e_fresh_, x_t_, eps_, grad_s_, grad_i_, scratch_;
   DeviceArray x0_prev_;  // multistep solvers: the earlier data predictions [history, numel], newest first
   DeviceArray down_h_, up_h_, down_w_, up_w_, lowpass_workspace_;

@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,32 @@ import torch
 
 from .. import _core
 from .._version import __version__
+from ..cpu_threads import default_threads, runnable_tasks, wait_policy
+
+# A machine is busy when other tasks keep more than this share of the CPUs the bench may use
+# runnable as it begins: other work then slows what the bench times (docs/performance.md).
+BUSY_LOAD_SHARE = 0.25
+
+
+def _other_runnable_tasks(samples: int = 10, interval_s: float = 0.05) -> float | None:
+    """The mean count of runnable tasks besides the caller, over ``samples`` reads (None off Linux)."""
+    counts = []
+    for i in range(samples):
+        running = runnable_tasks()
+        if running is None:
+            return None
+        counts.append(max(0, running - 1))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sum(counts) / len(counts)
+
+
+_at_start = (os.getloadavg(), None)  # when the bench began (``mark_start``; first: when this was imported)
 
 
 def device_description(device: str) -> dict:
-    info = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "cpus_usable": default_threads(),
+            "torch_threads": torch.get_num_threads(), "openmp_wait": wait_policy(),
             "platform": platform.platform(), "built_with_cuda": _core.built_with_cuda,
             "cuda_status": _core.cuda_status()}
     if device == "cuda":
@@ -47,10 +70,42 @@ def command_line() -> str:
     return " ".join(["egsde-rt", *sys.argv[1:]]) if Path(sys.argv[0]).name == "egsde-rt" else " ".join(sys.argv)
 
 
+def mark_start() -> None:
+    """Note the load as a bench begins (``machine_load``'s "before"): the load averages, and the
+    other tasks runnable right now (sampled over half a second)."""
+    global _at_start
+    _at_start = (os.getloadavg(), _other_runnable_tasks())
+
+
+def machine_load(warn=None) -> dict:
+    """The 1, 5 and 15-minute load averages when the bench began (``mark_start``) and now, the
+    other tasks runnable as it began, the CPUs it may use, and ``busy``: whether other work kept
+    more than ``BUSY_LOAD_SHARE`` of them busy as it began (the runnable tasks, not the 1-minute
+    average, which still counts a bench that has just ended; the average where the count cannot
+    be read); ``warn(message)`` is called when it did."""
+    cpus = default_threads()
+    averages, others = _at_start
+    load = averages[0] if others is None else others
+    busy = load > BUSY_LOAD_SHARE * cpus
+    if busy and warn is not None:
+        what = "load average" if others is None else "other tasks runnable"
+        warn(f"egsde-rt bench: the machine was busy when the bench began ({what} {load:.2f} on {cpus} CPUs): other "
+             "work slows what it times; measure on a quiet machine")
+    return {"before": list(averages), "after": list(os.getloadavg()), "others_runnable_before": others, "cpus": cpus,
+            "busy": busy, "busy_above": BUSY_LOAD_SHARE * cpus}
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def record_envelope(device: str) -> dict:
     """What every bench record says of where, with what and when it was measured: ``device``
-    (``device_description``), ``versions``, ``command`` and ``date`` (the one place they are written)."""
-    return {"device": device_description(device), "versions": versions(), "command": command_line(), "date": now()}
+    (``device_description``), ``versions``, ``command``, ``date`` and ``load`` (``machine_load``:
+    the load average before and after, and whether the machine was busy, warned of on stderr):
+    the one place they are written."""
+    return {"device": device_description(device), "versions": versions(), "command": command_line(), "date": now(),
+            "load": machine_load(warn=_stderr)}
 
 
 def _cpu_name() -> str:

@@ -1,16 +1,20 @@
 """``egsde-rt bench``: translations timed end to end (eager reference vs every engine backend), or
-one of its other modes: --serve (``bench_serve``), --quality, --export and --kernels."""
+one of its other modes: --serve (``bench_serve``), --quality, --export, --kernels and --contention."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..runtime.backends import backend_names
 from ..runtime.devices import resolve
 from ..method.settings import DECLARATIONS
 from . import bench_serve
-from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag
+from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag, add_threads_flag
+
+
+MAX_CONTENTION = 16  # --contention: processes started at once
 
 
 def register(sub) -> None:
@@ -22,7 +26,7 @@ def register(sub) -> None:
     source.add_argument("--preset", help="a preset (default: demo); presets other than demo get random "
                         "non-degenerate weights, exported once into the cache")
     p.add_argument("--engine-cache", help="where to export a preset's benchmark engine")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="one or more (a sweep)")
+    p.add_argument("--batch-size", type=int, nargs="+", help="one or more (a sweep; default 1, --contention 4)")
     p.add_argument("--steps", type=int, help="time only the first N updates (extrapolated, and labelled so)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (medians reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs after the first")
@@ -47,6 +51,11 @@ def register(sub) -> None:
     kernels.add_argument("--size", type=int, default=256)
     kernels.add_argument("--down-N", dest="down_N", type=int, default=32)
     kernels.add_argument("--iters", type=int, default=20)
+    contention = p.add_argument_group("--contention N: N translating processes at once, and one beside N busy "
+                                      "processes, against one alone (--batch-size, default 4; --steps, the run's "
+                                      "updates, default 20; --repeats; one backend: --backends, default auto)")
+    contention.add_argument("--contention", type=int, metavar="N")
+    add_threads_flag(p, help="CPU threads of each translation (default auto: the CPUs this process may use)")
     p.set_defaults(func=run)
 
 
@@ -77,6 +86,11 @@ def _log(message) -> None:
 
 
 def run(args) -> int:
+    from ..bench.machine import mark_start
+
+    mark_start()
+    if args.contention is not None:
+        return _run_contention(args)
     if args.quality:
         return _run_quality(args)
     if args.export:
@@ -85,7 +99,7 @@ def run(args) -> int:
     if args.kernels:
         from ..bench.kernels import main_bench
 
-        return main_bench(batch=args.batch_size[0], size=args.size, down_N=args.down_N, device=device,
+        return main_bench(batch=(args.batch_size or [1])[0], size=args.size, down_N=args.down_N, device=device,
                           iters=args.iters, json_path=args.json)
     from ..bench.end_to_end import BenchConfig, run_benchmark
     from ..bench.engines import preset_engine
@@ -98,7 +112,8 @@ def run(args) -> int:
         engine = preset_engine(args.preset or "demo", seed=args.seed, cache=args.engine_cache, log=_log)
     if args.serve:
         return bench_serve.run(args, engine, _log)
-    config = BenchConfig(engine_dir=engine, batch_sizes=args.batch_size, steps=args.steps, repeats=args.repeats,
+    batch_sizes = args.batch_size or [1]
+    config = BenchConfig(engine_dir=engine, batch_sizes=batch_sizes, steps=args.steps, repeats=args.repeats,
                          warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
                          seed=args.seed, phase_runs=args.phase_runs)
 
@@ -106,7 +121,7 @@ def run(args) -> int:
         add_speedups(runs)
         return {**record_envelope(device),
                 "config": {"engine": str(engine), "engine_name": args.engine or args.preset or "demo",
-                           "batch_sizes": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+                           "batch_sizes": batch_sizes, "steps": args.steps, "repeats": args.repeats,
                            "warmup": args.warmup, "phase_runs": args.phase_runs,
                            "backends": list(dict.fromkeys(r["backend"] for r in runs)),
                            "precision": args.precision, "device": device, "seed": args.seed},
@@ -144,6 +159,31 @@ def _print_bench(record: dict, args, table, plotter) -> int:
         print(f"wrote {write_json(record, args.json)}")
     if args.plot:
         print(f"wrote {plotter(record, args.plot)}")
+    return 0
+
+
+def _run_contention(args) -> int:
+    from ..bench.contention import ContentionConfig, format_contention, run_contention
+    from ..bench.engines import preset_engine
+    from ..bench.machine import record_envelope
+    from ..method.settings import check_positive_int
+
+    check_positive_int(args.contention, "--contention", maximum=MAX_CONTENTION)
+    if args.backends and len(args.backends) > 1:
+        raise ConfigError("--contention runs one backend: give --backends one name (or none: auto)")
+    engine = Path(args.engine) if args.engine else preset_engine(args.preset or "demo", seed=args.seed,
+                                                                  cache=args.engine_cache, log=_log)
+    batch = args.batch_size[0] if args.batch_size else 4
+    config = ContentionConfig(str(engine), processes=args.contention, backend=(args.backends or ["auto"])[0],
+                              device=resolve(args.device).kind, threads=args.threads, batch_size=batch,
+                              steps=args.steps if args.steps is not None else 20, repeats=args.repeats,
+                              seed=args.seed)
+    record = {**run_contention(config, log=_log), **record_envelope(config.device)}
+    print(format_contention(record))
+    if args.json:
+        from ..bench.report import write_json
+
+        print(f"wrote {write_json(record, args.json)}")
     return 0
 
 

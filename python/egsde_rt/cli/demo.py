@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .flags import add_backend_flag, add_seed_flag
+from .flags import add_backend_flag, add_seed_flag, add_threads_flag
 
 
 def register(sub) -> None:
@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--eval", action="store_true", help="the quality protocol: every method on the held-out split "
                    "(settings chosen on the tuning split); writes demo-eval.json")
     add_backend_flag(p)
+    add_threads_flag(p)
     p.set_defaults(func=run)
 
 
@@ -26,12 +27,12 @@ def run(args) -> int:
 
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.eval:
-        record = run_eval(args.output_dir, count=args.count, backend=args.backend, log=log)
+        record = run_eval(args.output_dir, count=args.count, backend=args.backend, threads=args.threads, log=log)
         print(format_eval(record))
         print(f"record: {Path(args.output_dir) / 'demo-eval.json'}")
         return 0
     result = run_demo(args.output_dir, count=8 if args.count is None else args.count, seed=args.seed,
-                      backend=args.backend, log=log)
+                      backend=args.backend, threads=args.threads, log=log)
     print("realism: the target-domain probability given by an independent judge classifier;")
     print("faithfulness: PSNR and SSIM to the source image (higher is more faithful); PSNR tgt: to the paired true "
           "target; evals: network evaluations per image.")

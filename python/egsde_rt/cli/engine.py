@@ -36,6 +36,12 @@ def register(sub) -> None:
     add_serve_flags(p)
     add_runtime_flags(p)
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray instance)")
+    front = p.add_argument_group("the nginx front (header deadline, connection limits: docs/reliability.md)")
+    front.add_argument("--nginx-config", metavar="PATH", help="write an nginx.conf that fronts the service with its "
+                       "bounds (--header-timeout-s, --max-connections, ...), then serve; run nginx with the command "
+                       "printed")
+    front.add_argument("--nginx-listen", metavar="HOST:PORT", default="127.0.0.1:8080",
+                       help="where the nginx front listens (default 127.0.0.1:8080; 0.0.0.0:8080: every interface)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
@@ -92,9 +98,11 @@ def run_translate(args) -> int:
 
         report = ray_translate(args.engine_dir, tasks, address=args.ray_address, batch_size=args.batch_size,
                                backend=args.backend, device=args.device, precision=args.precision,
-                               overrides=overrides, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor)
+                               overrides=overrides, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
+                               threads=args.threads)
     else:
-        translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision)
+        translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision,
+                                threads=args.threads)
         print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
               file=sys.stderr)
         report = run_with_progress(translator, tasks, args.batch_size, overrides)
@@ -104,7 +112,15 @@ def run_translate(args) -> int:
 def run_serve(args) -> int:
     from ..service.deployment import serve_forever
 
-    serve_forever(service_config(args, args.engine_dir), host=args.host, port=args.port, address=args.ray_address,
+    config = service_config(args, args.engine_dir)
+    if args.nginx_config:
+        from ..service.front_proxy import write_nginx_config
+
+        command = write_nginx_config(args.nginx_config, config, listen=args.nginx_listen, serve_host=args.host,
+                                     serve_port=args.port)
+        print(f"wrote {args.nginx_config}: run the nginx front at {args.nginx_listen} with: {command}",
+              file=sys.stderr)
+    serve_forever(config, host=args.host, port=args.port, address=args.ray_address,
                   log=lambda message: print(message, file=sys.stderr))
     return 0
 

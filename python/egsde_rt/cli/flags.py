@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cpu_threads import MAX_THREADS, parse_threads
 from ..errors import ConfigError, EgsdeError
 from ..models.network_fns import PRECISIONS
 from ..runtime.backends import backend_names
@@ -45,11 +46,28 @@ def add_precision_flag(parser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
 
 
+def threads_arg(text: str) -> int:
+    """The argparse type of --threads: an integer 1..MAX_THREADS or auto, checked once."""
+    try:
+        return parse_threads(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def add_threads_flag(parser, help: str | None = None) -> None:
+    """--threads: the CPU threads of a translation (``cpu_threads``), default auto."""
+    parser.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
+                        help=help or f"CPU threads a translation uses, 1..{MAX_THREADS} (default auto: the CPUs this "
+                        "process may use, from its affinity mask and cgroup quota; docs/api.md#threads)")
+
+
 def add_runtime_flags(parser) -> None:
-    """--backend, --device (auto, cpu, cuda or cuda:N) and --precision: what a Translator runs on."""
+    """--backend, --device (auto, cpu, cuda or cuda:N), --precision and --threads: what a Translator
+    runs on."""
     add_backend_flag(parser)
     parser.add_argument("--device", default=Device("auto"), type=device_arg, help="auto, cpu, cuda or cuda:N")
     add_precision_flag(parser)
+    add_threads_flag(parser)
 
 
 def add_device_kind_flag(parser, help: str | None = None) -> None:
@@ -114,4 +132,5 @@ def service_config(args, engine_dir):
     from ..service.deployment import SERVE_OPTIONS, ServeConfig
 
     return ServeConfig(str(engine_dir), backend=args.backend, device=str(args.device), precision=args.precision,
+                       threads=getattr(args, "threads", None),
                        **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})

@@ -113,21 +113,21 @@ def _finite(table: dict) -> dict:
             for k, row in table.items()}
 
 
-def _translator(backend: str, log: Callable[[str], None]):
+def _translator(backend: str, threads: int | None, log: Callable[[str], None]):
     from ..runtime.translator import Translator
 
     path = engine_dir(log=log)
-    translator = Translator(path, backend=backend)
+    translator = Translator(path, backend=backend, threads=threads)
     log(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})")
     return translator
 
 
-def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto",
+def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto", threads: int | None = None,
              log: Callable[[str], None] = print) -> dict:
     """Translate ``count`` generated sources with every method; write ``demo.png`` and ``demo.json``."""
     check_positive_int(count, "count")
     output_dir = Path(output_dir)
-    translator = _translator(backend, log)
+    translator = _translator(backend, threads, log)
     if translator.backend != "compiled":
         log(f"for a faster engine, compile it for this machine once (about 2 minutes on 2 cores): "
             f"egsde-rt build {translator.engine.path} --backend compiled")
@@ -170,12 +170,12 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
 
 
 def run_eval(output_dir, *, count: int | None = None, backend: str = "auto", batch_size: int = 32,
-             log: Callable[[str], None] = print) -> dict:
+             threads: int | None = None, log: Callable[[str], None] = print) -> dict:
     """The quality protocol: every method of ``demo_methods()`` on the held-out split, plus the
     source and the true target themselves as references; writes ``demo-eval.json``."""
     if count is not None:
         check_positive_int(count, "count")
-    translator = _translator(backend, log)
+    translator = _translator(backend, threads, log)
     counts = {"tuning": 0, **({"held_out": count} if count else {})}
     evaluate = SplitEvaluator(translator, counts=counts, batch_size=batch_size, log=log)
     x0, true_target = evaluate.splits["held_out"]

@@ -29,7 +29,17 @@ type (the dataclasses below, read by ``typed_json``: an entry of the wrong shape
 name (``confinement``: inside the directory) and every listed file (``engine.verification``:
 sizes always, sha256 once per machine and file, every byte with ``verify="full"``); plans are
 verified the same way, at the same level, before a runner gets them (``plans.matching_plans``).
-It raises ``EngineDirError`` naming the problem otherwise.
+It raises ``EngineDirError`` naming the problem otherwise: the manifest is parsed strictly
+(``typed_json.parse``: UTF-8, no NaN or Infinity, no key twice, bounded integers and nesting; at
+most ``MAX_MANIFEST_BYTES``), and any failure to read or parse it names the file.
+
+Writing: every file of the directory that is rewritten in place (the manifest, the TensorRT timing
+cache) is written under a temporary name of its own and renamed over the old one
+(``write_atomically``), so a reader sees the old file or the new one and concurrent writers never
+share a temporary file; a change to the manifest (``update_manifest``: a plan recorded by
+``egsde-rt build``) re-reads it and writes it back holding the directory's lock (an exclusive
+``fcntl.flock`` on ``.manifest.lock`` in it), so concurrent builds each add their entries and
+none is lost.
 
 Trust: an engine directory is code, like a Python package (compiled plans are shared objects that
 are loaded into the process, TensorRT plans are native code; the ONNX graphs and the weights are
@@ -38,12 +48,19 @@ data, verified all the same): load only engine directories you exported or trust
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, concurrent builds may lose an entry
+    fcntl = None
 
 from ..errors import ConfigError, EngineDirError, MissingGraphsError
 from ..models import MODEL_CLASSES
@@ -52,12 +69,14 @@ from ..method.settings import EGSDESettings
 from . import typed_json
 from .confinement import confined
 from .typed_json import Check, one_of
-from .verification import check_level, verify_file
+from .verification import VerifiedFile, check_level, verify_file
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 WEIGHTS_DIR = "weights"
 MANIFEST_FILE = "manifest.json"
+MANIFEST_LOCK = ".manifest.lock"  # the lock a change to the manifest holds (``update_manifest``)
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest egsde-rt writes is kilobytes; a larger file is refused unread
 # What an engine may hold: the ONNX graphs (ONNX Runtime, TensorRT; also the source of compiled
 # plans' keys) and the torch weights (torch backend, compiled plans); one or both.
 EXPORT_FORMATS = ("onnx", "torch")
@@ -178,13 +197,13 @@ class Manifest:
         return EGSDESettings(**self.settings)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        """The manifest as the JSON ``typed_json.parse`` reads back (no NaN or Infinity)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def write(self, directory: str | os.PathLike) -> None:
-        path = Path(directory) / MANIFEST_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        """Write (or replace) ``directory``'s manifest atomically (``write_atomically``); a change
+        to the manifest of an engine others may change too goes through ``update_manifest``."""
+        write_atomically(Path(directory) / MANIFEST_FILE, self.to_json().encode())
 
     @classmethod
     def from_dict(cls, data: dict, where: str) -> "Manifest":
@@ -248,11 +267,13 @@ class EngineDir:
         names the manifest field, for messages)."""
         return confined(self.path, relative, entry)
 
-    def verified(self, entry: FileEntry, name: str, fix: str = "export the engine again") -> Path:
-        """The path of a listed file, checked at the engine's level (``verification.verify_file``;
-        ``name``: the manifest field, e.g. "plans.<key>"); an ``EngineDirError`` saying ``fix`` otherwise."""
-        return verify_file(self.path, entry.file, entry.sha256, entry.size, self.verify, entry=f"{name}.file",
+    def verified(self, entry: FileEntry, name: str, fix: str = "export the engine again") -> VerifiedFile:
+        """A listed file, checked at the engine's level (``verification.verify_file``; ``name``: the
+        manifest field, e.g. "plans.<key>"): its path, and ``read()`` for its bytes checked again as
+        they are read; an ``EngineDirError`` saying ``fix`` otherwise."""
+        path = verify_file(self.path, entry.file, entry.sha256, entry.size, self.verify, entry=f"{name}.file",
                            fix=fix)
+        return VerifiedFile(path, entry.sha256 if self.verify != "size" else None, entry.size, fix)
 
     @property
     def formats(self) -> tuple:
@@ -302,6 +323,79 @@ class EngineDir:
         return self.manifest.schedule.create()
 
 
+def temporary_path(path: Path) -> Path:
+    """A name of its own beside ``path`` to write it under before renaming it into place
+    (``.<stem>.<random>.tmp<suffix>``: the suffix kept for writers that need it, e.g. ``.pt2``)."""
+    return path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file of a unique name in the same directory
+    (created exclusively, with the mode a new file gets), then ``os.replace`` it over ``path``: a
+    reader sees the old file or the new one, and no other writer shares the temporary file."""
+    tmp = temporary_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def manifest_lock(directory: str | os.PathLike):
+    """Hold the engine directory's manifest lock: an exclusive ``fcntl.flock`` on ``MANIFEST_LOCK``
+    in it (created where missing; never followed if it is a symbolic link), released on exit."""
+    lock = Path(directory) / MANIFEST_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        raise EngineDirError(f"{lock}: cannot open the engine directory's lock ({err.strerror}): the directory "
+                             "must be writable to record plans in it") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_manifest(directory: str | os.PathLike, change: Callable[[Manifest], None]) -> Manifest:
+    """Apply ``change`` to the manifest as it is on disk now and write it back, holding the
+    directory's lock throughout (``manifest_lock``): concurrent updates (builds of plans) each keep
+    the others' entries. Returns the manifest written."""
+    with manifest_lock(directory):
+        manifest = read_manifest(Path(directory))
+        change(manifest)
+        manifest.write(directory)
+    return manifest
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest of the engine directory at ``path``, parsed strictly and every field checked;
+    an ``EngineDirError`` naming the file for whatever fails to read or parse."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise EngineDirError(f"{path}: no {MANIFEST_FILE}: not an engine directory (run `egsde-rt export`)")
+    try:
+        with open(manifest_path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as err:
+        raise EngineDirError(f"{manifest_path}: cannot read the manifest ({err.strerror})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise EngineDirError(f"{manifest_path}: corrupt manifest: larger than {MAX_MANIFEST_BYTES >> 20} MiB (what "
+                             "egsde-rt writes is kilobytes); export the engine again")
+    try:
+        document = typed_json.parse(data)
+    except typed_json.ParseError as err:
+        raise EngineDirError(f"{manifest_path}: corrupt manifest: {err}; export the engine again") from None
+    if not isinstance(document, dict):
+        raise EngineDirError(f"{manifest_path}: corrupt manifest: not a JSON object")
+    return Manifest.from_dict(document, str(manifest_path))
+
+
 def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_hashes: bool = True) -> EngineDir:
     """Read and check an engine directory (see the module docstring); ``verify``: one of
     ``verification.VERIFY_LEVELS`` (``check_hashes=False`` is ``verify="size"``)."""
@@ -309,16 +403,7 @@ def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_ha
     path = Path(path)
     if not path.is_dir():
         raise EngineDirError(f"engine directory not found: {path}")
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise EngineDirError(f"{path}: no {MANIFEST_FILE}: not an engine directory (run `egsde-rt export`)")
-    try:
-        data = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise EngineDirError(f"{manifest_path}: corrupt manifest: {err}") from None
-    if not isinstance(data, dict):
-        raise EngineDirError(f"{manifest_path}: corrupt manifest: not a JSON object")
-    engine = EngineDir(path, Manifest.from_dict(data, str(manifest_path)), level)
+    engine = EngineDir(path, read_manifest(path), level)
     for name, entry in engine.manifest.listed_files().items():
         if name.startswith("plans."):
             engine.file(entry.file, f"{name}.file")  # confined now; verified before a runner gets it

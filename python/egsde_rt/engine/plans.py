@@ -14,8 +14,15 @@ Two kinds, recorded in the manifest's ``plans`` table (key -> entry):
 usable on this machine and verifies their files (size and sha256, at the engine's verification
 level, as every listed file) before any runner gets them: a plan is loaded into the process, so a
 corrupt or replaced one is an ``EngineDirError`` naming the file and the command that rebuilds
-it, never loaded. ``stale_plans`` explains the plans that exist but were built for another
-machine or PyTorch / TensorRT version. ``egsde_rt.export`` builds them.
+it, never loaded. A runner that loads a plan's bytes (TensorRT) reads them through
+``VerifiedFile.read``, which checks the bytes it deserialises. ``stale_plans`` explains the plans
+that exist but were built for another machine or PyTorch / TensorRT version, or that do not take
+batch 1. ``egsde_rt.export`` builds them.
+
+A plan records its batch profile (``PlanEntry.profile``: TensorRT's ``(min, opt, max)``, the
+compiled ``(1, max)``). Every plan a runner gets takes every batch from 1 to its largest
+(``plans_batch_limit``): the batch range a backend reports is ``1..limit``, and a job's last
+batch may be smaller than the others; a plan whose profile starts above 1 is not used.
 """
 
 from __future__ import annotations
@@ -139,9 +146,10 @@ def _entries(engine: EngineDir, kind: str, precision: str | None):
 
 def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = "tensorrt",
                    precision: str | None = None) -> dict | None:
-    """{graph name: plan path} of ``kind`` for this machine (newest build per graph), each file
-    verified (``EngineDir.verified``: an ``EngineDirError`` for a corrupt one), or None unless
-    every graph has one."""
+    """{graph name: plan file} of ``kind`` for this machine (newest build per graph, taking batch
+    1), each file verified (``EngineDir.verified``: an ``EngineDirError`` for a corrupt one; a
+    ``VerifiedFile``, whose ``read()`` checks the bytes it reads again), or None unless every graph
+    has one."""
     found = _matching_entries(engine, identity, kind, precision)
     if found is None:
         return None
@@ -155,7 +163,7 @@ def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, p
     every graph has one (files not yet verified)."""
     found = {}
     for key, entry in _entries(engine, kind, precision):
-        usable = (_identity_of(entry) == identity
+        usable = (_identity_of(entry) == identity and entry.profile[0] == 1
                   and entry.source_sha256 == graph_source(engine, entry.graph, kind, entry.precision))
         if (usable and engine.file(entry.file, f"plans.{key}.file").is_file()
                 and (entry.graph not in found or entry.built > found[entry.graph][1].built)):
@@ -165,7 +173,7 @@ def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, p
 
 def plans_batch_limit(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None):
     """The largest batch the plans ``matching_plans`` picks all take (their batch profiles' upper
-    end), or None where there are none."""
+    end; they all take batch 1 and every batch up to it), or None where there are none."""
     found = _matching_entries(engine, identity, kind, precision)
     return min(int(entry.profile[-1]) for _, entry in found.values()) if found else None
 
@@ -179,4 +187,7 @@ def stale_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str, prec
             reasons.append(f"{entry.file} was built for {theirs.describe()}, this machine is {identity.describe()}")
         elif entry.source_sha256 != graph_source(engine, entry.graph, kind, entry.precision):
             reasons.append(f"{entry.file} was built from another export of the {entry.graph} graph")
+        elif entry.profile[0] != 1:
+            reasons.append(f"{entry.file} takes batches {entry.profile[0]}..{entry.profile[-1]}, not batch 1 "
+                           "(a job's last batch may be smaller than the others)")
     return reasons

@@ -1,4 +1,11 @@
-"""JSON read into dataclasses, every field checked against its annotation.
+"""JSON parsed strictly and read into dataclasses, every field checked against its annotation.
+
+``parse(data)`` is the one JSON parser of what an engine directory holds: UTF-8 text, one JSON
+value, nothing JSON does not define (NaN, Infinity, a number that overflows a double), no key
+twice in an object, no string that is not Unicode text (a lone surrogate escaped as ``\ud800``,
+which no file name can encode), integers of at most ``MAX_INT_DIGITS`` digits and at most
+``MAX_DEPTH`` levels of nesting (whatever the interpreter's own limits); a ``ParseError`` saying
+what is wrong otherwise, never another exception.
 
 The shape of a JSON document is declared once, as dataclasses whose fields are annotated with
 ``int``, ``float``, ``str``, ``bool``, ``dict[str, X]`` (its keys read as the first argument: a
@@ -13,6 +20,8 @@ unknown or missing field, a wrong type, a failed check. A document that reads is
 from __future__ import annotations
 
 import functools
+import json
+import math
 import reprlib
 import types
 import typing
@@ -23,6 +32,13 @@ _NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or 
           list: "a list", type(None): "null"}
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
+# Arrays and objects nested in one another (a manifest nests 5 deep): deeper documents are refused
+# before anything recurses through them (json's own parser raises RecursionError near 1000, copying
+# or writing one back well before).
+MAX_DEPTH = 32
+# The digits of an integer (CPython's default limit on int(str), whose ValueError json.loads raises;
+# fixed here so that a raised sys.set_int_max_str_digits does not make parsing quadratic).
+MAX_INT_DIGITS = 4300
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,79 @@ def one_of(names) -> Check:
 
 class ShapeError(ValueError):
     """A JSON value is not of its declared shape (the message says where and why)."""
+
+
+class ParseError(ValueError):
+    """Bytes that are not a JSON document ``parse`` reads (the message says why)."""
+
+
+def parse(data: bytes):
+    """The JSON value in ``data`` (UTF-8), parsed strictly (see the module docstring), or a ``ParseError``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParseError(f"not UTF-8 text ({err})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant, parse_float=_number,
+                           parse_int=_integer)
+    except RecursionError:
+        raise ParseError(f"nested deeper than {MAX_DEPTH} levels") from None
+    except ParseError:
+        raise
+    except ValueError as err:  # json.JSONDecodeError, and whatever int() or float() refuses
+        raise ParseError(f"not JSON ({err})") from None
+    _check_value(value)
+    return value
+
+
+def _object(pairs: list) -> dict:
+    found = {}
+    for key, value in pairs:
+        if key in found:
+            raise ParseError(f"the key {_REPR.repr(key)} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _constant(name: str):
+    raise ParseError(f"{name} is not a JSON number")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ParseError(f"the number {_REPR.repr(text)} overflows a double")
+    return value
+
+
+def _integer(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ParseError(f"an integer of {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _check_value(value) -> None:
+    """A ``ParseError`` if ``value`` nests arrays and objects more than ``MAX_DEPTH`` deep or holds
+    a string (or key) that is not Unicode text (iterative: no recursion on what is checked)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node)
+        elif isinstance(node, (dict, list)):
+            if depth + 1 > MAX_DEPTH:
+                raise ParseError(f"nested deeper than {MAX_DEPTH} levels")
+            for key in node if isinstance(node, dict) else ():
+                _check_text(key)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ParseError(f"the string {_REPR.repr(text)} is not Unicode text (a lone surrogate)") from None
 
 
 def read(cls, data, where: str = "", document: str = "the document"):
@@ -92,7 +181,10 @@ def _read(annotation, value, where: str):
         return read(annotation, value, where)
     kind = origin or annotation
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond a double (10**400)
+            raise ShapeError(f"{where} must be a number a double holds, got {_REPR.repr(value)}") from None
     if kind not in _NAMES:
         raise TypeError(f"typed_json cannot read the annotation {annotation!r}")  # a declaration's mistake
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

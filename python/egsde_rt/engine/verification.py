@@ -16,6 +16,11 @@ Three levels (``VERIFY_LEVELS``):
   bytes under an unchanged identity (bit rot): ``egsde-rt verify`` reads everything again.
 * ``"size"``: existence and size only (``check_hashes=False``).
 
+``verify_file`` checks a file where it lies. What is then loaded into the process is read once
+more, so a file replaced between the check and the read would escape the check: a plan a runner
+deserialises from bytes (TensorRT) is read through ``VerifiedFile.read``, which checks the size
+and sha256 of the very bytes it returns (at every level but ``"size"``).
+
 The record is one small file per verified identity, written atomically: concurrent loaders
 (Ray actors, Serve replicas) at worst hash the same file twice. Records are trusted only in a
 private cache (``user_cache.private_dir``: the directory and each record owned by this user and
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, EngineDirError
@@ -133,3 +139,38 @@ def verify_file(root: Path, relative: str, sha256: str | None, size: int | None,
     if level == "full":
         _write_record(stat, sha256)
     return file
+
+
+@dataclass(frozen=True)
+class VerifiedFile(os.PathLike):
+    """A listed file that passed ``verify_file``: its path (``os.fspath`` and ``str`` give it), the
+    sha256 and size its manifest entry records (sha256 None at the ``"size"`` level) and the fix an
+    error names. ``read()`` gives its bytes checked on those very bytes, for a reader that loads
+    bytes (no gap between the check and the use)."""
+
+    path: Path
+    sha256: str | None
+    size: int | None
+    fix: str = "export the engine again"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def read(self) -> bytes:
+        """The file's bytes, read once (at most its recorded size and one byte more), of its
+        recorded size and sha256; an ``EngineDirError`` naming the file and the fix otherwise."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read() if self.size is None else f.read(self.size + 1)
+        except OSError as err:
+            raise EngineDirError(f"{self.path}: cannot read it ({err.strerror}): {self.fix}") from None
+        if self.size is not None and len(data) != self.size:
+            raise EngineDirError(f"{self.path} has {'at least ' if len(data) > self.size else ''}{len(data)} bytes "
+                                 f"now, the manifest says {self.size} (changed since it was verified): {self.fix}")
+        if self.sha256 is not None and hashlib.sha256(data).hexdigest() != self.sha256:
+            raise EngineDirError(f"{self.path} does not match its sha256 in the manifest (changed since it was "
+                                 f"verified): {self.fix}")
+        return data

@@ -9,7 +9,6 @@ offset: an 8-byte header length, a JSON header (name -> dtype, shape, data_offse
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import EngineDirError
+from . import typed_json
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,24 @@ def save_weights(state: dict, path: str | os.PathLike) -> None:
 
 
 def stored_tensors(path: str | os.PathLike) -> dict[str, StoredTensor]:
-    """{tensor name: where its bytes are} from a safetensors file's header."""
+    """{tensor name: where its bytes are} from a safetensors file's header (parsed strictly,
+    ``typed_json.parse``); an ``EngineDirError`` naming the file for a header that is not one."""
     with open(path, "rb") as f:
         prefix = f.read(8)
         if len(prefix) != 8:
             raise EngineDirError(f"{path}: not a safetensors file (too short)")
         (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > os.fstat(f.fileno()).st_size - 8:
+            raise EngineDirError(f"{path}: not a safetensors file (its header claims {header_len} bytes, more than "
+                                 "the file holds)")
         try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise EngineDirError(f"{path}: not a safetensors file ({err})") from None
-    base = 8 + header_len
-    return {name: StoredTensor(name, base + info["data_offsets"][0], info["data_offsets"][1] - info["data_offsets"][0])
-            for name, info in header.items() if name != "__metadata__"}
+            header = typed_json.parse(f.read(header_len))
+            base = 8 + header_len
+            return {name: StoredTensor(name, base + int(info["data_offsets"][0]),
+                                       int(info["data_offsets"][1]) - int(info["data_offsets"][0]))
+                    for name, info in header.items() if name != "__metadata__"}
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as err:  # typed_json.ParseError too
+            raise EngineDirError(f"{path}: not a safetensors file (its header: {type(err).__name__}: {err})") from None
 
 
 def tensor_key(t: torch.Tensor) -> tuple:

@@ -3,10 +3,12 @@ reuse a plan whose key (graph source, precision, batch profile, machine identity
 match (``engine.verification``: hashed once per machine and file), build what is missing (a
 progress bar, stage "plans"), and record each plan in the manifest.
 
-A plan is built under a temporary name in ``plans/`` (``.<name>.<pid>.tmp<suffix>``), checked
-there by its builder, and only then renamed to its final name (atomically, ``os.replace``): a
-build that fails or is interrupted leaves nothing under the final name, and its temporary file
-is removed."""
+A plan is built under a temporary name of its own in ``plans/`` (``format.temporary_path``:
+``.<name>.<random>.tmp<suffix>``), checked there by its builder, and only then renamed to its final
+name (atomically, ``os.replace``) and recorded in the manifest, in one ``format.update_manifest``
+(the manifest as it is on disk then, under the engine directory's lock): a build that fails or is
+interrupted leaves nothing under the final name, its temporary file is removed, and builds running
+at the same time (other precisions, other processes) each keep the entries the others recorded."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine import DSE_GRAD, SCORE, EngineDir
+from ..engine.format import Manifest, PlanEntry, temporary_path, update_manifest
 from ..engine.plans import PLANS_DIR, MachineIdentity, graph_source, plan_entry, plan_key
 from ..engine.verification import hash_and_record, matches
 from ..errors import EgsdeError
@@ -45,28 +48,38 @@ def build_cached_plans(engine: EngineDir, *, kind: str, identity: MachineIdentit
                 continue
             log(f"{contract.name}: building a {precision} {kind} plan for {identity.describe()} "
                 f"(batch {profile[0]}..{profile[-1]}) ...")
-            extra = _build_atomically(path, lambda tmp: build_one(contract, tmp))
-            manifest.plans[key] = plan_entry(kind, contract.name, name, hash_and_record(path), path.stat().st_size,
-                                             source, precision, profile, identity, _now(), **extra)
-            manifest.write(engine.path)  # each plan is recorded as soon as it exists
+
+            def entry_of(extra: dict) -> PlanEntry:
+                """The manifest entry of the plan now at ``path`` (called at once, in this iteration)."""
+                return plan_entry(kind, contract.name, name, hash_and_record(path), path.stat().st_size, source,
+                                  precision, profile, identity, _now(), **extra)
+
+            manifest.plans[key] = _build_atomically(engine, key, path, lambda tmp: build_one(contract, tmp), entry_of)
             bar.update()
     return paths
 
 
-def _build_atomically(path: Path, build: Callable[[Path], "dict | None"]) -> dict:
-    """``build(tmp)`` a file at a temporary name beside ``path``, then rename it to ``path``; a
-    failed build leaves neither (an old file at ``path``, which did not match its record, is
-    removed first)."""
+def _build_atomically(engine: EngineDir, key: str, path: Path, build: Callable[[Path], "dict | None"],
+                      entry_of: Callable[[dict], PlanEntry]) -> PlanEntry:
+    """``build(tmp)`` a file at a temporary name beside ``path``; then, in one update of the
+    manifest (``update_manifest``: as it is on disk, under the directory's lock, so that the file
+    and its entry agree whatever other builds do), rename it to ``path`` and record ``entry_of(extra)``
+    under ``key``; that entry. A failed build leaves neither (an old file at ``path``, which did
+    not match its record, is removed first)."""
     path.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = temporary_path(path)
     try:
         extra = build(tmp) or {}
         if not tmp.is_file():
             raise EgsdeError(f"building {path.name} wrote no file")
-        os.replace(tmp, path)
+
+        def place(current: Manifest) -> None:
+            os.replace(tmp, path)
+            current.plans[key] = entry_of(extra)
+
+        return update_manifest(engine.path, place).plans[key]
     finally:
         tmp.unlink(missing_ok=True)
-    return extra
 
 
 def _now() -> str:

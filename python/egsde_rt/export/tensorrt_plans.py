@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine import DSE_GRAD, SCORE, load_engine_dir
+from ..engine.format import write_atomically
 from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
                             tensorrt_major)
 from ..errors import ConfigError, EgsdeError
@@ -30,13 +31,19 @@ from .plan_cache import build_cached_plans
 def build_plans(engine_dir, *, precision: str = "fp32", min_batch: int = 1, opt_batch: int = 1,
                 max_batch: int = 8, workspace_gib: float = 4.0, compile_fn: Callable | None = None,
                 identity: MachineIdentity | None = None, log: Callable[[str], None] = print) -> dict:
-    """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}."""
+    """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}. A plan's
+    profile is ``(1, opt_batch, max_batch)``: it takes every batch up to ``max_batch`` (the batch
+    range the backend reports, ``engine.plans``); ``min_batch`` must be 1."""
     if precision not in TENSORRT_PRECISIONS:
         raise ConfigError(f"TensorRT plans are built in {'/'.join(TENSORRT_PRECISIONS)} (a strongly typed build "
                           f"computes in its graph's precision, and the engine has graphs in those), got {precision!r}")
     check_batch_size(max_batch, "max_batch")
-    if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise ConfigError(f"need 1 <= min_batch <= opt_batch <= max_batch, got {min_batch}, {opt_batch}, {max_batch}")
+    if min_batch != 1:
+        raise ConfigError(f"min_batch must be 1, got {min_batch!r}: a plan must take every batch up to max_batch "
+                          "(a job's last batch may be smaller than the others, and a backend's batch range starts "
+                          "at 1); leave min_batch out")
+    if check_batch_size(opt_batch, "opt_batch") > max_batch:
+        raise ConfigError(f"opt_batch must be at most max_batch ({max_batch}), got {opt_batch}")
     engine = load_engine_dir(engine_dir)
     engine.require_graphs("tensorrt")
     for contract in (SCORE, DSE_GRAD):
@@ -87,6 +94,7 @@ def compile_with_tensorrt(onnx_path: Path, contract, image_size: int, precision:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EgsdeError(f"TensorRT failed to build a plan for {onnx_path}")
-    timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    # replaced whole, never written in place: a concurrent build reads the old cache or this one
+    write_atomically(timing_cache_path, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 

@@ -31,6 +31,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
+from ..cpu_threads import resolve_threads, slot_threads
 from ..errors import ConfigError, EgsdeError
 from .folders import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
                          written_since_planned)
@@ -65,10 +66,10 @@ def _tasks_of(batch: dict) -> list[FileTask]:
 class TranslateFiles:
     """The Ray Data actor: one ``Translator``, called with batches of task rows."""
 
-    def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict):
+    def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict, threads: int):
         from ..runtime.translator import Translator
 
-        self.translator = Translator(engine_dir, backend=backend, device=device, precision=precision)
+        self.translator = Translator(engine_dir, backend=backend, device=device, precision=precision, threads=threads)
         self.overrides = overrides
         self.translator.settings_with(**overrides)
 
@@ -121,10 +122,12 @@ def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: Devi
 def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, address: str | None = None,
                   batch_size: int = 1, backend: str = "auto", device: Device | str = "auto", precision: str = "fp32",
                   overrides: dict | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
-                  progress: bool = True, ray_init_args: dict | None = None) -> JobReport:
-    """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process."""
+                  progress: bool = True, ray_init_args: dict | None = None, threads: int | None = None) -> JobReport:
+    """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process.
+    ``threads``: each actor's CPU threads (default: its CPU slots, ``cpu_threads.slot_threads``)."""
     ray = require_ray()
     check_batch_size(batch_size, "batch size")
+    threads = slot_threads(cpus_per_actor) if threads is None else resolve_threads(threads)
     overrides = overrides or {}
     from ..engine import load_engine_dir
     from ..runtime.translator import engine_settings
@@ -145,7 +148,7 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
             TranslateFiles, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=count),
             fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=str(device),
-                                       precision=precision, overrides=overrides),
+                                       precision=precision, overrides=overrides, threads=threads),
             # an actor lost with its node comes back on another node and runs its batches again
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1,
             **resources)

@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
+import numpy as np
+
 from ..errors import ConfigError
 from .lowpass import LOWPASS_FORMS
 from .schedule import SPACINGS
@@ -32,6 +34,9 @@ MAX_M = 1000
 MAX_REPEATS = 16
 MAX_DOWN_N = 1024
 MAX_BATCH_SIZE = 64
+# The largest finite float32 (3.4028234663852886e+38): the native sampler computes in float32, so a
+# number setting it reads (an energy weight) is bounded by it; beyond it, float32 holds only inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def check_positive_int(value, name: str, hint: str = "", maximum: int | None = None, minimum: int = 1) -> int:
@@ -50,11 +55,6 @@ def check_batch_size(value, name: str = "batch_size", hint: str = "") -> int:
     return check_positive_int(value, name, hint, MAX_BATCH_SIZE)
 
 
-def _bounded(minimum: int, maximum: int) -> Callable:
-    """The check of an integer setting in ``minimum``..``maximum``."""
-    return lambda value, name: check_positive_int(value, name, maximum=maximum, minimum=minimum)
-
-
 def _finite(value) -> bool:
     try:
         return math.isfinite(value)
@@ -62,10 +62,21 @@ def _finite(value) -> bool:
         return False
 
 
-def _energy_weight(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0 (an energy weight; 0 turns that expert off), "
-                          f"got {value!r}")
+def check_number(value, name: str, minimum: float, maximum: float) -> float:
+    """``value`` if it is a finite number (an int or a float, not a bool) in ``minimum``..``maximum``,
+    else a ``ConfigError`` naming ``name`` and the range."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value)
+            or not minimum <= value <= maximum):
+        why = " (the largest float32: the sampler computes in float32)" if maximum == FLOAT32_MAX else ""
+        raise ConfigError(f"{name} must be a finite number >= {minimum} and at most {maximum!r}{why}, got {value!r}")
+    return value
+
+
+def _bounded(kind: type, minimum, maximum) -> Callable:
+    """The check of an integer (or number: ``kind`` float) setting in ``minimum``..``maximum``."""
+    if kind is float:
+        return lambda value, name: check_number(value, name, minimum, maximum)
+    return lambda value, name: check_positive_int(value, name, maximum=maximum, minimum=minimum)
 
 
 def _bool(value, name: str) -> None:
@@ -79,7 +90,8 @@ class Declaration:
     (the rest is baked into the engine's graphs), its help text, its allowed values (None: any
     value its check accepts), its check ``(value, name)`` (raising ``ConfigError``) and whether
     the command line offers it (not for what the networks decide); ``minimum``..``maximum``: the
-    range of an integer (stated in the help, the service's OpenAPI schema and the check)."""
+    range of an integer or a number (stated in the help, the service's OpenAPI schema and the
+    check; a number's at most ``FLOAT32_MAX``, what the sampler's float32 holds)."""
 
     kind: type
     overridable: bool
@@ -87,8 +99,8 @@ class Declaration:
     choices: tuple | None = None
     check: Callable | None = None
     flag: bool = True
-    maximum: int | None = None
-    minimum: int = 1
+    maximum: float | None = None
+    minimum: float = 1
 
     def validate(self, value, name: str) -> None:
         if self.choices is not None and value not in self.choices:
@@ -110,11 +122,11 @@ class Declaration:
 
 
 def setting(default, kind: type, help: str, *, overridable: bool = True, choices=None, check=None, flag=True,
-            maximum: int | None = None, minimum: int = 1):
-    """A field of ``EGSDESettings`` with its declaration; a ``maximum`` bounds an integer to
-    minimum..maximum (its check) and is stated in the help."""
+            maximum: float | None = None, minimum: float = 1):
+    """A field of ``EGSDESettings`` with its declaration; a ``maximum`` bounds an integer (or a
+    number) to minimum..maximum (its check) and is stated in the help."""
     if maximum is not None:
-        check, help = _bounded(minimum, maximum), f"{help} ({minimum}..{maximum})"
+        check, help = _bounded(kind, minimum, maximum), f"{help} ({minimum}..{maximum!r})"
     return field(default=default, metadata={
         "declaration": Declaration(kind, overridable, help, choices, check, flag, maximum, minimum)})
 
@@ -124,9 +136,10 @@ class EGSDESettings:
     """The settings of one translation (see each field's help, ``DECLARATIONS``)."""
 
     M: int = setting(500, int, "start time (timesteps noised)", maximum=MAX_M)
-    ls: float = setting(500.0, float, "weight of the domain-specific expert (the DSE)", check=_energy_weight)
-    li: float = setting(2.0, float, "weight of the domain-independent expert (the low-pass filter)",
-                        check=_energy_weight)
+    ls: float = setting(500.0, float, "weight of the domain-specific expert, the DSE (0 turns it off; at most the "
+                                      "largest float32)", minimum=0, maximum=FLOAT32_MAX)
+    li: float = setting(2.0, float, "weight of the domain-independent expert, the low-pass filter (0 turns it off; "
+                                    "at most the largest float32)", minimum=0, maximum=FLOAT32_MAX)
     s1: str = setting("cosine", str, "similarity of the DSE features: cosine or neg_l2 (baked into the DSE "
                                      "gradient graph)", overridable=False, choices=SIMILARITY_KINDS)
     s2: str = setting("neg_l2", str, "energy of the low-pass filter: neg_l2 or cosine", choices=SIMILARITY_KINDS)

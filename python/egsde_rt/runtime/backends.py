@@ -121,27 +121,28 @@ def _probe_torch(engine: EngineDir, device: str, precision: str) -> tuple[bool, 
     return True, f"eager PyTorch ({precision}) from the engine's weights"
 
 
-def _onnxruntime_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+def _onnxruntime_runner(choice: BackendChoice, engine: EngineDir, stream: int, threads: int):
     from .runners import OrtRunner
 
-    return OrtRunner(engine, device=choice.device, device_id=choice.index, stream=stream, precision=choice.precision)
+    return OrtRunner(engine, device=choice.device, device_id=choice.index, stream=stream, precision=choice.precision,
+                     threads=threads)
 
 
-def _tensorrt_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+def _tensorrt_runner(choice: BackendChoice, engine: EngineDir, stream: int, threads: int):
     from .runners import TensorRTRunner
 
     engine.require_graphs("tensorrt")
     return TensorRTRunner(matching_plans(engine, tensorrt_identity(), kind="tensorrt", precision=choice.precision))
 
 
-def _compiled_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+def _compiled_runner(choice: BackendChoice, engine: EngineDir, stream: int, threads: int):
     from .runners import CompiledRunner
 
     return CompiledRunner(matching_plans(engine, compiled_identity(choice.device), kind="compiled",
                                          precision=choice.precision), precision=choice.precision)
 
 
-def _torch_runner(choice: BackendChoice, engine: EngineDir, stream: int):
+def _torch_runner(choice: BackendChoice, engine: EngineDir, stream: int, threads: int):
     from ..engine.torch_weights import load_engine_models
     from ..models.network_fns import gradient_scale, in_precision
     from .runners import TorchRunner
@@ -166,7 +167,7 @@ class Backend:
     precisions: tuple[str, ...]
     capturable: bool
     probe: Callable[[EngineDir, str, str], tuple[bool, str]]
-    runner: Callable[[BackendChoice, EngineDir, int], object]
+    runner: Callable[[BackendChoice, EngineDir, int, int], object]
     # the largest batch its runner takes for a choice (plans are built for a batch range)
     batch_limit: Callable[[BackendChoice, EngineDir], int] = lambda choice, engine: MAX_BATCH_SIZE
 
@@ -251,12 +252,13 @@ def select_backend(engine: EngineDir, backend: str = "auto", device: Device | st
     raise ConfigError("no usable backend: " + "; ".join(refusals))
 
 
-def make_runner(choice: BackendChoice, engine: EngineDir, stream: int = 0):
+def make_runner(choice: BackendChoice, engine: EngineDir, stream: int = 0, threads: int = 0):
     """The runner of a chosen backend (and the models it keeps alive), made with the choice's CUDA
-    device current; ``stream``: the CUDA stream (a handle) its samplers will order their work on."""
+    device current; ``stream``: the CUDA stream (a handle) its samplers will order their work on;
+    ``threads``: the CPU threads of the runner's own pool (0: its default)."""
     import torch
 
     backend = get_backend(choice.name)
     on_device = choice.device == "cuda" and torch.cuda.is_available()
     with torch.cuda.device(choice.index) if on_device else nullcontext():
-        return backend.runner(choice, engine, stream)
+        return backend.runner(choice, engine, stream, threads)

@@ -156,7 +156,7 @@ class OrtRunner(GraphRunner):
         # kernels (and the other session) need the cores (measured by egsde-rt bench: spinning
         # made the native low-pass gradient 500x slower on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
+        if threads:  # the Translator's (cpu_threads); 0: ONNX Runtime's default, the host's cores
             options.intra_op_num_threads = threads
         if device == "cuda":
             # TF32 only for tf32 (the CUDA provider's default is use_tf32=1)
@@ -194,27 +194,46 @@ class TensorRTRunner(GraphRunner):
     enqueues on the sampler's stream (``execute_async_v3``: no synchronisation, no allocation once
     the context has run a shape). TensorRT applies a shape change at the next enqueue, which must not
     be captured: ``run_captured`` runs each run's first update uncaptured, so the contexts have run
-    the sampler's shapes before a step is captured or replayed."""
+    the sampler's shapes before a step is captured or replayed.
+
+    ``plan_files``: {graph name: ``VerifiedFile``} (``plans.matching_plans``): each plan is read
+    once, its size and sha256 checked on the bytes read, and those same bytes deserialised (a plan
+    replaced after its verification is refused, never loaded). A shape its plan's optimization
+    profile does not take (``set_input_shape`` returns False) is an ``EgsdeError`` naming the shape
+    and the profile."""
 
     def __init__(self, plan_files: dict):
         super().__init__()
         trt = import_tensorrt("the tensorrt backend")
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
-        self.engines, self.contexts = {}, {}
+        self.plans, self.engines, self.contexts, self.profiles = dict(plan_files), {}, {}, {}
         for contract in (SCORE, DSE_GRAD):
-            engine = self.runtime.deserialize_cuda_engine(open(plan_files[contract.name], "rb").read())
+            plan = self.plans[contract.name]
+            engine = self.runtime.deserialize_cuda_engine(plan.read())
             if engine is None:
-                raise EgsdeError(f"TensorRT could not deserialize {plan_files[contract.name]} (built for "
-                                 "another GPU or TensorRT version? run `egsde-rt build` again)")
+                raise EgsdeError(f"TensorRT could not deserialize {plan} (built for another GPU or TensorRT "
+                                 "version? run `egsde-rt build` again)")
             self.engines[contract.name] = engine
             self.contexts[contract.name] = engine.create_execution_context()
+            # each input's (min, opt, max) shapes in the plan's optimization profile (profile 0, the only one)
+            self.profiles[contract.name] = {
+                name: tuple(tuple(shape) for shape in engine.get_tensor_profile_shape(name, 0))
+                for name in contract.inputs}
 
     def _run(self, contract, inputs, output) -> None:
         context = self.contexts[contract.name]
         for name, ref in zip(contract.inputs, inputs):
-            context.set_input_shape(name, tuple(ref.shape))
+            if not context.set_input_shape(name, tuple(ref.shape)):
+                self._refuse_shape(contract, name, tuple(ref.shape))
             context.set_tensor_address(name, ref.ptr)
         context.set_tensor_address(contract.outputs[0], output.ptr)
         if not context.execute_async_v3(stream_handle=inputs[0].stream):
             raise EgsdeError(f"TensorRT execution of {contract.name} failed")
+
+    def _refuse_shape(self, contract, name: str, shape: tuple) -> None:
+        low, _, high = self.profiles[contract.name][name]
+        raise EgsdeError(f"the TensorRT plan {self.plans[contract.name]} does not take the shape {shape} of its input "
+                         f"'{name}': its optimization profile takes {low} to {high} (batches {low[0]}..{high[0]}); "
+                         "run batches in that range, or rebuild the plans for this one (`egsde-rt build ENGINE_DIR "
+                         "--backend tensorrt --max-batch N`)")

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..cpu_threads import ThreadBudget
 from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
 from ..images import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
@@ -53,16 +54,24 @@ def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
 
 
 class Translator:
-    """``Translator(engine_dir, backend="auto", device="auto", precision="fp32", max_pixels=None)``;
-    ``.run(img, seed=0, **overrides)``.
+    """``Translator(engine_dir, backend="auto", device="auto", precision="fp32", max_pixels=None,
+    threads=None)``; ``.run(img, seed=0, **overrides)``.
 
     ``max_pixels``: the most pixels an image file given to ``run`` (or a folder job) may have,
     checked from its header before it is decoded; None: ``io.max_pixels_for(image_size)``
-    (4096 x 4096 for a 256-px engine). ``self.max_pixels`` holds the limit in force."""
+    (4096 x 4096 for a 256-px engine). ``self.max_pixels`` holds the limit in force.
+    ``threads``: the CPU threads a translation uses (1..``cpu_threads.MAX_THREADS``; None or
+    "auto": the CPUs this process may use, from its affinity mask and cgroup quota, fewer between
+    updates while other processes keep them busy: ``cpu_threads.ThreadBudget``): ONNX Runtime's
+    intra-op pool, the native core's OpenMP team and PyTorch's intra-op threads (PyTorch's are
+    the process's: the Translator that runs sets them, in its thread). ``self.threads`` holds the
+    limit."""
 
     def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: Device | str = "auto",
-                 precision: str = "fp32", max_pixels: int | None = None):
+                 precision: str = "fp32", max_pixels: int | None = None, threads: int | str | None = None):
         max_pixels = check_max_pixels(max_pixels)
+        self.thread_budget = ThreadBudget(threads)
+        self.threads: int = self.thread_budget.limit
         self.engine = load_engine_dir(engine_dir)
         self.max_pixels: int = max_pixels_for(self.engine.image_size) if max_pixels is None else max_pixels
         self.choice: BackendChoice = select_backend(self.engine, backend, device, precision)
@@ -71,7 +80,9 @@ class Translator:
         self.target: Device = self.choice.target  # resolved (checked) once by select_backend, passed inward
         self.device = self.target.torch
         self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
-        self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0)
+        self._use_threads()
+        self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0,
+                                  threads=self.threads)
         # the largest batch this backend runs (plans are built for a batch range), at most MAX_BATCH_SIZE
         self.max_batch: int = get_backend(self.choice.name).batch_limit(self.choice, self.engine)
         # One CUDA graph per step, replayed for every update (runners whose work can be captured;
@@ -91,14 +102,30 @@ class Translator:
     def backend(self) -> str:
         return self.choice.name
 
+    def _adapting_threads(self, callback):
+        """``callback`` with the threads of the next update set first (``_use_threads``)."""
+        def progress(done: int, total: int):
+            self._use_threads()
+            return None if callback is None else callback(done, total)
+        return progress
+
     def settings_with(self, **overrides) -> EGSDESettings:
         return engine_settings(self.engine, **overrides)
+
+    def _use_threads(self) -> None:
+        """PyTorch's intra-op threads in the calling thread set to the budget's (its OpenMP team size
+        is per thread: a server's worker threads each get it); called before a run and, on the
+        CPU, between its updates."""
+        threads = self.thread_budget.now()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def sampler_for(self, settings: EGSDESettings, shape):
         """The native sampler for these settings and batch shape (built once, kept for reuse)."""
         key = (settings, tuple(shape))
         if key not in self._samplers:
-            self._samplers[key] = build_sampler(settings, shape, self.target, self.schedule, stream=self.stream)
+            self._samplers[key] = build_sampler(settings, shape, self.target, self.schedule, stream=self.stream,
+                                                threads=self.threads)
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
@@ -139,6 +166,7 @@ class Translator:
         out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
         out = None if as_numpy else torch.empty(x0.shape, dtype=torch.float32, device=out_device)
         with self._lock:  # one translation at a time: the samplers' buffers are shared
+            self._use_threads()
             sampler = self.sampler_for(settings, tuple(x0.shape))
             if self.captures and noise is None:
                 try:
@@ -148,6 +176,8 @@ class Translator:
                 except CaptureFailed as err:  # the runner's work cannot be captured here
                     log.warning("egsde-rt: %s; running uncaptured from now on", err)
                     self.captures = False
+            if self.thread_budget.adaptive and self.choice.device == "cpu":
+                callback = self._adapting_threads(callback)
             result = run_sampler(sampler, x0, self.runner, settings, seed=seeds, noise=noise,
                                  perturb_noise=perturb_noise, callback=callback, out=out)
             return result if out is None or out_device == x0.device else result.to(x0.device)

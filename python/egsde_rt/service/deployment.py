@@ -20,16 +20,20 @@ HTTP (on the Serve proxy, ``host``:``port``; the contract is ``http_app``'s):
 A bad image, seed or setting gets 400 with the ``EgsdeError`` message (JSON ``{"error": ...}``),
 a body over ``max_upload_mb`` 413 (counted as it streams in), one slower than ``body_timeout_s``
 408, a body that is not an image type 415, more network evaluations than ``max_updates`` 400,
-a result that is not an image 422, a request not answered within ``request_timeout_s`` 503
-(its group's translation is cancelled between updates once the group's last deadline passes), a
-fault of the server 500 (logged with its traceback); the requests of one batch with other
-settings are not affected by a failing group. Serve's HTTP proxy runs ``serve_proxy``'s guard
-(the upload limit and deadline, the Host check, Ray's timeout headers dropped), installed through
-the environment when ``start`` starts Ray. More requests than the replicas can queue
-(``max_queued_requests``) get 503 from Serve, never a crash. On SIGINT or SIGTERM the service
+a result that is not an image 422, a request not answered within ``request_timeout_s`` of its
+arrival at Serve's proxy 503, a fault of the server 500 (logged with its traceback); the requests
+of one batch with other settings are not affected by a failing group. A group's translation is
+cancelled between updates once every request of it is past its deadline or gone (its client went
+away, or Serve's proxy timed it out). Serve's HTTP proxy runs ``proxy``'s guard (the upload
+limit and deadline, the Host check, the client headers Serve would act on dropped, the request's
+id and arrival stamped), installed through the environment when ``start`` starts Ray. More
+requests than the replicas can queue (``max_queued_requests``) get 503 from Serve, never a
+crash. At most ``decodes`` threads of a replica decode uploads. On SIGINT or SIGTERM the service
 stops taking requests, lets the ones in flight finish (up to ``graceful_shutdown_s``), and
 shuts down. Bound to loopback (the default), the service answers only requests whose ``Host``
-is a loopback name.
+is a loopback name. Serve's proxy (uvicorn) has no deadline for a request's headers and no
+connection limit; in the open, run the nginx front that ``front_proxy`` renders from the same
+``ServeConfig`` (``header_timeout_s``, ``max_connections``, ``max_connections_per_client``).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the route's annotations, and the
@@ -44,13 +48,15 @@ import signal
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from io import BytesIO
 
+from ..cpu_threads import MAX_THREADS, slot_threads
 from ..jobs.ray_data import actor_resources, init_ray, require_ray
 from ..runtime.devices import Device
 from ..errors import ConfigError, EgsdeError, SamplingCancelled
-from .proxy import guard_environment
+from .proxy import ARRIVED_HEADER, guard_environment
 from ..method.settings import MAX_BATCH_SIZE, check_positive_int
 
 APP_NAME = "egsde-rt"
@@ -76,6 +82,9 @@ class ServeConfig:
     backend: str = option("auto", "the backend", flag=False)
     device: str = option("auto", "the device", flag=False)
     precision: str = option("fp32", "the networks' precision", flag=False)
+    threads: int | None = option(None, "CPU threads of each replica's translations (default: its CPU slots, "
+                                       "cpus_per_replica, at least 1: cpu_threads.slot_threads)", flag=False,
+                                 maximum=MAX_THREADS)
     replicas: int = option(1, "copies of the service, each with its own Translator")
     max_batch_size: int = option(4, f"requests translated together at most (1..{MAX_BATCH_SIZE})",
                                  maximum=MAX_BATCH_SIZE)
@@ -85,13 +94,23 @@ class ServeConfig:
     max_upload_mb: float = option(32.0, "the largest upload (MB), counted as it streams in (413 beyond)")
     max_updates: int | None = option(None, "network evaluations (updates x repeats) one request may ask for (400 "
                                            "beyond; default: the engine's own run, its settings' updates x repeats)")
-    decodes: int = option(2, "uploads a replica decodes at once (the rest wait, within their deadline)")
+    decodes: int = option(2, "threads a replica decodes uploads with (the other uploads wait, within their "
+                             "deadline)")
     max_pixels: int | None = option(None, "the largest image (pixels) a request may upload, checked from its header "
                                           "before decoding (default: the engine's, see egsde_rt.images)")
     body_timeout_s: float = option(30.0, "seconds an upload may take to arrive (408 beyond)")
-    request_timeout_s: float = option(120.0, "seconds a request may take in the replica, decoding, queueing and "
-                                             "translation included (503 beyond; the translation of its group is "
-                                             "cancelled once the group's last deadline passes)")
+    request_timeout_s: float = option(120.0, "seconds a request may take from its arrival at Serve's proxy, "
+                                             "decoding, queueing and translation included (503 beyond; the "
+                                             "translation of its group is cancelled once every request of it is past "
+                                             "its deadline or its client went away)")
+    keep_alive_s: int = option(5, "seconds an idle keep-alive connection stays open (Serve's proxy and the nginx "
+                                  "front)", maximum=3600)
+    header_timeout_s: float = option(10.0, "seconds a client may take to send a request's headers (the nginx front, "
+                                           "--nginx-config: Serve's proxy has no such deadline)")
+    max_connections: int = option(512, "connections the nginx front holds at once, from all clients (503 beyond)",
+                                  maximum=65536)
+    max_connections_per_client: int = option(32, "connections the nginx front holds at once from one client "
+                                                 "address (503 beyond)", maximum=65536)
     graceful_shutdown_s: float = option(30.0, "seconds the requests in flight get to finish on SIGTERM")
     allowed_hosts: tuple = option((), "Host names the service answers (empty: any; start() sets the loopback "
                                       "names when it listens on loopback)", flag=False)
@@ -148,8 +167,9 @@ def _service_class(serve, config: ServeConfig):
     class TranslationService:
         def __init__(self, config: ServeConfig):
             self.config = config
+            threads = slot_threads(config.cpus_per_replica) if config.threads is None else config.threads
             self.translator = Translator(config.engine_dir, backend=config.backend, device=config.device,
-                                         precision=config.precision, max_pixels=config.max_pixels)
+                                         precision=config.precision, max_pixels=config.max_pixels, threads=threads)
             if config.max_batch_size > self.translator.max_batch:
                 raise ConfigError(f"--max-batch-size {config.max_batch_size} exceeds the {self.translator.backend} "
                                   f"plans' batch range 1..{self.translator.max_batch}: lower it, or rebuild the plans "
@@ -157,45 +177,51 @@ def _service_class(serve, config: ServeConfig):
             self.batch_sizes: Counter = Counter()
             # the work one request may ask for: by default the engine's own run
             self.max_updates = config.max_updates or self.translator.settings.network_evaluations
-            self.decoding = asyncio.Semaphore(config.decodes)
+            self.decode = Decoder(config.decodes, http.decode_upload)
             self._translate.set_max_batch_size(config.max_batch_size)
             self._translate.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
 
         @serve.batch
         async def _translate(self, items: list) -> list:
-            """One batch of (x0, seed, overrides, deadline) (see ``translate_groups``)."""
+            """One batch of ``Pending`` requests (see ``translate_groups``)."""
             self.batch_sizes[len(items)] += 1
             return await translate_groups(items, self._run_group)
 
-        async def _decode(self, body: bytes):
-            """The upload as x0, decoded off the event loop, at most ``config.decodes`` at once."""
-            async with self.decoding:
-                return await asyncio.to_thread(http.decode_upload, body, self.translator.image_size,
-                                               self.translator.max_pixels)
-
-        def _run_group(self, x0, seeds, overrides, deadline: float) -> list:
-            return translate_before(self.translator, x0, seeds, overrides, deadline, self.config.request_timeout_s)
+        def _run_group(self, x0, seeds, overrides, wanted) -> list:
+            return translate_before(self.translator, x0, seeds, overrides, wanted, self.config.request_timeout_s)
 
         @app.post("/translate", summary="Translate one image", response_class=Response,
                   responses=http.TRANSLATE_RESPONSES, openapi_extra=http.TRANSLATE_BODY)
         async def translate(self, request: Request, query: Annotated[TranslateQuery, Query()]):
-            arrived = time.monotonic()
             config = self.config
+            # from the arrival at Serve's proxy (the guard's stamp), else from now
+            arrived = http.arrival(request.headers.get(ARRIVED_HEADER.decode()), config.request_timeout_s)
             # refused before reading the body
             http.check_content_type(request.headers.get("content-type"))
             http.check_upload_size(http.declared_length(request.headers), config.max_upload_mb)
             overrides = query.model_dump(exclude={"seed"}, exclude_none=True)
             http.check_work(self.translator.settings_with(**overrides), self.max_updates)
             deadline = arrived + config.request_timeout_s
-            body = await http.read_body(request, config.max_upload_mb, min(deadline, arrived + config.body_timeout_s))
+            busy = SamplingCancelled(f"no answer within the service's {config.request_timeout_s:g} s: retry later "
+                                     "(the service is busy)")
+            if time.monotonic() >= deadline:  # spent waiting for a replica, in Serve's proxy and router
+                return http.translation_response(busy)
+            # the body's own deadline counts from here: Serve's proxy holds a body that arrived in time
+            # while the request waits for a replica (the guard bounds its arrival at the proxy)
+            body = await http.read_body(request, config.max_upload_mb,
+                                        min(deadline, time.monotonic() + config.body_timeout_s))
+            pending = None
             try:
-                x0 = await asyncio.wait_for(self._decode(body), max(0.0, deadline - time.monotonic()))
+                x0 = await asyncio.wait_for(self.decode(body, self.translator.image_size, self.translator.max_pixels),
+                                            max(0.0, deadline - time.monotonic()))
                 del body
-                result = await asyncio.wait_for(self._translate((x0, query.seed, overrides, deadline)),
-                                                max(0.0, deadline - time.monotonic()))
+                pending = Pending(x0, query.seed, overrides, deadline)
+                result = await asyncio.wait_for(self._translate(pending), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                result = SamplingCancelled(f"no answer within the service's {config.request_timeout_s:g} s: "
-                                           "retry later (the service is busy)")
+                result = busy
+            finally:  # answered, timed out, or cancelled (the client went away, Serve's proxy timed it out)
+                if pending is not None:
+                    pending.cancelled.set()  # nobody waits for its translation any more
             if isinstance(result, tuple):
                 png, batch = result
                 return Response(png, media_type="image/png",
@@ -220,27 +246,70 @@ def _service_class(serve, config: ServeConfig):
     return TranslationService
 
 
+class Decoder:
+    """Uploads decoded off the event loop by a pool of ``workers`` threads, so at most ``workers``
+    decodes ever run at once, whatever their callers do: a wait that times out (or is cancelled)
+    cancels its decode if no thread has started it; one that has started holds its thread to its
+    end (a thread cannot be stopped), and the next decode waits for a free thread. (A semaphore
+    around ``asyncio.to_thread`` did not bound them: a timed-out wait released the semaphore
+    while its thread decoded on.)"""
+
+    def __init__(self, workers: int, decode):
+        self.decode = decode
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="egsde-decode")
+
+    async def __call__(self, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.decode, *args)
+
+
+@dataclass
+class Pending:
+    """One request waiting for its translation: x0, seed, the settings' overrides, the monotonic
+    deadline, and ``cancelled``, set (from the event loop; read by the translation's thread)
+    once nobody waits for its answer: its client went away, Serve's proxy timed it out, or its
+    route stopped waiting."""
+
+    x0: object
+    seed: int
+    overrides: dict
+    deadline: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def wanted(self, now: float) -> bool:
+        return now < self.deadline and not self.cancelled.is_set()
+
+
+def still_wanted(members: list):
+    """Whether some request of a group still waits for it, in time (as a callable for the progress
+    callback): a group goes on while one member is before its deadline and not cancelled."""
+    def wanted() -> bool:
+        now = time.monotonic()
+        return any(pending.wanted(now) for pending in members)
+    return wanted
+
+
 async def translate_groups(items: list, run_group) -> list:
-    """The outcomes of one batch of requests (x0, seed, overrides, deadline): the requests with
-    equal settings run together as one native batch (a group), ``run_group(x0, seeds, overrides,
-    deadline)`` in a worker thread (the event loop stays free). A group's outcome is its own:
-    (PNG bytes, group size) per request, or the exception that ended the group (the route maps
-    it to an answer; one that is no ``EgsdeError`` is logged with its traceback), never another
-    group's. A group whose every request is past its deadline is not run."""
+    """The outcomes of one batch of ``Pending`` requests: the requests with equal settings run
+    together as one native batch (a group), ``run_group(x0, seeds, overrides, wanted)`` in a
+    worker thread (the event loop stays free), ``wanted`` the group's ``still_wanted``. A group's
+    outcome is its own: (PNG bytes, group size) per request, or the exception that ended the group
+    (the route maps it to an answer; one that is no ``EgsdeError`` is logged with its traceback),
+    never another group's. A group whose every request is past its deadline or cancelled is not
+    run."""
     import torch
 
     groups: dict = {}
-    for i, (_, _, overrides, _) in enumerate(items):
-        groups.setdefault(json.dumps(overrides, sort_keys=True), []).append(i)
+    for i, pending in enumerate(items):
+        groups.setdefault(json.dumps(pending.overrides, sort_keys=True), []).append(i)
     results: list = [None] * len(items)
     for key, members in groups.items():
-        deadline = max(items[i][3] for i in members)
+        wanted = still_wanted([items[i] for i in members])
         try:
-            if time.monotonic() >= deadline:
-                raise SamplingCancelled("the request's deadline passed while it was queued: retry later "
-                                        "(the service is busy)")
-            x0 = torch.stack([items[i][0] for i in members])
-            pngs = await asyncio.to_thread(run_group, x0, [items[i][1] for i in members], json.loads(key), deadline)
+            if not wanted():
+                raise SamplingCancelled("the request's deadline passed (or its client went away) while it was "
+                                        "queued: retry later (the service is busy)")
+            x0 = torch.stack([items[i].x0 for i in members])
+            pngs = await asyncio.to_thread(run_group, x0, [items[i].seed for i in members], json.loads(key), wanted)
             for i, png in zip(members, pngs):
                 results[i] = (png, len(members))
         except Exception as err:  # noqa: BLE001 - every fault is this group's answer (a 500 if unexpected)
@@ -251,21 +320,23 @@ async def translate_groups(items: list, run_group) -> list:
     return results
 
 
-def translate_before(translator, x0, seeds, overrides: dict, deadline: float, request_timeout_s: float) -> list:
-    """One native batch as PNG bytes, cancelled between updates once the monotonic ``deadline``
-    passes (``SamplingCancelled``, saying so)."""
+def translate_before(translator, x0, seeds, overrides: dict, wanted, request_timeout_s: float) -> list:
+    """One native batch as PNG bytes, cancelled between updates once ``wanted()`` (the group's
+    ``still_wanted``) turns false: every request of it past its deadline or gone
+    (``SamplingCancelled``, saying so)."""
     import torch
 
     from ..images import tensor_to_images
 
     def in_time(done, total):
-        return time.monotonic() < deadline
+        return wanted()
 
     try:
         y = translator.run_tensor(x0, seed=seeds, callback=in_time, **overrides)
     except SamplingCancelled:
-        raise SamplingCancelled(f"the translation did not finish within the service's {request_timeout_s:g} s: "
-                                "retry later, or ask for fewer updates (M, steps, repeats)") from None
+        raise SamplingCancelled(f"the translation did not finish within the service's {request_timeout_s:g} s (or "
+                                "its clients went away): retry later, or ask for fewer updates (M, steps, repeats)") \
+            from None
     return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
 
 
@@ -273,7 +344,7 @@ def limits(config: ServeConfig, translator, max_updates: int) -> dict:
     """The bounds of one request, as /stats reports them."""
     return {"max_upload_mb": config.max_upload_mb, "max_updates": max_updates,
             "max_pixels": translator.max_pixels, "body_timeout_s": config.body_timeout_s,
-            "request_timeout_s": config.request_timeout_s}
+            "request_timeout_s": config.request_timeout_s, "decodes": config.decodes, "threads": translator.threads}
 
 
 def _application(config: ServeConfig, actor_options: dict):
@@ -326,7 +397,9 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
                     " ".join(f"{name}='{value}'" for name, value in guard.items()))
     _, actor_options = actor_resources(ray, config.replicas, config.cpus_per_replica, Device.parse(config.device))
     app = _application(config, actor_options)
-    serve.start(http_options={"host": host, "port": int(port),
+    # What Ray lets a caller set of its proxy's uvicorn: the request timeout and the keep-alive
+    # (no header deadline, no connection limit: the nginx front, front_proxy, brings those).
+    serve.start(http_options={"host": host, "port": int(port), "keep_alive_timeout_s": config.keep_alive_s,
                               "request_timeout_s": config.request_timeout_s + PROXY_TIMEOUT_MARGIN_S})
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)

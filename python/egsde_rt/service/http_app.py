@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from importlib.resources import files
 from typing import Annotated, Literal
@@ -158,6 +159,22 @@ async def read_body(request: Request, max_upload_mb: float, deadline: float) -> 
         total += len(chunk)
         check_upload_size(total, max_upload_mb)
         chunks.append(chunk)
+
+
+def arrival(stamp: str | None, request_timeout_s: float) -> float:
+    """The monotonic time at which the request reached Serve's proxy, from the guard's stamp
+    (``proxy.ARRIVED_HEADER``: wall-clock epoch seconds, since the proxy and the replica are
+    other processes, maybe on other machines: their clocks must agree, as NTP keeps them). The
+    time since the stamp is clamped to [0, ``request_timeout_s``]: a stamp in the future (a clock
+    ahead) counts as now and never extends the deadline, one far in the past at most spends the
+    whole of it. Without a stamp (no guard in the proxy), or with one that is not a number, the
+    request arrived now."""
+    now = time.monotonic()
+    try:
+        elapsed = time.time() - float(stamp)
+    except (TypeError, ValueError):
+        return now
+    return now - min(max(elapsed, 0.0), request_timeout_s) if math.isfinite(elapsed) else now
 
 
 def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None):

@@ -3,14 +3,19 @@ Ray's own hook (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=egsde_rt.service.pro
 
 Serve's proxy reads a request's body ahead of any replica (while the request waits for one, too)
 into an unbounded buffer, answers its own routes (``/-/routes``, ``/-/healthz``) without the
-app, and lets a client header turn its request timeout off (``x-request-timeout-seconds: 0``) or
-its handling of a client that went away (``x-request-disconnect-disabled``). So the app's bounds
-(``http_app``) alone do not bound what one request costs the proxy. In the proxy, before
-anything is forwarded, the guard
+app, lets a client header turn its request timeout off (``x-request-timeout-seconds: 0``) or
+its handling of a client that went away (``x-request-disconnect-disabled``), routes on client
+headers (the multiplexed model id, the session id, ``x-serve-router-*``) and takes the client's
+``x-request-id`` as the request's id. So the app's bounds (``http_app``) alone do not bound what
+one request costs the proxy. In the proxy, before anything is forwarded, the guard
 
 * answers a ``Host`` that is not allowed with 400 and a declared ``Content-Length`` over the
   upload limit with 413;
-* drops the two client headers above, so Serve's own timeout stays on;
+* drops every client header above (matched as Ray matches them: ``client_controlled``), so
+  Serve's own timeout stays on and no client picks its replica or its request id;
+* sets the request's id (``x-request-id``: a fresh uuid4, which Serve logs and answers as
+  ``X-Request-ID``) and stamps its arrival (``x-egsde-arrived``: wall-clock epoch seconds; a
+  client's copy is dropped), from which the replica counts the request's deadline;
 * counts the body as the proxy reads it: once the total crosses the limit it answers 413, once
   the body is slower than the body deadline 408, and from then on the proxy sees the client as
   gone (it stops reading and cancels the request), so the proxy buffers at most about the
@@ -27,12 +32,23 @@ import asyncio
 import json
 import os
 import time
+import uuid
 
 GUARD_ENV = "EGSDE_RT_PROXY_GUARD"
 HOOK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 HOOK = "egsde_rt.service.proxy:middlewares"
-# Client headers that would turn Serve's proxy timeout or disconnect handling off.
-DROPPED_HEADERS = (b"x-request-timeout-seconds", b"x-request-disconnect-disabled")
+# Client headers Serve's proxy acts on, compared as Ray compares them (lower case, "-" as "_"):
+# two would turn its timeout or disconnect handling off, one picks the replica of a multiplexed
+# model, one is the request's id; the guard's own stamp of the arrival is never the client's.
+DROPPED_HEADERS = ("x_request_timeout_seconds", "x_request_disconnect_disabled", "serve_multiplexed_model_id",
+                   "x_request_id", "x_egsde_arrived")
+# The session-id header Serve routes on (sticky sessions): Ray reads its name from this variable,
+# in the proxy's process, as the guard does.
+SESSION_ID_ENV, SESSION_ID_DEFAULT = "RAY_SERVE_SESSION_ID_HEADER_KEY", "x-session-id"
+# Headers the ingress request router of Serve owns.
+ROUTER_HEADER_PREFIX = "x_serve_router_"
+REQUEST_ID_HEADER = b"x-request-id"
+ARRIVED_HEADER = b"x-egsde-arrived"  # when the request reached Serve's proxy (time.time(), as text)
 
 
 def guard_environment(max_upload_bytes: int, body_timeout_s: float, allowed_hosts=()) -> dict:
@@ -48,6 +64,18 @@ def middlewares() -> list:
 
     text = os.environ.get(GUARD_ENV)
     return [Middleware(ProxyGuard, **json.loads(text))] if text else []
+
+
+def client_controlled(name: bytes, session_header: str | None = None) -> bool:
+    """Whether a request header of this name is one the guard drops: a header Serve's proxy acts
+    on (``DROPPED_HEADERS``, the session id named by ``session_header``, default Ray's setting
+    from ``SESSION_ID_ENV``, and every ``x-serve-router-*``), compared as Ray compares names (case
+    and ``-`` against ``_`` ignored: proxies in front may rewrite either)."""
+    if session_header is None:
+        session_header = os.environ.get(SESSION_ID_ENV, SESSION_ID_DEFAULT)
+    normal = name.decode("latin-1").lower().replace("-", "_")
+    return (normal in DROPPED_HEADERS or normal == session_header.lower().replace("-", "_")
+            or normal.startswith(ROUTER_HEADER_PREFIX))
 
 
 def host_name(host: str) -> str | None:
@@ -100,11 +128,14 @@ class ProxyGuard:
     def __init__(self, app, max_upload_bytes: int, body_timeout_s: float, allowed_hosts=()):
         self.app, self.max_upload_bytes, self.body_timeout_s = app, max_upload_bytes, body_timeout_s
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.session_header = os.environ.get(SESSION_ID_ENV, SESSION_ID_DEFAULT)  # read once, as Ray does
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in DROPPED_HEADERS]
+        arrived = time.time()
+        headers = [(k, v) for k, v in scope["headers"] if not client_controlled(k, self.session_header)]
+        headers += [(REQUEST_ID_HEADER, uuid.uuid4().hex.encode()), (ARRIVED_HEADER, repr(arrived).encode())]
         scope = {**scope, "headers": headers}
         refusal = refused_host(headers, self.allowed_hosts)
         if refusal:
