@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -83,11 +84,18 @@ def read_private(path: Path, limit: int = 4096) -> bytes | None:
     return None
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file atomically (a temporary name, then a rename), readable and writable by this user only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)  # a leftover of a crashed process with this id
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def temporary_path(path: Path) -> Path:
+    """A name of its own beside ``path`` to write it under before renaming it into place
+    (``.<stem>.<random>.tmp<suffix>``: the suffix kept for writers that need it, e.g. ``.pt2``)."""
+    return path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write ``data`` to ``path`` through a temporary file of a unique name in the same directory
+    (created exclusively, with ``mode`` less the umask), then ``os.replace`` it over ``path``: a
+    reader sees the old file or the new one, and no other writer shares the temporary file."""
+    tmp = temporary_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -95,3 +103,8 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file atomically (``write_atomically``), readable and writable by this user only."""
+    write_atomically(path, data, 0o600)

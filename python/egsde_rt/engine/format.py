@@ -52,7 +52,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -63,6 +62,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, concurrent
     fcntl = None
 
 from ..errors import ConfigError, EngineDirError, MissingGraphsError
+from ..user_cache import write_atomically
 from ..models import MODEL_CLASSES
 from ..method.schedule import BETA_SCHEDULES, Schedule, beta_schedule
 from ..method.settings import EGSDESettings
@@ -321,27 +321,6 @@ class EngineDir:
         """The diffusion schedule the engine's networks were trained with, from its manifest: the
         one place an engine's schedule is built (the Translator's, the benchmark's eager reference)."""
         return self.manifest.schedule.create()
-
-
-def temporary_path(path: Path) -> Path:
-    """A name of its own beside ``path`` to write it under before renaming it into place
-    (``.<stem>.<random>.tmp<suffix>``: the suffix kept for writers that need it, e.g. ``.pt2``)."""
-    return path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file of a unique name in the same directory
-    (created exclusively, with the mode a new file gets), then ``os.replace`` it over ``path``: a
-    reader sees the old file or the new one, and no other writer shares the temporary file."""
-    tmp = temporary_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

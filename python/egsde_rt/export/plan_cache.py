@@ -3,7 +3,7 @@ reuse a plan whose key (graph source, precision, batch profile, machine identity
 match (``engine.verification``: hashed once per machine and file), build what is missing (a
 progress bar, stage "plans"), and record each plan in the manifest.
 
-A plan is built under a temporary name of its own in ``plans/`` (``format.temporary_path``:
+A plan is built under a temporary name of its own in ``plans/`` (``user_cache.temporary_path``:
 ``.<name>.<random>.tmp<suffix>``), checked there by its builder, and only then renamed to its final
 name (atomically, ``os.replace``) and recorded in the manifest, in one ``format.update_manifest``
 (the manifest as it is on disk then, under the engine directory's lock): a build that fails or is
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine import DSE_GRAD, SCORE, EngineDir
-from ..engine.format import Manifest, PlanEntry, temporary_path, update_manifest
+from ..engine.format import Manifest, PlanEntry, update_manifest
+from ..user_cache import temporary_path
 from ..engine.plans import PLANS_DIR, MachineIdentity, graph_source, plan_entry, plan_key
 from ..engine.verification import hash_and_record, matches
 from ..errors import EgsdeError

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine import DSE_GRAD, SCORE, load_engine_dir
-from ..engine.format import write_atomically
+from ..user_cache import write_atomically
 from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
                             tensorrt_major)
 from ..errors import ConfigError, EgsdeError
