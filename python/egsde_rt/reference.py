@@ -28,6 +28,9 @@ from .method.settings import EGSDESettings
 from .method.similarity import lowpass_energy
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+# guided(g, y, t, x_t, eps_hat): update g's state y, its timesteps t, its perturbed source x_t and
+# the teacher's guided eps (the distillation target, ``models.student``)
+GuidedHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def ddim_step(y, eps_hat, x0_pred, abar_t: float, abar_s: float, eta: float, z, previous):
@@ -129,7 +132,7 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
               settings: EGSDESettings, *, seed: Seeds = 0, noise: torch.Tensor | None = None,
               perturb_noise: torch.Tensor | None = None, schedule: Schedule | None = None,
               class_label: int | None = None, callback: StepCallback | None = None,
-              timer: Untimed | None = None) -> torch.Tensor:
+              timer: Untimed | None = None, guided: GuidedHook | None = None) -> torch.Tensor:
     """Translate ``x0`` ([B, 3, H, W] in [-1, 1]) with ``settings``; the unclamped result tensor.
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
@@ -139,6 +142,10 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     [R*K, ...] serves ``perturb="fresh"`` with injected noise. ``schedule`` defaults to the
     linear 1e-4..0.02 schedule of 1000 steps. ``callback(k, K, y)``
     is called after each update; ``timer`` times the phases of each update (see ``Untimed``).
+    ``guided(g, y, t, x_t, eps_hat)`` is called before each update g with its state and the guided
+    eps ``eps + sqrt(1 - abar_t) (ls grad E_s + li grad E_i)`` (the low-pass term only in its
+    gradient form): an update with ``eps_hat`` and no guidance is this update (for ddpm, the
+    official one exactly), so it is what a distilled student learns (``models.student``).
     """
     check_source(x0)
     x0 = x0.float()
@@ -182,6 +189,15 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                 with timer.phase("lowpass_grad"):
                     low_x = lowpass.apply(x_t)
                     grad_i = input_gradient(lambda v: lowpass_energy(settings.s2, lowpass.apply(v), low_x), y)
+            abar_t, abar_s = float(updates.abar_t[k]), float(updates.abar_s[k])
+            sigma_t = math.sqrt(1 - abar_t)
+            eps_hat = eps  # guidance in eps form
+            if settings.ls:
+                eps_hat = eps_hat + sigma_t * settings.ls * grad_s
+            if settings.li and not stable:
+                eps_hat = eps_hat + sigma_t * settings.li * grad_i
+            if guided is not None:
+                guided(r * K + k, y, t, x_t, eps_hat)
             with timer.phase("update_noise"):
                 z = source.draw(STREAM_SAMPLING, r * (K + 1) + k + 1, shape, device)
                 if solver_step is None:  # ddpm: the official update
@@ -194,13 +210,6 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                     y = (mean + scalar(coefs.sigma, k) * z).float()
                     pull_w = w
                 else:  # guidance in eps form, then the solver's step
-                    abar_t, abar_s = float(updates.abar_t[k]), float(updates.abar_s[k])
-                    sigma_t = math.sqrt(1 - abar_t)
-                    eps_hat = eps
-                    if settings.ls:
-                        eps_hat = eps_hat + sigma_t * settings.ls * grad_s
-                    if settings.li and not stable:
-                        eps_hat = eps_hat + sigma_t * settings.li * grad_i
                     x0_pred = (y - sigma_t * eps_hat) / math.sqrt(abar_t)
                     eta = float(etas[k])
                     y, previous = solver_step(y, eps_hat, x0_pred, abar_t, abar_s, eta, z, previous)
