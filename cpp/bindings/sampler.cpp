@@ -26,6 +26,9 @@ class PyRunner : public Runner {
   void dse_grad(const TensorRef& y, const TensorRef& x_t, const TensorRef& t, const TensorRef& grad_out) override {
     PYBIND11_OVERRIDE_PURE(void, Runner, dse_grad, y, x_t, t, grad_out);
   }
+  void student(const TensorRef& y, const TensorRef& x_t, const TensorRef& t, const TensorRef& eps_out) override {
+    PYBIND11_OVERRIDE(void, Runner, student, y, x_t, t, eps_out);
+  }
 };
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -164,6 +167,8 @@ void bind_config(py::module_& m) {
       .def_readwrite("lowpass_form", &SamplerConfig::lowpass_form)
       .def_readwrite("fresh_perturb", &SamplerConfig::fresh_perturb)
       .def_readwrite("ilvr", &SamplerConfig::ilvr)
+      .def_readwrite("student", &SamplerConfig::student,
+                     "a distilled engine: runner.student each update, no expert (ls 0; li 0 unless a stable form)")
       .def("set_lowpass", [](SamplerConfig& c, const FloatArray& down_h, const FloatArray& up_h,
                              const FloatArray& down_w, const FloatArray& up_w) {
              require(down_h.ndim() == 2 && up_h.ndim() == 2 && down_w.ndim() == 2 && up_w.ndim() == 2,
@@ -206,7 +211,8 @@ void bind_sampler(py::module_& m) {
   py::class_<Runner, PyRunner>(m, "Runner", "Network backend interface called by the sampler.")
       .def(py::init<>())
       .def("score", &Runner::score, py::arg("y"), py::arg("t"), py::arg("eps_out"))
-      .def("dse_grad", &Runner::dse_grad, py::arg("y"), py::arg("x_t"), py::arg("t"), py::arg("grad_out"));
+      .def("dse_grad", &Runner::dse_grad, py::arg("y"), py::arg("x_t"), py::arg("t"), py::arg("grad_out"))
+      .def("student", &Runner::student, py::arg("y"), py::arg("x_t"), py::arg("t"), py::arg("eps_out"));
 
   bind_config(m);
 

@@ -33,6 +33,9 @@ void check_config(const SamplerConfig& c) {
                 " the sampler keeps: set SamplerConfig.history (egsde_rt.method.solvers.get_solver(name).history)");
   require(c.batch >= 1 && c.channels >= 1 && c.height >= 1 && c.width >= 1, "sampler: empty image shape");
   require(c.repeats >= 1, "sampler: repeats must be >= 1");
+  require(!c.student || (c.ls == 0.0f && (c.li == 0.0f || c.pulls())),
+          "sampler: a student folds the domain-specific expert (and the low-pass expert's gradient form) into its "
+          "eps: run it with ls = 0, and li = 0 unless the low-pass form is implicit or exact");
   // Every count and draw index of a run fits in index_t: R * (K + 1) bounds them all.
   checked_mul(c.repeats, c.steps.size() + 1, "sampler: repeats * (updates + 1)");
   require(c.low_h >= 1 && c.low_w >= 1, "sampler: low-pass sizes must be >= 1");
@@ -245,7 +248,10 @@ void Sampler::step(Runner& runner) {
   axpby(ctx_, source);
   clock_.end(Phase::UpdateNoise);
   clock_.begin(Phase::Score);
-  runner.score(y_ref_, t_now_ref_, eps_ref_);
+  if (c.student)
+    runner.student(y_ref_, x_t_ref_, t_now_ref_, eps_ref_);
+  else
+    runner.score(y_ref_, t_now_ref_, eps_ref_);
   clock_.end(Phase::Score);
   if (c.ls != 0.0f) {
     clock_.begin(Phase::DseGrad);

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from .errors import ConfigError
 from .images import check_source, max_pixels_for
 from .method.lowpass import LowPassFilter
 from .method.noise import STREAM_PERTURB, STREAM_SAMPLING, InjectedNoise, PhiloxNoise, Seeds, seed_array
@@ -132,7 +133,8 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
               settings: EGSDESettings, *, seed: Seeds = 0, noise: torch.Tensor | None = None,
               perturb_noise: torch.Tensor | None = None, schedule: Schedule | None = None,
               class_label: int | None = None, callback: StepCallback | None = None,
-              timer: Untimed | None = None, guided: GuidedHook | None = None) -> torch.Tensor:
+              timer: Untimed | None = None, guided: GuidedHook | None = None,
+              student: torch.nn.Module | None = None) -> torch.Tensor:
     """Translate ``x0`` ([B, 3, H, W] in [-1, 1]) with ``settings``; the unclamped result tensor.
 
     ``noise``: the injected draws [R*(K+1), B, 3, H, W] (K updates, R repeats; ``noise[0]`` is
@@ -146,8 +148,13 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
     eps ``eps + sqrt(1 - abar_t) (ls grad E_s + li grad E_i)`` (the low-pass term only in its
     gradient form): an update with ``eps_hat`` and no guidance is this update (for ddpm, the
     official one exactly), so it is what a distilled student learns (``models.student``).
+    ``student``: a distilled student (``student(y, t, x_t)``, the guided eps) in place of
+    ``score_model`` and the experts (the settings' ls 0, li 0 unless the low-pass form is stable).
     """
     check_source(x0)
+    if student is not None and (settings.ls or (settings.li and settings.lowpass == "gradient")):
+        raise ConfigError("a student folds the domain-specific expert (and the low-pass expert's gradient form) "
+                          "into its eps: run it with ls=0, and li=0 unless lowpass is implicit or exact")
     x0 = x0.float()
     updates = run_input(schedule, settings)  # the run's schedule, as the native loop's (float64 abar in sampling order)
     coefs = StepCoefficients.from_input(updates, settings.solver)  # t, the source's mix; ddpm: the official tables
@@ -181,7 +188,11 @@ def translate(x0: torch.Tensor, score_model: torch.nn.Module, dse: torch.nn.Modu
                 e_k = e if settings.perturb == "shared" else source.draw(STREAM_PERTURB, r * K + k, shape, device)
                 x_t = scalar(coefs.sqrt_abar, k) * x0 + scalar(coefs.sqrt_one_minus_abar, k) * e_k
             with timer.phase("score"):
-                eps = eps_fn(y, t)
+                if student is None:
+                    eps = eps_fn(y, t)
+                else:
+                    with torch.no_grad():
+                        eps = student(y, t, x_t)
             if settings.ls:
                 with timer.phase("dse_grad"):
                     grad_s = dse_gradient(dse, settings.s1, y, x_t, t)

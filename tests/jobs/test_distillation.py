@@ -92,3 +92,64 @@ def test_a_short_distillation_trains_deterministically_and_resumes(tiny_engine, 
     with pytest.raises(ConfigError, match="teacher_batch"):
         distill_guidance(engine, "procedural:source", tmp_path / "d" / "s.pt", DistillConfig(steps=1, teacher_batch=0),
                          progress=False)
+
+
+def _trained_looking_student(seed=4):
+    """A student whose x_t weights are not zero (as after training), so x_t matters."""
+    student = student_from_teacher(tiny_models()[0])
+    first = student.unet.input_blocks[0][0].weight
+    with torch.no_grad():
+        first[:, 3:] = torch.randn(first[:, 3:].shape, generator=torch.Generator().manual_seed(seed)) * 0.05
+    return student.eval()
+
+
+@pytest.mark.parametrize("settings", [
+    EGSDESettings(M=12, ls=0.0, li=0.0, down_N=8),
+    EGSDESettings(M=40, steps=6, solver="dpmpp-2m-sde", ls=0.0, li=50.0, lowpass="implicit", down_N=8),
+    EGSDESettings(M=12, ls=0.0, li=0.0, down_N=8, perturb="fresh", repeats=2),
+], ids=["ddpm", "dpmpp-implicit-lowpass", "fresh-repeats"])
+def test_the_native_loop_runs_a_student_as_the_eager_sampler_does(settings):
+    """A sampler built with student=True calls runner.student (y, x_t, t) once per update and
+    nothing else; its result is the eager oracle's with the same student, seeds and settings."""
+    import numpy as np
+
+    from egsde_rt.runtime.native_sampler import build_sampler, run_sampler
+    from egsde_rt.runtime.runners import StudentRunner
+
+    student = _trained_looking_student()
+    x0 = _x0(batch=2)
+    expected = translate(x0, None, None, settings, seed=[7, 8], student=student)
+    calls = []
+
+    class Counting(StudentRunner):
+        def student(self, y, x_t, t, eps_out):
+            calls.append(float(np.asarray(t)[0]))
+            super().student(y, x_t, t, eps_out)
+
+    sampler = build_sampler(settings, tuple(x0.shape), "cpu", student=True)
+    got = run_sampler(sampler, x0, Counting(student), settings, seed=[7, 8])
+    assert len(calls) == settings.num_updates * settings.repeats
+    assert np.abs(got - expected.numpy()).max() <= 1e-5
+    other = translate(x0, None, None, settings, seed=[7, 8], student=_trained_looking_student(seed=9))
+    assert (other - expected).abs().max() > 1e-3  # x_t is an input of the student's run
+
+
+def test_a_student_run_refuses_guidance_it_has_folded_in():
+    from egsde_rt.errors import NativeError
+    from egsde_rt.runtime.native_sampler import build_sampler
+    from egsde_rt.runtime.runners import StudentRunner, TorchRunner
+
+    student = _trained_looking_student()
+    with pytest.raises(NativeError, match="ls = 0"):
+        build_sampler(EGSDESettings(M=12, ls=500.0, li=0.0, down_N=8), (1, 3, 32, 32), "cpu", student=True)
+    with pytest.raises(NativeError, match="li = 0 unless"):
+        build_sampler(EGSDESettings(M=12, ls=0.0, li=2.0, down_N=8), (1, 3, 32, 32), "cpu", student=True)
+    with pytest.raises(ConfigError, match="ls=0"):
+        translate(_x0(batch=1), None, None, EGSDESettings(M=12, ls=500.0, down_N=8), student=student)
+    unet, dse = tiny_models()
+    plain = build_sampler(EGSDESettings(M=12, ls=0.0, li=0.0, down_N=8), (1, 3, 32, 32), "cpu", student=True)
+    with pytest.raises(NativeError, match="no student network"):
+        plain.run(_x0(batch=1).numpy(), TorchRunner(unet, dse, s1="cosine", score_kind="adm"))
+    with pytest.raises(Exception, match="no score network"):
+        build_sampler(EGSDESettings(M=12, ls=0.0, li=0.0, down_N=8), (1, 3, 32, 32), "cpu").run(
+            _x0(batch=1).numpy(), StudentRunner(student))

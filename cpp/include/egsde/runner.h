@@ -27,6 +27,12 @@ class Runner {
   virtual void score(const TensorRef& y, const TensorRef& t, const TensorRef& eps_out) = 0;
   // grad_out = d/dy sum_batch S1(F(y, t), F(x_t, t)) of the domain-specific expert.
   virtual void dse_grad(const TensorRef& y, const TensorRef& x_t, const TensorRef& t, const TensorRef& grad_out) = 0;
+  // A distilled engine's one network: eps_out = the guided eps of a student (models/student.py),
+  // from y, the perturbed source x_t and t. A runner without a student refuses (Error).
+  virtual void student(const TensorRef& y, const TensorRef& x_t, const TensorRef& t, const TensorRef& eps_out) {
+    (void)y, (void)x_t, (void)t, (void)eps_out;
+    throw Error("this runner has no student network (a distilled engine's runner has one)");
+  }
 };
 
 }  // namespace egsde

@@ -43,6 +43,10 @@ struct SamplerConfig {
   index_t repeats = 1;
   bool fresh_perturb = false;
   bool ilvr = false;
+  // A distilled engine: each update is one runner.student evaluation (the guided eps, the expert
+  // folded in), then the update with no expert gradient: ls must be 0, and li too unless the
+  // low-pass expert is in a stable form (its pull stays native).
+  bool student = false;
   // The low-pass resize factors (row-major float32): D_h [low_h, height], U_h [height, low_h],
   // D_w [low_w, width], U_w [width, low_w].
   index_t low_h = 0, low_w = 0;

@@ -61,10 +61,12 @@ def sampler_device(sampler: "_core.Sampler") -> torch.device:
 
 def build_sampler(settings: EGSDESettings, shape, device: "Device | str | torch.device",
                   schedule: Schedule | None = None, *, stream: "torch.cuda.Stream | None" = None,
-                  threads: int = 0) -> "_core.Sampler":
+                  threads: int = 0, student: bool = False) -> "_core.Sampler":
     """A sampler for ``settings`` and a batch ``shape`` [B, 3, H, W] on ``device``, over ``schedule``
     (None: the linear 1e-4..0.02 schedule of 1000 timesteps). ``threads``: on the CPU, the OpenMP
-    team of its calls (``cpu_threads.resolve_threads``; 0: the OpenMP default).
+    team of its calls (``cpu_threads.resolve_threads``; 0: the OpenMP default). ``student``: a
+    distilled engine's sampler, one ``runner.student`` evaluation per update and no expert (its
+    settings' ls 0, li 0 unless the low-pass form is stable).
 
     On CUDA (``"cuda"``: the current device, or ``"cuda:N"``) the sampler orders all its work on
     ``stream`` (a ``torch.cuda.Stream`` of that device; default: its current PyTorch stream).
@@ -75,6 +77,7 @@ def build_sampler(settings: EGSDESettings, shape, device: "Device | str | torch.
     config = _core.SamplerConfig()
     config.device, config.device_index = native_device(device)
     config.threads = threads
+    config.student = student
     if config.device == _core.Device.CUDA:
         current = torch.cuda.current_stream(config.device_index)
         stream = stream if stream is not None else current

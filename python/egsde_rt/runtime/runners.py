@@ -83,6 +83,26 @@ class TorchRunner(_core.Runner):
             as_tensor(grad_out).copy_(grad)
 
 
+class StudentRunner(_core.Runner):
+    """A distilled engine's one network (``models.student.GuidedStudent``) in eager PyTorch on the
+    sampler's buffers: ``student(y, x_t, t, eps_out)``, the guided eps (a sampler built with
+    ``student=True`` calls nothing else)."""
+
+    def __init__(self, network: torch.nn.Module, precision: str = "fp32"):
+        super().__init__()
+        self.network, self.precision = network, precision
+
+    def student(self, y, x_t, t, eps_out):
+        with on_stream(y), torch.no_grad(), tf32_mode(self.precision):
+            as_tensor(eps_out).copy_(self.network(as_tensor(y), as_tensor(t), as_tensor(x_t)))
+
+    def score(self, y, t, eps_out):
+        raise EgsdeError("a student runner has no score network: build its sampler with student=True")
+
+    def dse_grad(self, y, x_t, t, grad_out):
+        raise EgsdeError("a student runner has no expert: build its sampler with student=True")
+
+
 class GraphRunner(_core.Runner):
     """A runner over the two exported graphs: subclasses implement ``_run(contract, inputs, output)``."""
 
