@@ -33,7 +33,7 @@ from .errors import ConfigError
 # thread of every pool above).
 MAX_THREADS = 256
 # The wait policy egsde_rt sets where the user has set none (measured on the 2-core CPU:
-# docs/performance.md#cpu-threads-on-a-shared-machine).
+# docs/performance.md#cpu-threads-on-a-shared-machine-egsde-rt-bench---contention).
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
 
 _loaded_before: list[str] = []  # OpenMP runtimes already in the process when set_wait_policy ran
@@ -58,8 +58,9 @@ def set_wait_policy() -> None:
 
 
 def wait_policy() -> dict:
-    """The wait policy in force, for reports: the variables, and ``spinning``: the OpenMP runtimes
-    that were loaded before egsde_rt set them (they spin by default; none: every wait is passive)."""
+    """The wait policy in force, for reports: the variables, and ``loaded_before``: the OpenMP
+    runtimes that were loaded before egsde_rt set them (they keep their default, spinning; empty:
+    every wait is passive)."""
     return {**{name: os.environ.get(name) for name in WAIT_POLICY}, "loaded_before": list(_loaded_before)}
 
 
