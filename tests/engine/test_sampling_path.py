@@ -288,7 +288,7 @@ def test_the_registry_is_the_one_source_of_the_backends():
 def test_adding_a_backend_touches_one_place(tiny_torch_engine, monkeypatch):
     made = []
     extra = backends.Backend("fake", ("cpu",), ("fp32",), False, lambda engine, device, precision: (True, "a test"),
-                             lambda choice, engine, stream: made.append(choice) or ZeroRunner())
+                             lambda choice, engine, stream, threads: made.append(choice) or ZeroRunner())
     monkeypatch.setattr(backends, "REGISTRY", (extra, *backends.REGISTRY))
     engine = load_engine_dir(tiny_torch_engine[0])
     assert backends.auto_order("cpu")[0] == "fake" and "fake" in backends.backend_names()
@@ -333,14 +333,15 @@ def test_a_resolved_device_is_not_checked_again(monkeypatch):
 
 
 def test_the_runners_are_made_for_the_chosen_cuda_device(tiny_engine, monkeypatch):
-    """ONNX Runtime gets the device id of cuda:N (and the sampler's stream, and the precision)."""
+    """ONNX Runtime gets the device id of cuda:N (and the sampler's stream, the precision and the
+    Translator's threads)."""
     from egsde_rt.runtime import runners
 
     made = []
     monkeypatch.setattr(runners, "OrtRunner", lambda engine, **kwargs: made.append(kwargs))
     choice = backends.BackendChoice("onnxruntime-cuda", "cuda", "test", "bf16", index=3)
-    backends.make_runner(choice, load_engine_dir(tiny_engine[0]), stream=77)
-    assert made == [{"device": "cuda", "device_id": 3, "stream": 77, "precision": "bf16"}]
+    backends.make_runner(choice, load_engine_dir(tiny_engine[0]), stream=77, threads=5)
+    assert made == [{"device": "cuda", "device_id": 3, "stream": 77, "precision": "bf16", "threads": 5}]
 
 
 @pytest.mark.skipif(_core.cuda_device_count() > 0, reason="a machine without CUDA")

@@ -117,13 +117,14 @@ def test_a_translators_threads_reach_every_pool(tiny_engine, backend):
 
         def worker():
             torch.set_num_threads(2)  # a thread that ran PyTorch before, with another setting
-            translator.run_tensor(x0, seed=0, steps=2)
-            seen["torch"] = torch.get_num_threads()
+            translator.run_tensor(x0, seed=0, steps=2, callback=lambda d, t: seen.setdefault("run", []).append(
+                torch.get_num_threads()))
+            seen["after"] = torch.get_num_threads()
 
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
-        assert seen["torch"] == 1
+        assert seen == {"run": [1, 1], "after": 2}  # the run's threads, then the thread's own again
         sampler = next(iter(translator._samplers.values()))
         assert sampler.config.threads == 1
         assert Translator(tiny_engine, backend=backend, device="cpu").threads == cpu_threads.default_threads()

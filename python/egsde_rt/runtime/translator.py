@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
@@ -63,8 +64,8 @@ class Translator:
     ``threads``: the CPU threads a translation uses (1..``cpu_threads.MAX_THREADS``; None or
     "auto": the CPUs this process may use, from its affinity mask and cgroup quota, fewer between
     updates while other processes keep them busy: ``cpu_threads.ThreadBudget``): ONNX Runtime's
-    intra-op pool, the native core's OpenMP team and PyTorch's intra-op threads (PyTorch's are
-    the process's: the Translator that runs sets them, in its thread). ``self.threads`` holds the
+    intra-op pool, the native core's OpenMP team and PyTorch's intra-op threads (set for each run
+    in the thread that runs it, and the caller's own setting back after). ``self.threads`` holds the
     limit."""
 
     def __init__(self, engine_dir: str | os.PathLike, backend: str = "auto", device: Device | str = "auto",
@@ -80,7 +81,6 @@ class Translator:
         self.target: Device = self.choice.target  # resolved (checked) once by select_backend, passed inward
         self.device = self.target.torch
         self.stream = torch.cuda.Stream(self.device) if self.choice.device == "cuda" else None
-        self._use_threads()
         self.runner = make_runner(self.choice, self.engine, self.stream.cuda_stream if self.stream else 0,
                                   threads=self.threads)
         # the largest batch this backend runs (plans are built for a batch range), at most MAX_BATCH_SIZE
@@ -111,6 +111,18 @@ class Translator:
 
     def settings_with(self, **overrides) -> EGSDESettings:
         return engine_settings(self.engine, **overrides)
+
+    @contextmanager
+    def _threads_in_use(self):
+        """A run's scope: PyTorch's threads in the calling thread set for it (``_use_threads``), and
+        the caller's own back after (PyTorch's setting is the process's: a run leaves it as it was)."""
+        before = torch.get_num_threads()
+        self._use_threads()
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
     def _use_threads(self) -> None:
         """PyTorch's intra-op threads in the calling thread set to the budget's (its OpenMP team size
@@ -165,8 +177,8 @@ class Translator:
         image) and its resolved settings."""
         out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
         out = None if as_numpy else torch.empty(x0.shape, dtype=torch.float32, device=out_device)
-        with self._lock:  # one translation at a time: the samplers' buffers are shared
-            self._use_threads()
+        # one translation at a time (the samplers' buffers are shared), with its threads
+        with self._lock, self._threads_in_use():
             sampler = self.sampler_for(settings, tuple(x0.shape))
             if self.captures and noise is None:
                 try:
