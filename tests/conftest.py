@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
 REFERENCE_DIR = Path(os.environ.get("EGSDE_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 SAMPLES_DIR = REFERENCE_DIR.parent / "samples" / "afhq_cat"
+# Translations bit for bit reproducible across runs: a fixed thread count by default (with "auto", the
+# team follows the machine's load, which changes the float rounding; tests of that unset this).
+os.environ.setdefault("EGSDE_RT_THREADS", str(len(os.sched_getaffinity(0))))
 
 
 def reference_file(name: str) -> Path:

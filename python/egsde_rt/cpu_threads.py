@@ -35,6 +35,8 @@ MAX_THREADS = 256
 # The wait policy egsde_rt sets where the user has set none (measured on the 2-core CPU:
 # docs/performance.md#cpu-threads-on-a-shared-machine-egsde-rt-bench---contention).
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}
+# The default of ``threads`` where none is given: an integer, or "auto" (unset: "auto").
+THREADS_ENV = "EGSDE_RT_THREADS"
 
 _loaded_before: list[str] = []  # OpenMP runtimes already in the process when set_wait_policy ran
 
@@ -102,8 +104,12 @@ class ThreadBudget:
     docs/performance.md#cpu-threads-on-a-shared-machine-egsde-rt-bench---contention)."""
 
     def __init__(self, threads=None):
+        if threads is None:
+            threads = _from_environment(os.environ.get(THREADS_ENV) or "auto")
+        elif isinstance(threads, str):
+            threads = parse_threads(threads)
         self.limit = resolve_threads(threads)
-        self.adaptive = threads is None or threads == "auto"
+        self.adaptive = threads == "auto"
 
     def now(self) -> int:
         running = runnable_tasks() if self.adaptive and self.limit > 1 else None
@@ -114,6 +120,13 @@ class ThreadBudget:
         return max(1, min(self.limit, int(free + 0.5)))
 
 
+def _from_environment(text: str) -> "int | str":
+    try:
+        return parse_threads(text)
+    except ConfigError as err:
+        raise ConfigError(f"{THREADS_ENV}={text!r}: {err}") from None
+
+
 def slot_threads(cpus: float) -> int:
     """The default threads of a Ray actor or Serve replica that reserves ``cpus`` CPU slots: as many
     (at least 1, at most ``default_threads()``), so that the actors of one machine share its cores
@@ -121,6 +134,8 @@ def slot_threads(cpus: float) -> int:
     return max(1, min(default_threads(), math.ceil(cpus)))
 
 
-def parse_threads(text: str) -> int:
-    """``--threads``: an integer or ``auto`` (argparse's type: a ``ConfigError`` for anything else)."""
-    return resolve_threads(text.strip().lower() if isinstance(text, str) else text)
+def parse_threads(text: str) -> "int | str":
+    """``--threads`` (and ``EGSDE_RT_THREADS``): ``"auto"``, or an integer checked against its bound
+    (argparse's type: a ``ConfigError`` for anything else)."""
+    text = text.strip().lower() if isinstance(text, str) else text
+    return "auto" if text == "auto" else resolve_threads(text)

@@ -56,12 +56,13 @@ def test_threads_are_checked_once_with_their_bound(value):
 
 def test_the_bound_is_the_cores():
     assert cpu_threads.MAX_THREADS == _core.MAX_THREADS
-    assert cpu_threads.parse_threads(" Auto ") == cpu_threads.default_threads()
+    assert cpu_threads.parse_threads(" Auto ") == "auto"
     assert cpu_threads.parse_threads("3") == 3
     assert [cpu_threads.slot_threads(c) for c in (0.25, 1.0, 1.5)] == [1, 1, min(2, cpu_threads.default_threads())]
 
 
 def test_auto_threads_shrink_while_other_tasks_keep_the_cpus_busy(monkeypatch):
+    monkeypatch.delenv(cpu_threads.THREADS_ENV, raising=False)
     """ThreadBudget("auto") on a machine of 4 CPUs: the limit alone, fewer for each other runnable
     task (their share of ours on a larger host), at least 1; an explicit count never changes."""
     monkeypatch.setattr(cpu_threads, "default_threads", lambda: 4)
@@ -80,6 +81,18 @@ def test_auto_threads_shrink_while_other_tasks_keep_the_cpus_busy(monkeypatch):
     assert auto.now() == 4
     running["n"] = None  # no /proc/loadavg: the limit
     assert auto.now() == 4
+
+
+def test_the_default_setting_can_come_from_the_environment(monkeypatch):
+    """EGSDE_RT_THREADS: the default where no threads is given (a fixed count does not adapt)."""
+    monkeypatch.setenv(cpu_threads.THREADS_ENV, "1")
+    assert (cpu_threads.ThreadBudget().limit, cpu_threads.ThreadBudget().adaptive) == (1, False)
+    monkeypatch.setenv(cpu_threads.THREADS_ENV, "auto")
+    assert cpu_threads.ThreadBudget().adaptive and cpu_threads.ThreadBudget(" AUTO ").adaptive
+    assert not cpu_threads.ThreadBudget(2).adaptive
+    monkeypatch.setenv(cpu_threads.THREADS_ENV, "0")
+    with pytest.raises(ConfigError, match="EGSDE_RT_THREADS='0': threads must be"):
+        cpu_threads.ThreadBudget()
 
 
 def test_the_runnable_count_is_read_from_the_machine():
@@ -198,6 +211,7 @@ def test_a_translator_on_auto_shrinks_its_team_between_updates(tiny_engine, monk
     (the progress callback sees the team the next update gets); an explicit count holds."""
     running = {"n": 1}
     monkeypatch.setattr(cpu_threads, "runnable_tasks", lambda: running["n"])
+    monkeypatch.delenv(cpu_threads.THREADS_ENV, raising=False)  # the suite's fixed default (conftest.py)
     before = torch.get_num_threads()
     try:
         for threads, busy, expected in ((None, 1, cpu_threads.default_threads()), (None, 50, 1), (2, 50, 2)):

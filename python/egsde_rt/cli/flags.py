@@ -132,5 +132,5 @@ def service_config(args, engine_dir):
     from ..service.deployment import SERVE_OPTIONS, ServeConfig
 
     return ServeConfig(str(engine_dir), backend=args.backend, device=str(args.device), precision=args.precision,
-                       threads=getattr(args, "threads", None),
+                       threads=None if getattr(args, "threads", None) == "auto" else getattr(args, "threads", None),
                        **{f.name: getattr(args, f.name, f.default) for f in SERVE_OPTIONS})
