@@ -55,20 +55,28 @@ def test_demo_end_to_end(tmp_path, demo_cache, capsys):
     assert "SDEdit" in out and "ILVR" in out and "EGSDE" in out and "demo.png" in out
     record = json.loads((tmp_path / "out" / "demo.json").read_text())
     results = record["results"]
-    assert set(results) == {"SDEdit", "ILVR", "EGSDE", "EGSDE fast", "source (reference)", "true target (reference)"}
+    assert set(results) == {"SDEdit", "ILVR", "EGSDE", "EGSDE fast", demo.DISTILLED, "source (reference)",
+                            "true target (reference)"}
     assert results["ILVR"]["settings"]["ilvr"] and not results["EGSDE"]["settings"]["ilvr"]
     assert results["EGSDE fast"]["settings"]["solver"] == demo.DEMO_FAST["solver"]
     assert results["EGSDE fast"]["network_evaluations"] * 5 <= results["EGSDE"]["network_evaluations"]
+    distilled = results[demo.DISTILLED]
+    assert distilled["network_evaluations"] == demo.DISTILLED_UPDATES and distilled["settings"]["ls"] == 0
     assert results["true target (reference)"]["psnr_target"] > 90  # identical images
     from PIL import Image
 
     grid = Image.open(tmp_path / "out" / "demo.png")
     cell = 32 * demo.GRID_SCALE
-    assert grid.size[0] == 6 * cell and grid.size[1] > 3 * cell + 60  # six titled columns, metrics below
+    assert grid.size[0] == 7 * cell and grid.size[1] > 3 * cell + 60  # seven titled columns, metrics below
     # the engine is cached: a second call finds it without exporting
     logs = []
     path = demo.engine_dir(log=logs.append)
     assert logs == [] and (path / "manifest.json").is_file()
+    student = demo.distilled_engine_dir(log=logs.append)  # cached too, and named after its teacher
+    assert logs == []
+    from egsde_rt.engine import check_teacher, load_engine_dir
+
+    check_teacher(load_engine_dir(student), load_engine_dir(path))
     assert main(["demo", "--output-dir", str(tmp_path / "out"), "--count", "0"]) == 2
     assert "count must be a positive integer" in capsys.readouterr().err
 
@@ -87,7 +95,7 @@ def test_the_eval_record(held_out):
     seeds = set(demo.QUALITY_SPLITS.values())
     assert len(seeds) == 3 and demo.DEMO_IMAGE_SEED not in seeds and not seeds & set(range(6))  # training: 0..5
     methods = held_out["methods"]
-    assert list(methods) == [*demo.demo_methods(), "source (as is)", "true target"]
+    assert list(methods) == [*demo.demo_methods(), demo.DISTILLED, "source (as is)", "true target"]
     for row in methods.values():
         assert all(np.isfinite(row[k]) for k in ("realism", "fd", "psnr_source", "ssim_source", "l2_target"))
     assert methods["true target"]["l2_target"] == 0 and methods["true target"]["realism"] > 0.9
@@ -107,3 +115,17 @@ def test_egsde_beats_the_baselines_on_held_out_images(held_out, baseline):
     assert egsde["l2_target"] < other["l2_target"]
     assert fast["realism"] > other["realism"] + 0.05 and fast["fd"] < other["fd"]
     assert fast["psnr_target"] > methods["SDEdit"]["psnr_target"]
+
+
+def test_the_distilled_student_keeps_up_with_the_official_sampler_on_held_out_images(held_out):
+    """The shipped student (5 updates, no expert) against the official sampler (100 updates) on the
+    same held-out images and seeds: within the distillation rule's realism and PSNR bounds, a
+    little wider for 48 images (the 256-image figures: docs/distillation.md), and far ahead of
+    SDEdit, which is what an untrained student would be."""
+    methods = held_out["methods"]
+    student, official, sdedit = methods[demo.DISTILLED], methods["EGSDE"], methods["SDEdit"]
+    assert student["network_evaluations"] * 20 <= official["network_evaluations"]
+    assert student["realism"] >= official["realism"] - 0.04
+    assert student["psnr_source"] >= official["psnr_source"] - 0.75
+    assert student["psnr_target"] >= official["psnr_target"] - 0.6
+    assert student["realism"] > sdedit["realism"] + 0.05 and student["fd"] < sdedit["fd"]

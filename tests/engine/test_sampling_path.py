@@ -22,7 +22,7 @@ from egsde_rt.runtime import backends
 from egsde_rt.runtime.native_sampler import build_sampler, capture_step, captured_step, run_captured, run_sampler
 from egsde_rt.runtime.translator import Translator
 from egsde_rt.method.settings import EGSDESettings
-from helpers.native import requires_cuda
+from helpers.native import HostStepGraph, requires_cuda
 
 
 class ZeroRunner(_core.Runner):
@@ -33,27 +33,6 @@ class ZeroRunner(_core.Runner):
 
     def dse_grad(self, y, x_t, t, grad_out):
         np.asarray(grad_out)[...] = 0.0
-
-
-class HostStepGraph:
-    """A stand-in for ``CudaStepGraph`` on a CPU sampler: capture records the step, replay runs it."""
-
-    captures = 0
-
-    def __init__(self, sampler):
-        self.step = None
-
-    def ordered(self):
-        from contextlib import nullcontext
-
-        return nullcontext()
-
-    def capture(self, step):
-        HostStepGraph.captures += 1
-        self.step = step
-
-    def replay(self):
-        self.step()
 
 
 class RunningStepGraph(HostStepGraph):

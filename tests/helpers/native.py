@@ -1,6 +1,9 @@
-"""Helpers for the native-core tests: guarded output buffers and the CUDA skip condition."""
+"""Helpers for the native-core tests: guarded output buffers, the CUDA skip condition, and a
+stand-in for the CUDA step graph that replays a CPU sampler's step."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -36,3 +39,22 @@ def cuda_ready() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not cuda_ready(), reason=f"no CUDA device: {_core.cuda_status()}")
+
+
+class HostStepGraph:
+    """A stand-in for ``CudaStepGraph`` on a CPU sampler: capture records the step, replay runs it."""
+
+    captures = 0
+
+    def __init__(self, sampler):
+        self.step = None
+
+    def ordered(self):
+        return nullcontext()
+
+    def capture(self, step):
+        HostStepGraph.captures += 1
+        self.step = step
+
+    def replay(self):
+        self.step()

@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..reference import translate as reference_translate
 from ..models.network_fns import in_precision, network_dtype, tf32_mode
 from ..runtime.backends import auto_order, backend_names, probe
-from ..engine.torch_weights import load_engine_models
+from ..engine.torch_weights import load_engine_networks
 from ..runtime.translator import Translator
 from .machine import PeakMemory
 
@@ -54,6 +54,7 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     phase_runs: int | None = None  # uncaptured profiled runs per engine backend for the phases (None: repeats)
+    student: Path | None = None  # a distilled engine timed after the engine, on its default backend
 
 
 class EagerTimer:
@@ -150,7 +151,8 @@ class _Runner:
         self.backend, self.device, self.precision, self.settings = backend, device, precision, settings
         if backend == EAGER:
             self.schedule = engine.schedule()
-            self.score, self.dse = (in_precision(m, precision) for m in load_engine_models(engine, device))
+            networks = {name: in_precision(m, precision) for name, m in load_engine_networks(engine, device).items()}
+            self.score, self.dse, self.student = networks.get("score"), networks.get("dse"), networks.get("student")
         else:
             self.translator = Translator(engine.path, backend=backend, device=device, precision=precision)
         self.overrides = {"steps": settings.steps} if settings.steps is not None else {}
@@ -171,7 +173,7 @@ class _Runner:
             timer = EagerTimer(self.device)
             with tf32_mode(self.precision):
                 reference_translate(x0.to(self.device), self.score, self.dse, self.settings, seed=seed,
-                                    schedule=self.schedule, timer=timer)
+                                    schedule=self.schedule, timer=timer, student=self.student)
             return timer.times()
         self.translator.run_tensor(x0, seed=seed, callback=self._progress, **self.overrides)
         if self.device == "cuda":
@@ -209,8 +211,35 @@ def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
     phase_runs = config.repeats if config.phase_runs is None else config.phase_runs
     if config.repeats < 1 or config.warmup < 0 or phase_runs < 1:
         raise ConfigError("need repeats >= 1, warmup >= 0 and phase_runs >= 1")
-    settings, steps, total = timed_settings(engine.manifest.method, config.steps)
-    runs = []
+    runs = _engine_runs(engine, backends, config, phase_runs, log, on_run, [])
+    if config.student is not None:
+        student = load_engine_dir(config.student)
+        default = usable_backends(student, config.device, config.precision)[:1]
+        # all its updates (a stage-2 student runs exactly the updates it was distilled for)
+        _engine_runs(student, default, config, phase_runs, log, on_run, runs, label="student ", steps=None,
+                     tag={"engine": "student"})
+    return runs
+
+
+def student_speedups(runs: list) -> dict:
+    """{batch size: the student's images per second / the official sampler's}, each on its
+    engine's default backend (the first engine backend timed at that batch size)."""
+    found = {}
+    for batch in dict.fromkeys(r["batch_size"] for r in runs):
+        official = next((r for r in runs if r["batch_size"] == batch and r.get("engine") != "student"
+                         and r["backend"] != EAGER), None)
+        student = next((r for r in runs if r["batch_size"] == batch and r.get("engine") == "student"), None)
+        if official and student:
+            found[str(batch)] = {"official_backend": official["backend"], "student_backend": student["backend"],
+                                 "speedup": student["images_per_second"] / official["images_per_second"]}
+    return found
+
+
+def _engine_runs(engine: EngineDir, backends: list, config: BenchConfig, phase_runs: int, log, on_run, runs: list,
+                 label: str = "", steps: int | None = -1, tag: dict | None = None) -> list:
+    """The runs of one engine, appended to ``runs`` (``on_run`` sees them all); ``steps``: the
+    updates timed (-1: ``config.steps``); ``tag``: entries added to each run's record."""
+    settings, steps, total = timed_settings(engine.manifest.method, config.steps if steps == -1 else steps)
     for batch in config.batch_sizes:
         x0 = _source_batch(batch, engine.image_size, config.seed)
         for backend in backends:
@@ -234,7 +263,7 @@ def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
             wall = statistics.median(walls)
             seconds_per_image = wall * (total / steps) / batch
             runs.append({
-                "name": f"{backend} b{batch}", "backend": backend, "precision": config.precision,
+                **(tag or {}), "name": f"{label}{backend} b{batch}", "backend": backend, "precision": config.precision,
                 "device": config.device, "batch_size": batch,
                 "seconds_per_image": seconds_per_image, "images_per_second": 1.0 / seconds_per_image,
                 "first_run_seconds": first, "peak_host_mb": memory.host_mb, "peak_device_mb": memory.device_mb,

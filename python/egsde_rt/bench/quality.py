@@ -11,6 +11,12 @@ seconds per image. The match:
 - realism at least the official's minus 0.02, the Frechet distance no worse,
 - PSNR to the source within 0.5 dB of the official's, PSNR to the true target at least the
   official's minus 0.3 dB.
+
+A distilled student engine (``student``: the demo's shipped one by default, ``egsde-rt distill``'s
+otherwise) is measured on the held-out split in the same run, with the same seeds, and judged by
+the distillation rule (``STUDENT_MATCH``): realism at least the official's minus 0.02, PSNR to the
+source at least its minus 0.5 dB, PSNR to the true target at least its minus 0.3 dB, the Frechet
+distance at most 1.25 times the official's (so that blur cannot buy PSNR).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from itertools import product
 from pathlib import Path
 from typing import Callable
 
-from ..demo import QUALITY_SPLITS, SplitEvaluator, engine_dir, setting_label
+from ..demo import QUALITY_SPLITS, SplitEvaluator, distilled_engine_dir, engine_dir, setting_label
 from .report import pyplot, save_figure
 
 MATCH = {"realism": 0.02, "psnr_source": 0.5, "psnr_target": 0.3}
+STUDENT_MATCH = {**MATCH, "fd_ratio": 1.25}
 OFFICIAL = {"solver": "ddpm", "steps": None, "eta": 1.0}  # all M updates of the official update
 
 
@@ -43,6 +50,8 @@ class QualityConfig:
     reference_count: int = 1024
     batch_size: int = 16
     seed: int = 0
+    student: Path | None = None  # a distilled engine; None: the demo's student (with the demo engine only)
+    with_student: bool = True
 
 
 # The settings a sweep varies (run-time overrides of the engine's), in the order a grid nests them;
@@ -73,6 +82,15 @@ def matches(row: dict, official: dict) -> bool:
     return (row["realism"] >= official["realism"] - MATCH["realism"] and row["fd"] <= official["fd"]
             and abs(row["psnr_source"] - official["psnr_source"]) <= MATCH["psnr_source"]
             and row["psnr_target"] >= official["psnr_target"] - MATCH["psnr_target"])
+
+
+def student_matches(row: dict, official: dict) -> bool:
+    """The distillation rule (``STUDENT_MATCH``): no worse than the official sampler's realism and
+    PSNRs by more than the bounds, its Frechet distance at most 1.25 times the official's."""
+    return (row["realism"] >= official["realism"] - STUDENT_MATCH["realism"]
+            and row["psnr_source"] >= official["psnr_source"] - STUDENT_MATCH["psnr_source"]
+            and row["psnr_target"] >= official["psnr_target"] - STUDENT_MATCH["psnr_target"]
+            and row["fd"] <= STUDENT_MATCH["fd_ratio"] * official["fd"])
 
 
 def choose(rows: list[dict], official: dict) -> dict | None:
@@ -112,6 +130,7 @@ def pareto_front(rows: list[dict]) -> list[dict]:
 
 
 def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> dict:
+    from ..engine import check_teacher
     from ..runtime.translator import Translator
 
     path = config.engine_dir or engine_dir(log=log)
@@ -146,6 +165,16 @@ def run_quality(config: QualityConfig, log: Callable[[str], None] = print) -> di
         "held_out": {"official": official, "curve": held_out, "chosen": chosen,
                      "pareto_front": pareto_front([official, *held_out])},
     }
+    student_path = config.student or (distilled_engine_dir(log=log) if config.engine_dir is None else None)
+    if config.with_student and student_path is not None:
+        student_translator = Translator(student_path, backend=config.backend)
+        check_teacher(student_translator.engine, translator.engine)  # measured against its own teacher only
+        evaluate.translate("held_out", {}, student_translator)  # warm-up
+        student = evaluate("held_out", {}, student_translator)
+        student["engine"] = str(student_path)
+        record["held_out"]["student"] = student
+        record["held_out"]["student_matches_official"] = student_matches(student, official)
+        record["held_out"]["student_speedup"] = official["seconds_per_image"] / student["seconds_per_image"]
     if chosen is not None:
         record["held_out"]["chosen_matches_official"] = matches(chosen, official)
         record["held_out"]["evaluations_ratio"] = official["network_evaluations"] / chosen["network_evaluations"]
@@ -161,6 +190,8 @@ def format_quality(record: dict) -> str:
     rows = [("official", held["official"])] + [("", r) for r in held["curve"]]
     if held.get("chosen"):
         rows.append(("chosen", held["chosen"]))
+    if held.get("student"):
+        rows.append(("distilled", held["student"]))
     for label, r in rows:
         name = f"{label + ': ' if label else ''}{setting_label(r['settings'])}"
         lines.append(f"{name:44s} {r['network_evaluations']:5d} {r['realism']:7.3f} {r['fd']:7.1f} "
@@ -172,6 +203,9 @@ def format_quality(record: dict) -> str:
                      f"split: {held['chosen_matches_official']}")
     else:
         lines.append("no swept setting matched the official sampler on the tuning split")
+    if held.get("student"):
+        lines.append(f"distilled: {held['student_speedup']:.1f}x the official's speed; matches on the held-out split "
+                     f"(distillation rule): {held['student_matches_official']}")
     return "\n".join(lines)
 
 
@@ -198,6 +232,9 @@ def plot_quality(record: dict, path) -> Path:
         if held.get("chosen"):
             ax.plot([held["chosen"]["network_evaluations"]], [held["chosen"][metric]], "k*", markersize=12,
                     label="chosen")
+        if held.get("student"):
+            ax.plot([held["student"]["network_evaluations"]], [held["student"][metric]], "rD", markersize=9,
+                    label="distilled student")
         ax.set_xlabel("network evaluations per image")
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=8)

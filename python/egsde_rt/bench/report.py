@@ -48,6 +48,9 @@ def format_table(record: dict) -> str:
         r = extrapolated[0]
         lines.append(f"(timed {r['timed_updates']} of {r['total_updates']} updates; seconds per image "
                      "extrapolated linearly to the full schedule)")
+    for batch, found in record.get("student_speedup", {}).items():
+        lines.append(f"student ({found['student_backend']}) at batch {batch}: {found['speedup']:.1f}x the official "
+                     f"sampler's images per second ({found['official_backend']})")
     if any(r["backend"] != EAGER for r in runs):
         lines.append("(engine backends: times from Translator.run_tensor, the path users take; their phases from "
                      "separate uncaptured profiled runs)")

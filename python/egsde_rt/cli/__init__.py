@@ -2,7 +2,7 @@
 
 # One module per command family, each with `register(subparsers)` (its subcommands and their flags,
 # a handler per subcommand set as `func`): demo, checkpoints (reference, export), engine (build,
-# translate, serve, info, verify), train, evaluate (eval), bench (+ bench_serve); the flags several
+# translate, serve, info, verify), train, distill, evaluate (eval), bench (+ bench_serve); the flags several
 # commands share are defined once in `flags`; `jobs` prints a folder job's progress and outcome.
 # `presets`, a listing with no flags, is here.
 
@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import EgsdeError
-from . import bench, checkpoints, demo, engine, evaluate, train
+from . import bench, checkpoints, demo, distill, engine, evaluate, train
 from .flags import SETTINGS_FLAGS, add_serve_flags, add_settings_flags, existing_flags, settings_overrides
 
 __all__ = ["main", "build_parser", "settings_overrides", "add_settings_flags", "SETTINGS_FLAGS", "add_serve_flags",
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo.register(sub)
     sub.add_parser("presets", help="list the paper's presets and their settings").set_defaults(func=_cmd_presets)
-    for family in (checkpoints, engine, train, evaluate, bench):
+    for family in (checkpoints, engine, train, distill, evaluate, bench):
         family.register(sub)
     return parser
 

@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("--json", help="write the record as JSON to this path")
     p.add_argument("--plot", help="write a PNG of the per-step phases (needs matplotlib)")
     bench_serve.add_flags(p)
+    p.add_argument("--student", help="a distilled engine measured beside the engine's official sampler, on its "
+                                     "default backend (with --quality: by default the demo's shipped student)")
     _quality_flags(p)
     export = p.add_argument_group("--export: the time, peak memory and engine size of `egsde-rt export` of --preset "
                                   "(random weights), measured in a child process")
@@ -79,6 +81,8 @@ def _quality_flags(p) -> None:
     quality.add_argument("--held-out-count", type=int, help="images of the held-out split (default 256)")
     quality.add_argument("--quality-backend", choices=["auto", *backend_names()], help="default: auto")
     quality.add_argument("--quality-batch-size", type=int, help="images translated together (default 16)")
+    quality.add_argument("--no-student", dest="with_student", action="store_false",
+                         help="measure no distilled student")
 
 
 def _log(message) -> None:
@@ -101,7 +105,7 @@ def run(args) -> int:
 
         return main_bench(batch=(args.batch_size or [1])[0], size=args.size, down_N=args.down_N, device=device,
                           iters=args.iters, json_path=args.json)
-    from ..bench.end_to_end import BenchConfig, run_benchmark
+    from ..bench.end_to_end import BenchConfig, run_benchmark, student_speedups
     from ..bench.engines import preset_engine
     from ..bench.machine import record_envelope
     from ..bench.report import add_speedups, format_table, plot, write_json
@@ -115,7 +119,8 @@ def run(args) -> int:
     batch_sizes = args.batch_size or [1]
     config = BenchConfig(engine_dir=engine, batch_sizes=batch_sizes, steps=args.steps, repeats=args.repeats,
                          warmup=args.warmup, backends=args.backends, precision=args.precision, device=device,
-                         seed=args.seed, phase_runs=args.phase_runs)
+                         seed=args.seed, phase_runs=args.phase_runs,
+                         student=Path(args.student) if args.student else None)
 
     def record_of(runs: list, complete: bool) -> dict:
         add_speedups(runs)
@@ -125,7 +130,9 @@ def run(args) -> int:
                            "warmup": args.warmup, "phase_runs": args.phase_runs,
                            "backends": list(dict.fromkeys(r["backend"] for r in runs)),
                            "precision": args.precision, "device": device, "seed": args.seed},
-                "complete": complete, "runs": runs}
+                "complete": complete, "runs": runs,
+                **({"student": str(config.student), "student_speedup": student_speedups(runs)}
+                   if config.student else {})}
 
     # the record is written after every run (complete: false until the last), so a run stopped
     # at a time limit keeps what it measured
@@ -142,7 +149,8 @@ def _run_quality(args) -> int:
              "eta": args.eta_sweep, "spacing": args.spacings, "lowpass": args.lowpass_forms,
              "tuning_count": args.tuning_count,
              "held_out_count": args.held_out_count, "backend": args.quality_backend,
-             "batch_size": args.quality_batch_size}
+             "batch_size": args.quality_batch_size, "student": Path(args.student) if args.student else None,
+             "with_student": args.with_student}
     config = QualityConfig(engine_dir=Path(args.engine) if args.engine else None, seed=args.seed,
                            **{k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None})
     record = run_quality(config, log=_log)

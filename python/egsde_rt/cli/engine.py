@@ -132,6 +132,7 @@ def run_info(args) -> int:
     engine = load_engine_dir(args.engine_dir)
     m = engine.manifest
     print(f"engine {engine.path}  (format {m.format_version}, egsde-rt {m.egsde_rt_version}, preset {m.preset})")
+    print(f"kind {m.kind}" + (f": {_distilled_summary(m)}" if m.distilled else " (a score network and its expert)"))
     print(f"image size {m.image_size}; settings: " + ", ".join(f"{k}={v}" for k, v in m.settings.items()))
     print(f"exported with torch {m.export.torch}, onnx {m.export.onnx}, opset {m.export.opset} on {m.export.date}")
     for name, graph in m.graphs.items():
@@ -152,6 +153,19 @@ def run_info(args) -> int:
         for name, (usable, why) in probe(engine, device).items():
             print(f"  {'yes' if usable else 'no ':3s} {name:17s} {device:4s} {why}")
     return 0
+
+
+def _distilled_summary(m) -> str:
+    """What ``info`` says of a distilled engine: its stage, teacher, run and what it needs."""
+    run = m.method
+    runs = (f"distilled for {run.num_updates} updates of {run.solver} (its only run)" if m.distilled.stage == 2
+            else f"runs {run.num_updates} updates of {run.solver} by default (any count and solver)")
+    teacher = m.distilled.teacher_settings
+    folded = (f"needs no DSE at run time (folded in: the teacher's ls={teacher.get('ls')}; its low-pass expert, "
+              f"li={run.li}, runs natively, {run.lowpass})" if run.li else
+              f"needs no expert at run time (folded in: the teacher's ls={teacher.get('ls')}, li={teacher.get('li')})")
+    return (f"stage {m.distilled.stage} student of teacher {m.distilled.teacher} (preset {m.distilled.teacher_preset})"
+            f"; {runs}; {folded}")
 
 
 def run_verify(args) -> int:

@@ -3,11 +3,13 @@
 ``engine_dir()`` exports the shipped score model and DSE (``weights/``) to an engine directory in
 the user cache on first use, and reuses it until the package version, the weights or the demo's
 settings change. ``run_demo`` translates generated source images with every method of
-``demo_methods()`` (SDEdit, ILVR, EGSDE with the official sampler, the few-step EGSDE), grades them
-with a separately trained judge (not the DSE that guides sampling) and the paired true targets, and
-writes a titled grid PNG (source | SDEdit | ILVR | EGSDE | EGSDE fast | true target) with each
-column's metrics under it. ``run_eval`` is the quality protocol: every method on the held-out split
-(``quality.QUALITY_SPLITS``), the JSON the README's held-out table comes from.
+``demo_methods()`` (SDEdit, ILVR, EGSDE with the official sampler, the few-step EGSDE) and the
+distilled student (``distilled_engine_dir()``: its own engine, exported and cached the same way),
+grades them with a separately trained judge (not the DSE that guides sampling) and the paired true
+targets, and writes a titled grid PNG (source | SDEdit | ILVR | EGSDE | EGSDE fast | EGSDE
+distilled | true target) with each column's metrics under it. ``run_eval`` is the quality
+protocol: every method on the held-out split (``quality.QUALITY_SPLITS``), the JSON the README's
+held-out table comes from.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .. import __version__
 from ..engine import EngineDirError, load_engine_dir
 from ..images import tensor_to_images
 from ..models import ADMUNet, DSE, load_checkpoint
+from ..models.student import few_step_settings, student_from_teacher
 from ..method.noise import derive_seed
 from ..method.settings import EGSDESettings, check_positive_int
 from ..user_cache import cache_root
@@ -40,6 +43,10 @@ DEMO_SETTINGS = EGSDESettings(M=100, ls=500.0, li=200.0, s1="cosine", s2="neg_l2
 # matches the official sampler on every bound; bench/results/quality-demo-cpu.json): a fifth of the
 # updates, the official li with the low-pass expert integrated implicitly.
 DEMO_FAST = {"solver": "dpmpp-2m-sde", "steps": 20, "ls": 700.0, "li": 200.0, "lowpass": "implicit"}
+# The shipped distilled student (weights/student.pt, weights/TRAINING.md): stage 2 of `egsde-rt distill`
+# from the demo engine, in this many updates.
+DISTILLED_UPDATES = 5
+DISTILLED = "EGSDE distilled"
 DEMO_IMAGE_SEED = 20221  # the grid's images: no training (seeds 0..5) and no split uses it
 GRID_SCALE = 5  # each 32 x 32 image is shown smoothly upscaled to 160 x 160
 
@@ -60,23 +67,49 @@ def weights_digest() -> str:
     return digest.hexdigest()
 
 
-def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> Path:
-    """The demo engine directory, exported on first use and cached (see the module docstring)."""
-    path = cache_root() / f"demo-{__version__}-{weights_digest()[:12]}"
+def _cached_engine(path: Path, rebuild: bool, export: Callable[[Path], Path]) -> Path:
+    """``path`` if it holds a readable engine (and ``rebuild`` is not asked), else ``export(path)``."""
     if not rebuild:
         try:
             load_engine_dir(path)
             return path
         except EngineDirError:
             pass
-    from ..export import export_engine
+    return export(path)
 
-    log(f"exporting the demo engine to {path} (once; about a minute) ...")
-    score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
-    load_checkpoint(score, weights_path("score"))
-    load_checkpoint(dse, weights_path("dse"))
-    return export_engine(score, dse, path, image_size=32, settings=DEMO_SETTINGS, overwrite=True, preset="demo",
-                         log=log)
+
+def engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> Path:
+    """The demo engine directory, exported on first use and cached (see the module docstring)."""
+
+    def export(path: Path) -> Path:
+        from ..export import export_engine
+
+        log(f"exporting the demo engine to {path} (once; about a minute) ...")
+        score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
+        load_checkpoint(score, weights_path("score"))
+        load_checkpoint(dse, weights_path("dse"))
+        return export_engine(score, dse, path, image_size=32, settings=DEMO_SETTINGS, overwrite=True, preset="demo",
+                             log=log)
+
+    return _cached_engine(cache_root() / f"demo-{__version__}-{weights_digest()[:12]}", rebuild, export)
+
+
+def distilled_engine_dir(*, rebuild: bool = False, log: Callable[[str], None] = print) -> Path:
+    """The demo's distilled student as an engine (``weights/student.pt``, distilled from
+    ``engine_dir()``), exported on first use and cached like it."""
+    teacher = engine_dir(log=log)
+
+    def export(path: Path) -> Path:
+        from ..export.student_engine import export_student
+
+        log(f"exporting the demo's distilled student to {path} (once) ...")
+        student = student_from_teacher(ADMUNet(**DEMO_SCORE_CONFIG))  # the teacher's architecture, as recorded
+        load_checkpoint(student, weights_path("student"))
+        return export_student(student, load_engine_dir(teacher), path, stage=2,
+                              settings=few_step_settings(DEMO_SETTINGS, DISTILLED_UPDATES), overwrite=True, log=log)
+
+    digest = hashlib.sha256(weights_digest().encode() + weights_path("student").read_bytes()).hexdigest()
+    return _cached_engine(cache_root() / f"demo-distilled-{__version__}-{digest[:12]}", rebuild, export)
 
 
 def _font(size: int):
@@ -113,13 +146,24 @@ def _finite(table: dict) -> dict:
             for k, row in table.items()}
 
 
-def _translator(backend: str, threads: int | None, log: Callable[[str], None]):
+def _translator(path: Path, backend: str, threads: int | None, log: Callable[[str], None]):
     from ..runtime.translator import Translator
 
-    path = engine_dir(log=log)
     translator = Translator(path, backend=backend, threads=threads)
     log(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})")
     return translator
+
+
+def _runs(backend: str, threads: int | None, log: Callable[[str], None]) -> dict:
+    """{method: (its translator, its run-time overrides)}: ``demo_methods()`` on the demo engine,
+    then the distilled student on its own engine."""
+    translator = _translator(engine_dir(log=log), backend, threads, log)
+    if translator.backend != "compiled":
+        log(f"for a faster engine, compile it for this machine once (about 2 minutes on 2 cores): "
+            f"egsde-rt build {translator.engine.path} --backend compiled")
+    runs = {name: (translator, overrides) for name, overrides in demo_methods().items()}
+    runs[DISTILLED] = (_translator(distilled_engine_dir(log=log), backend, threads, log), {})
+    return runs
 
 
 def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto", threads: int | None = None,
@@ -127,19 +171,16 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     """Translate ``count`` generated sources with every method; write ``demo.png`` and ``demo.json``."""
     check_positive_int(count, "count")
     output_dir = Path(output_dir)
-    translator = _translator(backend, threads, log)
-    if translator.backend != "compiled":
-        log(f"for a faster engine, compile it for this machine once (about 2 minutes on 2 cores): "
-            f"egsde-rt build {translator.engine.path} --backend compiled")
+    runs = _runs(backend, threads, log)
+    translator = runs["EGSDE"][0]
     x0 = domain_batch("source", range(count), seed=DEMO_IMAGE_SEED)
     true_target = paired_target(range(count), seed=DEMO_IMAGE_SEED)
     seeds = [derive_seed(seed, f"demo/{i}") for i in range(count)]  # each image its own noise
-    methods = demo_methods()
-    total = sum(translator.settings_with(**o).network_evaluations for o in methods.values())
+    total = sum(t.settings_with(**o).network_evaluations for t, o in runs.values())
     judge = load_judge()
     results, table = {"source": x0}, {}
     with tqdm(total=total, desc="translate", unit="step") as bar:
-        for name, overrides in methods.items():
+        for name, (translator, overrides) in runs.items():
             settings = translator.settings_with(**overrides)
             start = time.perf_counter()
             y = translator.run_tensor(x0, seed=seeds, callback=lambda d, t: bar.update(1), **overrides)
@@ -154,7 +195,7 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     titles = {"source": ["source", "(discs)"], "true target": ["true target", "(the same layout,", "squares)"]}
     footers = {"source": [f"realism {table['source (reference)']['realism']:.2f}"],
                "true target": [f"realism {table['true target (reference)']['realism']:.2f}"]}
-    for name in methods:
+    for name in runs:
         row = table[name]
         titles[name] = [name, f"{row['settings']['solver']}, {row['network_evaluations']} updates",
                         f"{row['seconds_per_image'] * 1000:.0f} ms/image"]
@@ -163,8 +204,9 @@ def run_demo(output_dir, *, count: int = 8, seed: int = 0, backend: str = "auto"
     output_dir.mkdir(parents=True, exist_ok=True)
     grid_path = output_dir / "demo.png"
     _grid(results, titles, footers).save(grid_path)
+    official = runs["EGSDE"][0]
     (output_dir / "demo.json").write_text(json.dumps(
-        {"settings": translator.settings.to_dict(), "backend": translator.backend, "count": count, "seed": seed,
+        {"settings": official.settings.to_dict(), "backend": official.backend, "count": count, "seed": seed,
          "image_seed": DEMO_IMAGE_SEED, "results": _finite(table)}, indent=2) + "\n")
     return {"table": table, "grid": grid_path, "columns": list(results)}
 
@@ -175,11 +217,13 @@ def run_eval(output_dir, *, count: int | None = None, backend: str = "auto", bat
     source and the true target themselves as references; writes ``demo-eval.json``."""
     if count is not None:
         check_positive_int(count, "count")
-    translator = _translator(backend, threads, log)
+    runs = _runs(backend, threads, log)
+    translator = runs["EGSDE"][0]
     counts = {"tuning": 0, **({"held_out": count} if count else {})}
     evaluate = SplitEvaluator(translator, counts=counts, batch_size=batch_size, log=log)
     x0, true_target = evaluate.splits["held_out"]
-    methods = {name: evaluate("held_out", overrides) for name, overrides in demo_methods().items()}
+    methods = {name: evaluate("held_out", overrides, run_translator)
+               for name, (run_translator, overrides) in runs.items()}
     references = {"source (as is)": x0, "true target": true_target}
     for name, images in references.items():
         methods[name] = quality_metrics(images, x0, true_target, evaluate.judge, evaluate.reference)

@@ -19,7 +19,7 @@ DEMO_DSE_CONFIG = dict(image_size=32, num_class=2, classifier_width=32, classifi
                        classifier_attention_resolutions="8", classifier_pool="attention", channel_mult="1,2,2",
                        num_head_channels=32)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt"}
+WEIGHT_FILES = {"score": "score.pt", "dse": "dse.pt", "judge": "judge.pt", "student": "student.pt"}
 
 
 class JudgeNet(nn.Module):
@@ -40,7 +40,7 @@ class JudgeNet(nn.Module):
 
 
 def weights_path(name: str) -> Path:
-    """The shipped weights of ``score``, ``dse`` or ``judge``."""
+    """The shipped weights of ``score``, ``dse``, ``judge`` or ``student`` (the distilled student)."""
     path = WEIGHTS_DIR / WEIGHT_FILES[name]
     if not path.is_file():
         raise EgsdeError(f"the demo weights are missing from the package: {path} (reinstall egsde-rt)")

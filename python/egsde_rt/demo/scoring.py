@@ -80,20 +80,24 @@ class SplitEvaluator:
             self.splits[name] = (domain_batch("source", indices, seed=QUALITY_SPLITS[name]),
                                  paired_target(indices, seed=QUALITY_SPLITS[name]))
 
-    def translate(self, split: str, overrides: dict) -> tuple[torch.Tensor, float]:
-        """The translations of a split and the seconds they took."""
+    def translate(self, split: str, overrides: dict, translator=None) -> tuple[torch.Tensor, float]:
+        """The translations of a split and the seconds they took (``translator``: another engine's,
+        e.g. a distilled student's, in place of this evaluator's)."""
+        translator = translator or self.translator
         x0, _ = self.splits[split]
         seeds = [derive_seed(self.seed, f"quality/{split}/{i}") for i in range(len(x0))]
+        size = min(self.batch_size, translator.max_batch)  # compiled plans take a batch range
         outputs, start = [], time.perf_counter()
-        for i in range(0, len(x0), self.batch_size):
-            chunk = x0[i:i + self.batch_size]
-            outputs.append(self.translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)], **overrides))
+        for i in range(0, len(x0), size):
+            chunk = x0[i:i + size]
+            outputs.append(translator.run_tensor(chunk, seed=seeds[i:i + len(chunk)], **overrides))
         return torch.cat(outputs).clamp(-1, 1), time.perf_counter() - start
 
-    def __call__(self, split: str, overrides: dict) -> dict:
+    def __call__(self, split: str, overrides: dict, translator=None) -> dict:
+        translator = translator or self.translator
         x0, true_target = self.splits[split]
-        settings = self.translator.settings_with(**overrides)
-        y, seconds = self.translate(split, overrides)
+        settings = translator.settings_with(**overrides)
+        y, seconds = self.translate(split, overrides, translator)
         row = {"split": split, "settings": settings_row(settings),
                "network_evaluations": settings.network_evaluations, "seconds_per_image": seconds / len(x0),
                **quality_metrics(y, x0, true_target, self.judge, self.reference)}

@@ -1,6 +1,8 @@
 """Each graph of an engine: its file, input and output names, shapes (a dynamic batch) and sample inputs.
 
-Export writes graphs to these contracts; runners bind buffers by these names."""
+Export writes graphs to these contracts; runners bind buffers by these names. The graphs an engine
+holds depend on its kind (``ENGINE_GRAPHS``): an ``egsde`` engine the score network and the DSE
+input gradient, a ``distilled`` engine its student alone (``models.student``: the guided eps)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 SCORE_FILE = "score.onnx"
 DSE_GRAD_FILE = "dse_grad.onnx"
+STUDENT_FILE = "student.onnx"
 MAX_BATCH = 64
 
 
@@ -19,6 +22,12 @@ class GraphContract:
     file: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    network: str = ""  # the network whose weights the graph reads (``weights/<network>.safetensors``); "": its name
+
+    @property
+    def weights(self) -> str:
+        """The name of the network (its ``torch_weights`` entry) the graph is made from."""
+        return self.network or self.name
 
     def sample_inputs(self, batch: int, image_size: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
@@ -35,5 +44,8 @@ class GraphContract:
 
 
 SCORE = GraphContract("score", SCORE_FILE, ("x", "t"), ("eps",))
-DSE_GRAD = GraphContract("dse_grad", DSE_GRAD_FILE, ("y", "x_t", "t"), ("grad",))
-CONTRACTS = {c.name: c for c in (SCORE, DSE_GRAD)}
+DSE_GRAD = GraphContract("dse_grad", DSE_GRAD_FILE, ("y", "x_t", "t"), ("grad",), network="dse")
+STUDENT = GraphContract("student", STUDENT_FILE, ("y", "x_t", "t"), ("eps",))
+CONTRACTS = {c.name: c for c in (SCORE, DSE_GRAD, STUDENT)}
+# The graphs of each kind of engine (``Manifest.kind``), in the order they are exported and built.
+ENGINE_GRAPHS = {"egsde": (SCORE, DSE_GRAD), "distilled": (STUDENT,)}

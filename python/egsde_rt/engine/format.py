@@ -3,8 +3,8 @@
 Format version 2 (what export writes):
 ```
 engine_dir/
-  manifest.json     format_version, image size, method settings, schedule, files with their size
-                    and sha256, graph contracts, validation errors, export versions, plans
+  manifest.json     format_version, kind, image size, method settings, schedule, files with their
+                    size and sha256, graph contracts, validation errors, export versions, plans
   weights/score.safetensors   the networks' weights, each tensor stored once: the torch backend
   weights/dse.safetensors     loads them, and the ONNX graphs reference them as external data
   score.onnx        (x [B,3,H,W], t [B]) -> eps [B,3,H,W]            (the graph only: its weights
@@ -14,6 +14,20 @@ engine_dir/
                     with explicit casts (export.reduced_precision), reading the same weights
   plans/            compiled plans built by `egsde-rt build` (optional; see engine.plans)
 ```
+That is an engine of kind ``egsde`` (the default: a manifest without ``kind`` is one). An engine
+of kind ``distilled`` (``export.student_engine``) holds one network, a student that folds the
+domain-specific expert (and the low-pass expert's gradient form) into its eps
+(``models.student``), and no DSE:
+```
+  weights/student.safetensors
+  student.onnx      (y, x_t, t) -> eps [B,3,H,W]: the guided eps     (+ student.fp16.onnx, .bf16.onnx)
+```
+Its ``settings`` are the student's run (ls 0; li 0 unless the low-pass form is implicit or exact),
+and its ``distilled`` entry names its teacher by ``teacher_identity`` (the sha256 of the teacher's
+manifest, plans left out: ``check_teacher`` pairs a student with its teacher), the distillation
+stage (1: the guided eps at any update; 2: one run of few updates, the run its settings give),
+and the teacher's settings, whose ls and li the student is tied to. ``Manifest.contracts`` is the
+graphs (and weights) an engine of its kind lists (``contracts.ENGINE_GRAPHS``).
 Format version 1 (still read): self-contained ``score.onnx`` and ``dse_grad.onnx`` and state
 dicts in ``torch/score.pt`` and ``torch/dse.pt`` (every weight stored two or three times).
 
@@ -49,6 +63,7 @@ data, verified all the same): load only engine directories you exported or trust
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -68,6 +83,7 @@ from ..method.schedule import BETA_SCHEDULES, Schedule, beta_schedule
 from ..method.settings import EGSDESettings
 from . import typed_json
 from .confinement import confined
+from .contracts import CONTRACTS, ENGINE_GRAPHS, GraphContract
 from .typed_json import Check, one_of
 from .verification import VerifiedFile, check_level, verify_file
 
@@ -80,8 +96,9 @@ MAX_MANIFEST_BYTES = 16 << 20  # a manifest egsde-rt writes is kilobytes; a larg
 # What an engine may hold: the ONNX graphs (ONNX Runtime, TensorRT; also the source of compiled
 # plans' keys) and the torch weights (torch backend, compiled plans); one or both.
 EXPORT_FORMATS = ("onnx", "torch")
-GRAPH_NAMES = ("score", "dse_grad")
-WEIGHT_NAMES = ("score", "dse")
+GRAPH_NAMES = tuple(CONTRACTS)
+ENGINE_KINDS = tuple(ENGINE_GRAPHS)
+DISTILLATION_STAGES = (1, 2)
 PLAN_KINDS = ("compiled", "tensorrt")
 # The precisions a graph has a variant in (``GraphEntry.variants``; fp32 and tf32 run the graph itself).
 GRAPH_VARIANTS = ("fp16", "bf16")
@@ -180,6 +197,18 @@ class ExportInfo:
 
 
 @dataclass
+class DistilledInfo:
+    """What a distilled engine was distilled from: its teacher (``teacher_identity`` of the
+    teacher's manifest), the stage (1: the guided eps, any run; 2: the run of its settings), and
+    the teacher's settings (``EGSDESettings.to_dict()``: the ls and li the student is tied to) and preset."""
+
+    teacher: Sha256
+    stage: Annotated[int, one_of(DISTILLATION_STAGES)]
+    teacher_settings: dict[str, Any]
+    teacher_preset: str | None = None
+
+
+@dataclass
 class Manifest:
     format_version: int
     egsde_rt_version: str
@@ -188,13 +217,23 @@ class Manifest:
     schedule: ScheduleSpec
     graphs: dict[str, GraphEntry]
     export: ExportInfo
-    torch_weights: dict[str, TorchWeightsEntry] = field(default_factory=dict)  # "score" / "dse" -> the weights files
+    torch_weights: dict[str, TorchWeightsEntry] = field(default_factory=dict)  # network name -> its weights file
     plans: dict[str, PlanEntry] = field(default_factory=dict)  # cache key -> plan (``engine.plans``)
     preset: str | None = None
+    kind: Annotated[str, one_of(ENGINE_KINDS)] = "egsde"  # absent before distilled engines: "egsde"
+    distilled: DistilledInfo | None = None  # a distilled engine's teacher and stage
 
     @property
     def method(self) -> EGSDESettings:
+        """The engine's run settings (a distilled engine's: its student's run)."""
         return EGSDESettings(**self.settings)
+
+    @property
+    def contracts(self) -> tuple[GraphContract, ...]:
+        """The graphs of an engine of this kind (``contracts.ENGINE_GRAPHS``): the graphs it lists
+        (where it holds graphs), the networks whose weights it lists (``GraphContract.weights``),
+        the plans ``egsde-rt build`` makes and the runners run."""
+        return ENGINE_GRAPHS[self.kind]
 
     def to_json(self) -> str:
         """The manifest as the JSON ``typed_json.parse`` reads back (no NaN or Infinity)."""
@@ -234,18 +273,46 @@ class Manifest:
             self.method.check_fits(self.image_size, self.schedule.num_timesteps)  # also validates the settings
         except (ConfigError, TypeError, ValueError, ArithmeticError) as err:
             raise EngineDirError(f"{where}: malformed manifest: {err}; export the engine again") from None
+        self._check_kind(where)
         if not self.graphs and not self.torch_weights:
             raise EngineDirError(f"{where}: the manifest lists neither ONNX graphs nor torch weights; "
                                  "export the engine again")
-        for kind, names, listed in (("graph", GRAPH_NAMES, self.graphs),
-                                    ("torch weights", WEIGHT_NAMES, self.torch_weights)):
+        for kind, names, listed in (("graph", [c.name for c in self.contracts], self.graphs),
+                                    ("torch weights", [c.weights for c in self.contracts], self.torch_weights)):
             for name in names:
                 if listed and name not in listed:
-                    raise EngineDirError(f"{where}: the manifest lists no '{name}' {kind}")
+                    raise EngineDirError(f"{where}: the manifest of this {self.kind} engine lists no '{name}' {kind}")
         for name, graph in self.graphs.items():
             if graph.weights is not None and graph.weights not in self.torch_weights:
                 raise EngineDirError(f"{where}: the {name} graph reads its weights from '{graph.weights}', "
                                      "which the manifest does not list; export the engine again")
+        own = [contract.name for contract in self.contracts]
+        for key, plan in self.plans.items():
+            if plan.graph not in own:
+                raise EngineDirError(f"{where}: plans.{key} is a plan of the {plan.graph} graph, which a {self.kind} "
+                                     f"engine does not have (its graphs: {own}); export the engine again")
+
+    def _check_kind(self, where: str) -> None:
+        """A distilled engine names its teacher and runs no expert; an egsde engine names no teacher."""
+        if self.kind == "egsde":
+            if self.distilled is not None:
+                raise EngineDirError(f"{where}: an egsde engine with a 'distilled' entry (only a distilled engine, "
+                                     "kind \"distilled\", names a teacher): export the engine again")
+            return
+        if self.distilled is None:
+            raise EngineDirError(f"{where}: a distilled engine that names no teacher (its manifest has no "
+                                 "'distilled' entry): export the student again (export_student)")
+        method = self.method
+        if method.ls or (method.li and method.lowpass == "gradient"):
+            raise EngineDirError(
+                f"{where}: a distilled engine whose settings run an expert (ls={method.ls}, li={method.li}, "
+                f"lowpass={method.lowpass}): its student has the experts folded in, so its run needs ls=0, and li=0 "
+                "unless lowpass is implicit or exact; export the student again with its run's settings")
+        try:
+            EGSDESettings(**self.distilled.teacher_settings)
+        except (ConfigError, TypeError, ValueError, ArithmeticError) as err:
+            raise EngineDirError(f"{where}: malformed manifest: distilled.teacher_settings: {err}; export the "
+                                 "student again") from None
 
     def listed_files(self) -> dict[str, FileEntry]:
         """{the manifest field that names it ("graphs.score"): entry} of every file the manifest lists,
@@ -312,6 +379,11 @@ class EngineDir:
         every listed file)."""
         field_name, entry = self.graph_variant(name, precision)
         return self.file(entry.file, f"{field_name}.file")
+
+    @property
+    def contracts(self) -> tuple[GraphContract, ...]:
+        """The graphs of this engine (``Manifest.contracts``)."""
+        return self.manifest.contracts
 
     @property
     def image_size(self) -> int:
@@ -389,3 +461,36 @@ def load_engine_dir(path: str | os.PathLike, *, verify: str = "cached", check_ha
         else:
             engine.verified(entry, name)
     return engine
+
+
+# Fields of the manifest added after the first teacher identities were recorded: left out of the
+# identity at their defaults, so that an engine's identity is the same whichever egsde-rt reads it.
+_LATER_DEFAULTS = {"kind": "egsde", "distilled": None}
+
+
+def teacher_identity(manifest: Manifest) -> str:
+    """The sha256 a distilled engine names its teacher by: of the teacher's manifest as JSON, its
+    plans table left out (``egsde-rt build`` adds plans per machine; the networks, settings and
+    graphs are what the student was distilled from)."""
+    content = asdict(manifest)
+    content.pop("plans", None)
+    for name, default in _LATER_DEFAULTS.items():
+        if content.get(name) == default:
+            content.pop(name)
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def check_teacher(student: EngineDir, teacher: EngineDir) -> None:
+    """An ``EngineDirError`` unless ``student`` is a distilled engine whose teacher is ``teacher``:
+    the sha256 it names its teacher by is ``teacher_identity(teacher.manifest)`` (plans, which
+    ``egsde-rt build`` adds, do not count)."""
+    info = student.manifest.distilled
+    if info is None:
+        raise EngineDirError(f"{student.path}: a {student.manifest.kind} engine, not a distilled one: it names no "
+                             "teacher")
+    identity = teacher_identity(teacher.manifest)
+    if info.teacher != identity:
+        raise EngineDirError(
+            f"{student.path}: a foreign teacher: the student was distilled from another engine (its teacher is "
+            f"{info.teacher}, and {teacher.path} is {identity}); pair it with the engine it was distilled from, or "
+            "distill a student of this one")

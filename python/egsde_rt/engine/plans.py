@@ -32,7 +32,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import EgsdeError, MissingGraphsError
-from .contracts import DSE_GRAD, SCORE
+from .contracts import CONTRACTS
 from .format import EngineDir, PlanEntry
 
 # A strongly typed TensorRT network (the only kind TensorRT 11 builds) computes in its ONNX graph's
@@ -44,8 +44,6 @@ TENSORRT_PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 TENSORRT_MIN_MAJOR = 10
 PLANS_DIR = "plans"
 TIMING_CACHE = "plans/timing.cache"
-# weights each graph is compiled from (the compiled kind)
-GRAPH_WEIGHTS = {SCORE.name: "score", DSE_GRAD.name: "dse"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ def graph_source(engine: EngineDir, graph: str, kind: str, precision: str = "fp3
             return ""
     entry = engine.manifest.graphs.get(graph)
     onnx_sha = entry.sha256 if entry else ""
-    weights = engine.manifest.torch_weights.get(GRAPH_WEIGHTS[graph])
+    weights = engine.manifest.torch_weights.get(CONTRACTS[graph].weights)
     return hashlib.sha256(f"{onnx_sha}:{weights.sha256 if weights else ''}".encode()).hexdigest()
 
 
@@ -160,7 +158,7 @@ def matching_plans(engine: EngineDir, identity: MachineIdentity, *, kind: str = 
 
 def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, precision: str | None) -> dict | None:
     """{graph name: (key, entry)} of the newest usable plan of ``kind`` per graph, or None unless
-    every graph has one (files not yet verified)."""
+    every graph of the engine (``EngineDir.contracts``) has one (files not yet verified)."""
     found = {}
     for key, entry in _entries(engine, kind, precision):
         usable = (_identity_of(entry) == identity and entry.profile[0] == 1
@@ -168,7 +166,7 @@ def _matching_entries(engine: EngineDir, identity: MachineIdentity, kind: str, p
         if (usable and engine.file(entry.file, f"plans.{key}.file").is_file()
                 and (entry.graph not in found or entry.built > found[entry.graph][1].built)):
             found[entry.graph] = (key, entry)
-    return found if set(found) == {SCORE.name, DSE_GRAD.name} else None
+    return found if set(found) == {contract.name for contract in engine.contracts} else None
 
 
 def plans_batch_limit(engine: EngineDir, identity: MachineIdentity, *, kind: str, precision: str | None = None):

@@ -170,6 +170,9 @@ def _read(annotation, value, where: str):
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [option for option in args if option is not type(None)]
+        if len(options) == 1 and is_dataclass(options[0]):  # an optional object: say what is wrong inside it
+            return read(options[0], value, where)
         for option in args:
             if option is not type(None):
                 try:

@@ -10,7 +10,9 @@ with their weights as ONNX external data in those files (``external_weights``: n
 copied into a graph); ``validation`` runs both graphs with ONNX Runtime against PyTorch at batch
 1 and 2 (``onnx_graphs``); then each graph's fp16 and bf16 variants are written beside it
 (``reduced_precision``: explicit casts, the same weights). Then ``manifest.json`` (the engine
-format of ``egsde_rt.engine``, version 2) is written and the directory read back.
+format of ``egsde_rt.engine``, version 2) is written and the directory read back, in a staging
+directory renamed into place (``engine_writer``, which ``student_engine.export_student`` shares
+for a distilled engine: a student's weights and ``student.onnx``).
 
 Export's memory stays near the weights' size plus one graph's activations at batch 2: weights
 are never serialised into a graph, each stage frees what it built, validation computes its
@@ -24,36 +26,30 @@ from a preset and two checkpoint files (``.pt`` or ``.safetensors``). ``build_pl
 
 from __future__ import annotations
 
-import datetime
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .._version import __version__
-from ..errors import CheckpointNotFoundError, ConfigError, EgsdeError
-from ..engine import DSE_GRAD, EXPORT_FORMATS, FORMAT_VERSION, SCORE, Manifest, load_engine_dir
-from ..engine.format import (GRAPH_VARIANTS, WEIGHTS_DIR, ExportInfo, FileEntry, GraphEntry, ScheduleSpec,
-                             TorchWeightsEntry)
-from ..engine.verification import hash_and_record
-from ..engine.weights_file import save_weights
-from ..models import MODEL_CLASSES, build_preset_models, load_checkpoint
+from ..errors import CheckpointNotFoundError
+from ..engine import DSE_GRAD, EXPORT_FORMATS, SCORE
+from ..engine.format import ScheduleSpec
+from ..models import build_preset_models, load_checkpoint
 from ..models.network_fns import FP16_GRAD_SCALE
 from ..method.presets import get_preset
 from ..method.schedule import DEFAULT_SCHEDULE
 from ..method.settings import EGSDESettings
+from .engine_writer import (DEFAULT_OPSET, check_formats, check_opset, new_manifest, save_weights_stage,
+                            validated_graph, weights_file, write_engine, write_variants)
 from .external_weights import WeightIndex
 from . import fx_translation
 from .gradient_graph import DSEGradient, TracedGradient, trace_dse_gradient
-from .onnx_graphs import (TRACE_BATCH, VALIDATION_BATCHES, ExportValidationError, check_onnx, export_onnx,
+from .onnx_graphs import (TRACE_BATCH, VALIDATION_BATCHES, ExportValidationError, export_onnx,
                           export_translated_onnx, reference_outputs)
 from .progress import StageObserver, stage
-from .reduced_precision import write_variant
 from .score_graph import ScoreGraph
+from .student_engine import export_student
 
-DEFAULT_OPSET = 18
 # The DSE gradient is traced with the similarity scaled by this power of two (and the gradient scaled
 # back): exact in float32, and what keeps the fp16 variant's gradient from underflowing (network_fns).
 GRADIENT_SCALE = FP16_GRAD_SCALE
@@ -76,58 +72,21 @@ def export_engine(score_model: torch.nn.Module, dse: torch.nn.Module, out_dir, *
     schedule = ScheduleSpec(**(schedule or DEFAULT_SCHEDULE))
     schedule.check()
     settings.check_fits(image_size, schedule.num_timesteps)
-    if opset < 18:
-        raise ConfigError(f"opset must be >= 18, got {opset}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise EgsdeError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    check_opset(opset)
     score_model, dse = score_model.eval().float().cpu(), dse.eval().float().cpu()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def fill(staging: Path):
         networks = {"score": score_model, "dse": dse}
-        with stage("weights", len(networks), on_stage) as bar:
-            weights, states = {}, {}
-            for name, model in networks.items():
-                weights[name], states[name] = _save_weights(staging, name, model, "torch" in formats)
-                bar.update()
-        graphs, onnx_version = {}, None
+        weights, states = save_weights_stage(staging, networks, "torch" in formats, on_stage)
+        graphs = {}
         if "onnx" in formats:
-            import onnx
-
-            onnx_version = onnx.__version__
             graphs = _export_graphs(staging, networks, states, image_size, settings, opset, release_networks, log,
                                     on_stage)
         del states
-        manifest = Manifest(
-            format_version=FORMAT_VERSION, egsde_rt_version=__version__, image_size=image_size,
-            settings=settings.to_dict(), schedule=schedule, graphs=graphs, torch_weights=weights,
-            export=ExportInfo(torch=torch.__version__, onnx=onnx_version, opset=opset if "onnx" in formats else None,
-                              formats=list(formats),
-                              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")),
-            preset=preset,
-        )
-        manifest.write(staging)
-        load_engine_dir(staging)  # what we wrote must read back (files hashed as written: no second read)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    log(f"engine written to {out_dir}")
-    return out_dir
+        return new_manifest(image_size=image_size, settings=settings, schedule=schedule, graphs=graphs,
+                            weights=weights, formats=formats, opset=opset, preset=preset)
 
-
-def check_formats(formats) -> tuple:
-    """``formats`` as a tuple in ``EXPORT_FORMATS`` order; a ``ConfigError`` unless it names one or both."""
-    if isinstance(formats, str):
-        formats = (formats,)
-    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
-    if unknown or not formats:
-        raise ConfigError(f"export formats must be one or both of {EXPORT_FORMATS}, got {list(formats)}")
-    return tuple(name for name in EXPORT_FORMATS if name in formats)
+    return write_engine(out_dir, fill, overwrite=overwrite, log=log)
 
 
 def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int, settings: EGSDESettings,
@@ -135,7 +94,7 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
                    on_stage: StageObserver | None) -> dict:
     """score.onnx and dse_grad.onnx with their weights as external data, each validated against
     PyTorch; their manifest entries. ``states`` is emptied once the graphs are written."""
-    weights_of = {SCORE: "score", DSE_GRAD: "dse"}
+    weights_of = {contract: contract.weights for contract in (SCORE, DSE_GRAD)}
     eager = {SCORE: ScoreGraph(networks["score"], settings.score_kind),
              DSE_GRAD: DSEGradient(networks["dse"], settings.s1)}
     with stage("trace", 1, on_stage) as bar:
@@ -144,7 +103,7 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
     reports = {}
     with stage("graphs", len(weights_of), on_stage) as bar:
         for contract, network in weights_of.items():
-            links = (WeightIndex(states[network], staging / _weights_file(network)), _weights_file(network))
+            links = (WeightIndex(states[network], staging / weights_file(network)), weights_file(network))
             path = staging / contract.file
             if contract is SCORE:  # a forward network: torch.onnx.export traces it (14 s of cat2dog's)
                 reports[contract] = export_onnx(eager[SCORE], SCORE, SCORE.sample_inputs(TRACE_BATCH, image_size),
@@ -168,31 +127,11 @@ def _export_graphs(staging: Path, networks: dict, states: dict, image_size: int,
         if release_networks:
             _release(networks)
         for contract in weights_of:
-            errors = check_onnx(staging / contract.file, contract, references.pop(contract), on_batch=bar.update)
-            graphs[contract.name] = _graph_entry(staging, contract, image_size, errors, weights_of[contract],
-                                                 reports[contract]["external_bytes"])
-            log(f"  {contract.file} validated: {errors}")
+            graphs[contract.name] = validated_graph(staging, contract, references.pop(contract), image_size,
+                                                    reports[contract]["external_bytes"], log, on_batch=bar.update)
     for contract in weights_of:
-        graphs[contract.name].variants = _write_variants(staging, contract, log)
+        graphs[contract.name].variants = write_variants(staging, contract, log)
     return graphs
-
-
-def _write_variants(root: Path, contract, log: Callable[[str], None]) -> dict:
-    """The graph's reduced-precision variants (``reduced_precision``), written beside it: their
-    manifest entries."""
-    variants = {}
-    for precision in GRAPH_VARIANTS:
-        name = variant_file(contract, precision)
-        path = root / name
-        report = write_variant(root / contract.file, precision, path)
-        variants[precision] = FileEntry(file=name, sha256=hash_and_record(path), size=path.stat().st_size)
-        log(f"  {name}: {report['half_ops']} ops in {precision}, {report['time_ops']} on the time path in float32")
-    return variants
-
-
-def variant_file(contract, precision: str) -> str:
-    """The file name of a graph's variant in ``precision`` ("score.fp16.onnx")."""
-    return contract.file.replace(".onnx", f".{precision}.onnx")
 
 
 def _direct_path_failed(step: str, why: BaseException, log: Callable[[str], None]) -> None:
@@ -242,34 +181,6 @@ def _release(networks: dict) -> None:
             tensor.data = torch.empty(0, dtype=tensor.dtype)
 
 
-def _weights_file(name: str) -> str:
-    return f"{WEIGHTS_DIR}/{name}.safetensors"
-
-
-def _graph_entry(root: Path, contract, image_size: int, errors: dict, weights: str, external_bytes: int) -> GraphEntry:
-    file = root / contract.file
-    return GraphEntry(file=contract.file, sha256=hash_and_record(file), size=file.stat().st_size,
-                      inputs=list(contract.inputs), outputs=list(contract.outputs), shapes=contract.shapes(image_size),
-                      validation=errors, weights=weights, external_bytes=external_bytes)
-
-
-def _save_weights(root: Path, name: str, model, torch_backend: bool) -> tuple[TorchWeightsEntry, dict]:
-    """(the manifest entry, the state dict written) of ``weights/<name>.safetensors``."""
-    class_name = type(model).__name__
-    ours = class_name in MODEL_CLASSES and hasattr(model, "config")
-    if torch_backend and not ours:
-        raise EgsdeError(f"{name}: only egsde_rt.models networks can be saved for the torch backend "
-                         f"(got {class_name}); export the ONNX graphs only: formats=('onnx',)")
-    file = root / _weights_file(name)
-    state = model.state_dict()
-    save_weights(state, file)
-    rebuildable = ours and torch_backend  # "torch" in formats: the torch backend rebuilds the network
-    entry = TorchWeightsEntry(file=_weights_file(name), sha256=hash_and_record(file), size=file.stat().st_size,
-                              model_class=class_name if rebuildable else "",
-                              config=model.config if rebuildable else {})
-    return entry, state
-
-
 def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, *, settings: EGSDESettings | None = None,
                   **options) -> Path:
     """Build a preset's networks, load the two checkpoints (``.pt`` or ``.safetensors``), and export
@@ -285,4 +196,5 @@ def export_preset(preset_name: str, score_ckpt, dse_ckpt, out_dir, *, settings: 
                          preset=preset.name, release_networks=True, **options)
 
 
-__all__ = ["export_engine", "export_preset", "check_formats", "ExportValidationError", "DEFAULT_OPSET"]
+__all__ = ["export_engine", "export_preset", "export_student", "check_formats", "ExportValidationError",
+           "DEFAULT_OPSET"]

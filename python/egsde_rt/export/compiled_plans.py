@@ -2,8 +2,9 @@
 
 ``build_compiled_plans(engine_dir, device=..., precision=...)`` rebuilds the networks from the
 engine's weights (``weights/*.safetensors``), runs their torsos in the precision's dtype (``network_fns.in_precision``:
-inputs, outputs and normalisations stay float32, as the sampler's state), exports the score graph and the DSE input
-gradient (the forward-only graph of ``gradient_graph``) with a dynamic batch through
+inputs, outputs and normalisations stay float32, as the sampler's state), exports the engine's graphs
+(``EngineDir.contracts``: the score graph and the DSE input gradient, the forward-only graph of
+``gradient_graph``; or a distilled engine's student graph) with a dynamic batch through
 ``torch.export``, compiles each with ``torch._inductor.aoti_compile_and_package`` into a
 ``.pt2`` package under ``plans/`` (under a temporary name, renamed once checked: ``plan_cache``),
 and checks it against the float32 eager networks at batch 1 and 3 (float32 plans must match
@@ -21,16 +22,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import DSE_GRAD, SCORE, load_engine_dir
+from ..engine import DSE_GRAD, SCORE, STUDENT, load_engine_dir
 from ..engine.plans import compiled_identity
-from ..engine.torch_weights import load_engine_models
+from ..engine.torch_weights import load_engine_networks
 from ..errors import ConfigError, EgsdeError
 from ..models.network_fns import gradient_scale, in_precision, network_dtype, tf32_mode
 from ..method.settings import check_batch_size
 from .gradient_graph import DSEGradient, trace_dse_gradient
 from .onnx_graphs import ExportValidationError
 from .plan_cache import build_cached_plans
-from .score_graph import ScoreGraph
+from .score_graph import ScoreGraph, StudentGraph
 
 CUDA_ONLY = ("tf32", "fp16")
 UNDERFLOW_LIMIT = 0.01  # fraction of non-zero float32 gradient entries a plan may flush to zero
@@ -38,10 +39,13 @@ UNDERFLOW_LIMIT = 0.01  # fraction of non-zero float32 gradient entries a plan m
 
 def _graph_modules(engine, device: str, precision: str) -> dict:
     """{graph name: (module to compile, float32 eager reference)} on ``device``."""
-    score, dse = load_engine_models(engine, device)
+    networks = load_engine_networks(engine, device)
+    low = load_engine_networks(engine, device) if precision != "fp32" else networks
+    low = {name: in_precision(network, precision) for name, network in low.items()}
+    if "student" in networks:  # a distilled engine
+        return {STUDENT.name: (StudentGraph(low["student"]), StudentGraph(networks["student"]))}
+    (score, dse), (low_score, low_dse) = ((n["score"], n["dse"]) for n in (networks, low))
     settings = engine.manifest.method
-    low_score, low_dse = (load_engine_models(engine, device) if precision != "fp32" else (score, dse))
-    low_score, low_dse = in_precision(low_score, precision), in_precision(low_dse, precision)
     sample = tuple(t.to(device) for t in DSE_GRAD.sample_inputs(2, engine.image_size))
     traced = trace_dse_gradient(low_dse, settings.s1, sample, scale=gradient_scale(precision))
     return {SCORE.name: (ScoreGraph(low_score, settings.score_kind), ScoreGraph(score, settings.score_kind)),
@@ -76,7 +80,7 @@ def _validate(package: Path, contract, reference, image_size: int, device: str, 
 
 def build_compiled_plans(engine_dir, *, device: str = "cpu", precision: str = "fp32", max_batch: int = 16,
                          log: Callable[[str], None] = print) -> dict:
-    """Build (or reuse) the AOTInductor plans of both graphs; returns {graph name: plan path}."""
+    """Build (or reuse) the AOTInductor plans of the engine's graphs; returns {graph name: plan path}."""
     network_dtype(precision)  # validates the name
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu or cuda, got {device!r}")

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..engine import DSE_GRAD, SCORE, EngineDir
+from ..engine import EngineDir
 from ..engine.format import Manifest, PlanEntry, update_manifest
 from ..user_cache import temporary_path
 from ..engine.plans import PLANS_DIR, MachineIdentity, graph_source, plan_entry, plan_key
@@ -29,14 +29,15 @@ from .progress import stage
 def build_cached_plans(engine: EngineDir, *, kind: str, identity: MachineIdentity, precision: str, profile,
                        suffix: str, build_one: Callable[[object, Path], "dict | None"],
                        log: Callable[[str], None] = print) -> dict:
-    """{graph name: plan path} for both graphs; ``build_one(contract, path)`` writes a missing plan
-    at ``path`` (a temporary name, see the module docstring), checks it, and may return extra
-    fields for its manifest entry (e.g. its validation errors)."""
+    """{graph name: plan path} for the engine's graphs (``EngineDir.contracts``);
+    ``build_one(contract, path)`` writes a missing plan at ``path`` (a temporary name, see the
+    module docstring), checks it, and may return extra fields for its manifest entry (e.g. its
+    validation errors)."""
     engine.file(PLANS_DIR, "the plans directory").mkdir(exist_ok=True)
     manifest = engine.manifest
     paths = {}
-    with stage("plans", 2) as bar:
-        for contract in (SCORE, DSE_GRAD):
+    with stage("plans", len(engine.contracts)) as bar:
+        for contract in engine.contracts:
             source = graph_source(engine, contract.name, kind, precision)
             key = plan_key(kind, source, precision, tuple(profile), identity.device, identity.capability,
                            identity.runtime)

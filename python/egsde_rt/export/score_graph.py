@@ -1,4 +1,6 @@
-"""The score network as the engine's ``score`` graph: (x, t) -> eps."""
+"""The eps networks as the engine's graphs, in their contracts' argument order: the score network
+as the ``score`` graph, (x, t) -> eps; a distilled student as the ``student`` graph,
+(y, x_t, t) -> the guided eps."""
 
 from __future__ import annotations
 
@@ -18,3 +20,15 @@ class ScoreGraph(torch.nn.Module):
     def forward(self, x, t):
         out = self.score_model(x, t)
         return out[:, :3] if self.score_kind == "adm" else out
+
+
+class StudentGraph(torch.nn.Module):
+    """(y, x_t, t) -> the guided eps of a ``models.student.GuidedStudent`` (whose own order is
+    ``student(y, t, x_t)``): the ``student`` graph's contract (``engine.contracts.STUDENT``)."""
+
+    def __init__(self, student: torch.nn.Module):
+        super().__init__()
+        self.student = student
+
+    def forward(self, y, x_t, t):
+        return self.student(y, t, x_t)

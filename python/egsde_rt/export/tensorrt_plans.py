@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..engine import DSE_GRAD, SCORE, load_engine_dir
+from ..engine import load_engine_dir
 from ..user_cache import write_atomically
 from ..engine.plans import (TENSORRT_PRECISIONS, TIMING_CACHE, MachineIdentity, import_tensorrt, tensorrt_identity,
                             tensorrt_major)
@@ -31,7 +31,7 @@ from .plan_cache import build_cached_plans
 def build_plans(engine_dir, *, precision: str = "fp32", min_batch: int = 1, opt_batch: int = 1,
                 max_batch: int = 8, workspace_gib: float = 4.0, compile_fn: Callable | None = None,
                 identity: MachineIdentity | None = None, log: Callable[[str], None] = print) -> dict:
-    """Build (or reuse) the TensorRT plans of both graphs; returns {graph name: plan path}. A plan's
+    """Build (or reuse) the TensorRT plans of the engine's graphs; returns {graph name: plan path}. A plan's
     profile is ``(1, opt_batch, max_batch)``: it takes every batch up to ``max_batch`` (the batch
     range the backend reports, ``engine.plans``); ``min_batch`` must be 1."""
     if precision not in TENSORRT_PRECISIONS:
@@ -46,7 +46,7 @@ def build_plans(engine_dir, *, precision: str = "fp32", min_batch: int = 1, opt_
         raise ConfigError(f"opt_batch must be at most max_batch ({max_batch}), got {opt_batch}")
     engine = load_engine_dir(engine_dir)
     engine.require_graphs("tensorrt")
-    for contract in (SCORE, DSE_GRAD):
+    for contract in engine.contracts:
         engine.graph_variant(contract.name, precision)  # a MissingGraphsError now for an engine without it
     compile_fn = compile_fn or compile_with_tensorrt
     profile = (min_batch, opt_batch, max_batch)

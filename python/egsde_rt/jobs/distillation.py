@@ -30,11 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import load_engine_dir
+from ..engine.format import teacher_identity
 from ..engine.torch_weights import load_engine_models
 from ..errors import ConfigError
 from ..method.noise import derive_seed
 from ..method.settings import check_positive_int
-from ..models.student import GuidedStudent, student_from_teacher
+from ..models.student import GuidedStudent, guided_student_settings, student_from_teacher
 from ..reference import translate as teacher_translate
 from .training import ImageData, TrainConfig, _train
 
@@ -46,6 +47,24 @@ class DistillConfig(TrainConfig):
 
     teacher_batch: int = 16
     refresh_every: int = 50
+
+
+def load_student_start(engine, init=None) -> GuidedStudent:
+    """The student a distillation starts from: ``init`` (a student's weights file, e.g. stage 1's)
+    or, without it, the engine's score UNet (``student_from_teacher``)."""
+    score, _ = load_engine_models(engine, "cpu")
+    student = student_from_teacher(score)
+    if init is not None:
+        init = Path(init)
+        if not init.is_file():
+            raise ConfigError(f"--init {init}: no such file (a student's weights, as `egsde-rt distill` writes)")
+        try:
+            state = torch.load(init, map_location="cpu", weights_only=True)
+            student.load_state_dict(state)
+        except (RuntimeError, OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"--init {init}: not the weights of a student of this engine "
+                              f"({str(err).splitlines()[0][:200]})") from None
+    return student
 
 
 class TeacherStates:
@@ -77,7 +96,9 @@ def guidance_loss(teacher: TeacherStates, cfg: DistillConfig):
     def loss(student: GuidedStudent, step: int, generator: torch.Generator) -> torch.Tensor:
         y, t, x_t, eps_hat = teacher.examples(step // cfg.refresh_every)
         pick = torch.randint(len(y), (cfg.batch_size,), generator=generator)
-        return F.mse_loss(student(y[pick], t[pick], x_t[pick]), eps_hat[pick])
+        device = next(student.parameters()).device
+        y, t, x_t, eps_hat = (v[pick].to(device) for v in (y, t, x_t, eps_hat))
+        return F.mse_loss(student(y, t, x_t), eps_hat)
 
     return loss
 
@@ -100,7 +121,8 @@ def distill_guidance(engine_dir, source: str, out, cfg: DistillConfig, *, log: C
     teacher = TeacherStates(score.eval(), dse.eval(), settings, engine.schedule(), data, cfg)
     losses = _train("distill", student, guidance_loss(teacher, cfg), Path(out), cfg, use_ema=True, log=log,
                     progress=progress)
-    record = {"stage": 1, "teacher_manifest": str(engine.path / "manifest.json"), "source": source,
-              "settings": settings.to_dict(), "config": asdict(cfg), "losses": losses}
+    record = {"stage": 1, "teacher": teacher_identity(engine.manifest), "source": source,
+              "settings": guided_student_settings(settings).to_dict(), "teacher_settings": settings.to_dict(),
+              "config": asdict(cfg), "losses": losses}
     Path(out).with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return record

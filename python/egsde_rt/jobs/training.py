@@ -14,6 +14,7 @@ resumes from the latter.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -73,6 +74,14 @@ class TrainConfig:
     ema: float = 0.999
     checkpoint_every: int = 200
     fixed_batch: bool = False
+    device: str = "cpu"  # "cuda": the model trains there, its forward passes in bf16 autocast
+
+
+def autocast(device: str):
+    """bf16 autocast on CUDA (the float32 master weights stay), nothing on the CPU."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _train(kind: str, model: nn.Module, loss_fn: Callable, out: Path, cfg: TrainConfig, *, use_ema: bool,
@@ -82,17 +91,20 @@ def _train(kind: str, model: nn.Module, loss_fn: Callable, out: Path, cfg: Train
     out.parent.mkdir(parents=True, exist_ok=True)
     state_path = out.with_name(out.name + ".train")
     torch.manual_seed(cfg.seed)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r}: CUDA is not available here; train on device cpu")
+    model.to(cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = copy.deepcopy(model).eval() if use_ema else None
     generator = torch.Generator().manual_seed(cfg.seed)
     step, losses, elapsed = 0, [], 0.0
     if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = torch.load(state_path, map_location=cfg.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
         step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed"])
         log(f"{kind}: resuming at step {step}")
 
@@ -107,7 +119,8 @@ def _train(kind: str, model: nn.Module, loss_fn: Callable, out: Path, cfg: Train
     model.train()
     start = time.perf_counter()
     while step < cfg.steps:
-        loss = loss_fn(model, step, generator)
+        with autocast(cfg.device):
+            loss = loss_fn(model, step, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -5,8 +5,9 @@ from .checkpoint import check_state_dict, load_checkpoint, read_state_dict
 from .ddpm_unet import DDPMUNet
 from .dse import DSE
 from .initialization import nonzero_random_weights
+from .student import GuidedStudent
 
-MODEL_CLASSES = {cls.__name__: cls for cls in (ADMUNet, DDPMUNet, DSE)}
+MODEL_CLASSES = {cls.__name__: cls for cls in (ADMUNet, DDPMUNet, DSE, GuidedStudent)}
 
 
 def build_model(class_name: str, config):
@@ -28,5 +29,5 @@ def build_preset_models(preset, device="cpu"):
         return build_model(preset.score_class, preset.score_config), build_model("DSE", preset.dse_config)
 
 
-__all__ = ["ADMUNet", "DDPMUNet", "DSE", "MODEL_CLASSES", "build_model", "build_preset_models", "load_checkpoint",
-           "read_state_dict", "check_state_dict", "nonzero_random_weights"]
+__all__ = ["ADMUNet", "DDPMUNet", "DSE", "GuidedStudent", "MODEL_CLASSES", "build_model", "build_preset_models",
+           "load_checkpoint", "read_state_dict", "check_state_dict", "nonzero_random_weights"]

@@ -14,12 +14,17 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..method.settings import EGSDESettings
 from .adm_unet import ADMUNet
+
+FEW_STEP_SOLVER = "ddim"  # at eta 1: ancestral, a stage-2 student's noise shared with its teacher's
 
 
 class GuidedStudent(nn.Module):
     """``GuidedStudent(**adm_config)``: an ADM UNet over ``[y, x_t]`` (twice the teacher's input
-    channels); ``forward(y, t, x_t)`` returns the guided eps [N, 3, H, W]."""
+    channels); ``forward(y, t, x_t)`` returns the guided eps [N, 3, H, W]. ``config`` is the
+    teacher's ADM config: ``models.build_model("GuidedStudent", student.config)`` rebuilds it (an
+    engine's weights record it)."""
 
     def __init__(self, **adm_config):
         super().__init__()
@@ -29,6 +34,10 @@ class GuidedStudent(nn.Module):
         teacher_channels = adm_config.get("in_channels", 3)
         self.config = {**adm_config, "in_channels": teacher_channels}  # the teacher's: rebuilds the student
         self.unet = ADMUNet(**{**adm_config, "in_channels": 2 * teacher_channels})
+
+    def convert_torso(self, dtype: torch.dtype) -> None:
+        """Run the UNet's torso in ``dtype`` (``network_fns.in_precision``; ``ADMUNet.convert_torso``)."""
+        self.unet.convert_torso(dtype)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         return self.unet(torch.cat([y, x_t], dim=1), t)[:, :3]
@@ -45,3 +54,16 @@ def student_from_teacher(teacher: nn.Module) -> GuidedStudent:
     state[first] = torch.cat([state[first], torch.zeros_like(state[first])], dim=1)
     student.unet.load_state_dict(state)
     return student
+
+
+def guided_student_settings(teacher: EGSDESettings) -> EGSDESettings:
+    """A stage-1 student's run: its teacher's, with the experts it folds in switched off (the DSE
+    always; the low-pass expert in its gradient form, while its stable forms stay native)."""
+    return teacher.with_overrides(ls=0.0, li=0.0 if teacher.lowpass == "gradient" else teacher.li)
+
+
+def few_step_settings(teacher: EGSDESettings, updates: int) -> EGSDESettings:
+    """A stage-2 student's run (``jobs.trajectory_distillation``): ``ddim`` at eta 1 with
+    ``updates`` updates, no expert (both folded in), its teacher's M."""
+    return teacher.with_overrides(solver=FEW_STEP_SOLVER, steps=updates, eta=1.0, eta_min_t=0, repeats=1,
+                                  perturb="shared", ls=0.0, li=0.0, lowpass="gradient")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..engine import EngineDir
-from ..engine.format import GRAPH_NAMES
 from ..engine.plans import (TENSORRT_PRECISIONS, build_command, compiled_identity, import_tensorrt, matching_plans,
                             plans_batch_limit, stale_plans, tensorrt_identity)
 from ..errors import ConfigError, EgsdeError
@@ -85,8 +84,8 @@ def _graphs_missing(engine: EngineDir, backend: str, precision: str) -> str:
     if "onnx" not in engine.formats:
         return _NO_GRAPHS.format(backend)
     try:
-        for graph in GRAPH_NAMES:
-            engine.graph_variant(graph, precision)
+        for contract in engine.contracts:
+            engine.graph_variant(contract.name, precision)
     except EgsdeError as err:
         return str(err)
     return ""
@@ -143,14 +142,16 @@ def _compiled_runner(choice: BackendChoice, engine: EngineDir, stream: int, thre
 
 
 def _torch_runner(choice: BackendChoice, engine: EngineDir, stream: int, threads: int):
-    from ..engine.torch_weights import load_engine_models
+    from ..engine.torch_weights import load_engine_networks
     from ..models.network_fns import gradient_scale, in_precision
-    from .runners import TorchRunner
+    from .runners import StudentRunner, TorchRunner
 
-    score, dse = (in_precision(model, choice.precision)
-                  for model in load_engine_models(engine, choice.torch_device))
+    networks = {name: in_precision(model, choice.precision)
+                for name, model in load_engine_networks(engine, choice.torch_device).items()}
+    if "student" in networks:  # a distilled engine
+        return StudentRunner(networks["student"], precision=choice.precision)
     settings = engine.manifest.method
-    return TorchRunner(score, dse, s1=settings.s1, score_kind=settings.score_kind,
+    return TorchRunner(networks["score"], networks["dse"], s1=settings.s1, score_kind=settings.score_kind,
                        grad_scale=gradient_scale(choice.precision), precision=choice.precision)
 
 

@@ -1,8 +1,10 @@
 """Network runners, called by the C++ sampling loop.
 
 Every runner implements ``_core.Runner``: ``score(y, t, eps_out)`` and ``dse_grad(y, x_t, t,
-grad_out)`` on views of the sampler's own buffers (host memory for a CPU sampler, device memory
-for a CUDA one), writing the outputs in place: no copies per step.
+grad_out)`` (an egsde engine), or ``student(y, x_t, t, eps_out)`` (a distilled engine, whose
+sampler is built with ``student=True``), on views of the sampler's own buffers (host memory for a
+CPU sampler, device memory for a CUDA one), writing the outputs in place: no copies per step. The
+graph runners run the graphs of the engine's kind (``EngineDir.contracts``).
 
 * ``OrtRunner``: ONNX Runtime with IOBinding on those buffers (CPU or CUDA execution provider),
   running the engine's graphs in the precision asked (``EngineDir.graph_file``).
@@ -11,7 +13,7 @@ for a CUDA one), writing the outputs in place: no copies per step.
   developed).
 * ``CompiledRunner``: the AOTInductor packages of ``egsde-rt build --backend compiled``.
 * ``TorchRunner``: eager PyTorch models (the engine's weights, or any models given to
-  ``egsde_rt.runtime.model_loop.translate``).
+  ``egsde_rt.runtime.model_loop.translate``); ``StudentRunner``: a distilled engine's student.
 
 The PyTorch runners (compiled, torch) run inside ``network_fns.tf32_mode(precision)``, so that
 fp32 is IEEE float32 and tf32 is TF32; ONNX Runtime's CUDA provider gets ``use_tf32`` on for tf32
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import _core
-from ..engine import DSE_GRAD, SCORE, EngineDir
+from ..engine import CONTRACTS, DSE_GRAD, SCORE, STUDENT, EngineDir
 from ..engine.plans import import_tensorrt
 from ..errors import EgsdeError, EngineDirError
 from ..models.network_fns import dse_gradient, score_function, tf32_mode
@@ -104,7 +106,8 @@ class StudentRunner(_core.Runner):
 
 
 class GraphRunner(_core.Runner):
-    """A runner over the two exported graphs: subclasses implement ``_run(contract, inputs, output)``."""
+    """A runner over an engine's graphs (score and dse_grad, or student): subclasses implement
+    ``_run(contract, inputs, output)``."""
 
     def _run(self, contract, inputs, output) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -114,6 +117,9 @@ class GraphRunner(_core.Runner):
 
     def dse_grad(self, y, x_t, t, grad_out):
         self._run(DSE_GRAD, (y, x_t, t), grad_out)
+
+    def student(self, y, x_t, t, eps_out):
+        self._run(STUDENT, (y, x_t, t), eps_out)
 
 
 def load_compiled_package(path):
@@ -157,7 +163,8 @@ class CompiledRunner(GraphRunner):
 
 
 class OrtRunner(GraphRunner):
-    """ONNX Runtime sessions of score.onnx and dse_grad.onnx, bound to the sampler's buffers."""
+    """ONNX Runtime sessions of the engine's graphs (score.onnx and dse_grad.onnx, or student.onnx),
+    bound to the sampler's buffers."""
 
     def __init__(self, engine: EngineDir, *, device: str = "cpu", device_id: int = 0, threads: int = 0,
                  stream: int = 0, precision: str = "fp32"):
@@ -166,7 +173,7 @@ class OrtRunner(GraphRunner):
         ``precision``: the graphs' (fp16 and bf16: their variants; tf32: TF32 on in the CUDA provider)."""
         super().__init__()
         engine.require_graphs(f"onnxruntime-{device}")
-        files = {contract.name: engine.graph_file(contract.name, precision) for contract in (SCORE, DSE_GRAD)}
+        files = {contract.name: engine.graph_file(contract.name, precision) for contract in engine.contracts}
         ort = _ort()
         self.device, self.device_id, self.stream = device, device_id, stream
         options = ort.SessionOptions()
@@ -187,12 +194,12 @@ class OrtRunner(GraphRunner):
         else:
             providers = ["CPUExecutionProvider"]
         self.sessions = {}
-        for contract in (SCORE, DSE_GRAD):
-            session = ort.InferenceSession(str(files[contract.name]), options, providers=providers)
+        for name, path in files.items():
+            session = ort.InferenceSession(str(path), options, providers=providers)
             if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
                 raise EgsdeError("ONNX Runtime could not enable its CUDA execution provider "
                                  f"(providers: {session.get_providers()})")
-            self.sessions[contract.name] = session
+            self.sessions[name] = session
 
     def _run(self, contract, inputs, output) -> None:
         if inputs[0].device == "cuda" and inputs[0].stream != self.stream:
@@ -206,7 +213,7 @@ class OrtRunner(GraphRunner):
 
 
 class TensorRTRunner(GraphRunner):
-    """TensorRT plans of both graphs (built by ``egsde-rt build``), one execution context each;
+    """TensorRT plans of the engine's graphs (built by ``egsde-rt build``), one execution context each;
     unverified here (TensorRT cannot be installed where egsde-rt is developed).
 
     Capturable into the sampler's CUDA graph (``Backend.capturable``): every call binds the
@@ -228,7 +235,7 @@ class TensorRTRunner(GraphRunner):
         logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(logger)
         self.plans, self.engines, self.contexts, self.profiles = dict(plan_files), {}, {}, {}
-        for contract in (SCORE, DSE_GRAD):
+        for contract in (CONTRACTS[name] for name in self.plans):
             plan = self.plans[contract.name]
             engine = self.runtime.deserialize_cuda_engine(plan.read())
             if engine is None:

@@ -15,6 +15,11 @@ seed (one integer for all the images of a call, or a list with one per image), a
 depends only on that seed: not on the batch size or its position in the batch (the networks'
 float kernels may still round differently at batch 1 than at 2; see the Translator section of
 docs/api.md).
+
+A distilled engine (``engine.format``: its student folds the experts in) runs through the same
+loop and API on every backend: the sampler is built with ``student=True`` (one student
+evaluation per update, no expert), and ``engine_settings`` refuses the run-time overrides its
+student was not distilled for.
 """
 
 from __future__ import annotations
@@ -41,15 +46,41 @@ from .devices import Device
 from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
+# What a student folds in (any stage): another ls or li needs another student.
+FOLDED_SETTINGS = ("ls", "li")
+# What a stage-2 student was distilled for besides: its one run (the updates, their times and their noise).
+STAGE2_RUN_SETTINGS = ("M", "steps", "spacing", "solver", "eta", "eta_min_t", "var_type", "perturb", "repeats")
 
 
 def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
-    """The settings of a run of ``engine`` with run-time ``overrides``, checked against it."""
+    """The settings of a run of ``engine`` with run-time ``overrides``, checked against it: only
+    ``RUNTIME_OVERRIDABLE`` settings; for a distilled engine, none its student has folded in
+    (``FOLDED_SETTINGS``; nor ``lowpass="gradient"`` where li is not 0: the low-pass expert's
+    gradient form) and, for a stage-2 student, none of its run (``STAGE2_RUN_SETTINGS``). An
+    override equal to the engine's value changes nothing and is taken."""
     fixed = sorted(set(overrides) - set(RUNTIME_OVERRIDABLE))
     if fixed:
         raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
                           f"overridable: {RUNTIME_OVERRIDABLE}")
-    settings = engine.manifest.method.with_overrides(**overrides)
+    base = engine.manifest.method
+    settings = base.with_overrides(**overrides)
+    distilled = engine.manifest.distilled
+    if distilled is not None:
+        changed = {name for name in overrides if getattr(settings, name) != getattr(base, name)}
+        folded = sorted(changed & set(FOLDED_SETTINGS))
+        if folded or (settings.li and settings.lowpass == "gradient"):
+            teacher = distilled.teacher_settings
+            raise ConfigError(
+                f"{', '.join(folded) or 'lowpass=gradient'}: this student has the experts folded in (distilled from a "
+                f"teacher with ls={teacher.get('ls')}, li={teacher.get('li')}, lowpass={teacher.get('lowpass')}; its "
+                f"run: ls={base.ls}, li={base.li}, lowpass={base.lowpass}): distill another student for another "
+                "ls/li")
+        run = sorted(changed & set(STAGE2_RUN_SETTINGS))
+        if distilled.stage == 2 and run:
+            raise ConfigError(
+                f"cannot override {run}: this stage-2 student was distilled for its exact run, {base.num_updates} "
+                f"updates of {base.solver} (eta {base.eta}, M {base.M}, spacing {base.spacing}); a stage-1 student "
+                "serves other update counts and solvers")
     settings.check_fits(engine.image_size, engine.manifest.schedule.num_timesteps)
     return settings
 
@@ -137,7 +168,7 @@ class Translator:
         key = (settings, tuple(shape))
         if key not in self._samplers:
             self._samplers[key] = build_sampler(settings, shape, self.target, self.schedule, stream=self.stream,
-                                                threads=self.threads)
+                                                threads=self.threads, student=self.engine.manifest.kind == "distilled")
             while len(self._samplers) > _SAMPLER_CACHE:
                 self._samplers.popitem(last=False)
         self._samplers.move_to_end(key)
