@@ -5,7 +5,7 @@ import json
 import pytest
 
 from egsde_rt.bench.quality import (QualityConfig, best_per_budget, choose, format_quality, grid, matches,
-                                    pareto_front, plot_quality, run_quality)
+                                    pareto_front, plot_quality, run_quality, student_matches)
 from egsde_rt.demo import setting_label
 
 OFFICIAL = {"realism": 0.87, "fd": 312.0, "psnr_source": 27.05, "psnr_target": 24.0, "network_evaluations": 60,
@@ -26,6 +26,18 @@ def _row(evals, **changes):
 ])
 def test_the_match_rule(changes, ok):
     assert matches(_row(8, **changes), OFFICIAL) is ok
+
+
+@pytest.mark.parametrize("changes,ok", [
+    ({}, True),
+    ({"realism": 0.851}, True), ({"realism": 0.849}, False),      # within 0.02
+    ({"fd": 390.0}, True), ({"fd": 390.1}, False),                # at most 1.25 x
+    ({"psnr_source": 26.56}, True), ({"psnr_source": 26.54}, False), ({"psnr_source": 29.0}, True),  # a floor only
+    ({"psnr_target": 23.71}, True), ({"psnr_target": 23.69}, False),  # 0.3 dB
+])
+def test_the_distillation_rule(changes, ok):
+    """A student is held to the issue's rule: FD up to 1.25 x the official's, PSNRs as floors."""
+    assert student_matches(_row(5, **changes), OFFICIAL) is ok
 
 
 def test_choose_takes_the_fewest_evaluations_that_match():

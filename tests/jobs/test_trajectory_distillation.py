@@ -4,6 +4,7 @@ their coarse sum), the training rollout is the native loop's run, and a tiny dis
 deterministically, resumes, and ends in an engine the Translator runs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -72,14 +73,14 @@ def _plan(engine, tmp_path, name, steps, **changes):
     from egsde_rt.jobs.student_engines import DistillPlan
 
     train = {"steps": steps, "batch_size": 4, "lr": 2e-3, "seed": 11, "ema": 0.9, "checkpoint_every": 2,
-             "teacher_batch": 2, "refresh_every": 2, "teacher_images": 4}
+             "teacher_batch": 2, "refresh_every": 2, "teacher_images": 2}
     return DistillPlan(engine=engine, source="procedural:source", out=tmp_path / name, stage=2, updates=2,
-                       train=train, eval_images=0, **changes)
+                       train=train, eval_images=0, formats=("torch",), **changes)
 
 
 @pytest.mark.slow
-def test_a_tiny_distillation_is_an_engine_deterministic_and_resumable(tiny_engine, tmp_path):
-    """Four steps, two updates: the loss falls over the run; the student engine it writes runs in
+def test_a_tiny_distillation_is_an_engine_deterministic_and_resumable(tiny_torch_engine, tmp_path):
+    """Six steps, two updates: the loss falls over the run; the student engine it writes runs in
     the Translator (its progress counts its updates) as the eager rollout does; the same seed gives
     the same weights; a run stopped at step 2 and resumed gives the uninterrupted run's weights; a
     second run into the same work directory needs --resume, and --resume needs a state."""
@@ -87,7 +88,7 @@ def test_a_tiny_distillation_is_an_engine_deterministic_and_resumable(tiny_engin
     from egsde_rt.jobs.trajectory_distillation import UpdatesConfig, distill_updates
     from egsde_rt.runtime.translator import Translator
 
-    engine = tiny_engine[0]
+    engine = tiny_torch_engine[0]  # torch weights only (teacher and student): seconds to export
     quiet = {"log": lambda m: None, "progress": False}
     record = distill(_plan(engine, tmp_path, "a", 6), **quiet)
     losses = record["losses"]
@@ -108,6 +109,9 @@ def test_a_tiny_distillation_is_an_engine_deterministic_and_resumable(tiny_engin
 
     def weights_only(name, steps):  # the trainer alone (no export): the same run into another work directory
         plan = _plan(engine, tmp_path, name, steps)
+        teacher = tmp_path / f"{name}.training" / "student.pt.teacher"  # run a's teacher results, kept as a resume
+        if not teacher.exists():  # keeps them (they depend only on the seed and the batch)
+            shutil.copytree(tmp_path / "a.training" / "student.pt.teacher", teacher)
         return distill_updates(engine, plan.source, tmp_path / f"{name}.training" / "student.pt",
                                UpdatesConfig(updates=plan.updates, **plan.train), **quiet)
 

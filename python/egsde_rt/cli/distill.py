@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.format import EXPORT_FORMATS
 from .flags import add_seed_flag
 
 
@@ -35,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out engine")
     p.add_argument("--eval-images", type=int, default=64,
                    help="held-out images measured against the teacher after training (procedural:source only)")
+    p.add_argument("--formats", nargs="+", choices=EXPORT_FORMATS, default=list(EXPORT_FORMATS),
+                   help="what the student engine holds (default: both; torch alone exports in seconds and serves "
+                        "the torch and compiled backends)")
     add_seed_flag(p)
     p.set_defaults(func=run_distill)
 
@@ -45,6 +49,7 @@ def run_distill(args) -> int:
     plan = DistillPlan(engine=Path(args.engine), source=args.source, out=Path(args.out), stage=args.stage,
                        updates=args.updates, init=args.init, work=Path(args.work) if args.work else None,
                        resume=args.resume, overwrite=args.overwrite, eval_images=args.eval_images,
+                       formats=tuple(args.formats),
                        train={"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "ema": args.ema,
                               "seed": args.seed, "checkpoint_every": args.checkpoint_every, "device": args.device,
                               "teacher_batch": args.teacher_batch, "refresh_every": args.refresh_every,

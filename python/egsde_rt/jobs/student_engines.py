@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from ..engine import load_engine_dir
+from ..engine import EXPORT_FORMATS, load_engine_dir
 from ..engine.format import teacher_identity
 from ..errors import ConfigError
 from ..method.settings import EGSDESettings
@@ -35,7 +35,8 @@ DEMO_SOURCE = "procedural:source"  # the demo's domain: held-out images and thei
 class DistillPlan:
     """What ``egsde-rt distill`` was asked: ``train`` holds the trainer's settings
     (``DistillConfig`` / ``UpdatesConfig`` fields); ``eval_images``: held-out images measured
-    after training (the demo's domains only; 0: none)."""
+    after training (the demo's domains only; 0: none); ``formats``: the student engine's (the
+    ONNX graph and the torch weights, or one of them)."""
 
     engine: Path
     source: str
@@ -48,6 +49,7 @@ class DistillPlan:
     overwrite: bool = False
     train: dict = field(default_factory=dict)
     eval_images: int = 64
+    formats: tuple = EXPORT_FORMATS  # what the student engine holds (``export.check_formats``)
 
     @property
     def work_dir(self) -> Path:
@@ -98,7 +100,7 @@ def distill(plan: DistillPlan, *, log: Callable[[str], None] = print, progress: 
     from ..export.student_engine import export_student
 
     export_student(student, teacher, out, stage=plan.stage, settings=EGSDESettings(**record["settings"]),
-                   overwrite=plan.overwrite, log=log)
+                   formats=plan.formats, overwrite=plan.overwrite, log=log)
     record["engine"] = str(out)
     if plan.eval_images and plan.source == DEMO_SOURCE:
         record["held_out"] = held_out_comparison(out, teacher.path, plan.eval_images, log=log)
