@@ -211,7 +211,7 @@ def run_benchmark(config: BenchConfig, log=print, on_run=None) -> list:
     phase_runs = config.repeats if config.phase_runs is None else config.phase_runs
     if config.repeats < 1 or config.warmup < 0 or phase_runs < 1:
         raise ConfigError("need repeats >= 1, warmup >= 0 and phase_runs >= 1")
-    runs = _engine_runs(engine, backends, config, phase_runs, log, on_run, [])
+    runs = _engine_runs(engine, backends, config, phase_runs, log, on_run, [], steps=config.steps)
     if config.student is not None:
         student = load_engine_dir(config.student)
         default = usable_backends(student, config.device, config.precision)[:1]
@@ -236,10 +236,10 @@ def student_speedups(runs: list) -> dict:
 
 
 def _engine_runs(engine: EngineDir, backends: list, config: BenchConfig, phase_runs: int, log, on_run, runs: list,
-                 label: str = "", steps: int | None = -1, tag: dict | None = None) -> list:
+                 *, steps: int | None, label: str = "", tag: dict | None = None) -> list:
     """The runs of one engine, appended to ``runs`` (``on_run`` sees them all); ``steps``: the
-    updates timed (-1: ``config.steps``); ``tag``: entries added to each run's record."""
-    settings, steps, total = timed_settings(engine.manifest.method, config.steps if steps == -1 else steps)
+    updates timed (``timed_settings``); ``tag``: entries added to each run's record."""
+    settings, steps, total = timed_settings(engine.manifest.method, steps)
     for batch in config.batch_sizes:
         x0 = _source_batch(batch, engine.image_size, config.seed)
         for backend in backends:

@@ -55,8 +55,8 @@ from .training import ImageData, TrainConfig, _train
 MAX_STUDENT_UPDATES = 8  # stage 2 is for a handful of updates; more is stage 1's ground
 class Rollout:
     """A run's updates in plain PyTorch (the step table's single-step rows: ``y = inv_sqrt_alpha
-    (y - eps_coef eps) + sigma z``), for the student (``student``) and to group the teacher's
-    updates by the student's (``t``, ``sigma``)."""
+    (y - eps_coef eps) + sigma z``), for the student (``run``) and to group the teacher's
+    updates by the student's (``times``, ``sigma``)."""
 
     def __init__(self, settings: EGSDESettings, schedule: Schedule):
         updates = run_input(schedule, settings)
@@ -80,21 +80,20 @@ class Rollout:
         abar = self.abar_t[k]
         return (y - (1 - abar) ** 0.5 * eps) / abar ** 0.5
 
-    def state_before(self, student: GuidedStudent, x0: torch.Tensor, draws: torch.Tensor, k: int) -> torch.Tensor:
-        """The student's state before update ``k``: its own run from the start, without gradient
-        (``draws``: [K+1, B, ...], the start noise then each update's)."""
+    def run(self, student: GuidedStudent, x0: torch.Tensor, draws: torch.Tensor,
+            on_update: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """The student's run, its result (``draws``: [K+1, B, ...], the start noise then each
+        update's). ``on_update(k, y, eps)`` sees each update's state and eps, the network's call
+        with its gradient (training); the state between updates carries none. Without it the run
+        takes no gradient."""
         y = self.perturbed(x0, draws[0], 0)
-        with torch.no_grad():
-            for j in range(k):
-                y = self.update(y, student(y, self.t(j, y), self.perturbed(x0, draws[0], j)), j, draws[j + 1])
+        with torch.set_grad_enabled(on_update is not None and torch.is_grad_enabled()):
+            for k in range(self.updates):
+                eps = student(y, self.t(k, y), self.perturbed(x0, draws[0], k))
+                if on_update is not None:
+                    on_update(k, y, eps)
+                y = self.update(y, eps.detach(), k, draws[k + 1])
         return y
-
-    def run(self, student: GuidedStudent, x0: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
-        """The student's result."""
-        k = self.updates - 1
-        y = self.state_before(student, x0, draws, k)
-        with torch.no_grad():
-            return self.update(y, student(y, self.t(k, y), self.perturbed(x0, draws[0], k)), k, draws[k + 1])
 
 
 def run_draws(seeds: list[int], updates: int, shape) -> torch.Tensor:
@@ -170,12 +169,9 @@ def trajectory_loss(teacher: TeacherEndpoints, rollout: Rollout, *, batch_size: 
         pick = torch.randint(len(x0), (batch_size,), generator=generator)
         device = next(student.parameters()).device
         x0, draws, x0_t = x0[pick].to(device), draws[:, pick].to(device), x0_t[pick].to(device)
-        y, total = rollout.perturbed(x0, draws[0], 0), 0.0
-        for k in range(rollout.updates):
-            eps = student(y, rollout.t(k, y), rollout.perturbed(x0, draws[0], k))
-            total = total + F.mse_loss(rollout.x0_hat(y, eps, k), x0_t)
-            y = rollout.update(y, eps.detach(), k, draws[k + 1])
-        return total / rollout.updates
+        losses = []
+        rollout.run(student, x0, draws, lambda k, y, eps: losses.append(F.mse_loss(rollout.x0_hat(y, eps, k), x0_t)))
+        return sum(losses) / rollout.updates
 
     return loss
 
