@@ -1,6 +1,8 @@
 // egsde_rt._core: the native core's Python face. The bindings only bind, one concept per file:
 // conversion.cpp (errors, devices, buffer views), sampler.cpp (the sampler and its configuration),
-// kernels.cpp (the `kernels` submodule); the conversions they share are in conversion.h.
+// and the `kernels` submodule by op family: kernels_step.cpp, kernels_noise.cpp, kernels_lowpass.cpp,
+// kernels_update.cpp (bind.h lists what each binds); the conversions they share are in conversion.h,
+// the kernels' parameter structs in kernel_params.h.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -30,5 +32,9 @@ PYBIND11_MODULE(_core, m) {
 
   bindings::bind_conversion(m);
   bindings::bind_sampler(m);
-  bindings::bind_kernels(m);
+  py::module_ kernels = m.def_submodule("kernels", "The kernels on numpy or CUDA arrays (tests, benchmarks).");
+  bindings::bind_step_kernels(kernels);  // first: StepMix, a default argument of later ops
+  bindings::bind_noise_kernels(kernels);
+  bindings::bind_lowpass_kernels(kernels);
+  bindings::bind_update_kernels(kernels);
 }

@@ -26,6 +26,9 @@ code cannot batch, differ slightly from the earlier resize-then-crop: its crop f
 resized pixels, this one falls on whole source pixels (on photos, a mean of 2 to 5 of 255 levels,
 up to 70 at edges; where both fall on the same pixels, e.g. 96 x 48 to 32, only the 8-bit
 rounding between PIL's two resize passes differs, at most a few levels).
+With ``fit="pad"`` (``FITS``) nothing is cut: the image is resized whole, its longer side to
+``image_size`` and its shorter side in proportion (``padded_square``), then padded to the square with
+its edge pixels; ``Translator.run`` cuts the padding from the result, which keeps the input's aspect ratio.
 Grayscale images are resized in one channel and converted to RGB after, which gives the same
 bytes as converting first. Results go back with ``clamp((y + 1) / 2, 0, 1)`` and 8-bit rounding
 ``floor(255 v + 0.5)``.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import warnings
 from functools import partial
 from io import BytesIO
@@ -95,6 +99,33 @@ def check_max_pixels(value, name: str = "max_pixels") -> int | None:
 
 class CenterCropWarning(UserWarning):
     """A non-square image was center-cropped to a square."""
+
+
+# How an image becomes the engine's S x S square: "crop" its centre square (the default; the
+# result is S x S) or "pad" it whole to the square (the result keeps the image's aspect ratio).
+FITS = ("crop", "pad")
+# A box (left, top, right, bottom) in the pixels of a result: the part of it that shows the image.
+Box = tuple[int, int, int, int]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def check_fit(fit) -> str:
+    """``fit`` if it is one of ``FITS``, else a ``ConfigError`` naming the choices."""
+    if not isinstance(fit, str) or fit not in FITS:
+        raise ConfigError(f"fit must be one of {', '.join(map(repr, FITS))} ('crop': the centre square, an S x S "
+                          f"result; 'pad': the whole image, padded to the square, a result of its aspect ratio), "
+                          f"got {fit!r}")
+    return fit
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` located at the first frame outside egsde_rt: the user's own line (their
+    ``t.run(...)``), whichever path of the package led there (Python 3.12's ``skip_file_prefixes``)."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def load_image(src: ImageInput, max_pixels: int | None = None) -> Image.Image:
@@ -328,30 +359,73 @@ def center_square(img: Image.Image, image_size: int) -> Image.Image:
     return img.resize((image_size, image_size), Image.BICUBIC, box=square)
 
 
-def image_to_tensor(src: ImageInput, image_size: int, max_pixels: int | None = None) -> torch.Tensor:
-    """One image as a float32 [3, image_size, image_size] tensor in [-1, 1]. A file may have at
-    most ``max_pixels`` pixels (None: ``max_pixels_for(image_size)``)."""
+def padded_square(img: Image.Image, image_size: int) -> tuple[Image.Image, Box]:
+    """``img`` whole in an ``image_size`` square, and the box it fills there. Its longer side becomes
+    ``image_size`` and its shorter one ``image_size * short / long`` rounded to the nearest pixel
+    (halves up; at least 1), with bicubic, as ``center_square`` resizes; the rest of the square
+    repeats the image's edge pixels (``numpy.pad(mode="edge")``), half on each side (the odd pixel
+    after). Edge, not reflection: measured on the demo engine, the image's rows next to the padding
+    come out closer to those of a translation with the true surroundings (a mirrored copy of the
+    image's content is content the networks translate too; docs/api.md#output-size-and-aspect-ratio).
+    The pad is made at the engine's size, never at the source's (a 1 x 65535 strip costs an S x S
+    square)."""
+    w, h = img.size
+    long = max(w, h)
+    size = tuple(max(1, (2 * side * image_size + long) // (2 * long)) for side in (w, h))
+    resized = img if size == (w, h) else img.resize(size, Image.BICUBIC)
+    left, top = (image_size - size[0]) // 2, (image_size - size[1]) // 2
+    pad = ((top, image_size - size[1] - top), (left, image_size - size[0] - left), (0, 0))
+    square = np.pad(np.asarray(_rgb(resized)), pad, mode="edge")
+    return Image.fromarray(square), (left, top, left + size[0], top + size[1])
+
+
+def fit_square(src: ImageInput, image_size: int, max_pixels: int | None = None,
+               fit: str = "crop") -> tuple[torch.Tensor, Box]:
+    """One image as a float32 [3, image_size, image_size] tensor in [-1, 1] made by ``fit`` (one of
+    ``FITS``: ``center_square`` or ``padded_square``), and the box of the result that shows the
+    image (the whole square for "crop"). A file may have at most ``max_pixels`` pixels (None:
+    ``max_pixels_for(image_size)``). A non-square image cropped is a ``CenterCropWarning``, located
+    at the caller's line outside egsde_rt."""
+    check_fit(fit)
     limit = max_pixels_for(image_size) if max_pixels is None else check_max_pixels(max_pixels)
     img = _load_8bit(src, limit)
     w, h = img.size
-    if w != h:
-        short = min(w, h)
-        warnings.warn(
-            f"image of {w}x{h} is not square: center-cropped to {short}x{short} and resized to "
-            f"{image_size}x{image_size}", CenterCropWarning, stacklevel=2,
-        )
-    array = np.asarray(_rgb(center_square(img, image_size)), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous() * 2.0 - 1.0
+    box = (0, 0, image_size, image_size)
+    if fit == "pad":
+        square, box = padded_square(img, image_size)
+    else:
+        if w != h:
+            short = min(w, h)
+            warn_at_caller(f"image of {w}x{h} is not square: center-cropped to {short}x{short} and resized to "
+                           f"{image_size}x{image_size} (fit='pad' keeps the whole image)", CenterCropWarning)
+        square = center_square(img, image_size)
+    array = np.asarray(_rgb(square), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() * 2.0 - 1.0, box
 
 
-def images_to_batch(sources, image_size: int, max_pixels: int | None = None) -> torch.Tensor:
-    """A list of images (or one) as a float32 [B, 3, S, S] tensor in [-1, 1] (``max_pixels``: as
-    ``image_to_tensor``)."""
+def image_to_tensor(src: ImageInput, image_size: int, max_pixels: int | None = None,
+                    fit: str = "crop") -> torch.Tensor:
+    """One image as a float32 [3, image_size, image_size] tensor in [-1, 1] (``fit_square`` without
+    its box)."""
+    return fit_square(src, image_size, max_pixels, fit)[0]
+
+
+def fit_batch(sources, image_size: int, max_pixels: int | None = None,
+              fit: str = "crop") -> tuple[torch.Tensor, list[Box]]:
+    """A list of images (or one) as a float32 [B, 3, S, S] tensor in [-1, 1], each made by ``fit``,
+    and each one's box in its result (``fit_square``)."""
     if not isinstance(sources, (list, tuple)):
         sources = [sources]
     if not sources:
         raise ImageError("no images given")
-    return torch.stack([image_to_tensor(s, image_size, max_pixels) for s in sources])
+    squares = [fit_square(s, image_size, max_pixels, fit) for s in sources]
+    return torch.stack([square for square, _ in squares]), [box for _, box in squares]
+
+
+def images_to_batch(sources, image_size: int, max_pixels: int | None = None) -> torch.Tensor:
+    """A list of images (or one) as a float32 [B, 3, S, S] tensor in [-1, 1], centre-cropped
+    (``fit_batch`` with fit="crop"; ``max_pixels``: as ``image_to_tensor``)."""
+    return fit_batch(sources, image_size, max_pixels)[0]
 
 
 SOURCE_DTYPES = (np.float16, np.float32, np.float64)

@@ -45,17 +45,18 @@ def test_auto_prefers_the_compiled_plans_and_says_why(compiled_engine):
     assert "fp32 compiled plans built for this machine" in translator.choice.reason
 
 
-def test_a_batch_beyond_the_plans_range_is_refused_before_it_runs(compiled_engine, tiny_torch_engine):
-    """The plans take batches of 1..4: a larger batch is a ConfigError naming the range (and the
-    service refuses a --max-batch-size beyond it when a replica starts); a list is run in batches
-    of the plans' size. The torch backend, with no plans, takes MAX_BATCH_SIZE."""
-    from egsde_rt.errors import ConfigError
+def test_a_batch_beyond_the_plans_range_runs_in_batches_of_the_plans_size(compiled_engine, tiny_torch_engine):
+    """The plans take batches of 1..4: five images run as batches of 4 and 1, and equal the two
+    batches run alone (seeds are per image); a list is run in batches of the plans' size too.
+    The torch backend, with no plans, takes MAX_BATCH_SIZE."""
     from egsde_rt.method.settings import MAX_BATCH_SIZE
 
     translator = Translator(compiled_engine[0], backend="compiled")
     assert translator.max_batch == 4 and Translator(tiny_torch_engine[0], backend="torch").max_batch == MAX_BATCH_SIZE
-    with pytest.raises(ConfigError, match=r"a batch of 5 exceeds the compiled plans' batch range 1\.\.4"):
-        translator.run_tensor(_x0(batch=5), M=2)
+    x0 = _x0(batch=5)
+    y = translator.run_tensor(x0, seed=[0, 1, 2, 3, 4], M=2)
+    assert torch.equal(y, torch.cat([translator.run_tensor(x0[:4], seed=[0, 1, 2, 3], M=2),
+                                     translator.run_tensor(x0[4:], seed=4, M=2)]))
     images = [np.full((32, 32, 3), i * 40, np.uint8) for i in range(5)]
     assert len(translator.run(images, M=2)) == 5  # batches of 4 and 1
 

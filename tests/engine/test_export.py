@@ -128,7 +128,7 @@ def test_export_falls_back_to_torch_onnx_export(translator, tmp_path, tiny_engin
     """Where this torch has no usable ONNX translator (``fx_translation``), the DSE gradient goes
     through ``torch.onnx.export``: the same gradients as the translated graph of ``tiny_engine``.
     ``release_networks`` frees the networks' weights only when asked."""
-    import egsde_rt.export as export_module
+    import egsde_rt.export.pipeline as export_module
     from egsde_rt.export import fx_translation
 
     if translator == "missing":
@@ -171,7 +171,7 @@ def test_any_failure_of_the_direct_path_takes_the_public_path(step, tmp_path, mo
     type-promotion pass, the translator), export logs it and takes ``torch.onnx.export`` (here a
     stand-in: ``test_export_falls_back_to_torch_onnx_export`` runs the real one); nothing of
     the failed attempt is left behind."""
-    import egsde_rt.export as export_module
+    import egsde_rt.export.pipeline as export_module
     from egsde_rt.export import fx_translation
 
     if not fx_translation.available():

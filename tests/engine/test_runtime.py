@@ -51,8 +51,10 @@ def test_auto_backend_and_overrides(tiny_engine):
     x0 = _x0(batch=1)
     got = translator.run_tensor(x0, seed=4, M=20, ls=100.0, li=5.0, steps=5)
     assert np.abs(got - _reference(tiny_engine, x0, seed=4, M=20, ls=100.0, li=5.0, steps=5)).max() <= 1e-4
-    with pytest.raises(ConfigError, match="cannot override"):
+    with pytest.raises(ConfigError, match="setting 's1' is fixed in this engine"):
         translator.run_tensor(x0, s1="neg_l2")
+    with pytest.raises(ConfigError, match=r"unknown setting 'stepz' \(did you mean 'steps'\?\)"):
+        translator.run_tensor(x0, stepz=3)
     with pytest.raises(ConfigError, match="at most 1000"):
         translator.run_tensor(x0, M=5000)
     with pytest.raises(ConfigError, match=r"\[B, 3, 32, 32\]"):

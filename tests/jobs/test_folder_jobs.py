@@ -32,7 +32,7 @@ def test_translate_a_folder(tiny_engine, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
     err = capsys.readouterr().err
     assert "backend: onnxruntime-cpu" in err and "3 written, 0 skipped" in err
-    assert "3.0/3" in err or os.environ.get("TQDM_DISABLE")  # the progress bar, unless silenced
+    assert "3/3 images" in err or os.environ.get("TQDM_DISABLE")  # the progress bar, unless silenced
     assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
 
@@ -167,3 +167,23 @@ def test_the_output_folder_is_never_an_input(tiny_engine, tmp_path, capsys):
     assert main([*args, "--resume"]) == 0  # the outputs of the first run are not translated again
     assert "0 written, 3 skipped (existing), 0 failed of 3" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["cat0.png", "cat1.png", "cat2.png"]
+
+
+def test_fit_pad_keeps_each_files_aspect_ratio(tiny_engine, tmp_path):
+    """translate --fit pad: a 48 x 32 file comes back 32 x 21 (the longer side the engine's 32), equal
+    to Translator.run(file, fit="pad") with the file's seed; the default crop gives 32 x 32."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((32, 48, 3)) * 255).astype(np.uint8)).save(inputs / "wide.png")
+    for fit, size in (("pad", (32, 21)), ("crop", (32, 32))):
+        out = tmp_path / fit
+        assert main(["translate", str(tiny_engine[0]), str(inputs), "--output-dir", str(out), "--fit", fit,
+                     "--M", "2"]) == 0
+        with Image.open(out / "wide.png") as written:
+            assert written.size == size
+            got = np.asarray(written)
+    expected = Translator(tiny_engine[0]).run(inputs / "wide.png", seed=derive_seed(0, "wide.png"), fit="crop", M=2)
+    assert np.array_equal(got, np.asarray(expected))
+    padded = Translator(tiny_engine[0]).run(inputs / "wide.png", seed=derive_seed(0, "wide.png"), fit="pad", M=2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pad" / "wide.png")), np.asarray(padded))

@@ -220,8 +220,8 @@ def test_text_is_parsed_by_each_settings_type():
     ({"li": "nan"}, "li must be a finite number >= 0"),
     ({"ls": "1e39"}, "ls must be a finite number >= 0 and at most 3.4028234663852886e+38"),
     ({"solver": "euler"}, "solver must be one of"),
-    ({"s1": "neg_l2"}, "unknown or fixed setting 's1'; overridable: ['M', 'ls'"),
-    ({"lambda_s": "1"}, "unknown or fixed setting 'lambda_s'"),
+    ({"s1": "neg_l2"}, "setting 's1' is fixed in this engine (baked into its graphs); overridable here: ['M', 'ls'"),
+    ({"lambda_s": "1"}, "unknown setting 'lambda_s'"),
 ])
 def test_bad_text_is_refused_naming_the_setting_and_what_it_takes(params, message):
     with pytest.raises(ConfigError) as refused:
@@ -231,5 +231,6 @@ def test_bad_text_is_refused_naming_the_setting_and_what_it_takes(params, messag
 
 def test_text_takes_only_the_allowed_names():
     assert overrides_from_text({"M": "3"}, allowed=("M",)) == {"M": 3}
-    with pytest.raises(ConfigError, match=r"unknown or fixed setting 'ls'; overridable: \['M'\]"):
+    fixed = r"setting 'ls' is fixed in this engine \(baked into its graphs\); overridable here: \['M'\]"
+    with pytest.raises(ConfigError, match=fixed):
         overrides_from_text({"ls": "1"}, allowed=("M",))

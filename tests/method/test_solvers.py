@@ -3,16 +3,19 @@ steps, the identities between solvers, each solver's order of convergence, and t
 of the solver and eta settings."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from helpers.sampling import GaussianScore, native_translate, reference_translate
 from egsde_rt import _core
 from egsde_rt.errors import ConfigError
 from egsde_rt.runtime.native_sampler import build_sampler, host_seeds
 from egsde_rt.runtime.runners import TorchRunner
+from egsde_rt.method.choices import SOLVER_HELP, SOLVERS_DOC
 from egsde_rt.method.schedule import SPACINGS, Schedule, StepCoefficients, solver_input
 from egsde_rt.method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 from egsde_rt.method.solvers import SOLVERS, get_solver
@@ -268,6 +271,19 @@ def test_solver_and_eta_are_declared_once():
     for bad in (lambda: EGSDESettings(spacing="cosine"), lambda: overrides_from_text({"spacing": "Karras"})):
         with pytest.raises(ConfigError, match=r"spacing must be one of \['uniform', 'logsnr', 'karras'\]"):
             bad()
+
+
+def test_the_solver_help_is_one_line_linking_the_docs_solvers_section():
+    """--solver's help (and the service's description) is one short line ending in the docs link;
+    the linked heading exists (GitHub's slug); each solver's own one-line help stays on ``Solver.help``."""
+    help = DECLARATIONS["solver"].help
+    assert "\n" not in help and len(help) <= 120 and help.endswith(SOLVERS_DOC), help
+    page, anchor = SOLVERS_DOC.split("#")
+    text = (ROOT / page).read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+             for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+    assert anchor in slugs, f"{page} has no heading #{anchor}"
+    assert {name: solver.help for name, solver in SOLVERS.items()} == SOLVER_HELP
     with pytest.raises(ConfigError, match="solver must be one of"):
         EGSDESettings(solver="euler")
     with pytest.raises(ConfigError, match="eta must be"):

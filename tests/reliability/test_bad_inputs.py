@@ -153,18 +153,19 @@ def test_row_bad_batch_sizes(translator, batch_size):
 
 def test_a_batch_over_the_bound_is_refused(translator):
     with pytest.raises(ConfigError, match="at most 64"):
-        translator.run_tensor(np.zeros((65, 3, 32, 32), np.float32), M=2)
+        translator.run_tensor(np.zeros((65, 3, 32, 32), np.float32), batch_size=65, M=2)
 
 
 @pytest.mark.parametrize("overrides,match", [
     (dict(M=5000), "M must be at most 1000"), (dict(ls=-1.0), "ls"), (dict(steps=0), "steps"),
-    (dict(s1="l1"), "cannot override"), (dict(down_N=5), "down_N"), (dict(repeats=10**9), "repeats must be at most 16"),
+    (dict(s1="l1"), "setting 's1' is fixed in this engine"),
+    (dict(down_N=5), "down_N"), (dict(repeats=10**9), "repeats must be at most 16"),
     (dict(repeats=2**31), "repeats must be at most 16"), (dict(down_N=2**70), "down_N must be at most 1024"),
 ])
 def test_row_bad_settings(translator, overrides, match, monkeypatch):
     from egsde_rt.runtime import translator as module
 
-    monkeypatch.setattr(module, "images_to_batch", lambda *a: pytest.fail("decoded before the settings were checked"))
+    monkeypatch.setattr(module, "fit_batch", lambda *a: pytest.fail("decoded before the settings were checked"))
     with pytest.raises(ConfigError, match=match):
         translator.run([_pattern()], **overrides)
 
@@ -178,7 +179,7 @@ def test_row_an_energy_weight_beyond_float32(translator, overrides, match, monke
     before any image is decoded."""
     from egsde_rt.runtime import translator as module
 
-    monkeypatch.setattr(module, "images_to_batch", lambda *a: pytest.fail("decoded before the settings were checked"))
+    monkeypatch.setattr(module, "fit_batch", lambda *a: pytest.fail("decoded before the settings were checked"))
     with pytest.raises(ConfigError, match=match):
         translator.run([_pattern()], **overrides)
 

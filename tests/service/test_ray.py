@@ -100,7 +100,11 @@ def test_the_service_returns_what_translator_run_returns(service, tiny_engine, o
 @pytest.mark.parametrize("query,body,status,match", [
     ("seed=abc", None, 400, "seed must be an integer"), ("seed=-1", None, 400, "seed must be in"),
     ("M=99999", None, 400, "M must be at most 1000"), ("repeats=2147483647", None, 400, "at most 16"),
-    ("M=12&repeats=16", None, 400, "over this service's limit of 48"), ("s1=neg_l2", None, 400, "fixed setting"),
+    ("M=12&repeats=16", None, 400, "over this service's limit of 48"),
+    ("s1=neg_l2", None, 400, "setting 's1' is fixed in this engine (baked into its graphs); overridable here: "
+                             "['seed', 'fit', 'M', "),
+    ("step=2", None, 400, "unknown setting 'step' (did you mean 'steps'?); overridable here: ['seed', 'fit', 'M', "),
+    ("sead=2", None, 400, "unknown setting 'sead' (did you mean 'seed'?)"),
     ("ilvr=maybe", None, 400, "true"),
     ("", b"not an image", 400, "not an image file"), ("", b"", 400, "empty"),
     ("solver=euler", None, 400, "solver must be one of ['ddpm'"), ("M=3&steps=4", None, 400, "steps must be"),
@@ -169,7 +173,7 @@ def test_overload_gets_503_and_the_service_survives(service):
 
 def test_serve_stops_gracefully_on_sigterm(tiny_engine, tmp_path):
     """`egsde-rt serve` in its own process: a request in flight when SIGTERM arrives still gets
-    its image, and the process exits 0."""
+    its image, and the process exits 0; its log has no notice of an existing Serve app."""
     import os
     import signal
     import subprocess
@@ -200,7 +204,10 @@ def test_serve_stops_gracefully_on_sigterm(tiny_engine, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert "stopping" in process.stdout.read()
+    output = process.stdout.read()
+    assert "stopping" in output
+    # a fresh serve: Ray's notice that serve.run found the Serve that serve.start had just started
+    assert "Connecting to existing Serve app" not in output, output
 
 
 def test_serve_refuses_a_bad_engine_or_config_before_starting_ray(tmp_path, capsys):
@@ -215,3 +222,19 @@ def test_serve_refuses_a_bad_engine_or_config_before_starting_ray(tmp_path, caps
                            (["--max-pixels", "-5"], "max_pixels must be a positive integer")):
         assert main(["serve", str(tmp_path), *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_ray_datas_context_is_made_without_deprecation_notices(monkeypatch):
+    """``translate --ray`` prints no deprecation notice: the ones Ray Data's DataContext gives of its
+    own fields when it is made (nothing a user can act on) are silenced, and only those."""
+    import warnings
+
+    pytest.importorskip("ray.data")
+    from ray.data import context
+
+    from egsde_rt.jobs.ray_data import data_context
+
+    monkeypatch.setattr(context, "_default_context", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert data_context(ray) is ray.data.DataContext.get_current()

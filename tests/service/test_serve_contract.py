@@ -5,14 +5,22 @@
   operation (bounded examples): no 5xx, every response as documented, every 4xx with a message;
 * hypothesis sends arbitrary query text and bodies to ``POST /translate``;
 * a real headless browser (Debian's Chromium, driven by Selenium) opens the page at ``/``,
-  uploads an image and sees its translation appear (the result is ``Translator.run``'s).
+  uploads an image and sees its translation appear (the result is ``Translator.run``'s), and a
+  form of a page of another origin is refused;
+* the docs' examples of calling the service (docs/scale-out.md: the two curl lines and the
+  Python ``requests`` one, as written there) run against it.
 Every network call is bounded by a timeout."""
 
 import base64
+import http.client
 import io
 import json
 import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +28,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from helpers.serve import URL, png, post
+from helpers.serve import PORT, URL, png, post
 
+from conftest import ROOT
 from egsde_rt.runtime.translator import Translator
 from egsde_rt.method.settings import RUNTIME_OVERRIDABLE
 
@@ -154,5 +163,105 @@ def test_the_page_translates_an_uploaded_image_in_a_browser(service, tiny_engine
         browser.find_element(By.ID, "go").click()
         wait.until(lambda b: "at most 1000" in b.find_element(By.ID, "status").text)
         assert "error" in browser.find_element(By.ID, "status").get_attribute("class")
+        # a page of another origin (here a data: URL, Origin null) posts the same file in a plain HTML form
+        form = (f"<form method=post enctype=multipart/form-data action='{URL}/translate?seed=7&M=3'>"
+                "<input type=file name=image id=file><button id=go>go</button></form>")
+        browser.get("data:text/html," + form)
+        browser.find_element(By.ID, "file").send_keys(str(source))
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda b: "another origin" in b.find_element(By.TAG_NAME, "body").text)
+        assert "Sec-Fetch-Site: cross-site" in browser.find_element(By.TAG_NAME, "body").text
     finally:
         browser.quit()
+
+
+# --- calling it as the docs say -------------------------------------------------------------------
+
+DOCS_URL = "http://127.0.0.1:8000"  # where docs/scale-out.md's examples call the service
+
+
+def _docs_examples() -> tuple[list[str], str]:
+    """(the curl command lines, the Python example) of docs/scale-out.md's *Calling the service*."""
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    section = text.split("## Calling the service", 1)[1].split("\n## ", 1)[0]
+    curl = [line for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
+            if line.startswith("curl ")]
+    (python,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return curl, python
+
+
+def _curl(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A docs curl line run as written, with this service's address (no shell: the line's own words)."""
+    return subprocess.run(shlex.split(line.replace(DOCS_URL, URL)), cwd=cwd, capture_output=True, timeout=120)
+
+
+def test_the_docs_curl_and_python_examples_run_against_the_service(service, tiny_engine, tmp_path):
+    """The two curl lines (the file's bytes with its type, a form upload) and the Python
+    ``requests`` example, exactly as docs/scale-out.md writes them, each write ``dog.png``: the
+    translation ``Translator.run`` gives. With ``--fail``, a refused request exits non-zero and
+    writes no error into ``dog.png``; without a type, curl's default gets a 415 naming the fix."""
+    curl_program = shutil.which("curl")
+    if not curl_program:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("curl is not installed (apt-get install curl)")
+    curl, python = _docs_examples()
+    assert [line.split(" -o ")[0].split()[:3] for line in curl] == [["curl", "--fail", "-H"], ["curl", "--fail", "-F"]]
+    source = Image.fromarray((np.random.default_rng(5).random((40, 40, 3)) * 255).astype(np.uint8))
+    source.save(tmp_path / "cat.png")
+    translator = Translator(tiny_engine[0])
+    expected = {overrides: np.asarray(translator.run(source, seed=7, **dict(overrides)))
+                for overrides in ((), (("steps", 10),))}
+    for line, overrides in zip(curl, expected):
+        (tmp_path / "dog.png").unlink(missing_ok=True)
+        done = _curl(line, tmp_path)
+        assert done.returncode == 0, (line, done.stderr)
+        with Image.open(tmp_path / "dog.png") as dog:
+            assert dog.format == "PNG" and np.array_equal(np.asarray(dog), expected[overrides]), line
+    (tmp_path / "dog.png").unlink()
+    ran = subprocess.run([sys.executable, "-c", python.replace(DOCS_URL, URL)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=180)
+    assert ran.returncode == 0, ran.stderr
+    with Image.open(tmp_path / "dog.png") as dog:
+        assert np.array_equal(np.asarray(dog), expected[(("steps", 10),)])
+
+    (tmp_path / "dog.png").unlink()
+    (tmp_path / "cat.png").write_bytes(b"not an image")  # refused: 400
+    for line in curl:
+        done = _curl(line, tmp_path)
+        assert done.returncode == 22, (line, done.returncode, done.stderr)  # curl's exit status for an HTTP error
+        assert not (tmp_path / "dog.png").exists() or b"error" not in (tmp_path / "dog.png").read_bytes()
+    (tmp_path / "cat.png").write_bytes(png())
+    plain = subprocess.run([curl_program, "--data-binary", "@cat.png", f"{URL}/translate"], cwd=tmp_path,
+                           capture_output=True, timeout=60)  # the issue's command: no type, no --fail
+    message = json.loads(plain.stdout)["error"]
+    assert "application/x-www-form-urlencoded" in message and "-H 'Content-Type: image/png'" in message
+    assert "-F image=@cat.png" in message
+
+
+def _form_post(headers: dict, body: bytes = None) -> tuple[int, bytes]:
+    boundary = "egsde-contract-test"
+    body = body if body is not None else (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="cat.png"\r\n'
+        "Content-Type: image/png\r\n\r\n").encode() + png(2) + f"\r\n--{boundary}--\r\n".encode()
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
+    try:
+        connection.request("POST", "/translate?seed=3&M=2", body=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}", **headers})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def test_a_cross_origin_form_post_is_refused_and_curls_and_the_pages_are_not(service, tiny_engine):
+    """The same form, as a page of another site makes a browser send it (403, nothing
+    translated), as curl sends it (no Origin) and as the service's own page sends it (200)."""
+    for headers in ({"Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "https://attacker.example"}, {"Origin": "null"},
+                    {"Origin": f"http://localhost:{PORT + 1}", "Sec-Fetch-Site": "same-site"}):
+        status, body = _form_post(headers)
+        assert status == 403 and "another origin" in json.loads(body)["error"], (headers, body)
+    expected = np.asarray(Translator(tiny_engine[0]).run(Image.open(io.BytesIO(png(2))), seed=3, M=2))
+    for headers in ({}, {"Origin": URL, "Sec-Fetch-Site": "same-origin"}, {"Origin": URL}):
+        status, body = _form_post(headers)
+        assert status == 200, (headers, body)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), expected)

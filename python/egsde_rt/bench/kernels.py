@@ -22,6 +22,7 @@ from .. import _core
 from ..errors import ConfigError
 from ..method.lowpass import LowPassFilter, lowpass_factors
 from ..models.network_fns import input_gradient
+from ..runtime.devices import cuda_usable
 from ..method.similarity import lowpass_energy
 from .machine import record_envelope
 
@@ -75,8 +76,8 @@ def _native(t: torch.Tensor):
 
 
 def run_benchmarks(*, batch=1, size=256, down_N=32, device="cpu", iters=20, warmup=3) -> list[KernelResult]:
-    if device == "cuda" and not (_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count()):
-        raise ConfigError(f"no CUDA device for the benchmark: {_core.cuda_status()}")
+    if device == "cuda" and not cuda_usable()[0]:
+        raise ConfigError(f"the kernel benchmark on cuda: {cuda_usable()[1]}")
     shape = (batch, 3, size, size)
     n = int(np.prod(shape))
     per_image = n // batch

@@ -84,23 +84,57 @@ def save_figure(fig, path) -> Path:
     return path
 
 
-def plot(record: dict, path) -> Path:
-    """One stacked bar per run (ms per update and image, by phase), the speedup over eager on it."""
+# Above this ratio of the slowest run's time to the fastest's, the totals are drawn on a log scale
+# (on a linear one the fastest bars would be a few pixels high).
+LOG_SCALE_RATIO = 10.0
+
+
+def figure(record: dict):
+    """The bench's figure: the time of each run (ms per update and image, its speedup over eager
+    written on it; a log scale when the runs span more than ``LOG_SCALE_RATIO``), and below it
+    each run's update split into its phases (shares of the update, so every run's split shows
+    whatever its time)."""
+    import textwrap
+
     plt = pyplot()
     runs = record["runs"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(runs) + 2), 4.5))
-    bottoms = [0.0] * len(runs)
-    for phase in BAR_PHASES:
-        heights = [max(r["per_step_ms"][phase]["median"], 0.0) / r["batch_size"] for r in runs]
-        ax.bar(range(len(runs)), heights, bottom=bottoms, label=phase)
-        bottoms = [b + h for b, h in zip(bottoms, heights)]
-    for i, r in enumerate(runs):
-        if r.get("speedup_vs_eager"):
-            ax.text(i, bottoms[i], f"{r['speedup_vs_eager']:.2f}x", ha="center", va="bottom", fontsize=9)
-    ax.set_xticks(range(len(runs)), [r["name"] for r in runs], rotation=30, ha="right")
-    ax.set_ylabel("ms per update and image")
+    names = [r["name"] for r in runs]
+    phases = [[max(r["per_step_ms"][phase]["median"], 0.0) / r["batch_size"] for phase in BAR_PHASES] for r in runs]
+    totals = [sum(p) for p in phases]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(max(6.0, 1.1 * len(runs) + 2), 7.0),
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    x = range(len(runs))
+    top.bar(x, totals, color="tab:gray")
+    positive = [t for t in totals if t > 0]
+    log = bool(positive) and max(positive) / min(positive) > LOG_SCALE_RATIO
+    if log:
+        top.set_yscale("log")
+        top.set_ylim(min(positive) / 2, max(positive) * 4)
+    else:
+        top.set_ylim(0, max(totals, default=1.0) * 1.3 or 1.0)
+    for i, (r, total) in enumerate(zip(runs, totals)):
+        x_eager = r.get("speedup_vs_eager")
+        speedup = f"\n{x_eager:.2f}x" if x_eager and x_eager < 10 else f"\n{x_eager:.0f}x" if x_eager else ""
+        top.text(i, total, f"{total:.3g} ms{speedup}", ha="center", va="bottom", fontsize=8)
+    top.set_ylabel("ms per update and image" + (" (log)" if log else ""))
+    shares = [[100 * v / total if total else 0.0 for v in row] for row, total in zip(phases, totals)]
+    base = [0.0] * len(runs)
+    for k, phase in enumerate(BAR_PHASES):
+        heights = [row[k] for row in shares]
+        bottom.bar(x, heights, bottom=base, label=phase)
+        base = [b + h for b, h in zip(base, heights)]
+    bottom.set_ylim(0, 100)
+    bottom.set_ylabel("% of the update")
+    bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    bottom.set_xticks(list(x), names, rotation=30, ha="right")
+    engine = Path(str(record["config"].get("engine_name", ""))).name
     device = record["device"].get("gpu") or record["device"].get("cpu", "")
-    ax.set_title(f"egsde-rt bench: {record['config'].get('engine_name', '')} on {device}", fontsize=10)
-    ax.legend(fontsize=8)
+    width = int(fig.get_figwidth() * 11)  # characters that fit the figure at the title's size
+    fig.suptitle(textwrap.fill(f"egsde-rt bench: {engine} on {device}", width), fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot(record: dict, path) -> Path:
+    """``figure(record)`` as a PNG at ``path``."""
+    return save_figure(figure(record), path)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..runtime.backends import backend_names
 from ..runtime.devices import resolve
+from ..method.presets import PRESETS
 from ..method.settings import DECLARATIONS
 from . import bench_serve
 from .flags import add_device_kind_flag, add_precision_flag, add_seed_flag, add_threads_flag
@@ -23,8 +24,8 @@ def register(sub) -> None:
                        "or the native kernels (--kernels)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--engine", help="an engine directory to benchmark")
-    source.add_argument("--preset", help="a preset (default: demo); presets other than demo get random "
-                        "non-degenerate weights, exported once into the cache")
+    source.add_argument("--preset", choices=["demo", *PRESETS], help="a preset (default: demo, the demo's "
+                        "networks); the others get random non-degenerate weights, exported once into the cache")
     p.add_argument("--engine-cache", help="where to export a preset's benchmark engine")
     p.add_argument("--batch-size", type=int, nargs="+", help="one or more (a sweep; default 1, --contention 4)")
     p.add_argument("--steps", type=int, help="time only the first N updates (extrapolated, and labelled so)")
@@ -35,28 +36,30 @@ def register(sub) -> None:
     p.add_argument("--backends", nargs="+", help="default: eager, then every usable backend")
     add_precision_flag(p)
     add_device_kind_flag(p)
-    add_seed_flag(p)
-    p.add_argument("--json", help="write the record as JSON to this path")
-    p.add_argument("--plot", help="write a PNG of the per-step phases (needs matplotlib)")
+    add_seed_flag(p, help="the seed of the translations' noise (and of a preset's random weights)")
+    p.add_argument("--json", metavar="PATH", help="write the record as JSON to this path")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the per-step phases (needs matplotlib)")
     bench_serve.add_flags(p)
     p.add_argument("--student", help="a distilled engine measured beside the engine's official sampler, on its "
                                      "default backend (with --quality: by default the demo's shipped student)")
     _quality_flags(p)
     export = p.add_argument_group("--export: the time, peak memory and engine size of `egsde-rt export` of --preset "
                                   "(random weights), measured in a child process")
-    export.add_argument("--export", action="store_true")
+    export.add_argument("--export", action="store_true", help="measure the export instead of translations")
     export.add_argument("--checkpoint-format", choices=["pt", "safetensors"], default="pt",
                         help="the checkpoints the export reads")
-    export.add_argument("--export-formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
+    export.add_argument("--export-formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"],
+                        help="what the export writes")
     kernels = p.add_argument_group("--kernels: the native kernels against their eager PyTorch equivalents")
-    kernels.add_argument("--kernels", action="store_true")
-    kernels.add_argument("--size", type=int, default=256)
-    kernels.add_argument("--down-N", dest="down_N", type=int, default=32)
-    kernels.add_argument("--iters", type=int, default=20)
+    kernels.add_argument("--kernels", action="store_true", help="time the native kernels instead of translations")
+    kernels.add_argument("--size", type=int, default=256, help="the image size the kernels run at")
+    kernels.add_argument("--down-N", dest="down_N", type=int, default=32, help="the low-pass factor")
+    kernels.add_argument("--iters", type=int, default=20, help="timed iterations per kernel")
     contention = p.add_argument_group("--contention N: N translating processes at once, and one beside N busy "
                                       "processes, against one alone (--batch-size, default 4; --steps, the run's "
                                       "updates, default 20; --repeats; one backend: --backends, default auto)")
-    contention.add_argument("--contention", type=int, metavar="N")
+    contention.add_argument("--contention", type=int, metavar="N", help=f"translating processes at once "
+                            f"(1..{MAX_CONTENTION})")
     add_threads_flag(p, help="CPU threads of each translation (default auto: the CPUs this process may use)")
     p.set_defaults(func=run)
 
@@ -64,7 +67,7 @@ def register(sub) -> None:
 def _quality_flags(p) -> None:
     quality = p.add_argument_group("--quality: the quality-cost curve of the solvers on the demo's held-out split "
                                    "(settings chosen on its tuning split)")
-    quality.add_argument("--quality", action="store_true")
+    quality.add_argument("--quality", action="store_true", help="measure the quality-cost curve instead of speed")
     quality.add_argument("--solvers", nargs="+", help="the solvers swept (default: ddpm dpmpp-2m-sde)")
     quality.add_argument("--updates", type=int, nargs="+", help="update counts swept (default: 6 8 10 12 15)")
     quality.add_argument("--ls", type=float, nargs="+", help="domain-specific weights swept (default: 250 500 750 "

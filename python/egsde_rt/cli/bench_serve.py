@@ -13,13 +13,13 @@ from .flags import add_serve_flags, service_config
 def add_flags(parser) -> None:
     """The --serve group of ``bench``: the load, the batchings compared and the service's options."""
     load = parser.add_argument_group("--serve: a load test of `egsde-rt serve` on loopback (needs the [ray] extra)")
-    load.add_argument("--serve", action="store_true")
+    load.add_argument("--serve", action="store_true", help="load-test the service instead of timing translations")
     load.add_argument("--clients", type=int, default=8, help="concurrent clients")
     load.add_argument("--requests", type=int, default=4, help="requests per client, sent one after the other")
     load.add_argument("--batchings", nargs="+", default=["1:0", "4:10", "8:50"],
                       help="batching settings to compare, MAX_BATCH:WAIT_MS each (they replace --max-batch-size and "
                       "--batch-wait-ms; not with --hostile)")
-    load.add_argument("--port", type=int, default=8471)
+    load.add_argument("--port", type=int, default=8471, help="the loopback port the service listens on")
     load.add_argument("--query", help="settings for every request, as a query string (e.g. M=100)")
     load.add_argument("--hostile", action="store_true", help="one request in three hostile (huge repeats, strips, "
                       "chunked floods, slow bodies, EPS, wrong Content-Type, foreign Host ...): every answer must be "

@@ -3,24 +3,30 @@ to translate with the eager PyTorch reference sampler or to write an engine dire
 
 from __future__ import annotations
 
-from .flags import (add_seed_flag, add_settings_flags, add_torch_device_flag, existing_flags, existing_policy,
-                    settings_overrides)
+from ..method.presets import PRESETS
+from .flags import (add_output_dir_flag, add_seed_flag, add_settings_flags, add_torch_device_flag, existing_flags,
+                    existing_policy, settings_overrides)
 from .jobs import finish_job, run_with_progress
 
 
 def add_checkpoint_flags(parser) -> None:
     """--preset, --score-ckpt and --dse-ckpt."""
-    parser.add_argument("--preset", default="cat2dog")
-    parser.add_argument("--score-ckpt", required=True, help="a .pt or .safetensors file")
-    parser.add_argument("--dse-ckpt", required=True, help="a .pt or .safetensors file")
+    parser.add_argument("--preset", default="cat2dog", choices=list(PRESETS),
+                        help="the networks the checkpoints hold and the paper's settings for them (egsde-rt presets "
+                        "lists them)")
+    parser.add_argument("--score-ckpt", required=True, metavar="FILE",
+                        help="the score model's checkpoint: a .pt or .safetensors file")
+    parser.add_argument("--dse-ckpt", required=True, metavar="FILE",
+                        help="the domain-specific expert's (DSE) checkpoint: a .pt or .safetensors file")
 
 
 def register(sub) -> None:
     """Add ``reference`` and ``export`` to the subcommands."""
     p = sub.add_parser("reference", help="translate images with the eager PyTorch reference sampler")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (folders are searched "
+                   "recursively)")
     add_checkpoint_flags(p)
-    p.add_argument("--output-dir", required=True)
+    add_output_dir_flag(p, help="where the outputs go: DIR/<path relative to its input folder>.png")
     add_seed_flag(p)
     add_torch_device_flag(p)
     existing_flags(p)
@@ -29,14 +35,14 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="export a preset's checkpoints to an engine directory")
     add_checkpoint_flags(p)
-    p.add_argument("--out", required=True, help="the engine directory to write")
-    p.add_argument("--opset", type=int, default=18)
+    add_output_dir_flag(p, help="the engine directory to write")
+    p.add_argument("--opset", type=int, default=18, help="the ONNX opset of the exported graphs")
     p.add_argument("--formats", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"],
                    help="what to write: the ONNX graphs (ONNX Runtime, TensorRT) and/or the torch weights (torch and "
                    "compiled backends); --formats torch takes seconds instead of minutes")
     p.add_argument("--no-torch-weights", action="store_true", help="the same as --formats onnx (the weights are "
                    "stored once either way; the torch backend does not run the engine)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing engine directory")
     add_settings_flags(p)
     p.set_defaults(func=run_export)
 
@@ -66,6 +72,6 @@ def run_export(args) -> int:
 
     settings = get_preset(args.preset).settings.with_overrides(**settings_overrides(args))
     formats = [f for f in args.formats if not (args.no_torch_weights and f == "torch")]
-    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.out, settings=settings, overwrite=args.overwrite,
-                  opset=args.opset, formats=formats)
+    export_preset(args.preset, args.score_ckpt, args.dse_ckpt, args.output_dir, settings=settings,
+                  overwrite=args.overwrite, opset=args.opset, formats=formats)
     return 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sys
 
+from ..images import FITS
 from ..models.network_fns import PRECISIONS
 from ..runtime.devices import resolve
 from ..method.settings import RUNTIME_OVERRIDABLE
-from .flags import (add_device_kind_flag, add_runtime_flags, add_seed_flag, add_serve_flags, add_settings_flags,
-                    existing_flags, existing_policy, service_config, settings_overrides)
+from .flags import (ENGINE_DIR_HELP, add_device_kind_flag, add_engine_dir_arg, add_output_dir_flag, add_runtime_flags,
+                    add_seed_flag, add_serve_flags, add_settings_flags, existing_flags, existing_policy, service_config,
+                    settings_overrides)
 from .jobs import finish_job, run_with_progress
 
 
@@ -17,22 +19,25 @@ def register(sub) -> None:
     """Add ``build``, ``translate``, ``serve``, ``info`` and ``verify`` to the subcommands."""
     p = sub.add_parser("build", help="build plans for this machine: compiled (AOTInductor, CPU or CUDA) or "
                        "TensorRT (needs tensorrt and a GPU)")
-    p.add_argument("engine_dir")
-    p.add_argument("--backend", choices=["compiled", "tensorrt"], default="compiled")
+    add_engine_dir_arg(p, help=ENGINE_DIR_HELP + "; the plans are written into it")
+    p.add_argument("--backend", choices=["compiled", "tensorrt"], default="compiled",
+                   help="compiled: AOTInductor plans (CPU or CUDA); tensorrt: TensorRT engines (needs tensorrt and a "
+                   "GPU)")
     add_device_kind_flag(p, help="compiled plans: where they run")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="networks' precision (the sampler stays float32); default fp32 (tensorrt: fp32 only, the "
                    "precision of the exported graphs)")
     p.add_argument("--opt-batch", type=int, default=1, help="tensorrt: the batch size to optimise for")
-    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-batch", type=int, default=16, help="the largest batch the plans run (a larger "
+                   "translate --batch-size or serve --max-batch-size needs plans rebuilt for it)")
     p.set_defaults(func=run_build)
 
     _register_translate(sub)
 
     p = sub.add_parser("serve", help="serve translations over HTTP with Ray Serve (needs the [ray] extra)")
-    p.add_argument("engine_dir")
+    add_engine_dir_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="where Serve's HTTP proxy listens (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="the port of Serve's HTTP proxy")
     add_serve_flags(p)
     add_runtime_flags(p)
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local Ray instance)")
@@ -41,25 +46,29 @@ def register(sub) -> None:
                        "bounds (--header-timeout-s, --max-connections, ...), then serve; run nginx with the command "
                        "printed")
     front.add_argument("--nginx-listen", metavar="HOST:PORT", default="127.0.0.1:8080",
-                       help="where the nginx front listens (default 127.0.0.1:8080; 0.0.0.0:8080: every interface)")
+                       help="where the nginx front listens (0.0.0.0:8080: every interface)")
     p.set_defaults(func=run_serve)
 
     p = sub.add_parser("info", help="what an engine directory holds and which backends can run it")
-    p.add_argument("engine_dir")
+    add_engine_dir_arg(p)
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("verify", help="hash every file of an engine directory against its manifest (loading "
                        "checks sizes, and hashes a file once per machine: docs/engine-format.md)")
-    p.add_argument("engine_dir")
+    add_engine_dir_arg(p)
     p.set_defaults(func=run_verify)
 
 
 def _register_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate images (files or folders) with an engine directory")
-    p.add_argument("engine_dir")
-    p.add_argument("inputs", nargs="+")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--batch-size", type=int, default=1)
+    add_engine_dir_arg(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (folders are searched "
+                   "recursively)")
+    add_output_dir_flag(p, help="where the outputs go: DIR/<path relative to its input folder>.png")
+    p.add_argument("--batch-size", type=int, default=1, help="images translated together")
+    p.add_argument("--fit", choices=FITS, default="crop", help="how an image becomes the engine's S x S square: "
+                   "crop (its centre square; outputs are S x S) or pad (the whole image, padded with its edge; "
+                   "outputs keep its aspect ratio, the longer side S)")
     add_seed_flag(p)
     add_runtime_flags(p)
     existing_flags(p)
@@ -99,13 +108,13 @@ def run_translate(args) -> int:
         report = ray_translate(args.engine_dir, tasks, address=args.ray_address, batch_size=args.batch_size,
                                backend=args.backend, device=args.device, precision=args.precision,
                                overrides=overrides, actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
-                               threads=args.threads)
+                               threads=args.threads, fit=args.fit)
     else:
         translator = Translator(args.engine_dir, backend=args.backend, device=args.device, precision=args.precision,
                                 threads=args.threads)
         print(f"backend: {translator.backend} on {translator.choice.device} ({translator.choice.reason})",
               file=sys.stderr)
-        report = run_with_progress(translator, tasks, args.batch_size, overrides)
+        report = run_with_progress(translator, tasks, args.batch_size, overrides, args.fit)
     return finish_job(report, tasks, skipped)
 
 
@@ -128,6 +137,7 @@ def run_serve(args) -> int:
 def run_info(args) -> int:
     from ..engine import load_engine_dir
     from ..runtime.backends import probe
+    from ..runtime.devices import cuda_usable
 
     engine = load_engine_dir(args.engine_dir)
     m = engine.manifest
@@ -149,7 +159,10 @@ def run_info(args) -> int:
         print(f"  {plan.file}  {plan.kind} {plan.precision} batch {plan.profile} for {plan.device} "
               f"{plan.capability}, {plan.runtime}")
     print("backends on this machine:")
-    for device in ("cuda", "cpu"):
+    cuda_ok, cuda_why = cuda_usable()
+    if not cuda_ok:  # said once, not once per backend
+        print(f"  no  {'(every backend)':17s} cuda {cuda_why}")
+    for device in ("cuda", "cpu") if cuda_ok else ("cpu",):
         for name, (usable, why) in probe(engine, device).items():
             print(f"  {'yes' if usable else 'no ':3s} {name:17s} {device:4s} {why}")
     return 0
@@ -183,6 +196,7 @@ def run_verify(args) -> int:
         engine.verified(plan, f"plans.{key}", fix="rebuild it: run " + build_command(engine, plan.kind, plan.device,
                                                                                     plan.precision))
     total = sum(engine.file(entry.file).stat().st_size for entry in files)
-    print(f"{engine.path}: {len(files)} files ({total / 2**20:.1f} MB) and {len(plans)} plans match their sha256 "
-          f"({time.perf_counter() - start:.1f} s); recorded as verified on this machine")
+    print(f"{engine.path}: checked {len(files) + len(plans)} files, all match their sha256: {len(files)} engine "
+          f"files ({total / 2**20:.1f} MB) and {len(plans)} plans ({time.perf_counter() - start:.1f} s); recorded as "
+          "verified on this machine")
     return 0

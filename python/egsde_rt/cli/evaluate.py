@@ -21,10 +21,10 @@ def register(sub) -> None:
     p.add_argument("--save-target-stats", help="also save the --target folder's statistics to this .npz")
     p.add_argument("--fid-preprocessing", choices=["pytorch-fid", "male2female"], default="pytorch-fid",
                    help="as the official code: pytorch-fid's (cat2dog, wild2dog) or its male2female variant")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
     add_torch_device_flag(p)
-    p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--kid-subsets", type=int, default=100, help="random subsets KID is averaged over")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="images per KID subset")
     p.add_argument("--json", help="write the results (means and per image) as JSON to this path")
     p.set_defaults(func=run)
 

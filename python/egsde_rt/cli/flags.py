@@ -31,19 +31,32 @@ def device_kind_arg(text: str) -> Device:
     return device
 
 
-def add_seed_flag(parser) -> None:
+# The positional of every command that takes an engine directory.
+ENGINE_DIR_HELP = "an engine directory (egsde-rt export writes one; the demo's: egsde-rt demo --engine-path)"
+
+
+def add_engine_dir_arg(parser, help: str = ENGINE_DIR_HELP) -> None:
+    """The ENGINE_DIR positional."""
+    parser.add_argument("engine_dir", metavar="ENGINE_DIR", help=help)
+
+
+def add_seed_flag(parser, help: str = "the noise seed; a folder's files each get their own, derived from it and "
+                  "the file's path, so a rerun draws the same noise") -> None:
     """--seed: the run's (or the first file's) seed, default 0."""
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help=help)
 
 
 def add_backend_flag(parser) -> None:
     """--backend: auto or one of the registered backends (``runtime.backends``)."""
-    parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()])
+    parser.add_argument("--backend", default="auto", choices=["auto", *backend_names()],
+                        help="what runs the networks; auto: the fastest usable here (egsde-rt info ENGINE_DIR lists "
+                        "them)")
 
 
 def add_precision_flag(parser) -> None:
     """--precision of the networks, default fp32."""
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="the networks' precision (the sampler stays float32)")
 
 
 def threads_arg(text: str) -> int:
@@ -81,6 +94,13 @@ def add_torch_device_flag(parser) -> None:
     parser.add_argument("--device", type=device_arg, default=Device("cpu"), help="cpu, cuda or cuda:N")
 
 
+def add_output_dir_flag(parser, help: str, default: str | None = None) -> None:
+    """--output-dir DIR, the one spelling of the directory a command writes (--out is an alias);
+    required unless it has a default."""
+    parser.add_argument("--output-dir", "--out", dest="output_dir", metavar="DIR", required=default is None,
+                        default=default, help=help)
+
+
 def existing_flags(p) -> None:
     """--resume and --overwrite: what a folder job does with outputs that exist (``existing_policy``)."""
     p.add_argument("--resume", action="store_true", help="skip inputs whose output exists (finish an interrupted run)")
@@ -102,7 +122,8 @@ SETTINGS_FLAGS = tuple(name for name, d in DECLARATIONS.items() if d.flag)
 
 def add_settings_flags(parser, names=SETTINGS_FLAGS) -> None:
     """--M, --ls, ... for the named settings; left out, each keeps its default."""
-    group = parser.add_argument_group("method settings (override the preset's or the engine's)")
+    group = parser.add_argument_group("method settings", "each left out keeps the engine's (or the preset's) "
+                                      "value:\negsde-rt info ENGINE_DIR and egsde-rt presets show them")
     for name in names:
         d = DECLARATIONS[name]
         flag = f"--{name.replace('_', '-')}"

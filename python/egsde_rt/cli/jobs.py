@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
 
-def run_with_progress(translator, tasks, batch_size: int, overrides: dict | None = None):
+
+class ImageProgress(tqdm):
+    """A progress bar of images: it advances by the fraction of an image each sampling update
+    completes (so its rate and time left move within a long image), and shows whole images done."""
+
+    BAR_FORMAT = "{l_bar}{bar}| {images}/{total} images [{elapsed}<{remaining}]"
+
+    @property
+    def format_dict(self):
+        return {**super().format_dict, "images": int(self.n + 1e-6)}  # the fractions' float sum, floored
+
+
+def run_with_progress(translator, tasks, batch_size: int, overrides: dict | None = None, fit: str = "crop"):
     """``folder_job.run_job`` with a progress bar counting images (failed files count as done)."""
-    from tqdm import tqdm
-
     from ..jobs.folders import run_job
 
-    with tqdm(total=len(tasks), desc="translate", unit="image", bar_format="{l_bar}{bar}| {n:.1f}/{total} "
-              "[{elapsed}<{remaining}]") as bar:
+    with ImageProgress(total=len(tasks), desc="translate", unit="image", bar_format=ImageProgress.BAR_FORMAT) as bar:
         def advance(images: float) -> None:  # fractions of images, never past the total
             bar.update(min(images, bar.total - bar.n))
 
-        report = run_job(translator, tasks, batch_size=batch_size, overrides=overrides, on_update=advance)
+        report = run_job(translator, tasks, batch_size=batch_size, overrides=overrides, on_update=advance, fit=fit)
         bar.update(bar.total - bar.n)
     return report
 

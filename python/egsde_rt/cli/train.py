@@ -8,17 +8,20 @@ from .flags import add_seed_flag
 
 def _training_flags(p, steps: int, batch: int, lr: float) -> None:
     """--out, --steps, --batch-size, --lr, --seed and --fixed-batch, with a network's defaults."""
-    p.add_argument("--out", required=True, help="the checkpoint (state dict); <out>.train holds the resume state")
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--batch-size", type=int, default=batch)
-    p.add_argument("--lr", type=float, default=lr)
-    add_seed_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the checkpoint to write (a state dict); FILE.train holds the state a rerun resumes from")
+    p.add_argument("--steps", type=int, default=steps, help="training steps")
+    p.add_argument("--batch-size", type=int, default=batch, help="images per training step")
+    p.add_argument("--lr", type=float, default=lr, help="learning rate")
+    add_seed_flag(p, help="the seed of the training's randomness (images, noise, initialisation)")
     p.add_argument("--fixed-batch", action="store_true", help="the same images every step (an overfitting check)")
 
 
 def _two_domains(p) -> None:
-    p.add_argument("--source", default="procedural:source")
-    p.add_argument("--target", default="procedural:target")
+    p.add_argument("--source", default="procedural:source",
+                   help="source-domain images: a folder, or procedural:source (the demo's discs)")
+    p.add_argument("--target", default="procedural:target",
+                   help="target-domain images: a folder, or procedural:target (the demo's squares)")
 
 
 def register(sub) -> None:

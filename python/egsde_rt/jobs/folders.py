@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..errors import ConfigError, EgsdeError, ImageError
-from ..images import IMAGE_EXTENSIONS, image_to_tensor, list_images, tensor_to_images
+from ..images import IMAGE_EXTENSIONS, Box, check_fit, fit_square, list_images, tensor_to_images
 from ..method.noise import check_seed, derive_seed
 from ..method.settings import check_batch_size
 
@@ -205,36 +205,56 @@ def remove_partial_files(tasks: Sequence[FileTask]) -> list[Path]:
     return removed
 
 
+def _failure_text(source: Path, err: Exception) -> str:
+    """Why ``source`` failed, for ``JobReport.failed``: ``err``'s message without the path it
+    names (the report pairs the reason with the path, so a failure line names it once)."""
+    text, path = str(err), str(source)
+    if text.startswith(f"{path}: "):  # "PATH: corrupt or truncated image: ..."
+        return text[len(path) + 2:]
+    if text.endswith(f": {path}"):  # "image not found: PATH"
+        return text[:-len(path) - 2]
+    return text
+
+
 def decoded_batches(tasks: Sequence[FileTask], image_size: int, batch_size: int, report: JobReport,
-                    max_pixels: int | None = None) -> Iterator[tuple[list[FileTask], torch.Tensor]]:
-    """Batches of up to ``batch_size`` readable files, decoded just before they are needed; a
+                    max_pixels: int | None = None,
+                    fit: str = "crop") -> Iterator[tuple[list[FileTask], torch.Tensor, list[Box]]]:
+    """Batches of up to ``batch_size`` readable files, decoded just before they are needed (made
+    square by ``fit``, ``images.FITS``), with the box of each square that shows its image; a
     file that cannot be read (or has more than ``max_pixels`` pixels; None: the engine's default,
     ``io.max_pixels_for``) goes to ``report.failed`` and the next one takes its place."""
     check_batch_size(batch_size, "batch size")
     batch: list[FileTask] = []
     tensors: list[torch.Tensor] = []
+    boxes: list[Box] = []
     for task in tasks:
         try:
-            tensors.append(image_to_tensor(task.source, image_size, max_pixels))
+            tensor, box = fit_square(task.source, image_size, max_pixels, fit)
         except EgsdeError as err:
-            report.failed.append((task.source, str(err)))
+            report.failed.append((task.source, _failure_text(task.source, err)))
             continue
         batch.append(task)
+        tensors.append(tensor)
+        boxes.append(box)
         if len(batch) == batch_size:
-            yield batch, torch.stack(tensors)
-            batch, tensors = [], []
+            yield batch, torch.stack(tensors), boxes
+            batch, tensors, boxes = [], [], []
     if batch:
-        yield batch, torch.stack(tensors)
+        yield batch, torch.stack(tensors), boxes
 
 
 def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, overrides: dict,
-                    callback: Callable[[int, int], None] | None = None) -> JobReport:
-    """Translate one decoded batch with each file's seed and write its outputs atomically; an
-    output found written meanwhile is left as it is (reported skipped)."""
+                    callback: Callable[[int, int], None] | None = None,
+                    boxes: Sequence[Box] | None = None) -> JobReport:
+    """Translate one decoded batch with each file's seed and write its outputs atomically, each
+    cut to its box (``decoded_batches``; None: whole); an output found written meanwhile is left
+    as it is (reported skipped)."""
     report = JobReport()
     try:
         y = translator.run_tensor(x0, seed=[t.seed for t in batch], callback=callback, **overrides)
         images = tensor_to_images(torch.as_tensor(y))
+        if boxes is not None:
+            images = [image.crop(box) for image, box in zip(images, boxes)]
     except ImageError as err:  # a result that cannot be an image (diverged): these files fail
         report.failed += [(t.source, str(err)) for t in batch]
         return report
@@ -249,22 +269,23 @@ def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, ove
 
 
 def run_job(translator, tasks: Sequence[FileTask], *, batch_size: int = 1, overrides: dict | None = None,
-            on_update: Callable[[float], None] | None = None) -> JobReport:
+            on_update: Callable[[float], None] | None = None, fit: str = "crop") -> JobReport:
     """Translate ``tasks`` in batches in this process (files of at most ``translator.max_pixels``
-    pixels). ``on_update(images)`` is called after every sampling update with the fraction of an
-    image (per file) it completed; returning False cancels the job (``SamplingCancelled``; the
-    outputs written so far stay)."""
+    pixels, made square by ``fit``: ``images.FITS``). ``on_update(images)`` is called after every
+    sampling update with the fraction of an image (per file) it completed; returning False cancels
+    the job (``SamplingCancelled``; the outputs written so far stay)."""
     overrides = overrides or {}
-    translator.settings_with(**overrides)  # bad settings fail before any file is decoded
+    translator.settings_with(**overrides)  # bad settings (or a bad fit) fail before any file is decoded
+    check_fit(fit)
     report = JobReport()
     try:
-        for batch, x0 in decoded_batches(tasks, translator.image_size, batch_size, report,
-                                         translator.max_pixels):
+        for batch, x0, boxes in decoded_batches(tasks, translator.image_size, batch_size, report,
+                                                translator.max_pixels, fit):
             callback = None
             if on_update is not None:
                 def callback(done, total, n=len(batch)):
                     return on_update(n / total)
-            report.merge(translate_batch(translator, batch, x0, overrides, callback))
+            report.merge(translate_batch(translator, batch, x0, overrides, callback, boxes))
     finally:
         remove_partial_files(tasks)  # those of an earlier run of this job that was killed
     return report

@@ -28,11 +28,13 @@ file system). Without an address a local Ray instance is started (and stopped at
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from ..cpu_threads import resolve_threads, slot_threads
 from ..errors import ConfigError, EgsdeError
+from ..images import check_fit
 from .folders import (FileTask, JobReport, decoded_batches, remove_partial_files, translate_batch,
                          written_since_planned)
 from ..method.settings import check_batch_size, check_positive_int
@@ -66,11 +68,13 @@ def _tasks_of(batch: dict) -> list[FileTask]:
 class TranslateFiles:
     """The Ray Data actor: one ``Translator``, called with batches of task rows."""
 
-    def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict, threads: int):
+    def __init__(self, engine_dir: str, backend: str, device: str, precision: str, overrides: dict, threads: int,
+                 fit: str = "crop"):
         from ..runtime.translator import Translator
 
         self.translator = Translator(engine_dir, backend=backend, device=device, precision=precision, threads=threads)
         self.overrides = overrides
+        self.fit = fit
         self.translator.settings_with(**overrides)
 
     def __call__(self, batch: dict) -> dict:
@@ -78,10 +82,10 @@ class TranslateFiles:
         # a batch run again (its actor died): what its earlier run wrote is done
         report = JobReport(written=[t.output for t in tasks if written_since_planned(t)])
         todo = [t for t in tasks if t.output not in report.written]
-        for files, x0 in decoded_batches(todo, self.translator.image_size, max(1, len(todo)), report,
-                                         self.translator.max_pixels):
+        for files, x0, boxes in decoded_batches(todo, self.translator.image_size, max(1, len(todo)), report,
+                                                self.translator.max_pixels, self.fit):
             try:
-                report.merge(translate_batch(self.translator, files, x0, self.overrides))
+                report.merge(translate_batch(self.translator, files, x0, self.overrides, boxes=boxes))
             except EgsdeError as err:  # e.g. a native failure: these files fail, the job goes on
                 report.failed += [(t.source, str(err)) for t in files]
         outcome = {str(p): STATUS_SKIPPED for p in report.skipped} | {str(p): STATUS_WRITTEN for p in report.written}
@@ -92,6 +96,19 @@ class TranslateFiles:
             error.append("" if str(task.output) in outcome else failed.get(str(task.source), "not written"))
         return {"source": [str(t.source) for t in tasks], "output": [str(t.output) for t in tasks],
                 "status": status, "error": error}
+
+
+# What Ray 2.58's DataContext says of its own deprecated fields each time one is made (its __init__
+# sets every field, these among them): none of ours, and nothing a user can act on.
+_DATA_CONTEXT_NOTICES = r"`(use_push_based_shuffle|use_polars|use_arrow_tensor_v2)` is deprecated"
+
+
+def data_context(ray):
+    """Ray Data's current ``DataContext`` (made on first use, once a process), without the
+    deprecation notices its constructor gives of fields that nothing sets (``_DATA_CONTEXT_NOTICES``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _DATA_CONTEXT_NOTICES, DeprecationWarning)
+        return ray.data.DataContext.get_current()
 
 
 def init_ray(ray, address: str | None, ray_init_args: dict | None = None) -> None:
@@ -122,11 +139,13 @@ def actor_resources(ray, actors: int | None, cpus_per_actor: float, device: Devi
 def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, address: str | None = None,
                   batch_size: int = 1, backend: str = "auto", device: Device | str = "auto", precision: str = "fp32",
                   overrides: dict | None = None, actors: int | None = None, cpus_per_actor: float = 1.0,
-                  progress: bool = True, ray_init_args: dict | None = None, threads: int | None = None) -> JobReport:
+                  progress: bool = True, ray_init_args: dict | None = None, threads: int | None = None,
+                  fit: str = "crop") -> JobReport:
     """Translate ``tasks`` on Ray Data actors; what ``folder_job.run_job`` does in one process.
     ``threads``: each actor's CPU threads (default: its CPU slots, ``cpu_threads.slot_threads``)."""
     ray = require_ray()
     check_batch_size(batch_size, "batch size")
+    check_fit(fit)
     threads = slot_threads(cpus_per_actor) if threads is None else resolve_threads(threads)
     overrides = overrides or {}
     from ..engine import load_engine_dir
@@ -141,14 +160,14 @@ def ray_translate(engine_dir: str | os.PathLike, tasks: Sequence[FileTask], *, a
         init_ray(ray, address, ray_init_args)
     try:
         count, resources = actor_resources(ray, actors, cpus_per_actor, Device.parse(device))
-        context = ray.data.DataContext.get_current()
+        context = data_context(ray)
         context.enable_progress_bars = False
         dataset = ray.data.from_items(_task_rows(tasks), override_num_blocks=max(1, min(len(tasks), 4 * count)))
         results = dataset.map_batches(
             TranslateFiles, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=count),
             fn_constructor_kwargs=dict(engine_dir=str(engine_dir), backend=backend, device=str(device),
-                                       precision=precision, overrides=overrides, threads=threads),
+                                       precision=precision, overrides=overrides, threads=threads, fit=fit),
             # an actor lost with its node comes back on another node and runs its batches again
             max_restarts=ACTOR_RESTARTS, max_task_retries=-1,
             **resources)

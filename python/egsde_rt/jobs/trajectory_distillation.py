@@ -176,14 +176,6 @@ def trajectory_loss(teacher: TeacherEndpoints, rollout: Rollout, *, batch_size: 
     return loss
 
 
-def _translate_in_chunks(translator: Translator, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``translator.run_tensor`` with injected ``noise`` in batches its backend takes (a result
-    does not depend on the batch it is run in)."""
-    size = translator.max_batch
-    return torch.cat([translator.run_tensor(x0[i:i + size], noise=noise[:, i:i + size].contiguous())
-                      for i in range(0, len(x0), size)])
-
-
 @dataclass
 class UpdatesConfig(TrainConfig):
     """``TrainConfig`` and: the student's ``updates``; ``teacher_batch`` images per teacher batch,
@@ -219,7 +211,7 @@ def distill_updates(engine_dir, source: str, out, cfg: UpdatesConfig, *, init=No
     teacher = Translator(engine.path, backend=cfg.teacher_backend)
     data = ImageData(source, engine.image_size, seed=cfg.seed, fixed=cfg.fixed_batch)
     out = Path(out)
-    endpoints = TeacherEndpoints(data, lambda x0, noise: _translate_in_chunks(teacher, x0, noise),
+    endpoints = TeacherEndpoints(data, lambda x0, noise: teacher.run_tensor(x0, noise=noise),
                                  out.with_name(out.name + ".teacher"), cfg.seed, cfg.teacher_batch, rollout,
                                  teacher_run)
     batches = -(-cfg.teacher_images // cfg.teacher_batch)

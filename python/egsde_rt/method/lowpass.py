@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .choices import LOWPASS_FORMS
 from .similarity import COSINE_EPS, check_kind, lowpass_energy
 
-
-LOWPASS_FORMS = ("gradient", "implicit", "exact")
 # F(z) = f(z) - 1 of each stable form, z = c * lambda_i * mu_j >= 0 (the native pull_scale_at twin).
 _PULL_FACTORS = {"implicit": lambda z: -z / (1.0 + z), "exact": lambda z: torch.expm1(-z)}
+if ("gradient", *_PULL_FACTORS) != LOWPASS_FORMS:  # the settings offer choices.LOWPASS_FORMS: each must exist here
+    raise ImportError(f"lowpass implements gradient and {list(_PULL_FACTORS)}, the settings offer {LOWPASS_FORMS}")
 
 
 def _triangle(d: np.ndarray) -> np.ndarray:

@@ -16,20 +16,17 @@ nothing else).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .choices import SPACINGS
+from .settings import EGSDESettings
 from .solvers import SolverInput, StepColumns, get_solver
-
-if TYPE_CHECKING:
-    from .settings import EGSDESettings
 
 BETA_SCHEDULES = ("linear", "quad", "const", "jsd", "sigmoid")
 MAX_TIMESTEPS = 100_000  # a schedule's length (the official one has 1000; M <= settings.MAX_M of them are used)
-SPACINGS = ("uniform", "logsnr", "karras")  # where the kept timesteps of fewer updates fall (``kept_timesteps``)
 KARRAS_RHO = 7.0  # Karras et al. (2022), eq. 5
 
 
@@ -238,7 +235,7 @@ def solver_input(schedule: Schedule, M: int, steps: int | None = None, *, spacin
                        eta_min_t=eta_min_t)
 
 
-def run_input(schedule: Schedule | None, settings: "EGSDESettings") -> SolverInput:
+def run_input(schedule: Schedule | None, settings: EGSDESettings) -> SolverInput:
     """The updates of a run with ``settings`` (M, steps, spacing, eta, eta_min_t, var_type) over ``schedule``
     (None: the linear 1e-4..0.02 schedule of 1000 timesteps): the one place a run's schedule is
     made, for the oracle and the native loop alike (``StepCoefficients.from_settings``)."""
@@ -282,7 +279,7 @@ class StepCoefficients(StepColumns):
                    **{name: value.astype(np.float32) for name, value in vars(columns).items()})
 
     @classmethod
-    def from_settings(cls, schedule: Schedule | None, settings: "EGSDESettings") -> "StepCoefficients":
+    def from_settings(cls, schedule: Schedule | None, settings: EGSDESettings) -> "StepCoefficients":
         """The table of a run with ``settings`` over ``schedule`` (``run_input``)."""
         return cls.from_input(run_input(schedule, settings), settings.solver)
 

@@ -5,7 +5,8 @@ Presets, the eager reference sampler, the native sampler and the engine manifest
 field of ``EGSDESettings`` with its ``Declaration`` (type, whether a run of an exported engine may
 override it, help text, allowed values and its check): the command line's flags, the service's
 query parameters, ``RUNTIME_OVERRIDABLE`` and the parsing of text all come from these
-declarations, so adding a setting touches this file alone.
+declarations, so adding a setting touches this file alone. The allowed values come from
+``choices`` (which the implementing modules read too): this module imports no implementation.
 """
 
 from __future__ import annotations
@@ -17,13 +18,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from .lowpass import LOWPASS_FORMS
-from .schedule import SPACINGS
-from .similarity import SIMILARITY_KINDS
-from .solvers import SOLVERS, VAR_TYPES, check_eta
+from .choices import (LOWPASS_FORMS, PERTURB_MODES, SCORE_KINDS, SIMILARITY_KINDS, SOLVER_NAMES, SOLVERS_DOC,
+                      SPACINGS, VAR_TYPES, check_eta)
 
-SCORE_KINDS = ("adm", "ddpm")
-PERTURB_MODES = ("shared", "fresh")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -157,8 +154,8 @@ class EGSDESettings:
     spacing: str = setting("uniform", str, "where fewer updates than M fall (always M-1 first, 0 last): uniform: "
                            "evenly in t (the official respacing); logsnr: evenly in log-SNR; karras: Karras et al. "
                            "(2022)'s rho=7 steps in sigma, denser near t=0", choices=SPACINGS)
-    solver: str = setting("ddpm", str, "the sampling solver: " + "; ".join(
-        f"{s.name}: {s.help}" for s in SOLVERS.values()), choices=tuple(SOLVERS))
+    solver: str = setting("ddpm", str, "the sampling solver (ddpm: the official update; the others take eta and "
+                                       f"fewer steps): {SOLVERS_DOC}", choices=SOLVER_NAMES)
     eta: float = setting(1.0, float, "stochasticity of every solver but ddpm (0 deterministic, 1 the SDE; "
                                      "SA-Solver's tau^2)", check=lambda v, n: check_eta(v))
     eta_min_t: int = setting(0, int, "the noise scale as a function of t (SA-Solver's tau(t) window): eta applies "
@@ -206,9 +203,15 @@ class EGSDESettings:
         return self.num_updates * self.repeats
 
     def with_overrides(self, **overrides) -> "EGSDESettings":
-        unknown = set(overrides) - set(asdict(self))
+        """These settings with ``overrides`` (checked as construction is); a name that is no
+        setting is a ``ConfigError`` with the closest names (``did_you_mean``)."""
+        known = list(asdict(self))
+        unknown = sorted(set(overrides) - set(known))
+        if len(unknown) == 1:
+            raise ConfigError(f"unknown setting {unknown[0]!r}{did_you_mean(unknown[0], known)}; the settings: {known}")
         if unknown:
-            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+            hints = "".join(did_you_mean(name, known, f" for {name!r}") for name in unknown)
+            raise ConfigError(f"unknown settings: {unknown}{hints}; the settings: {known}")
         return replace(self, **overrides)
 
     def to_dict(self) -> dict:
@@ -220,14 +223,40 @@ DECLARATIONS: dict[str, Declaration] = {f.name: f.metadata["declaration"] for f 
 RUNTIME_OVERRIDABLE = tuple(name for name, d in DECLARATIONS.items() if d.overridable)
 
 
-def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE) -> dict:
+def did_you_mean(name: str, names, what: str = "") -> str:
+    """`` (did you mean 'steps'?)`` for a misspelled ``name``: the one of ``names`` equal to it
+    but for case (``m``: ``M``), else the closest (``difflib``); empty when none is close."""
+    from difflib import get_close_matches
+
+    names = [str(n) for n in names]
+    close = [n for n in names if n.lower() == str(name).lower()] or get_close_matches(str(name), names, n=1)
+    return f" (did you mean {close[0]!r}{what}?)" if close else ""
+
+
+def check_setting_name(name: str, allowed=RUNTIME_OVERRIDABLE, handled=()) -> None:
+    """A ``ConfigError`` unless ``name`` is one of ``allowed`` or ``handled`` (names the caller
+    takes itself, such as the service's ``seed``). A declared setting outside them is fixed in
+    this engine (baked into its graphs), kept apart from a name that is no setting at all (with
+    the closest names taken here); both messages list the names taken here."""
+    taken = [*handled, *allowed]
+    if name in taken:
+        return
+    if name in DECLARATIONS:
+        raise ConfigError(f"setting {name!r} is fixed in this engine (baked into its graphs); overridable here: "
+                          f"{taken}")
+    raise ConfigError(f"unknown setting {name!r}{did_you_mean(name, taken)}; overridable here: {taken}")
+
+
+def overrides_from_text(params, allowed=RUNTIME_OVERRIDABLE, handled=()) -> dict:
     """Settings given as text (e.g. ``{"M": "300", "ilvr": "true"}``) as typed overrides; an
-    unknown or non-overridable name, a value of the wrong type or one its declaration refuses
-    is a ``ConfigError``."""
+    unknown or non-overridable name (``check_setting_name``), a value of the wrong type or one
+    its declaration refuses is a ``ConfigError``. ``handled``: names the caller takes itself
+    (the service's ``seed``): skipped here, and listed and suggested with ``allowed``."""
     overrides = {}
     for name, text in params.items():
-        if name not in allowed:
-            raise ConfigError(f"unknown or fixed setting {name!r}; overridable: {list(allowed)}")
+        check_setting_name(name, allowed, handled)
+        if name in handled:
+            continue
         overrides[name] = DECLARATIONS[name].parse(text, name)
         DECLARATIONS[name].validate(overrides[name], name)
     return overrides

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .choices import SIMILARITY_KINDS
 
-SIMILARITY_KINDS = ("cosine", "neg_l2")
 COSINE_EPS = 1e-10
 
 

@@ -46,17 +46,24 @@ columns; the tests hold the two together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .choices import SOLVER_HELP, SOLVER_NAMES, check_eta, check_var_type
 
-if TYPE_CHECKING:
-    from .schedule import Schedule
 
-VAR_TYPES = ("fixedsmall", "fixedlarge")  # ddpm's variance: the posterior's, or beta
+class RespacedTables(Protocol):
+    """What a solver reads of a respaced schedule (``schedule.Schedule``): its float32 tables, in
+    table order (index ``j`` is update ``K - 1 - j``)."""
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    abar: torch.Tensor
+    abar_prev: torch.Tensor
+    timesteps: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -64,16 +71,17 @@ class SolverInput:
     """A run's K updates, what a solver's columns are computed from (``schedule.solver_input``).
 
     ``abar_t`` [K]: the cumulative product at each update's timestep; ``abar_s`` [K]: at the next
-    update's (1 after the last); float64, in sampling order. ``respaced``: the respaced schedule,
-    whose float32 torch tables are in table order (index ``j`` is update ``K - 1 - j``; the official
-    ops run in that order, ``ordered`` puts a table in sampling order). ``eta``: the stochasticity
+    update's (1 after the last); float64, in sampling order. ``respaced``: the respaced schedule
+    (a ``schedule.Schedule``, read through ``RespacedTables``), whose float32 torch tables are in
+    table order (index ``j`` is update ``K - 1 - j``; the official ops run in that order,
+    ``ordered`` puts a table in sampling order). ``eta``: the stochasticity
     of every solver but ddpm (SA-Solver's tau^2) at the updates whose timestep is at least
     ``eta_min_t`` (below it: 0, deterministic; ``etas`` per update); ``var_type``: ddpm's variance
     (both checked)."""
 
     abar_t: np.ndarray
     abar_s: np.ndarray
-    respaced: "Schedule"
+    respaced: RespacedTables
     eta: float = 1.0
     var_type: str = "fixedsmall"
     eta_min_t: int = 0
@@ -137,8 +145,7 @@ class StepColumns:
 
 @dataclass(frozen=True)
 class Solver:
-    name: str
-    help: str
+    name: str  # one of choices.SOLVER_NAMES, whose one-line help is choices.SOLVER_HELP[name]
     history: int  # the earlier data predictions it reads (SamplerConfig.history; 0: a single-step solver)
     # The solver's function: its linear step (SolverStep, made columns by step_columns) or its columns as they are.
     step: Callable[[SolverInput], "SolverStep | StepColumns"]
@@ -147,6 +154,10 @@ class Solver:
         """This solver's columns of the step table for ``updates``."""
         step = self.step(updates)
         return step if isinstance(step, StepColumns) else step_columns(step, updates.abar_t, self.history)
+
+    @property
+    def help(self) -> str:
+        return SOLVER_HELP[self.name]
 
 
 def _ddpm(updates: SolverInput) -> StepColumns:
@@ -252,38 +263,23 @@ def _sa_solver(updates: SolverInput, order: int) -> SolverStep:
 
 
 def _sa_solver_entry(order: int) -> Solver:
-    return Solver(f"sa-solver-{order}", f"SA-Solver, the stochastic Adams predictor-corrector of order {order} "
-                                        "(no extra network evaluations) with tau^2 = eta (1 the SDE, 0 the ODE)",
-                  history=order, step=lambda updates: _sa_solver(updates, order))
+    return Solver(f"sa-solver-{order}", history=order, step=lambda updates: _sa_solver(updates, order))
 
 
 SOLVERS: dict[str, Solver] = {s.name: s for s in (
-    Solver("ddpm", "the official update: the DDPM posterior mean and the schedule's variance (the default; "
-                   "eta does not apply)", history=0, step=_ddpm),
-    Solver("ddim", "DDIM with eta (0 deterministic, 1 = respaced DDPM)", history=0, step=_ddim),
-    Solver("dpmpp-2m-sde", "SDE-DPM-Solver++(2M) with eta (1 the SDE, 0 the deterministic DPM-Solver++(2M)); "
-                           "the few-step solver", history=1, step=_dpmpp_2m_sde),
+    Solver("ddpm", history=0, step=_ddpm),
+    Solver("ddim", history=0, step=_ddim),
+    Solver("dpmpp-2m-sde", history=1, step=_dpmpp_2m_sde),
     *(_sa_solver_entry(order) for order in (1, 2, 3)),
 )}
+if tuple(SOLVERS) != SOLVER_NAMES:  # the settings offer choices.SOLVER_NAMES: this table must implement exactly them
+    raise ImportError(f"solvers.SOLVERS {list(SOLVERS)} differ from choices.SOLVER_NAMES {list(SOLVER_NAMES)}")
 
 
 def get_solver(name: str) -> Solver:
     if name not in SOLVERS:
         raise ConfigError(f"unknown solver {name!r}; expected one of {list(SOLVERS)}")
     return SOLVERS[name]
-
-
-def check_eta(eta) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"eta must be a number in [0, 1] (the stochasticity of the solvers but ddpm: 0 "
-                          f"deterministic, 1 the SDE), got {eta!r}")
-    return float(eta)
-
-
-def check_var_type(var_type) -> str:
-    if var_type not in VAR_TYPES:
-        raise ConfigError(f"unknown var_type {var_type!r} (the ddpm solver's variance); expected one of {VAR_TYPES}")
-    return var_type
 
 
 def step_columns(step: SolverStep, abar_t: np.ndarray, history: int) -> StepColumns:

@@ -212,7 +212,9 @@ def auto_order(device: str) -> tuple[str, ...]:
 
 
 def probe(engine: EngineDir, device: str, precision: str = "fp32") -> dict[str, tuple[bool, str]]:
-    """Each backend on ``device`` ("cpu" or "cuda"): (usable, why) for this engine here."""
+    """Each backend on ``device`` ("cpu" or "cuda"): (usable, why) for this engine here. Without a
+    usable GPU every CUDA backend has the one reason of ``devices.cuda_usable`` (say it once:
+    ``"no usable CUDA device: ..."``)."""
     names = auto_order(device)
     if device == "cuda":
         cuda_ok, cuda_why = cuda_usable()
@@ -235,9 +237,12 @@ def select_backend(engine: EngineDir, backend: str = "auto", device: Device | st
         get_backend(backend)  # a known backend
     device = Device.parse(device)
     network_dtype(precision)  # a known precision
-    devices = [device.kind] if device.kind != "auto" else (["cuda", "cpu"] if cuda_usable()[0] else ["cpu"])
     refusals = []
-    for dev in devices:
+    for dev in [device.kind] if device.kind != "auto" else ["cuda", "cpu"]:
+        cuda_ok, cuda_why = cuda_usable()
+        if dev == "cuda" and not cuda_ok:  # one reason for every CUDA backend, said once
+            refusals.append(cuda_why)
+            continue
         found = probe(engine, dev, precision)
         names = auto_order(dev) if backend == "auto" else (backend,)
         for name in names:

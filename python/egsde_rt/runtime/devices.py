@@ -5,13 +5,14 @@ flag's argparse type and every public entry (``Translator``, ``select_backend``,
 ``Device.parse`` reads ``"auto"``, ``"cpu"``, ``"cuda"`` (the current CUDA device) or
 ``"cuda:N"`` (or a ``torch.device``; a ``Device`` is returned as it is). ``resolve`` makes it
 concrete where it will run: ``auto`` becomes ``cuda`` where the native core and PyTorch can both
-run on a GPU (``cuda_usable``), else ``cpu``; ``cuda`` gets the current device's index; an index
+run on a GPU (``cuda_usable``, probed once a process), else ``cpu``; ``cuda`` gets the current device's index; an index
 is checked against the devices present. A resolved device is marked, and resolving it again
 checks nothing.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .. import _core
@@ -49,17 +50,48 @@ class Device:
         return torch.device(str(self))
 
 
+NO_CUDA = "no usable CUDA device"
+
+
+@functools.cache
 def cuda_usable() -> tuple[bool, str]:
-    """(whether the native core and PyTorch can both run on a GPU here, why)."""
+    """(whether the native core and PyTorch can both run on a GPU here, why): probed once a process.
+    Why it cannot is one plain line, ``"no usable CUDA device: <reason>"`` (``_cuda_reason``)."""
+    reason = _cuda_reason()
+    return (True, "CUDA device present") if reason is None else (False, f"{NO_CUDA}: {reason}")
+
+
+def _cuda_reason() -> str | None:
+    """Why no GPU can run here, in plain words, or None."""
     if not _core.built_with_cuda:
-        return False, "egsde_rt was built without CUDA kernels"
+        return "egsde_rt was built without CUDA kernels"
     if _core.cuda_device_count() == 0:
-        return False, _core.cuda_status()
+        status = _core.cuda_status().removeprefix("CUDA unavailable: ")
+        # The CUDA runtime says "driver version is insufficient" when there is no driver at all.
+        if "driver version is insufficient" in status and not _driver_present():
+            return "no NVIDIA driver is installed (libcuda not found)"
+        if "driver version is insufficient" in status:
+            return "the NVIDIA driver is older than the CUDA runtime egsde_rt was built with (update the driver)"
+        return status
     import torch
 
     if not torch.cuda.is_available():
-        return False, "PyTorch sees no CUDA device"
-    return True, "CUDA device present"
+        build = "" if torch.version.cuda else " (a CPU-only build)"
+        return f"PyTorch {torch.__version__} sees no CUDA device{build}"
+    return None
+
+
+def _driver_present() -> bool:
+    """Whether the NVIDIA driver's library (libcuda) loads here."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll", "libcuda.dylib"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def resolve(device: "Device | str | object") -> Device:
@@ -77,7 +109,7 @@ def resolve(device: "Device | str | object") -> Device:
                           "with nvcc")
     count = _core.cuda_device_count()
     if count == 0:
-        raise ConfigError(f"device {device}: no CUDA device here ({_core.cuda_status()})")
+        raise ConfigError(f"device {device}: {cuda_usable()[1]}")
     if device.index is None:
         import torch
 

@@ -109,6 +109,18 @@ def _host_noise(noise, name: str, count: int, shape) -> np.ndarray:
     return np.ascontiguousarray(noise.detach().cpu().numpy(), dtype=np.float32)
 
 
+def host_noise(settings: EGSDESettings, shape, noise=None, perturb_noise=None) -> tuple:
+    """The injected draws of a run of ``shape`` ([B, 3, S, S]) as checked float32 host arrays
+    ``(noise, perturb_noise)``: ``noise`` [R*(K+1), *shape] (None: Philox noise, and no
+    perturb_noise), ``perturb_noise`` [R*K, *shape] where ``settings.perturb`` is "fresh", else None."""
+    if noise is None:
+        return None, None
+    K, R = settings.num_updates, settings.repeats
+    sampling = _host_noise(noise, "noise", R * (K + 1), shape)
+    fresh = settings.perturb == "fresh"
+    return sampling, _host_noise(perturb_noise, "perturb_noise", R * K, shape) if fresh else None
+
+
 def host_seeds(seed: Seeds, batch: int) -> np.ndarray:
     """The per-image seeds of a run as the sampler takes them: uint64 [batch] (checked)."""
     return seed_array(seed, batch)
@@ -167,12 +179,7 @@ def run_sampler(sampler: "_core.Sampler", x0: torch.Tensor, runner, settings: EG
     ``egsde_rt.method.noise``). ``callback(done, total)`` may return False to cancel
     (``SamplingCancelled`` is raised). The GIL is released while the native loop runs."""
     shape = tuple(x0.shape)
-    K, R = settings.num_updates, settings.repeats
-    sampling = perturbing = None
-    if noise is not None:
-        sampling = _host_noise(noise, "noise", R * (K + 1), shape)
-        if settings.perturb == "fresh":
-            perturbing = _host_noise(perturb_noise, "perturb_noise", R * K, shape)
+    sampling, perturbing = host_noise(settings, shape, noise, perturb_noise)
     _check_out(sampler, out)
     result = sampler.run(native_input(sampler, x0), runner, seed=host_seeds(seed, shape[0]),
                          progress=_progress(callback), noise=sampling, perturb_noise=perturbing, out=_native_out(out))

@@ -10,11 +10,12 @@ threads (a server's event loop) keep running. On CUDA, runners whose work PyTorc
 run every update but the first of a run from one CUDA graph, with the progress callback called
 between replays; only a failure of the capture itself falls back to uncaptured runs (logged
 once). ``run_tensor`` takes and returns numpy arrays on the host, or torch tensors: a tensor on
-the engine's device is read and written there (no host round trip). Every image has its own
+the engine's device is read and written there (no host round trip). ``run`` and ``run_tensor``
+take any number of images and run them in batches the backend takes (``Translator.batches``: the
+one split, at most ``max_batch`` images each). Every image has its own
 seed (one integer for all the images of a call, or a list with one per image), and its noise
 depends only on that seed: not on the batch size or its position in the batch (the networks'
-float kernels may still round differently at batch 1 than at 2; see the Translator section of
-docs/api.md).
+float kernels may still round differently at batch 1 than at 2: docs/api.md#seeds).
 
 A distilled engine (``engine.format``: its student folds the experts in) runs through the same
 loop and API on every backend: the sampler is built with ``student=True`` (one student
@@ -36,14 +37,14 @@ import torch
 from ..cpu_threads import ThreadBudget
 from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
-from ..images import (ImageInput, check_max_pixels, check_source, images_to_batch, max_pixels_for, source_from_numpy,
-                  tensor_to_images)
+from ..images import (ImageInput, check_fit, check_max_pixels, check_source, fit_batch, max_pixels_for,
+                      source_from_numpy, tensor_to_images)
 from ..method.noise import Seeds, seed_array
 from ..method.schedule import Schedule
-from ..method.settings import RUNTIME_OVERRIDABLE, EGSDESettings, check_batch_size
+from ..method.settings import EGSDESettings, check_batch_size, check_setting_name
 from .backends import BackendChoice, get_backend, log, make_runner, select_backend
 from .devices import Device
-from .native_sampler import CudaStepGraph, build_sampler, run_captured, run_sampler
+from .native_sampler import CudaStepGraph, build_sampler, host_noise, run_captured, run_sampler
 
 _SAMPLER_CACHE = 4
 # What a student folds in (any stage): another ls or li needs another student.
@@ -58,10 +59,8 @@ def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
     (``FOLDED_SETTINGS``; nor ``lowpass="gradient"`` where li is not 0: the low-pass expert's
     gradient form) and, for a stage-2 student, none of its run (``STAGE2_RUN_SETTINGS``). An
     override equal to the engine's value changes nothing and is taken."""
-    fixed = sorted(set(overrides) - set(RUNTIME_OVERRIDABLE))
-    if fixed:
-        raise ConfigError(f"cannot override {fixed} at run time (baked into the engine); "
-                          f"overridable: {RUNTIME_OVERRIDABLE}")
+    for name in overrides:  # a misspelling (did you mean ...?) kept apart from a setting fixed in the engine
+        check_setting_name(name)
     base = engine.manifest.method
     settings = base.with_overrides(**overrides)
     distilled = engine.manifest.distilled
@@ -87,7 +86,8 @@ def engine_settings(engine: EngineDir, **overrides) -> EGSDESettings:
 
 class Translator:
     """``Translator(engine_dir, backend="auto", device="auto", precision="fp32", max_pixels=None,
-    threads=None)``; ``.run(img, seed=0, **overrides)``.
+    threads=None)``; ``.run(img, seed=0, fit="crop", **overrides)``, ``.run_tensor(x0, seed=0, **overrides)``;
+    its repr names the engine, its kind, the backend, device, precision, image size, max batch and threads.
 
     ``max_pixels``: the most pixels an image file given to ``run`` (or a folder job) may have,
     checked from its header before it is decoded; None: ``io.max_pixels_for(image_size)``
@@ -175,84 +175,112 @@ class Translator:
         return self._samplers[key]
 
     def run_tensor(self, x0: torch.Tensor | np.ndarray, seed: Seeds = 0, noise=None, perturb_noise=None,
-                   callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
+                   callback: Callable[[int, int], "bool | None"] | None = None, batch_size: int | None = None,
+                   **overrides):
         """Translate x0 [B, 3, S, S] in [-1, 1] with ``seed`` (an integer for every image, or B
         integers); returns the unclamped float32 result: a host numpy array for a numpy x0, a torch
         tensor on x0's device for a tensor (on the engine's device read and written in place,
         without a host round trip; elsewhere, e.g. a CPU tensor for a CUDA engine, through host
-        memory). ``callback(done, total)`` is called after every update (between CUDA-graph
+        memory). Any B: the images run in batches (``batches``: ``batch_size`` or ``max_batch`` images
+        each), and an image's result is the same in any batch. ``noise`` [R*(K+1), B, 3, S, S] and
+        ``perturb_noise`` [R*K, B, 3, S, S]: injected draws (parity tests) in place of the seeds'.
+        ``callback(done, total)`` is called after every update of each batch (between CUDA-graph
         replays on the captured path) and may return False to cancel (``SamplingCancelled``)."""
         as_numpy = isinstance(x0, np.ndarray)
         if as_numpy:
             x0 = source_from_numpy(x0)
         settings = self.settings_with(**overrides)
         check_source(x0)
-        self._check_batch(x0)
-        return self._translate(x0, seed_array(seed, int(x0.shape[0])), settings, as_numpy, noise, perturb_noise,
-                               callback)
+        self._check_size(x0)
+        count = int(x0.shape[0])
+        batches = self.batches(count, batch_size)
+        seeds = seed_array(seed, count)
+        noise, perturb_noise = host_noise(settings, tuple(x0.shape), noise, perturb_noise)
+        out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
+        out = (np.empty(x0.shape, np.float32) if as_numpy
+               else torch.empty(x0.shape, dtype=torch.float32, device=out_device))
+        for batch in batches:
+            self._translate(x0[batch], seeds[batch], settings, out[batch], callback,
+                            noise=None if noise is None else noise[:, batch],
+                            perturb_noise=None if perturb_noise is None else perturb_noise[:, batch])
+        return out if as_numpy or out_device == x0.device else out.to(x0.device)
 
-    def _check_batch(self, x0: torch.Tensor) -> None:
-        """A batch this engine and backend take: its size within the plans' range, its images the engine's size."""
-        check_batch_size(int(x0.shape[0]), "the batch (x0's first size)", " (split it into smaller batches)")
-        if x0.shape[0] > self.max_batch:
-            raise ConfigError(f"a batch of {x0.shape[0]} exceeds the {self.backend} plans' batch range "
-                              f"1..{self.max_batch}: split it, or rebuild the plans for larger batches "
-                              "(egsde-rt build --max-batch N)")
+    def batches(self, count: int, batch_size: int | None = None) -> list[slice]:
+        """The batches a call of ``count`` images runs in, in order: ``batch_size`` images each
+        (1..``MAX_BATCH_SIZE``, checked; at most ``max_batch``, the backend's range) or, by default,
+        ``max_batch``; the last may be smaller. The one split of ``run`` and ``run_tensor``: an
+        image's noise depends only on its seed, so the split changes no result."""
+        if batch_size is not None:
+            check_batch_size(batch_size, "batch_size", " (or None: the backend's max_batch)")
+        size = min(batch_size or self.max_batch, self.max_batch)
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+    def _check_size(self, x0: torch.Tensor) -> None:
+        """Images of the engine's size."""
         if tuple(x0.shape[-2:]) != (self.image_size, self.image_size):
             raise ConfigError(f"x0 must be [B, 3, {self.image_size}, {self.image_size}] for this engine, "
                               f"got {list(x0.shape)}")
 
-    def _translate(self, x0: torch.Tensor, seeds: np.ndarray, settings: EGSDESettings, as_numpy: bool,
-                   noise=None, perturb_noise=None, callback=None):
-        """``run_tensor`` of a checked batch (``_check_batch``), its checked seeds (uint64, one per
-        image) and its resolved settings."""
-        out_device = x0.device if x0.device in (self.device, torch.device("cpu")) else torch.device("cpu")
-        out = None if as_numpy else torch.empty(x0.shape, dtype=torch.float32, device=out_device)
+    def _translate(self, x0: torch.Tensor, seeds: np.ndarray, settings: EGSDESettings, out, callback=None,
+                   noise=None, perturb_noise=None) -> None:
+        """One batch of ``run_tensor`` (one of ``batches``: checked images, their checked seeds, uint64
+        one per image, resolved settings and host noise) translated into ``out`` (a float32 array or
+        tensor of x0's shape, on the host or the engine's device)."""
         # one translation at a time (the samplers' buffers are shared), with its threads
         with self._lock, self._threads_in_use():
             sampler = self.sampler_for(settings, tuple(x0.shape))
             if self.captures and noise is None:
                 try:
-                    result = run_captured(sampler, x0, self.runner, settings, seed=seeds, callback=callback, out=out,
-                                          step_graph=self.step_graph)
-                    return result if out_device == x0.device else result.to(x0.device)
+                    run_captured(sampler, x0, self.runner, settings, seed=seeds, callback=callback, out=out,
+                                 step_graph=self.step_graph)
+                    return
                 except CaptureFailed as err:  # the runner's work cannot be captured here
                     log.warning("egsde-rt: %s; running uncaptured from now on", err)
                     self.captures = False
             if self.thread_budget.adaptive and self.choice.device == "cpu":
                 callback = self._adapting_threads(callback)
-            result = run_sampler(sampler, x0, self.runner, settings, seed=seeds, noise=noise,
-                                 perturb_noise=perturb_noise, callback=callback, out=out)
-            return result if out is None or out_device == x0.device else result.to(x0.device)
+            run_sampler(sampler, x0, self.runner, settings, seed=seeds, noise=noise, perturb_noise=perturb_noise,
+                        callback=callback, out=out)
 
     def run(self, img: ImageInput | list, seed: Seeds = 0, batch_size: int | None = None,
-            callback: Callable[[int, int], "bool | None"] | None = None, **overrides):
-        """Translate an image (path, PIL image, HxWx3 array) or a list of them; returns PIL image(s).
+            callback: Callable[[int, int], "bool | None"] | None = None, fit: str = "crop", **overrides):
+        """Translate an image (path, PIL image, HxWx3 array, image file bytes) or a list of them;
+        returns PIL image(s).
 
         ``seed``: one integer (every image uses it) or, for a list, one integer per image. A list
-        runs in batches of ``batch_size`` (1..``MAX_BATCH_SIZE``; by default all at once, up to
-        ``max_batch`` images a batch), each decoded just before it runs (memory does not
-        grow with the list); an image file may have at most ``self.max_pixels`` pixels. An
-        image's noise depends only on its seed: ``run([a, b], seed=[1, 2])[1]`` is
-        ``run(b, seed=2)`` (up to the network kernels' own batch-size rounding, see the
-        Translator section of docs/api.md)."""
+        runs in batches (``batches``: ``batch_size`` images each, by default ``max_batch``), each
+        decoded just before it runs (memory does not grow with the list); an image file may have
+        at most ``self.max_pixels`` pixels. An image's noise depends only on its seed:
+        ``run([a, b], seed=[1, 2])[1]`` is ``run(b, seed=2)`` (up to the network kernels' own
+        batch-size rounding: docs/api.md#seeds).
+
+        ``fit`` (``images.FITS``): how an image becomes the engine's S x S square. "crop" (the
+        default): its centre square, resized; the result is S x S (a ``CenterCropWarning`` for a
+        non-square image). "pad": the whole image, its longer side resized to S, padded to the
+        square with its edge pixels (``images.padded_square``); the padding is cut from the result, which
+        keeps the image's aspect ratio (300 x 200 at S = 32: 32 x 21)."""
         single = not isinstance(img, (list, tuple))
         sources = [img] if single else list(img)
         if not sources:
             raise ImageError("no images given: pass an image, or a list of at least one")
-        if batch_size is not None:
-            check_batch_size(batch_size, "batch_size", " (or None: all at once)")
+        check_fit(fit)
+        batches = self.batches(len(sources), batch_size)
         if single and isinstance(seed, (list, tuple, np.ndarray)):
             raise ConfigError("seed must be one integer for a single image "
                               "(a list of seeds goes with a list of images)")
         seeds = seed_array(seed, len(sources))  # bad settings and seeds fail before any image is decoded
         settings = self.settings_with(**overrides)
-        size = batch_size or min(len(sources), self.max_batch)
         results = []
-        for start in range(0, len(sources), size):
-            batch = images_to_batch(sources[start:start + size], self.image_size, self.max_pixels)
-            self._check_batch(batch)
-            y = self._translate(batch, seeds[start:start + size], settings, as_numpy=False, callback=callback)
-            results += tensor_to_images(y)
+        for batch in batches:
+            x0, boxes = fit_batch(sources[batch], self.image_size, self.max_pixels, fit)
+            y = torch.empty(x0.shape, dtype=torch.float32)
+            self._translate(x0, seeds[batch], settings, y, callback)
+            results += [image if box == (0, 0, *image.size) else image.crop(box)  # fit="pad": the image alone
+                        for image, box in zip(tensor_to_images(y), boxes)]
         return results[0] if single else results
 
+    def __repr__(self) -> str:
+        kind = "distilled" if self.engine.manifest.kind == "distilled" else "official"
+        return (f"Translator({str(self.engine.path)!r}, kind={kind!r}, backend={self.backend!r}, "
+                f"device={str(self.target)!r}, precision={self.choice.precision!r}, image_size={self.image_size}, "
+                f"max_batch={self.max_batch}, threads={self.threads})")

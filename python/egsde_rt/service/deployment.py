@@ -10,17 +10,19 @@ response is what ``Translator.run`` gives for that image and seed whatever it wa
 
 HTTP (on the Serve proxy, ``host``:``port``; the contract is ``http_app``'s):
 
-* ``POST /translate?seed=S&M=...&ls=...`` with the bytes of an image file as the body: the
-  translated image as ``image/png`` (headers ``X-Egsde-Seed`` and ``X-Egsde-Batch-Size``, the
-  number of requests translated together in one native batch). Query parameters: ``seed`` (default 0) and the
-  run-time overridable settings (``settings.RUNTIME_OVERRIDABLE``).
+* ``POST /translate?seed=S&M=...&ls=...`` with an image file as the body (its bytes, or a form
+  with one file field: ``upload``): the translated image as ``image/png`` (headers
+  ``X-Egsde-Seed`` and ``X-Egsde-Batch-Size``, the number of requests translated together in
+  one native batch). Query parameters: ``seed`` (default 0) and the run-time overridable
+  settings (``settings.RUNTIME_OVERRIDABLE``).
 * ``GET /healthz``: ``ok`` once the replica's engine is loaded.
 * ``GET /stats``: the replica's request and batch counts, backend, image size and settings (JSON).
 
 A bad image, seed or setting gets 400 with the ``EgsdeError`` message (JSON ``{"error": ...}``),
 a body over ``max_upload_mb`` 413 (counted as it streams in), one slower than ``body_timeout_s``
-408, a body that is not an image type 415, more network evaluations than ``max_updates`` 400,
-a result that is not an image 422, a request not answered within ``request_timeout_s`` of its
+408, a body of another type than ``upload.BODY_TYPES`` 415, a browser's request for a page of
+another origin 403 (``http_app.refused_origin``), more network evaluations than ``max_updates``
+400, a result that is not an image 422, a request not answered within ``request_timeout_s`` of its
 arrival at Serve's proxy 503, a fault of the server 500 (logged with its traceback); the requests
 of one batch with other settings are not affected by a failing group. A group's translation is
 cancelled between updates once every request of it is past its deadline or gone (its client went
@@ -49,6 +51,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from io import BytesIO
 
@@ -160,6 +163,8 @@ def _service_class(serve, config: ServeConfig):
     from ..runtime.translator import Translator
 
     http = _http()
+    from . import upload
+
     app = http.create_app(config.allowed_hosts)
     TranslateQuery = http.query_model()
 
@@ -187,8 +192,8 @@ def _service_class(serve, config: ServeConfig):
             self.batch_sizes[len(items)] += 1
             return await translate_groups(items, self._run_group)
 
-        def _run_group(self, x0, seeds, overrides, wanted) -> list:
-            return translate_before(self.translator, x0, seeds, overrides, wanted, self.config.request_timeout_s)
+        def _run_group(self, x0, seeds, overrides, wanted, boxes) -> list:
+            return translate_before(self.translator, x0, seeds, overrides, wanted, self.config.request_timeout_s, boxes)
 
         @app.post("/translate", summary="Translate one image", response_class=Response,
                   responses=http.TRANSLATE_RESPONSES, openapi_extra=http.TRANSLATE_BODY)
@@ -196,10 +201,10 @@ def _service_class(serve, config: ServeConfig):
             config = self.config
             # from the arrival at Serve's proxy (the guard's stamp), else from now
             arrived = http.arrival(request.headers.get(ARRIVED_HEADER.decode()), config.request_timeout_s)
-            # refused before reading the body
-            http.check_content_type(request.headers.get("content-type"))
-            http.check_upload_size(http.declared_length(request.headers), config.max_upload_mb)
-            overrides = query.model_dump(exclude={"seed"}, exclude_none=True)
+            # refused before reading the body (a cross-origin browser request already is: http.CrossOriginCheck)
+            boundary = upload.body_boundary(request.headers.get("content-type"))
+            upload.check_upload_size(upload.declared_length(request.headers), config.max_upload_mb)
+            overrides = query.model_dump(exclude={http.SEED, http.FIT}, exclude_none=True)
             http.check_work(self.translator.settings_with(**overrides), self.max_updates)
             deadline = arrived + config.request_timeout_s
             busy = SamplingCancelled(f"no answer within the service's {config.request_timeout_s:g} s: retry later "
@@ -208,14 +213,15 @@ def _service_class(serve, config: ServeConfig):
                 return http.translation_response(busy)
             # the body's own deadline counts from here: Serve's proxy holds a body that arrived in time
             # while the request waits for a replica (the guard bounds its arrival at the proxy)
-            body = await http.read_body(request, config.max_upload_mb,
-                                        min(deadline, time.monotonic() + config.body_timeout_s))
+            body = await upload.read_image(request, boundary, config.max_upload_mb,
+                                           min(deadline, time.monotonic() + config.body_timeout_s))
             pending = None
             try:
-                x0 = await asyncio.wait_for(self.decode(body, self.translator.image_size, self.translator.max_pixels),
-                                            max(0.0, deadline - time.monotonic()))
+                x0, box = await asyncio.wait_for(
+                    self.decode(body, self.translator.image_size, self.translator.max_pixels, query.fit),
+                    max(0.0, deadline - time.monotonic()))
                 del body
-                pending = Pending(x0, query.seed, overrides, deadline)
+                pending = Pending(x0, query.seed, overrides, deadline, box)
                 result = await asyncio.wait_for(self._translate(pending), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 result = busy
@@ -273,6 +279,7 @@ class Pending:
     seed: int
     overrides: dict
     deadline: float
+    box: tuple | None = None  # the part of the answer that shows the image (fit=pad); None: all of it
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def wanted(self, now: float) -> bool:
@@ -290,7 +297,7 @@ def still_wanted(members: list):
 
 async def translate_groups(items: list, run_group) -> list:
     """The outcomes of one batch of ``Pending`` requests: the requests with equal settings run
-    together as one native batch (a group), ``run_group(x0, seeds, overrides, wanted)`` in a
+    together as one native batch (a group), ``run_group(x0, seeds, overrides, wanted, boxes)`` in a
     worker thread (the event loop stays free), ``wanted`` the group's ``still_wanted``. A group's
     outcome is its own: (PNG bytes, group size) per request, or the exception that ended the group
     (the route maps it to an answer; one that is no ``EgsdeError`` is logged with its traceback),
@@ -309,7 +316,8 @@ async def translate_groups(items: list, run_group) -> list:
                 raise SamplingCancelled("the request's deadline passed (or its client went away) while it was "
                                         "queued: retry later (the service is busy)")
             x0 = torch.stack([items[i].x0 for i in members])
-            pngs = await asyncio.to_thread(run_group, x0, [items[i].seed for i in members], json.loads(key), wanted)
+            pngs = await asyncio.to_thread(run_group, x0, [items[i].seed for i in members], json.loads(key), wanted,
+                                           [items[i].box for i in members])
             for i, png in zip(members, pngs):
                 results[i] = (png, len(members))
         except Exception as err:  # noqa: BLE001 - every fault is this group's answer (a 500 if unexpected)
@@ -320,8 +328,10 @@ async def translate_groups(items: list, run_group) -> list:
     return results
 
 
-def translate_before(translator, x0, seeds, overrides: dict, wanted, request_timeout_s: float) -> list:
-    """One native batch as PNG bytes, cancelled between updates once ``wanted()`` (the group's
+def translate_before(translator, x0, seeds, overrides: dict, wanted, request_timeout_s: float,
+                     boxes: list | None = None) -> list:
+    """One native batch as PNG bytes, each cut to its box (None: the whole image), cancelled
+    between updates once ``wanted()`` (the group's
     ``still_wanted``) turns false: every request of it past its deadline or gone
     (``SamplingCancelled``, saying so)."""
     import torch
@@ -337,7 +347,9 @@ def translate_before(translator, x0, seeds, overrides: dict, wanted, request_tim
         raise SamplingCancelled(f"the translation did not finish within the service's {request_timeout_s:g} s (or "
                                 "its clients went away): retry later, or ask for fewer updates (M, steps, repeats)") \
             from None
-    return [png_bytes(image) for image in tensor_to_images(torch.as_tensor(y))]
+    images = tensor_to_images(torch.as_tensor(y))
+    boxes = boxes or [None] * len(images)
+    return [png_bytes(image if box is None else image.crop(box)) for image, box in zip(images, boxes)]
 
 
 def limits(config: ServeConfig, translator, max_updates: int) -> dict:
@@ -402,9 +414,41 @@ def start(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, add
     serve.start(http_options={"host": host, "port": int(port), "keep_alive_timeout_s": config.keep_alive_s,
                               "request_timeout_s": config.request_timeout_s + PROXY_TIMEOUT_MARGIN_S})
     try:
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        with _without_record(SERVE_LOGGER, RECONNECT_NOTICE):
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     except RuntimeError as err:  # a replica could not start (e.g. its backend is not usable there)
         raise EgsdeError(f"the service did not start: {str(err).splitlines()[0]}") from None
+
+
+# ``serve.start`` is the one way to give Serve's proxy its options, and ``serve.run`` then calls
+# Ray's ``serve_start`` again, without options: finding the Serve just started, Ray logs "Connecting
+# to existing Serve app ... New http_options/controller_options will not be applied" on every fresh
+# start, though nothing was left out. That record alone is dropped, during ``serve.run`` alone: the
+# same notice from ``serve.start`` (a Serve already running on a cluster joined by address, whose
+# options are then not ours) is kept, with Ray's warning when its options differ.
+SERVE_LOGGER = "ray.serve"  # ray.serve._private.constants.SERVE_LOGGER_NAME
+RECONNECT_NOTICE = "Connecting to existing Serve app"
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def _without_record(logger_name: str, prefix: str):
+    """Within the block, the records of logger ``logger_name`` whose message starts with
+    ``prefix`` are dropped (its other records, and other loggers', are not)."""
+    drop, logger = _DropRecords(prefix), logging.getLogger(logger_name)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 _started_ray = False  # whether start() started Ray in this process (then stop() stops it)

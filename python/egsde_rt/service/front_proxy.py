@@ -32,8 +32,9 @@ connections and never finishes its headers holds them for as long as it likes; t
   at once, so a slow reader holds nginx, not Serve.
 * Listening on loopback, nginx answers only loopback ``Host`` names (400, JSON), as the service
   does (a web page cannot read it through DNS rebinding); nginx forwards with Serve's own
-  address as ``Host``. Every error nginx itself answers is JSON ``{"error": ...}``, as the
-  service's are.
+  address as ``Host``, and with the client's own as ``X-Forwarded-Host`` (the service's
+  cross-origin rule, ``http_app.refused_origin``, compares a browser's ``Origin`` with it). Every
+  error nginx itself answers is JSON ``{"error": ...}``, as the service's are.
 
 nginx runs with its own prefix (the config's directory: the pid file and the temp directories
 live there; errors go to stderr).
@@ -186,6 +187,8 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host "{upstream}";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # the client's own Host (a client's copy is replaced): the cross-origin rule compares Origin with it
+            proxy_set_header X-Forwarded-Host $http_host;
             # off: the body streams through, the guard's whole-body deadline and count stay in force
             proxy_request_buffering {"on" if request_buffering else "off"};
             proxy_buffering on;

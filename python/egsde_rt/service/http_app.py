@@ -1,9 +1,10 @@
 """The service's HTTP contract as a FastAPI app (no Ray here: ``serve.py`` deploys it behind
 ``@serve.ingress``; FastAPI comes with the ``[ray]`` extra, so import this module only to serve).
 
-* ``POST /translate?seed=S&M=...`` with the bytes of an image file as the body (``Content-Type``
-  an image type or ``application/octet-stream``): the translated image as ``image/png``. The
-  query parameters are typed: ``seed`` and one parameter per run-time overridable setting,
+* ``POST /translate?seed=S&M=...`` with an image file as the body (its bytes, ``Content-Type`` an
+  image type or ``application/octet-stream``, or a ``multipart/form-data`` form with one file
+  field: ``upload``): the translated image as ``image/png``. The query parameters are typed:
+  ``seed`` (which the route takes itself) and one parameter per run-time overridable setting,
   derived from the declarations in ``method/settings.py`` (a new setting appears here, in
   ``/openapi.json`` and on the page without touching this file), each parsed by its
   declaration's own text parser (``M=1.0`` and ``ilvr=t`` are refused here as on the command
@@ -16,9 +17,10 @@ Every answer but an image is JSON ``{"error": MESSAGE}``. What a request may cos
 before any work: its declared ``Content-Length`` and then the body as it streams in (a running
 total, so a chunked body cannot bypass the limit: 413), the time the body may take to arrive
 (408), its network evaluations (``check_work``: 400), the image's pixels (checked from its
-header by ``egsde_rt.images``: 400). A body that is not an image type is refused (415: a web page
-cannot make a browser send a cross-origin simple request here), and so is a ``Host`` other
-than the allowed ones (400: a service bound to loopback is not readable by DNS rebinding).
+header by ``egsde_rt.images``: 400, naming ``--max-pixels``). A body of another type is refused
+(415), a browser request from another origin too (403: ``refused_origin``, the cross-site
+request forgery rule), and so is a ``Host`` other than the allowed ones (400: a service bound to
+loopback is not readable by DNS rebinding).
 Outcomes of a translation (``translation_response``): the image (200), a result that is not an
 image (422, diverged sampling), past its deadline (503), a fault of the server (500, logged
 with its traceback).
@@ -26,12 +28,12 @@ with its traceback).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from importlib.resources import files
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,36 +41,30 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
 from .._version import __version__
 from ..errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
-from ..images import image_to_tensor
+from ..images import FITS, check_fit, fit_square
 from ..method.noise import check_seed
-from .proxy import refused_host, upload_too_large, upload_too_slow
+from .proxy import refused_host
+from .upload import BODY_TYPES, UnsupportedMediaType, UploadTimeout, UploadTooLarge
 from ..method.settings import DECLARATIONS, RUNTIME_OVERRIDABLE, EGSDESettings, overrides_from_text
 
 SEED_HELP = "the noise seed: a translation depends only on the image and its seed (an integer in [0, 2^64))"
 ROUTES = "POST /translate, GET /healthz, GET /stats, GET / (the page), GET /docs, GET /openapi.json"
-# What /translate takes as its body's Content-Type (parameters such as "; charset" aside).
-BODY_TYPES = "image/* or application/octet-stream"
+# The query parameter the route takes itself, beside the settings.
+SEED = "seed"
+# ... and how the upload becomes the engine's square (``images.FITS``: crop, the default, or pad).
+FIT = "fit"
+FIT_HELP = ("how the image becomes the engine's S x S square: crop (its centre square; the answer is S x S) or pad "
+            "(the whole image, padded; the answer keeps its aspect ratio, its longer side S)")
+# Methods that change nothing (RFC 9110's safe methods): the cross-origin rule leaves them alone.
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Sec-Fetch-Site values of a request the service's own page (or the user, not a page) made.
+SAME_ORIGIN_SITES = ("same-origin", "none")
+# The end of images.check_pixels' message (the Python argument), and what raises it in a service.
+PIXELS_HINT, SERVE_PIXELS_HINT = "raise max_pixels", "ask the service's operator to raise egsde-rt serve --max-pixels"
 log = logging.getLogger("egsde_rt.service.deployment")
-
-
-class UploadTooLarge(ImageError):
-    """An upload over the service's size limit (413)."""
-
-
-class UploadTimeout(ImageError):
-    """An upload that did not arrive within the service's body deadline (408)."""
-
-
-class UploadAborted(ImageError):
-    """An upload whose client went away before it was complete (400; nobody reads it)."""
-
-
-class UnsupportedMediaType(ImageError):
-    """A body whose Content-Type is not an image type or application/octet-stream (415)."""
 
 
 # The status of each request error (the first class that matches; any other EgsdeError: 400).
@@ -101,34 +97,6 @@ class Stats(BaseModel):
     peak_rss_mb: float
 
 
-def check_upload_size(nbytes: int, max_upload_mb: float) -> None:
-    if nbytes > max_upload_mb * 2**20:
-        raise UploadTooLarge(upload_too_large(max_upload_mb, nbytes))
-
-
-def declared_length(headers) -> int:
-    """The body's declared ``Content-Length`` (0 when none is declared); a malformed one is a 400."""
-    text = headers.get("content-length")
-    if text is None:
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ConfigError(f"Content-Length must be a non-negative integer, got {text!r}")
-    return value
-
-
-def check_content_type(value: str | None) -> None:
-    """``value`` must name an image type or ``application/octet-stream``."""
-    kind = (value or "").split(";")[0].strip().lower()
-    if not (kind.startswith("image/") or kind == "application/octet-stream"):
-        raise UnsupportedMediaType(
-            f"the body's Content-Type must be {BODY_TYPES}, got {value!r}: send the image file's bytes with its "
-            "type (curl: -H 'Content-Type: image/png' --data-binary @cat.png)")
-
-
 def check_work(settings: EGSDESettings, max_updates: int) -> None:
     """The request's network evaluations (updates x repeats) within the service's cap."""
     if settings.network_evaluations > max_updates:
@@ -136,29 +104,6 @@ def check_work(settings: EGSDESettings, max_updates: int) -> None:
             f"this request asks for {settings.network_evaluations} network evaluations ({settings.num_updates} "
             f"updates x {settings.repeats} repeat(s)), over this service's limit of {max_updates}: lower M, steps "
             "or repeats")
-
-
-async def read_body(request: Request, max_upload_mb: float, deadline: float) -> bytes:
-    """The body as it streams in, with a running total against ``max_upload_mb`` (a chunked body
-    is refused as soon as it crosses the limit, not after it is buffered) and the monotonic
-    ``deadline`` for the whole of it."""
-    chunks, total = [], 0
-    stream = request.stream().__aiter__()
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise asyncio.TimeoutError
-            chunk = await asyncio.wait_for(stream.__anext__(), remaining)
-        except StopAsyncIteration:
-            return b"".join(chunks)
-        except ClientDisconnect:  # nobody is left to answer: a quiet 400, not a logged fault
-            raise UploadAborted(f"the client went away after {total} bytes of the upload") from None
-        except asyncio.TimeoutError:
-            raise UploadTimeout(upload_too_slow(total)) from None
-        total += len(chunk)
-        check_upload_size(total, max_upload_mb)
-        chunks.append(chunk)
 
 
 def arrival(stamp: str | None, request_timeout_s: float) -> float:
@@ -177,10 +122,18 @@ def arrival(stamp: str | None, request_timeout_s: float) -> float:
     return now - min(max(elapsed, 0.0), request_timeout_s) if math.isfinite(elapsed) else now
 
 
-def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None):
-    """The upload as x0 [3, S, S] (cropped and resized before it becomes RGB: ``egsde_rt.images``), or
-    an ``EgsdeError`` naming what is wrong (its format, size, pixels)."""
-    return image_to_tensor(body, image_size, max_pixels=max_pixels)
+def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None, fit: str = "crop"):
+    """The upload as (x0 [3, S, S], the box of x0 that shows the image) made by ``fit`` (cropped, or
+    resized whole and padded, before it becomes RGB: ``egsde_rt.images.fit_square``), or
+    an ``EgsdeError`` naming what is wrong (its format, size, pixels: what raises the pixel limit of
+    a service is its ``--max-pixels``, not the Python argument ``images`` names)."""
+    try:
+        return fit_square(body, image_size, max_pixels, fit)
+    except ImageError as err:
+        message = str(err)
+        if not message.endswith(PIXELS_HINT):
+            raise
+        raise ImageError(message[:-len(PIXELS_HINT)] + SERVE_PIXELS_HINT) from None
 
 
 def translation_response(result: BaseException) -> JSONResponse:
@@ -198,12 +151,14 @@ def translation_response(result: BaseException) -> JSONResponse:
 def parse_query(params) -> tuple[int, dict]:
     """(seed, overrides) of a query given as text, or the ``EgsdeError`` naming what is wrong."""
     params = dict(params)
-    seed_text = params.pop("seed", "0")
+    overrides = overrides_from_text(params, handled=(SEED, FIT))
+    check_fit(params.get(FIT, "crop"))
+    seed_text = params.get(SEED, "0")
     try:
         seed = int(seed_text)
     except ValueError:
         raise ConfigError(f"seed must be an integer in [0, 2^64), got {seed_text!r}") from None
-    return check_seed(seed), overrides_from_text(params)
+    return check_seed(seed), overrides
 
 
 def _declared_parser(name: str):
@@ -217,7 +172,8 @@ def query_model() -> type[BaseModel]:
     """/translate's query: ``seed`` and each run-time overridable setting, typed from its
     declaration (choices as an enum, the bound of a costly integer as its maximum; unset: the
     engine's value) and parsed by the declaration's own parser; unknown names are refused."""
-    fields = {"seed": (int, Field(0, ge=0, lt=2**64, description=SEED_HELP))}
+    fields = {SEED: (int, Field(0, ge=0, lt=2**64, description=SEED_HELP)),
+              FIT: (Literal[FITS], Field("crop", description=FIT_HELP))}
     for name in RUNTIME_OVERRIDABLE:
         declaration = DECLARATIONS[name]
         kind = Literal[declaration.choices] if declaration.choices else declaration.kind
@@ -243,9 +199,69 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
+def refused_origin(method: str, headers) -> str | None:
+    """Why a request with these ASGI ``headers`` is refused as a cross-site request forgery (a
+    browser made it for a page of another origin); None when it is not one.
+
+    Why: a page anywhere can make its visitor's browser POST to this service (an HTML form, or
+    ``fetch`` with ``mode: "no-cors"``) without asking it first, for the "simple" body types:
+    ``text/plain``, ``application/x-www-form-urlencoded`` and ``multipart/form-data``. The page
+    cannot read the answer, but the translation would run: a page could spend the service's
+    work, or a loopback service's on the visitor's own machine. Any other body type needs the
+    browser's CORS preflight, which this service never grants. With ``multipart/form-data``
+    accepted, the body type alone no longer refuses such a request, so the request's origin
+    does, as Go's ``net/http.CrossOriginProtection`` decides it (browsers set these headers;
+    a page cannot forge them):
+
+    * ``Sec-Fetch-Site`` (every current browser): ``same-origin`` (the page at ``/``) or ``none``
+      (the user, not a page) pass; ``same-site`` (another port of the same host) and
+      ``cross-site`` are refused;
+    * without it (older browsers), ``Origin``: passes when its host and port are the request's
+      ``Host`` (or the ``X-Forwarded-Host`` the nginx front sets: a browser cannot send that
+      header cross-origin without a preflight); ``null`` or another origin is refused;
+    * with neither, the request is no browser's (curl, Python, a server) or a same-origin
+      request of a browser that sends neither: it passes.
+
+    Safe methods (``SAFE_METHODS``) change nothing and pass."""
+    if method.upper() in SAFE_METHODS:
+        return None
+    named = {name.lower(): value.decode("latin-1").strip() for name, value in headers}
+    site, origin = named.get(b"sec-fetch-site"), named.get(b"origin")
+    if site is not None:
+        if site.lower() in SAME_ORIGIN_SITES:
+            return None
+        evidence = f"Sec-Fetch-Site: {site}"
+    elif origin is None:
+        return None
+    else:
+        hosts = {named.get(b"host", "").lower(), named.get(b"x-forwarded-host", "").lower()} - {""}
+        if origin.lower() != "null" and urlsplit(origin).netloc.lower() in hosts:
+            return None
+        evidence = f"Origin: {origin}"
+    return (f"a page of another origin cannot make a browser run a translation here ({evidence}): translate "
+            "from this service's own page (/), or call it from a program (curl, Python requests, a server), "
+            "which sends no Origin")
+
+
+class CrossOriginCheck:
+    """ASGI middleware: a request ``refused_origin`` refuses gets a JSON 403 before anything is
+    read (its body included)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        refusal = refused_origin(scope["method"], scope["headers"]) if scope["type"] == "http" else None
+        if refusal:
+            return await error_response(refusal, 403)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 ERROR_RESPONSES = {
-    400: {"model": ErrorBody, "description": "a bad image, seed or setting, or more work than the service allows "
-                                             "(the message says which and why)"},
+    400: {"model": ErrorBody, "description": "a bad image, form, seed or setting, or more work than the service "
+                                             "allows (the message says which and why)"},
+    403: {"model": ErrorBody, "description": "a browser's request for a page of another origin (cross-site request "
+                                             "forgery): call the service from its page or from a program"},
     408: {"model": ErrorBody, "description": "the upload did not arrive within the service's body deadline"},
     413: {"model": ErrorBody, "description": "an upload over the service's size limit"},
     415: {"model": ErrorBody, "description": f"a body whose Content-Type is not {BODY_TYPES}"},
@@ -260,9 +276,16 @@ TRANSLATE_RESPONSES = {
     500: {"model": ErrorBody, "description": "a fault of the server (its log has the details)"},
     503: {"description": "more requests than the service can queue, or the request's deadline passed: retry later"},
 }
+IMAGE_FILE = "an image file (PNG, JPEG, WebP, BMP, PPM or TIFF)"
 TRANSLATE_BODY = {"requestBody": {
-    "required": True, "description": "the bytes of an image file (PNG, JPEG, WebP, BMP, PPM or TIFF)",
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+    "required": True,
+    "description": f"{IMAGE_FILE}: its bytes as the body (Content-Type an image type or application/octet-stream), "
+                   "or a multipart/form-data form with one field, the file (any name; the seed and settings go in "
+                   "the query)",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": ["image"], "additionalProperties": False,
+                    "properties": {"image": {"type": "string", "format": "binary", "description": IMAGE_FILE}}}}}}}
 
 
 def error_response(message: str, status: int, headers=None) -> JSONResponse:
@@ -273,8 +296,9 @@ def create_app(allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The app with its error handlers and the page; the deployment adds its routes to it.
     ``allowed_hosts``: the Host names it answers (empty: any)."""
     app = FastAPIOffline(title="egsde-rt", version=__version__, redoc_url=None,
-                         description="EGSDE image-to-image translation: POST an image file's bytes to /translate. "
-                                     "Try it in a browser at /.")
+                         description="EGSDE image-to-image translation: POST an image file to /translate (its bytes, "
+                                     "or a form with one file field). Try it in a browser at /.")
+    app.add_middleware(CrossOriginCheck)
     if allowed_hosts:
         app.add_middleware(HostCheck, allowed=tuple(allowed_hosts))
 

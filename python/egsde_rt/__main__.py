@@ -1,0 +1,8 @@
+"""``python -m egsde_rt``: the same as ``egsde-rt``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
