@@ -190,7 +190,7 @@ def test_the_compiled_runners_captured_run_equals_its_uncaptured_run(tiny_torch_
 
 
 def test_bf16_networks_stay_within_40_db_of_fp32_on_the_demo():
-    """bf16 networks, float32 sampler state, the same Philox noise: >= 40 dB PSNR on the demo."""
+    """bf16 networks, float32 sampler state, the same Philox noise: >= 40 dB PSNR on two demo images."""
     from egsde_rt.demo import DEMO_IMAGE_SEED, DEMO_SETTINGS, weights_path
     from egsde_rt.demo import domain_batch
     from egsde_rt.demo import DEMO_DSE_CONFIG, DEMO_SCORE_CONFIG
@@ -200,7 +200,7 @@ def test_bf16_networks_stay_within_40_db_of_fp32_on_the_demo():
     score, dse = ADMUNet(**DEMO_SCORE_CONFIG), DSE(**DEMO_DSE_CONFIG)
     load_checkpoint(score, weights_path("score"))
     load_checkpoint(dse, weights_path("dse"))
-    x0 = domain_batch("source", range(4), seed=DEMO_IMAGE_SEED)
+    x0 = domain_batch("source", range(2), seed=DEMO_IMAGE_SEED)  # two images: bf16 on a CPU is slow
     settings = DEMO_SETTINGS.to_dict()
     fp32 = native_translate(x0, score.eval(), dse.eval(), seed=0, **settings).clamp(-1, 1)
     score.convert_torso(torch.bfloat16), dse.convert_torso(torch.bfloat16)

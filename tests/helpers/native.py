@@ -7,9 +7,9 @@ from contextlib import nullcontext
 
 import numpy as np
 import pytest
-import torch
 
 from egsde_rt import _core
+from egsde_rt.runtime.devices import cuda_usable
 
 GUARD = 64
 SENTINEL = np.float32(-7.77e7)
@@ -35,10 +35,10 @@ def step_draws(scalars: np.ndarray) -> list[int]:
 
 
 def cuda_ready() -> bool:
-    return bool(_core.built_with_cuda and torch.cuda.is_available() and _core.cuda_device_count() > 0)
+    return cuda_usable()[0]
 
 
-requires_cuda = pytest.mark.skipif(not cuda_ready(), reason=f"no CUDA device: {_core.cuda_status()}")
+requires_cuda = pytest.mark.skipif(not cuda_ready(), reason=cuda_usable()[1])
 
 
 class HostStepGraph:

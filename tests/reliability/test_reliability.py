@@ -48,13 +48,13 @@ def test_run_decodes_batch_by_batch(translator, monkeypatch):
     """Images are decoded just before their batch runs, not all up front."""
     from egsde_rt.runtime import translator as module
 
-    decoded, real = [], module.images_to_batch
+    decoded, real = [], module.fit_batch
 
-    def recording(sources, image_size, max_pixels=None):
+    def recording(sources, image_size, max_pixels=None, fit="crop"):
         decoded.append(len(sources))
-        return real(sources, image_size, max_pixels)
+        return real(sources, image_size, max_pixels, fit)
 
-    monkeypatch.setattr(module, "images_to_batch", recording)
+    monkeypatch.setattr(module, "fit_batch", recording)
     images = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(5)]
     out = translator.run(images, batch_size=2, M=2)
     assert len(out) == 5 and decoded == [2, 2, 1]

@@ -97,6 +97,16 @@ def test_the_service_returns_what_translator_run_returns(service, tiny_engine, o
     assert _get("/healthz") == b"ok"
 
 
+def test_fit_pad_answers_with_the_uploads_aspect_ratio(service, tiny_engine):
+    """``?fit=pad``: a 48 x 32 upload comes back 32 x 21, what ``Translator.run(..., fit="pad")`` gives."""
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(4).random((32, 48, 3)) * 255).astype(np.uint8)).save(buffer, "PNG")
+    status, _, body = _post("seed=5&M=2&fit=pad", buffer.getvalue())
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (32, 21)
+    expected = Translator(tiny_engine[0]).run(buffer.getvalue(), seed=5, M=2, fit="pad")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(body))), np.asarray(expected))
+
+
 @pytest.mark.parametrize("query,body,status,match", [
     ("seed=abc", None, 400, "seed must be an integer"), ("seed=-1", None, 400, "seed must be in"),
     ("M=99999", None, 400, "M must be at most 1000"), ("repeats=2147483647", None, 400, "at most 16"),
@@ -134,7 +144,7 @@ def test_openapi_documents_every_setting_and_docs_and_page_are_served_locally(se
 
     spec = json.loads(_get("/openapi.json"))
     params = {p["name"]: p["schema"] for p in spec["paths"]["/translate"]["post"]["parameters"]}
-    assert list(params) == ["seed", *RUNTIME_OVERRIDABLE]
+    assert list(params) == ["seed", "fit", *RUNTIME_OVERRIDABLE] and params["fit"]["enum"] == ["crop", "pad"]
     kinds = {int: "integer", float: "number", bool: "boolean", str: "string"}
     for name in RUNTIME_OVERRIDABLE:
         assert params[name]["type"] == kinds[DECLARATIONS[name].kind], name

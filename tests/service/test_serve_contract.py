@@ -139,7 +139,7 @@ def test_the_page_translates_an_uploaded_image_in_a_browser(service, tiny_engine
         wait = WebDriverWait(browser, 120)
         wait.until(lambda b: b.find_elements(By.NAME, "M"))  # the form is built from /openapi.json
         assert {e.get_attribute("name") for e in browser.find_elements(By.CSS_SELECTOR, "form [name]")} \
-            == {"seed", *RUNTIME_OVERRIDABLE}
+            == {"seed", "fit", *RUNTIME_OVERRIDABLE}
         browser.find_element(By.NAME, "seed").clear()
         browser.find_element(By.NAME, "seed").send_keys("7")
         browser.find_element(By.NAME, "M").send_keys("3")

@@ -287,7 +287,7 @@ def _run_group_cancelling(translator, cancel, after_s=0.3):
 
     members = [Pending(torch.zeros(3, 4, 4), seed, {"M": 2}, time.monotonic() + 60) for seed in (0, 1)]
 
-    def run_group(x0, seeds, overrides, wanted):
+    def run_group(x0, seeds, overrides, wanted, boxes):
         return translate_before(translator, x0, seeds, overrides, wanted, 60.0)
 
     async def main():
