@@ -43,7 +43,7 @@ import warnings
 from functools import partial
 from io import BytesIO
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -408,6 +408,14 @@ def image_to_tensor(src: ImageInput, image_size: int, max_pixels: int | None = N
     """One image as a float32 [3, image_size, image_size] tensor in [-1, 1] (``fit_square`` without
     its box)."""
     return fit_square(src, image_size, max_pixels, fit)[0]
+
+
+def cut_to_boxes(images: Sequence[Image.Image], boxes: Sequence[Box | None] | None) -> list[Image.Image]:
+    """Translated squares cut to the boxes ``fit_square`` gave their sources (the image without its
+    padding, fit="pad"); a box that is the whole square, or None (or no boxes), keeps the square."""
+    boxes = boxes or [None] * len(images)
+    return [image if box is None or box == (0, 0, *image.size) else image.crop(box)
+            for image, box in zip(images, boxes)]
 
 
 def fit_batch(sources, image_size: int, max_pixels: int | None = None,

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..errors import ConfigError, EgsdeError, ImageError
-from ..images import IMAGE_EXTENSIONS, Box, check_fit, fit_square, list_images, tensor_to_images
+from ..images import IMAGE_EXTENSIONS, Box, check_fit, cut_to_boxes, fit_square, list_images, tensor_to_images
 from ..method.noise import check_seed, derive_seed
 from ..method.settings import check_batch_size
 
@@ -252,9 +252,7 @@ def translate_batch(translator, batch: Sequence[FileTask], x0: torch.Tensor, ove
     report = JobReport()
     try:
         y = translator.run_tensor(x0, seed=[t.seed for t in batch], callback=callback, **overrides)
-        images = tensor_to_images(torch.as_tensor(y))
-        if boxes is not None:
-            images = [image.crop(box) for image, box in zip(images, boxes)]
+        images = cut_to_boxes(tensor_to_images(torch.as_tensor(y)), boxes)
     except ImageError as err:  # a result that cannot be an image (diverged): these files fail
         report.failed += [(t.source, str(err)) for t in batch]
         return report

@@ -37,7 +37,7 @@ import torch
 from ..cpu_threads import ThreadBudget
 from ..engine import EngineDir, load_engine_dir
 from ..errors import CaptureFailed, ConfigError, ImageError
-from ..images import (ImageInput, check_fit, check_max_pixels, check_source, fit_batch, max_pixels_for,
+from ..images import (ImageInput, check_fit, check_max_pixels, check_source, cut_to_boxes, fit_batch, max_pixels_for,
                       source_from_numpy, tensor_to_images)
 from ..method.noise import Seeds, seed_array
 from ..method.schedule import Schedule
@@ -275,8 +275,7 @@ class Translator:
             x0, boxes = fit_batch(sources[batch], self.image_size, self.max_pixels, fit)
             y = torch.empty(x0.shape, dtype=torch.float32)
             self._translate(x0, seeds[batch], settings, y, callback)
-            results += [image if box == (0, 0, *image.size) else image.crop(box)  # fit="pad": the image alone
-                        for image, box in zip(tensor_to_images(y), boxes)]
+            results += cut_to_boxes(tensor_to_images(y), boxes)  # fit="pad": the image alone
         return results[0] if single else results
 
     def __repr__(self) -> str:

@@ -336,7 +336,7 @@ def translate_before(translator, x0, seeds, overrides: dict, wanted, request_tim
     (``SamplingCancelled``, saying so)."""
     import torch
 
-    from ..images import tensor_to_images
+    from ..images import cut_to_boxes, tensor_to_images
 
     def in_time(done, total):
         return wanted()
@@ -347,9 +347,7 @@ def translate_before(translator, x0, seeds, overrides: dict, wanted, request_tim
         raise SamplingCancelled(f"the translation did not finish within the service's {request_timeout_s:g} s (or "
                                 "its clients went away): retry later, or ask for fewer updates (M, steps, repeats)") \
             from None
-    images = tensor_to_images(torch.as_tensor(y))
-    boxes = boxes or [None] * len(images)
-    return [png_bytes(image if box is None else image.crop(box)) for image, box in zip(images, boxes)]
+    return [png_bytes(image) for image in cut_to_boxes(tensor_to_images(torch.as_tensor(y)), boxes)]
 
 
 def limits(config: ServeConfig, translator, max_updates: int) -> dict:
