@@ -17,6 +17,13 @@ SAMPLES_DIR = REFERENCE_DIR.parent / "samples" / "afhq_cat"
 # Translations bit for bit reproducible across runs: a fixed thread count by default (with "auto", the
 # team follows the machine's load, which changes the float rounding; tests of that unset this).
 os.environ.setdefault("EGSDE_RT_THREADS", str(len(os.sched_getaffinity(0))))
+# No Ray usage statistics from the suite. ray.init() turns them off for the local instance it starts,
+# but a driver that joins a cluster (tests/service/test_cluster_faults.py) keeps them on, and then
+# Ray Data's usage-metrics poller thread runs for the rest of the session: every 10 s it queries
+# Prometheus (absent) and formats the failure's traceback, whose ast.parse races the main thread's
+# (CPython 3.11.7 shares the AST builder's depth count between threads: "SystemError: AST constructor
+# recursion depth mismatch", seen in the service tests).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def reference_file(name: str) -> Path:

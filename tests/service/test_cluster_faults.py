@@ -209,6 +209,9 @@ def test_a_job_that_loses_a_node_writes_every_output_exactly_once(cluster, tiny_
     todo, skipped = plan_job(inputs, out, seed=5, existing="skip")  # resume: nothing left to do
     assert not todo and {t.output for t in skipped} == expected
     assert ray_translate(tiny_engine[0], todo).written == []
+    # a driver that joined a cluster keeps Ray's usage statistics on unless told otherwise: the suite
+    # turns them off (conftest), or Ray Data's poller thread would run for the rest of the session
+    assert "data-usage-metrics-poller" not in {t.name for t in threading.enumerate()}
 
 
 # --- the service ----------------------------------------------------------------------------------
