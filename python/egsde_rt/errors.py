@@ -31,6 +31,24 @@ class ImageError(EgsdeError, ValueError):
     """An input image is missing, corrupt, of the wrong mode or size, or not finite."""
 
 
+class ImageTooLargeError(ImageError):
+    """An image of more pixels than a limit allows. ``fix`` ends the message: how the caller raises the
+    limit where it stands (``with_fix`` says it for another caller: a service names its option)."""
+
+    def __init__(self, name: str, size: tuple[int, int], max_pixels: int, fix: str = "raise max_pixels"):
+        self.name, self.size, self.max_pixels, self.fix = name, tuple(size), max_pixels, fix
+        w, h = self.size
+        side = int(max_pixels ** 0.5)
+        super().__init__(f"{name}: {w}x{h} is {w * h / 1e6:.1f} Mpx, over the limit of {max_pixels} pixels "
+                         f"({max_pixels / 1e6:.1f} Mpx, e.g. {side}x{side}); give a smaller image or {fix}")
+
+    def with_fix(self, fix: str) -> "ImageTooLargeError":
+        return ImageTooLargeError(self.name, self.size, self.max_pixels, fix)
+
+    def __reduce__(self):  # pickled whole (a Ray replica's error reaches the proxy): not from the message
+        return ImageTooLargeError, (self.name, self.size, self.max_pixels, self.fix)
+
+
 class EngineDirError(EgsdeError):
     """An engine directory is missing, incomplete, corrupt or of another format version."""
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, ImageTooLargeError
 from .method.settings import check_positive_int
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
@@ -202,13 +202,10 @@ def _decode(source, name: str, max_pixels: int) -> Image.Image:
 
 
 def check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
-    """An ``ImageError`` if an image of ``size`` (w, h) has more than ``max_pixels`` pixels."""
+    """An ``ImageTooLargeError`` if an image of ``size`` (w, h) has more than ``max_pixels`` pixels."""
     w, h = size
     if w * h > max_pixels:
-        side = int(max_pixels ** 0.5)
-        raise ImageError(f"{name}: {w}x{h} is {w * h / 1e6:.1f} Mpx, over the limit of {max_pixels} pixels "
-                         f"({max_pixels / 1e6:.1f} Mpx, e.g. {side}x{side}); give a smaller image or raise "
-                         "max_pixels")
+        raise ImageTooLargeError(name, size, max_pixels)
 
 
 def _unidentified(source, name: str) -> str:

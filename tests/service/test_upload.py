@@ -6,6 +6,7 @@ the messages that name the fix. The running service is tried in test_serve_contr
 
 import asyncio
 import json
+import pickle
 import time
 
 import pytest
@@ -14,7 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 
 from egsde_rt.bench.serve_hostile import claimed_size_png, png  # noqa: E402
-from egsde_rt.errors import ImageError  # noqa: E402
+from egsde_rt.errors import ImageError, ImageTooLargeError  # noqa: E402
 from egsde_rt.service.http_app import (SERVE_PIXELS_HINT, create_app, decode_upload, parse_query,  # noqa: E402
                                        refused_origin, request_error_status)
 from egsde_rt.service.upload import (FormError, UnsupportedMediaType, UploadTimeout, UploadTooLarge,  # noqa: E402
@@ -210,6 +211,8 @@ def test_the_pixel_limit_over_http_names_the_serve_option():
     message = str(refused.value)
     assert "over the limit of" in message and message.endswith(SERVE_PIXELS_HINT)
     assert "egsde-rt serve --max-pixels" in message and "raise max_pixels" not in message
+    again = pickle.loads(pickle.dumps(refused.value))  # as a replica's error reaches the proxy
+    assert type(again) is ImageTooLargeError and str(again) == message and again.size == (5000, 5000)
     with pytest.raises(ImageError, match="not an image file") as other:
         decode_upload(b"not an image", 32)
     assert "--max-pixels" not in str(other.value)

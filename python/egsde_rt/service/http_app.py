@@ -43,7 +43,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
 
 from .._version import __version__
-from ..errors import ConfigError, EgsdeError, ImageError, SamplingCancelled
+from ..errors import ConfigError, EgsdeError, ImageError, ImageTooLargeError, SamplingCancelled
 from ..images import FITS, check_fit, fit_square
 from ..method.noise import check_seed
 from .proxy import refused_host
@@ -62,8 +62,8 @@ FIT_HELP = ("how the image becomes the engine's S x S square: crop (its centre s
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Sec-Fetch-Site values of a request the service's own page (or the user, not a page) made.
 SAME_ORIGIN_SITES = ("same-origin", "none")
-# The end of images.check_pixels' message (the Python argument), and what raises it in a service.
-PIXELS_HINT, SERVE_PIXELS_HINT = "raise max_pixels", "ask the service's operator to raise egsde-rt serve --max-pixels"
+# How the pixel limit is raised in a service (images.check_pixels names the Python argument).
+SERVE_PIXELS_HINT = "ask the service's operator to raise egsde-rt serve --max-pixels"
 log = logging.getLogger("egsde_rt.service.deployment")
 
 
@@ -129,11 +129,8 @@ def decode_upload(body: bytes, image_size: int, max_pixels: int | None = None, f
     a service is its ``--max-pixels``, not the Python argument ``images`` names)."""
     try:
         return fit_square(body, image_size, max_pixels, fit)
-    except ImageError as err:
-        message = str(err)
-        if not message.endswith(PIXELS_HINT):
-            raise
-        raise ImageError(message[:-len(PIXELS_HINT)] + SERVE_PIXELS_HINT) from None
+    except ImageTooLargeError as err:
+        raise err.with_fix(SERVE_PIXELS_HINT) from None
 
 
 def translation_response(result: BaseException) -> JSONResponse:
